@@ -1,0 +1,31 @@
+"""netmux: many TCP/UDP clients at once on one thread, with the standard library only.
+
+A hand-written reactor around ``selectors.DefaultSelector`` drives non-blocking
+sockets; handlers use asyncio's Protocol names and servers socketserver's shape.
+The layers, bottom to top (one module each):
+
+    reactor.py    readiness events, timers, call_soon, thread-safe wake-up
+    transport.py  one non-blocking socket: read -> handler, write buffer -> socket
+    handler.py    user code: the pluggable interface (asyncio Protocol names)
+    framing.py    sans-IO: bytes in -> whole frames out
+    server.py     TCPServer (and friends): front doors wiring the above together
+"""
+from .handler import DatagramHandler, Handler
+from .reactor import Reactor, Timer
+from .server import TCPServer
+from .transport import TCPTransport, Transport
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Reactor", "Timer", "Handler", "DatagramHandler", "TCPTransport", "Transport", "TCPServer",
+]
+
+try:  # framing lands in its own change; keep the core importable meanwhile
+    from .framing import (FramedHandler, FramingError, LengthPrefixFramer, LineFramer,
+                          LineHandler, NetstringFramer)
+except ImportError:  # pragma: no cover
+    pass
+else:
+    __all__ += ["FramedHandler", "FramingError", "LengthPrefixFramer", "LineFramer",
+                "LineHandler", "NetstringFramer"]

@@ -1,0 +1,410 @@
+"""The TCP transport: one non-blocking socket between the reactor and a handler.
+
+Where it sits: above the reactor, below the handler. It owns one connected,
+non-blocking socket and its write buffer. Bytes flow up (readable -> one
+``recv`` -> ``handler.data_received``) and down (``write`` -> ``send`` at once
+if nothing is queued, else into the buffer, flushed when the socket is
+writable). The method names are asyncio's Transport's.
+
+Design notes, the why of the code below:
+
+* **Send at once, buffer the rest.** Most writes fit in the kernel's send
+  buffer, so ``write`` tries ``send`` first and only buffers what the kernel
+  refused; the reactor watches for writability only while bytes are buffered,
+  so an idle connection costs the selector nothing.
+* **Linear buffering.** The buffer is one ``bytearray``: appending is amortised
+  O(1), and deleting sent bytes from its front moves a start offset instead of
+  the data (CPython shrinks it geometrically), so a single 100 MiB write or a
+  million small ones cost linear time.
+* **Flow control.** Above the high-water mark the handler hears
+  ``pause_writing``; at or below the low-water mark, ``resume_writing``.
+  ``Handler``'s defaults pause reading meanwhile, which bounds an echo's memory
+  against a peer that never reads.
+* **EAGAIN and EINTR are silent**: the socket was not ready after all (another
+  wake-up raced us, or a signal arrived); the selector will tell us again.
+  ECONNRESET, EPIPE and friends end the connection: ``connection_lost(exc)``.
+* **close() flushes first**: it stops reading, lets the buffer drain, then
+  closes. ``abort()`` drops the buffer. Either way ``connection_lost`` runs
+  exactly once, on a later turn of the loop, never from inside the handler
+  method that asked for it.
+* **Handler errors cost one connection**: any exception raised by a handler
+  method is logged once on the ``netmux`` logger with its traceback, and that
+  connection alone is aborted.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from typing import Any, Callable, Optional
+
+__all__ = ["TCPTransport", "Transport"]
+
+logger = logging.getLogger("netmux")
+
+_monotonic = time.monotonic
+
+# Errors that a peer causes by going away: logged at DEBUG, they are ordinary.
+_PEER_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, TimeoutError)
+
+
+def _byte_view(data: Any) -> memoryview:
+    """A flat byte view of any bytes-like object; TypeError for anything else (str, int)."""
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise TypeError(f"data must be a bytes-like object, not {type(data).__name__}") from None
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+class TCPTransport:
+    """A connected stream socket driven by a reactor, delivering to one handler.
+
+    Built by ``TCPServer`` and ``connect()``; user code gets it in
+    ``handler.connection_made(transport)``.
+    """
+
+    __slots__ = (
+        "reactor", "_sock", "_fileno", "_handler", "_buffer", "_high_water", "_low_water",
+        "_reading", "_registered_reader", "_closing", "_eof_received", "_eof_requested",
+        "_writing_paused", "_lost", "_lost_exc", "_lost_called", "_on_lost", "_peername",
+        "_sockname", "_last_activity", "_idle_timeout", "_idle_timer", "_max_read", "__weakref__",
+    )
+
+    #: Largest single ``recv``: as asyncio's selector transports do.
+    max_read_size = 256 * 1024
+
+    def __init__(self, reactor: Any, sock: socket.socket, handler: Any, *,
+                 peername: Any = None, idle_timeout: Optional[float] = None,
+                 on_lost: Optional[Callable[["TCPTransport"], None]] = None) -> None:
+        self.reactor = reactor
+        self._sock = sock
+        self._fileno = sock.fileno()
+        self._handler = handler
+        self._buffer = bytearray()
+        self._high_water = 64 * 1024
+        self._low_water = 16 * 1024
+        self._reading = True            # what the handler asked for
+        self._registered_reader = False  # what the selector is told
+        self._closing = False
+        self._eof_received = False
+        self._eof_requested = False
+        self._writing_paused = False
+        self._lost = False
+        self._lost_exc: Optional[BaseException] = None
+        self._lost_called = False
+        self._on_lost = on_lost
+        self._peername = peername
+        self._sockname = None
+        self._last_activity = _monotonic()
+        self._idle_timeout = idle_timeout
+        self._idle_timer = None
+        self._max_read = self.max_read_size
+
+    def __repr__(self) -> str:
+        state = "lost" if self._lost else "closing" if self._closing else "open"
+        return f"<{type(self).__name__} fd={self._fileno} {state} peer={self._peername}>"
+
+    # ------------------------------------------------------------------
+    # Start-up
+    # ------------------------------------------------------------------
+    def _start(self) -> None:
+        """Tell the handler, then start reading: called once by the front door."""
+        try:
+            self._handler.connection_made(self)
+        except Exception as exc:
+            self._handler_failed(exc, "connection_made")
+            return
+        if self._idle_timeout is not None and not self._lost:
+            self._idle_timer = self.reactor.call_later(self._idle_timeout, self._check_idle)
+        self._update_reader()
+
+    # ------------------------------------------------------------------
+    # Reading: readable -> one recv -> handler
+    # ------------------------------------------------------------------
+    def _read_ready(self) -> None:
+        try:
+            data = self._sock.recv(self._max_read)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._fatal_error(exc, "recv")
+            return
+        if data:
+            self._last_activity = _monotonic()
+            try:
+                self._handler.data_received(data)
+            except Exception as exc:
+                self._handler_failed(exc, "data_received")
+        else:
+            self._read_eof()
+
+    def _read_eof(self) -> None:
+        self._eof_received = True
+        self._update_reader()
+        try:
+            keep_open = self._handler.eof_received()
+        except Exception as exc:
+            self._handler_failed(exc, "eof_received")
+            return
+        if not keep_open:
+            self.close()
+
+    def _update_reader(self) -> None:
+        """Register for reading exactly when the handler wants data and more can come."""
+        want = self._reading and not self._closing and not self._eof_received
+        if want != self._registered_reader:
+            self._registered_reader = want
+            if want:
+                self.reactor.add_reader(self._fileno, self._read_ready)
+            else:
+                self.reactor.remove_reader(self._fileno)
+
+    def pause_reading(self) -> None:
+        """Stop calling ``data_received`` until ``resume_reading()``; the kernel buffers meanwhile."""
+        self._reading = False
+        if not self._lost:
+            self._update_reader()
+
+    def resume_reading(self) -> None:
+        """Undo ``pause_reading()``."""
+        self._reading = True
+        if not self._lost:
+            self._update_reader()
+
+    def is_reading(self) -> bool:
+        """True when the transport delivers incoming data (not paused, not closing)."""
+        return self._reading and not self._closing
+
+    # ------------------------------------------------------------------
+    # Writing: send at once, buffer the rest, flush when writable
+    # ------------------------------------------------------------------
+    def write(self, data: Any) -> None:
+        """Send ``data`` (any bytes-like object) in order after everything written before.
+
+        Raises TypeError for anything not bytes-like, ConnectionError once the
+        transport is closing or lost, RuntimeError after ``write_eof()``.
+        """
+        if data.__class__ is not bytes:
+            data = _byte_view(data)
+        if self._closing:
+            raise ConnectionError(f"write() on a closed or closing transport: {self!r}")
+        if self._eof_requested:
+            raise RuntimeError("write() after write_eof()")
+        if not data:
+            return
+        buffer = self._buffer
+        if not buffer:
+            try:
+                sent = self._sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                self._fatal_error(exc, "send")
+                return
+            if sent == len(data):
+                self._last_activity = _monotonic()
+                return
+            if sent:
+                self._last_activity = _monotonic()
+                data = memoryview(data)[sent:]
+            self.reactor.add_writer(self._fileno, self._write_ready)
+        buffer += data                      # copies: the caller may reuse its bytearray
+        if len(buffer) > self._high_water and not self._writing_paused:
+            self._writing_paused = True
+            self._call_handler("pause_writing")
+
+    def writelines(self, chunks: Any) -> None:
+        """Write every bytes-like object of an iterable, in order."""
+        for chunk in chunks:
+            self.write(chunk)
+
+    def _write_ready(self) -> None:
+        buffer = self._buffer
+        if self._lost or not buffer:
+            return
+        try:
+            sent = self._sock.send(buffer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._fatal_error(exc, "send")
+            return
+        del buffer[:sent]
+        self._last_activity = _monotonic()
+        if self._writing_paused and len(buffer) <= self._low_water:
+            self._writing_paused = False
+            self._call_handler("resume_writing")    # it may write more
+        if buffer or self._lost:
+            return
+        self.reactor.remove_writer(self._fileno)
+        if self._closing:
+            self._force_close(None)
+        elif self._eof_requested:
+            self._shutdown_write()
+
+    def write_eof(self) -> None:
+        """Half-close: send FIN once everything buffered is flushed. Reading goes on."""
+        if self._closing or self._eof_requested:
+            return
+        self._eof_requested = True
+        if not self._buffer:
+            self._shutdown_write()
+
+    def _shutdown_write(self) -> None:
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            self._fatal_error(exc, "shutdown")
+
+    def can_write_eof(self) -> bool:
+        """TCP can half-close: always True."""
+        return True
+
+    def get_write_buffer_size(self) -> int:
+        """Bytes written but not yet handed to the kernel."""
+        return len(self._buffer)
+
+    def get_write_buffer_limits(self) -> tuple:
+        """``(low, high)``, as asyncio returns them."""
+        return (self._low_water, self._high_water)
+
+    def set_write_buffer_limits(self, high: Optional[int] = None, low: Optional[int] = None) -> None:
+        """Set the flow-control marks: default high 64 KiB, low ``high // 4``."""
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not 0 <= low <= high:
+            raise ValueError(f"need 0 <= low <= high, got high={high!r} low={low!r}")
+        self._high_water, self._low_water = high, low
+        size = len(self._buffer)
+        if size > high and not self._writing_paused:
+            self._writing_paused = True
+            self._call_handler("pause_writing")
+        elif size <= low and self._writing_paused:
+            self._writing_paused = False
+            self._call_handler("resume_writing")
+
+    # ------------------------------------------------------------------
+    # Closing
+    # ------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop reading, flush everything buffered, then close. No data is lost."""
+        if self._closing:
+            return
+        self._closing = True
+        self._update_reader()
+        if not self._buffer:
+            self._force_close(None)
+
+    def abort(self) -> None:
+        """Close now, dropping anything buffered."""
+        self._force_close(None)
+
+    def is_closing(self) -> bool:
+        """True once ``close()`` or ``abort()`` was called or the connection was lost."""
+        return self._closing
+
+    def _fatal_error(self, exc: BaseException, where: str) -> None:
+        if isinstance(exc, _PEER_GONE):
+            logger.debug("%r: %s failed: %s", self, where, exc)
+        else:
+            logger.warning("%r: %s failed: %s", self, where, exc)
+        self._force_close(exc)
+
+    def _handler_failed(self, exc: BaseException, method: str) -> None:
+        """One place where a handler's exception is logged, once, and costs its connection."""
+        logger.error("%r: handler %s() raised; aborting this connection", self, method, exc_info=exc)
+        self._force_close(exc)
+
+    def _call_handler(self, method: str) -> None:
+        try:
+            getattr(self._handler, method)()
+        except Exception as exc:
+            self._handler_failed(exc, method)
+
+    def _force_close(self, exc: Optional[BaseException]) -> None:
+        """Release the socket now; ``connection_lost(exc)`` runs on the next turn."""
+        if self._lost:
+            return
+        self._lost = True
+        self._closing = True
+        self._lost_exc = exc
+        self._buffer = bytearray()
+        if self._registered_reader:
+            self._registered_reader = False
+            self.reactor.remove_reader(self._fileno)
+        self.reactor.remove_writer(self._fileno)
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        self._sock.close()
+        self.reactor.call_soon(self._call_connection_lost)
+
+    def _call_connection_lost(self) -> None:
+        """Tell the handler, exactly once; then the front door's bookkeeping."""
+        if self._lost_called:
+            return
+        self._lost_called = True
+        try:
+            self._handler.connection_lost(self._lost_exc)
+        except Exception:
+            logger.exception("%r: handler connection_lost() raised", self)
+        finally:
+            if self._on_lost is not None:
+                self._on_lost(self)
+
+    def _check_idle(self) -> None:
+        """Close after ``idle_timeout`` seconds with no byte either way.
+
+        One timer per connection, pushed back lazily: activity only stamps a
+        time, and the timer re-arms itself for the remainder when it fires. A
+        connection already closing but unable to flush (a peer that does not
+        read) is aborted at its next idle deadline.
+        """
+        self._idle_timer = None
+        if self._lost:
+            return
+        idle_for = _monotonic() - self._last_activity
+        if idle_for < self._idle_timeout:
+            self._idle_timer = self.reactor.call_later(self._idle_timeout - idle_for, self._check_idle)
+            return
+        logger.debug("%r: idle for %.1f s, closing", self, idle_for)
+        if self._closing:
+            self.abort()
+        else:
+            self.close()
+            if not self._lost:
+                self._last_activity = _monotonic()
+                self._idle_timer = self.reactor.call_later(self._idle_timeout, self._check_idle)
+
+    # ------------------------------------------------------------------
+    # Introspection
+    # ------------------------------------------------------------------
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """``'peername'``, ``'sockname'`` or ``'socket'``, as asyncio names them."""
+        if name == "peername":
+            if self._peername is None and not self._lost:
+                try:
+                    self._peername = self._sock.getpeername()
+                except OSError:
+                    return default
+            return default if self._peername is None else self._peername
+        if name == "sockname":
+            if self._sockname is None and not self._lost:
+                try:
+                    self._sockname = self._sock.getsockname()
+                except OSError:
+                    return default
+            return default if self._sockname is None else self._sockname
+        if name == "socket":
+            return self._sock
+        return default
+
+    def get_protocol(self) -> Any:
+        """The handler this transport delivers to (asyncio's name)."""
+        return self._handler
+
+
+Transport = TCPTransport
