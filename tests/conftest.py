@@ -1,0 +1,142 @@
+"""Shared fixtures: servers in a background thread, polling with a deadline, leak checks."""
+from __future__ import annotations
+
+import gc
+import os
+import socket
+import threading
+import time
+from typing import Any, Callable, Iterator, List
+
+import pytest
+
+import netmux
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.005) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {predicate}")
+        time.sleep(interval)
+
+
+def recv_exactly(sock: socket.socket, count: int, timeout: float = 10.0) -> bytes:
+    """Read exactly ``count`` bytes from a blocking socket, or fail at the deadline."""
+    sock.settimeout(timeout)
+    chunks: List[bytes] = []
+    received = 0
+    while received < count:
+        chunk = sock.recv(min(count - received, 1 << 20))
+        if not chunk:
+            raise AssertionError(f"EOF after {received} of {count} bytes")
+        chunks.append(chunk)
+        received += len(chunk)
+    return b"".join(chunks)
+
+
+def recv_until_eof(sock: socket.socket, timeout: float = 10.0, limit: int = 1 << 30) -> bytes:
+    """Read until the peer's FIN (bounded in time and size)."""
+    sock.settimeout(timeout)
+    chunks: List[bytes] = []
+    total = 0
+    while total <= limit:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        total += len(chunk)
+    raise AssertionError("peer sent more than the limit")
+
+
+class Echo(netmux.Handler):
+    """The reference handler: writes back what it reads."""
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+class ServingThread:
+    """A TCPServer running ``serve_forever`` in a background thread."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.thread = threading.Thread(target=server.serve_forever, name="netmux-test-server", daemon=True)
+        self.thread.start()
+        wait_until(lambda: server._serving_thread is not None)
+
+    @property
+    def address(self) -> tuple:
+        return self.server.server_address
+
+    def connect(self, timeout: float = 10.0) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        sock.connect(self.address[:2])
+        return sock
+
+    def call(self, function: Callable[..., Any], *args: Any, timeout: float = 5.0) -> Any:
+        """Run ``function(*args)`` on the reactor's thread and return its result."""
+        done = threading.Event()
+        result: List[Any] = []
+
+        def run() -> None:
+            try:
+                result.append(function(*args))
+            finally:
+                done.set()
+
+        self.server.reactor.call_soon_threadsafe(run)
+        assert done.wait(timeout), "the reactor did not run the call in time"
+        return result[0]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.thread.join(5)
+        assert not self.thread.is_alive(), "serve_forever() did not return"
+        self.server.server_close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., ServingThread]]:
+    """``serve(handler_factory, **server_kwargs)`` -> a ServingThread, stopped at teardown."""
+    running: List[ServingThread] = []
+
+    def start(factory: Any, address: tuple = ("127.0.0.1", 0), **kwargs: Any) -> ServingThread:
+        serving = ServingThread(netmux.TCPServer(address, factory, **kwargs))
+        running.append(serving)
+        return serving
+
+    yield start
+    for serving in running:
+        serving.stop()
+
+
+@pytest.fixture
+def reactor() -> Iterator[netmux.Reactor]:
+    r = netmux.Reactor()
+    yield r
+    r.close()
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """Every test ends with the threads and file descriptors it started with."""
+    threads = threading.active_count()
+    fds = _open_fds()
+    yield
+    deadline = time.monotonic() + 5
+    while (threading.active_count() > threads or _open_fds() > fds) and time.monotonic() < deadline:
+        gc.collect()      # a test's unreferenced sockets close when collected
+        time.sleep(0.01)
+    assert threading.active_count() <= threads, f"leaked threads: {threading.enumerate()}"
+    assert _open_fds() <= fds, f"leaked file descriptors: {_open_fds() - fds}"

@@ -1,0 +1,209 @@
+"""The reactor: callbacks, timers, descriptors, thread-safe wake-up, errors."""
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+
+import pytest
+
+import netmux
+
+
+def run_until(reactor: netmux.Reactor, predicate, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        reactor.run_once(0.05)
+
+
+def test_call_soon_runs_in_fifo_order(reactor):
+    calls = []
+    for i in range(100):
+        reactor.call_soon(calls.append, i)
+    reactor.run_once(0)
+    assert calls == list(range(100))
+
+
+def test_callbacks_queued_while_running_wait_for_the_next_turn(reactor):
+    calls = []
+
+    def first():
+        calls.append("first")
+        reactor.call_soon(calls.append, "second")
+
+    reactor.call_soon(first)
+    reactor.run_once(0)
+    assert calls == ["first"]
+    reactor.run_once(0)
+    assert calls == ["first", "second"]
+
+
+def test_timers_run_in_deadline_order_and_ties_in_fifo_order(reactor):
+    calls = []
+    now = reactor.time()
+    reactor.call_at(now + 0.03, calls.append, "c")
+    reactor.call_at(now + 0.01, calls.append, "a1")
+    reactor.call_at(now + 0.01, calls.append, "a2")
+    reactor.call_later(0.02, calls.append, "b")
+    run_until(reactor, lambda: len(calls) == 4)
+    assert calls == ["a1", "a2", "b", "c"]
+
+
+def test_timer_does_not_run_before_its_time(reactor):
+    fired = []
+    start = reactor.time()
+    reactor.call_later(0.1, lambda: fired.append(reactor.time()))
+    run_until(reactor, lambda: fired)
+    assert fired[0] - start >= 0.1
+
+
+def test_cancelled_timer_never_runs(reactor):
+    calls = []
+    timer = reactor.call_later(0.01, calls.append, "cancelled")
+    soon = reactor.call_soon(calls.append, "soon-cancelled")
+    reactor.call_later(0.02, calls.append, "kept")
+    timer.cancel()
+    soon.cancel()
+    timer.cancel()                      # twice is harmless
+    assert timer.cancelled()
+    run_until(reactor, lambda: calls)
+    assert calls == ["kept"]
+
+
+def test_cancelled_timers_do_not_pile_up(reactor):
+    for _ in range(10_000):
+        reactor.call_later(3600, lambda: None).cancel()
+    assert len(reactor._timers) <= 200
+
+
+def test_timer_bounds_the_select_wait(reactor):
+    fired = []
+    reactor.call_later(0.05, fired.append, True)
+    start = time.monotonic()
+    reactor.run_once(10)                # must return at the timer, not after 10 s
+    run_until(reactor, lambda: fired)
+    assert time.monotonic() - start < 2
+
+
+def test_raising_callback_is_logged_and_the_loop_goes_on(reactor, caplog):
+    calls = []
+
+    def boom():
+        raise ValueError("boom in a callback")
+
+    reactor.call_soon(boom)
+    reactor.call_soon(calls.append, "after")
+    with caplog.at_level(logging.ERROR, logger="netmux"):
+        reactor.run_once(0)
+    assert calls == ["after"]
+    records = [r for r in caplog.records if r.name == "netmux" and r.exc_info]
+    assert len(records) == 1
+    assert records[0].levelno == logging.ERROR
+    assert "boom in a callback" in str(records[0].exc_info[1])
+
+
+def test_raising_reader_is_logged_and_the_loop_goes_on(reactor, caplog):
+    a, b = socket.socketpair()
+    try:
+        def bad_reader():
+            a.recv(10)
+            raise RuntimeError("reader failed")
+
+        reactor.add_reader(a, bad_reader)
+        b.send(b"x")
+        calls = []
+        reactor.call_soon(calls.append, 1)
+        with caplog.at_level(logging.ERROR, logger="netmux"):
+            reactor.run_once(1)
+        assert calls == [1]
+        assert any("reader failed" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+        reactor.remove_reader(a)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_add_and_remove_reader_and_writer(reactor):
+    a, b = socket.socketpair()
+    try:
+        got = []
+        reactor.add_reader(a, lambda: got.append(a.recv(100)))
+        b.send(b"ping")
+        run_until(reactor, lambda: got)
+        assert got == [b"ping"]
+        writable = []
+        reactor.add_writer(a, writable.append, "w")
+        run_until(reactor, lambda: writable)
+        assert reactor.remove_writer(a) is True
+        assert reactor.remove_writer(a) is False
+        assert reactor.remove_reader(a) is True
+        b.send(b"unread")
+        got.clear()
+        reactor.run_once(0.05)
+        assert got == []
+    finally:
+        a.close()
+        b.close()
+
+
+def test_call_soon_threadsafe_wakes_a_reactor_sleeping_without_timers(reactor):
+    woke = threading.Event()
+
+    def from_thread():
+        time.sleep(0.05)   # let the reactor enter select() with no timeout
+        reactor.call_soon_threadsafe(woke.set)
+
+    thread = threading.Thread(target=from_thread)
+    thread.start()
+    start = time.monotonic()
+    try:
+        while not woke.is_set() and time.monotonic() - start < 5:
+            reactor.run_once(None)      # would sleep forever without the wake-up
+    finally:
+        thread.join()
+    assert woke.is_set()
+    assert time.monotonic() - start < 1
+
+
+def test_stop_from_another_thread_ends_run(reactor):
+    thread = threading.Timer(0.05, reactor.stop)
+    thread.start()
+    start = time.monotonic()
+    reactor.run()
+    thread.join()
+    assert time.monotonic() - start < 1
+    assert not reactor.is_running()
+
+
+def test_wakeup_never_blocks_even_when_its_buffer_is_full(reactor):
+    calls = []
+    for i in range(200_000):          # far more bytes than a socket buffer holds
+        reactor.call_soon_threadsafe(calls.append, i)
+    run_until(reactor, lambda: len(calls) == 200_000)
+    assert calls[:3] == [0, 1, 2]
+    reactor.run_once(0)               # the drained wake-up pair does not spin
+
+
+def test_run_inside_run_is_refused(reactor):
+    errors = []
+
+    def nested():
+        try:
+            reactor.run_once(0)
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    reactor.call_soon(nested)
+    reactor.run_once(0)
+    assert len(errors) == 1
+
+
+def test_closed_reactor_refuses_to_run():
+    r = netmux.Reactor()
+    r.close()
+    r.close()                          # idempotent
+    assert r.is_closed()
+    with pytest.raises(RuntimeError):
+        r.run_once(0)
