@@ -1,0 +1,250 @@
+"""``python -m netmux`` as a real subprocess: serving, signals, memory, descriptor starvation."""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import List, Optional
+
+import pytest
+
+from conftest import recv_exactly, wait_until
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class ServerProcess:
+    """A netmux command line in a subprocess, its port read from its log."""
+
+    def __init__(self, args: List[str], code: Optional[str] = None) -> None:
+        command = [sys.executable, "-c", code] if code else [sys.executable, "-m", "netmux"]
+        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.process = subprocess.Popen(command + args, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+        self.log = ""
+        match = self.wait_for_log(r"server on (\S+):(\d+)")
+        self.address = (match.group(1), int(match.group(2)))
+
+    def wait_for_log(self, pattern: str, timeout: float = 10.0):
+        """Read the child's stderr until ``pattern`` appears (bounded in time)."""
+        deadline = time.monotonic() + timeout
+        stream = self.process.stderr
+        os.set_blocking(stream.fileno(), False)
+        while True:
+            match = re.search(pattern, self.log)
+            if match:
+                return match
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise AssertionError(f"no {pattern!r} in the server's log:\n{self.log}")
+            chunk = stream.read()
+            if chunk:
+                self.log += chunk.decode(errors="replace")
+            else:
+                time.sleep(0.01)
+
+    def cpu_seconds(self) -> float:
+        with open(f"/proc/{self.process.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_bytes(self) -> int:
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
+
+    def stop(self, signum: int = signal.SIGINT) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        try:
+            return self.process.wait(10)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            self.process.stderr.close()
+
+
+@pytest.fixture
+def cli():
+    started: List[ServerProcess] = []
+
+    def start(*args: str, code: Optional[str] = None) -> ServerProcess:
+        started.append(ServerProcess(list(args), code))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop(signal.SIGKILL)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signals_stop_the_server_gracefully_with_exit_code_zero(cli, signum):
+    server = cli("--port", "0")
+    with socket.create_connection(server.address, timeout=5) as client:
+        client.sendall(b"hello")
+        assert recv_exactly(client, 5) == b"hello"
+        assert server.stop(signum) == 0
+        client.settimeout(5)
+        assert client.recv(10) == b""       # server_close() closed us
+
+
+def test_default_is_echo_on_127_0_0_1_port_8007(cli):
+    probe = socket.socket()
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", 8007))
+    except OSError:
+        pytest.fail("port 8007 is taken on this machine: cannot check the default")
+    finally:
+        probe.close()
+    server = cli()
+    assert server.address == ("127.0.0.1", 8007)
+    clients = [socket.create_connection(server.address, timeout=5) for _ in range(20)]
+    try:
+        for i, client in enumerate(clients):
+            client.sendall(b"%d;" % i)
+        for i, client in enumerate(clients):
+            assert recv_exactly(client, len(b"%d;" % i)) == b"%d;" % i
+    finally:
+        for client in clients:
+            client.close()
+    assert server.stop() == 0
+
+
+def test_help_lists_the_servers():
+    result = subprocess.run([sys.executable, "-m", "netmux", "--help"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    assert "echo" in result.stdout and "--host" in result.stdout and "--port" in result.stdout
+
+
+def test_address_in_use_is_a_clear_error_not_a_traceback(cli):
+    server = cli("--port", "0")
+    result = subprocess.run([sys.executable, "-m", "netmux", "--port", str(server.address[1])],
+                            cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr and "in use" in result.stderr
+
+
+def _pattern(index: int, base: bytes) -> bytes:
+    return index.to_bytes(8, "big") + base
+
+
+def test_peer_that_sends_256_mib_without_reading_keeps_server_memory_bounded(cli):
+    """The echo stops reading while its peer does not read; then every byte arrives."""
+    server = cli("--port", "0")
+    total = 256 * 1024 * 1024
+    base = os.urandom(65536 - 8)
+    chunk_count = total // 65536
+    baseline = server.rss_bytes()
+    sent_hash, received_hash = hashlib.sha256(), hashlib.sha256()
+    client = socket.create_connection(server.address, timeout=5)
+    client.setblocking(False)
+    sent = received = 0
+    pending = memoryview(b"")
+    next_chunk = 0
+    peak = baseline
+
+    def fill() -> bool:
+        """Send what the kernel takes; False once it takes nothing."""
+        nonlocal pending, next_chunk, sent
+        progressed = False
+        while True:
+            if not pending:
+                if next_chunk == chunk_count:
+                    return progressed
+                data = _pattern(next_chunk, base)
+                sent_hash.update(data)
+                pending = memoryview(data)
+                next_chunk += 1
+            try:
+                count = client.send(pending)
+            except BlockingIOError:
+                return progressed
+            pending = pending[count:]
+            sent += count
+            progressed = True
+
+    # Phase 1: write only, until everything between us and the server is full.
+    deadline = time.monotonic() + 30
+    stalled_since = None
+    while time.monotonic() < deadline:
+        if fill():
+            stalled_since = None
+        else:
+            stalled_since = stalled_since or time.monotonic()
+            if time.monotonic() - stalled_since > 0.5:
+                break
+        time.sleep(0.002)
+        peak = max(peak, server.rss_bytes())
+    assert sent < total, "the server never pushed back"
+    stalled_rss, stalled_sent = server.rss_bytes(), sent
+
+    # Phase 2: read and write until all 256 MiB have made the round trip.
+    with selectors.DefaultSelector() as selector:
+        selector.register(client, selectors.EVENT_READ | selectors.EVENT_WRITE)
+        deadline = time.monotonic() + 120
+        samples = 0
+        while received < total:
+            assert time.monotonic() < deadline, f"only {received} of {total} bytes came back"
+            for _, events in selector.select(1):
+                if events & selectors.EVENT_READ:
+                    data = client.recv(1 << 20)
+                    assert data, "the server closed early"
+                    received_hash.update(data)
+                    received += len(data)
+                if events & selectors.EVENT_WRITE:
+                    fill()
+                    if sent == total:
+                        selector.modify(client, selectors.EVENT_READ)
+            samples += 1
+            if samples % 64 == 0:
+                peak = max(peak, server.rss_bytes())
+    client.close()
+    assert received == total
+    assert sent_hash.digest() == received_hash.digest()
+    growth = peak - baseline
+    print(f"\nslow peer: sent {stalled_sent >> 20} MiB before the stall; server RSS {baseline >> 20} MiB at "
+          f"start, {stalled_rss >> 20} MiB stalled, peak growth {growth / 2**20:.1f} MiB over 256 MiB")
+    assert growth < 32 * 1024 * 1024
+
+
+EMFILE_SERVER = """
+import resource, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (32, hard))
+from netmux.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_descriptor_starvation_backs_off_without_spinning_and_recovers(cli):
+    server = cli("--port", "0", code=EMFILE_SERVER)
+    clients = []
+    try:
+        for _ in range(60):                  # more than 32 descriptors can serve
+            clients.append(socket.create_connection(server.address, timeout=5))
+        server.wait_for_log(r"accept\(\) failed: .*Too many open files")
+        cpu_before = server.cpu_seconds()
+        time.sleep(1.5)                      # measuring CPU use over a window while starved
+        cpu_used = server.cpu_seconds() - cpu_before
+        assert cpu_used < 0.3, f"the server spun while starved: {cpu_used:.2f} s of CPU in 1.5 s"
+        with socket.create_connection(server.address, timeout=5) as probe:
+            probe.sendall(b"x")              # queued behind the starvation
+            for client in clients:
+                client.close()
+            clients.clear()
+            probe.settimeout(5)              # recovers within the back-off (<= 1 s) plus work
+            assert recv_exactly(probe, 1, timeout=5) == b"x"
+        assert server.process.poll() is None
+    finally:
+        for client in clients:
+            client.close()
+    assert server.stop(signal.SIGTERM) == 0

@@ -1,0 +1,302 @@
+"""TCPServer over real loopback sockets: concurrency, lifecycle, limits, errors."""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import random
+import selectors
+import socket
+import threading
+import time
+
+import pytest
+
+import netmux
+from conftest import Echo, ServingThread, recv_exactly, recv_until_eof, wait_until
+
+
+def test_two_hundred_interleaved_clients_each_get_their_own_bytes(serve):
+    server = serve(Echo)
+    rng = random.Random(2)
+    clients = [server.connect() for _ in range(200)]
+    sent = {i: bytearray() for i in range(200)}
+    received = {i: bytearray() for i in range(200)}
+    try:
+        for round_number in range(5):
+            order = list(range(200))
+            rng.shuffle(order)
+            for i in order:
+                message = f"<{i}:{round_number}>".encode() * rng.randint(1, 300)
+                clients[i].sendall(message)
+                sent[i] += message
+        with selectors.DefaultSelector() as selector:
+            for i, client in enumerate(clients):
+                client.setblocking(False)
+                selector.register(client, selectors.EVENT_READ, i)
+            deadline = time.monotonic() + 20
+            while any(len(received[i]) < len(sent[i]) for i in sent):
+                assert time.monotonic() < deadline, "echoes did not all arrive"
+                for key, _ in selector.select(1):
+                    received[key.data] += key.fileobj.recv(65536)
+        for i in sent:
+            assert received[i] == sent[i]
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_ipv6_loopback(serve):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 in this kernel")
+    server = serve(Echo, ("::1", 0))
+    assert server.server.socket.family == socket.AF_INET6
+    with server.connect() as client:
+        client.sendall(b"six")
+        assert recv_exactly(client, 3) == b"six"
+
+
+def test_port_zero_is_resolved_and_address_in_use_is_the_kernel_error(serve):
+    server = serve(Echo)
+    host, port = server.address
+    assert port != 0
+    with pytest.raises(OSError) as info:
+        netmux.TCPServer((host, port), Echo)
+    assert info.value.errno == errno.EADDRINUSE
+
+
+def test_non_callable_factory_is_a_type_error():
+    with pytest.raises(TypeError):
+        netmux.TCPServer(("127.0.0.1", 0), "not callable")
+
+
+def test_handler_that_raises_is_logged_once_and_costs_its_connection_only(serve, caplog):
+    class Fragile(Echo):
+        def data_received(self, data):
+            if data.startswith(b"crash"):
+                raise ValueError("handler bug")
+            super().data_received(data)
+
+    server = serve(Fragile)
+    with caplog.at_level(logging.WARNING, logger="netmux"):
+        with server.connect() as good, server.connect() as bad:
+            bad.sendall(b"crash")
+            assert recv_until_eof(bad) == b""
+            good.sendall(b"fine")
+            assert recv_exactly(good, 4) == b"fine"
+        wait_until(lambda: any(r.exc_info for r in caplog.records))
+    failures = [r for r in caplog.records if r.exc_info and isinstance(r.exc_info[1], ValueError)]
+    assert len(failures) == 1
+    assert failures[0].levelno >= logging.WARNING
+
+
+def test_exceptions_in_every_handler_method_are_contained(serve, caplog):
+    lost_calls = []
+
+    class Bad(netmux.Handler):
+        where = None
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            if self.where == "made":
+                raise RuntimeError("made")
+
+        def data_received(self, data):
+            if data == b"eof":
+                return
+            raise RuntimeError("data")
+
+        def eof_received(self):
+            raise RuntimeError("eof")
+
+        def connection_lost(self, exc):
+            lost_calls.append(type(exc).__name__)
+            raise RuntimeError("lost")
+
+    kinds = iter(["made", None, None])
+
+    def factory():
+        handler = Bad()
+        handler.where = next(kinds)
+        return handler
+
+    server = serve(factory)
+    with caplog.at_level(logging.WARNING, logger="netmux"):
+        with server.connect() as a:
+            assert recv_until_eof(a) == b""
+        with server.connect() as b:
+            b.sendall(b"boom")
+            assert recv_until_eof(b) == b""
+        with server.connect() as c:
+            c.shutdown(socket.SHUT_WR)
+            assert recv_until_eof(c) == b""
+        wait_until(lambda: len(lost_calls) == 3)
+    assert lost_calls == ["RuntimeError"] * 3
+    with server.connect() as d:       # still serving
+        assert d.fileno() >= 0
+
+
+def test_failing_factory_drops_that_connection_only(serve, caplog):
+    attempts = []
+
+    def factory():
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("factory failed")
+        return Echo()
+
+    server = serve(factory)
+    with caplog.at_level(logging.ERROR, logger="netmux"):
+        with server.connect() as first:
+            assert recv_until_eof(first) == b""
+    assert any("factory failed" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+    with server.connect() as second:
+        second.sendall(b"ok")
+        assert recv_exactly(second, 2) == b"ok"
+
+
+def test_shutdown_from_another_thread_returns_within_a_second_even_when_idle():
+    server = netmux.TCPServer(("127.0.0.1", 0), Echo)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    wait_until(lambda: server.reactor.is_running())
+    time.sleep(0.1)                   # the reactor now sleeps in select() with no timer
+    start = time.monotonic()
+    server.shutdown()
+    elapsed = time.monotonic() - start
+    thread.join(5)
+    server.server_close()
+    assert not thread.is_alive()
+    assert elapsed < 1.0
+
+
+def test_shutdown_when_not_serving_returns_at_once_and_twice_is_fine():
+    with netmux.TCPServer(("127.0.0.1", 0), Echo) as server:
+        start = time.monotonic()
+        server.shutdown()
+        server.shutdown()
+        assert time.monotonic() - start < 0.5
+
+
+def test_shutdown_before_serve_forever_starts_is_not_lost():
+    """A thread that starts serving just after shutdown() still stops (no deadlock)."""
+    server = netmux.TCPServer(("127.0.0.1", 0), Echo)
+    server.shutdown()
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    thread.join(5)
+    server.server_close()
+    assert not thread.is_alive()
+
+
+def test_shutdown_from_inside_a_handler():
+    server = netmux.TCPServer(("127.0.0.1", 0), type("Stopper", (netmux.Handler,), {
+        "data_received": lambda self, data: server.shutdown()}))
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    wait_until(lambda: server.reactor.is_running())
+    with socket.create_connection(server.server_address, timeout=5) as client:
+        client.sendall(b"stop")
+        thread.join(5)
+    assert not thread.is_alive()
+    server.server_close()
+
+
+def test_server_close_runs_every_connection_lost_before_returning():
+    lost = []
+
+    class Tracked(Echo):
+        def connection_lost(self, exc):
+            lost.append(exc)
+
+    server = netmux.TCPServer(("127.0.0.1", 0), Tracked)
+    serving = ServingThread(server)
+    clients = [serving.connect() for _ in range(5)]
+    wait_until(lambda: server.connections == 5)
+    server.shutdown()
+    serving.thread.join(5)
+    server.server_close()             # serve_forever() no longer runs
+    assert len(lost) == 5
+    for client in clients:
+        assert recv_until_eof(client) == b""
+        client.close()
+    server.server_close()             # idempotent
+
+
+def test_context_manager_closes_the_listening_socket():
+    with netmux.TCPServer(("127.0.0.1", 0), Echo) as server:
+        address = server.server_address
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(address, timeout=2).close()
+
+
+def test_servers_share_one_reactor():
+    reactor = netmux.Reactor()
+    one = netmux.TCPServer(("127.0.0.1", 0), Echo, reactor=reactor)
+    two = netmux.TCPServer(("127.0.0.1", 0), lambda: Echo(), reactor=reactor)
+    thread = threading.Thread(target=reactor.run)
+    thread.start()
+    try:
+        for server in (one, two):
+            with socket.create_connection(server.server_address, timeout=5) as client:
+                client.sendall(b"shared")
+                assert recv_exactly(client, 6) == b"shared"
+    finally:
+        reactor.call_soon_threadsafe(reactor.stop)
+        thread.join(5)
+        one.server_close()
+        two.server_close()
+        reactor.close()
+
+
+def test_max_connections_pauses_accepting_and_resumes_below(serve):
+    made = []
+
+    class Counted(Echo):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            made.append(self)
+
+    server = serve(Counted, max_connections=2)
+    first, second = server.connect(), server.connect()
+    wait_until(lambda: len(made) == 2)
+    third = server.connect()          # the kernel completes it; netmux does not accept it
+    third.sendall(b"waiting")
+    time.sleep(0.2)                   # give a wrong accept the chance to happen
+    assert len(made) == 2
+    assert server.server.connections == 2
+    first.close()
+    assert recv_exactly(third, 7) == b"waiting"
+    assert len(made) == 3
+    second.close()
+    third.close()
+
+
+def test_idle_timeout_closes_silent_connections_and_spares_busy_ones(serve):
+    server = serve(Echo, idle_timeout=0.3)
+    with server.connect() as idle, server.connect() as busy:
+        start = time.monotonic()
+        busy_deadline = start + 1.0
+        while time.monotonic() < busy_deadline:
+            busy.sendall(b"!")
+            assert recv_exactly(busy, 1) == b"!"
+            time.sleep(0.05)
+        assert recv_until_eof(idle, timeout=5) == b""     # closed meanwhile
+        busy.sendall(b"alive")
+        assert recv_exactly(busy, 5) == b"alive"
+        assert recv_until_eof(busy, timeout=5) == b""
+        assert time.monotonic() - start < 3
+
+
+def test_idle_timeout_aborts_a_peer_that_never_reads(serve):
+    class Flood(netmux.Handler):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            transport.set_write_buffer_limits(high=1 << 30)
+            transport.write(b"f" * 20_000_000)
+
+    server = serve(Flood, idle_timeout=0.2)
+    client = server.connect()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    wait_until(lambda: server.server.connections == 0, timeout=5)
+    client.close()

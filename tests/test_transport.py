@@ -1,0 +1,466 @@
+"""The TCP transport over real loopback sockets: writes, buffering, flow control, closing."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import selectors
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+import netmux
+from conftest import Echo, recv_exactly, recv_until_eof, wait_until
+
+
+class Recorder(netmux.Handler):
+    """Keeps every event, for assertions from the test thread."""
+
+    def __init__(self):
+        self.events = []
+        self.data = bytearray()
+        self.lost = threading.Event()
+        self.exc = "not called"
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        self.events.append("made")
+
+    def data_received(self, data):
+        self.data += data
+
+    def eof_received(self):
+        self.events.append("eof")
+
+    def connection_lost(self, exc):
+        self.events.append("lost")
+        self.exc = exc
+        self.lost.set()
+
+
+def test_write_after_close_raises_connection_error(serve):
+    seen = []
+
+    class Closer(netmux.Handler):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            transport.close()
+            for data in (b"late", "str"):
+                try:
+                    transport.write(data)
+                except Exception as exc:
+                    seen.append(type(exc))
+
+    server = serve(Closer)
+    with server.connect() as client:
+        assert recv_until_eof(client) == b""
+    wait_until(lambda: len(seen) == 2)
+    assert seen == [ConnectionError, TypeError]
+
+
+@pytest.mark.parametrize("bad", ["text", 42, None, [1, 2]])
+def test_write_rejects_what_is_not_bytes_like(serve, bad):
+    errors = []
+
+    class Writer(netmux.Handler):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            try:
+                transport.write(bad)
+            except TypeError as exc:
+                errors.append(exc)
+            transport.write(bytearray(b"ok"))
+            transport.write(memoryview(b"!!"))
+            transport.writelines([b"a", bytearray(b"b"), memoryview(b"c")])
+            transport.close()
+
+    server = serve(Writer)
+    with server.connect() as client:
+        assert recv_until_eof(client) == b"ok!!abc"
+    assert len(errors) == 1
+
+
+def test_write_after_write_eof_raises_runtime_error(serve):
+    errors = []
+
+    class HalfCloser(netmux.Handler):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            assert transport.can_write_eof()
+            transport.write(b"bye")
+            transport.write_eof()
+            try:
+                transport.write(b"more")
+            except RuntimeError as exc:
+                errors.append(exc)
+
+        def eof_received(self):
+            return None
+
+    server = serve(HalfCloser)
+    with server.connect() as client:
+        assert recv_until_eof(client) == b"bye"
+    wait_until(lambda: errors)
+
+
+def test_sixteen_mib_then_close_arrives_whole_before_eof(serve):
+    payload = bytes(range(256)) * (16 * 4096)        # 16 MiB
+
+    class Sender(netmux.Handler):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            transport.write(payload)
+            transport.close()
+
+    server = serve(Sender)
+    with server.connect() as client:
+        time.sleep(0.2)   # let the server's buffer fill before we read: close must flush, not drop
+        received = recv_until_eof(client, timeout=30)
+    assert len(received) == len(payload)
+    assert received == payload
+
+
+def test_half_close_round_trip(serve):
+    class Reverser(netmux.Handler):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self.received = bytearray()
+
+        def data_received(self, data):
+            self.received += data
+
+        def eof_received(self):
+            self.transport.write(bytes(reversed(self.received)))
+            self.transport.close()
+            return True
+
+    server = serve(Reverser)
+    with server.connect() as client:
+        client.sendall(b"abcdef" * 1000)
+        client.shutdown(socket.SHUT_WR)
+        assert recv_until_eof(client) == bytes(reversed(b"abcdef" * 1000))
+
+
+def test_write_eof_keeps_reading(serve):
+    recorder = Recorder()
+
+    class EofFirst(Recorder):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            transport.write(b"greeting")
+            transport.write_eof()
+
+    handler = EofFirst()
+    server = serve(lambda: handler)
+    with server.connect() as client:
+        assert recv_until_eof(client) == b"greeting"
+        client.sendall(b"still heard")
+        wait_until(lambda: bytes(handler.data) == b"still heard")
+    assert handler.lost.wait(5)
+    assert handler.events == ["made", "eof", "lost"]
+    assert recorder.events == []
+
+
+def test_eof_received_true_keeps_write_side_open(serve):
+    class LateReply(netmux.Handler):
+        def eof_received(self):
+            self.transport.reactor.call_later(0.05, self.reply)
+            return True
+
+        def reply(self):
+            self.transport.write(b"after eof")
+            self.transport.close()
+
+    server = serve(LateReply)
+    with server.connect() as client:
+        client.shutdown(socket.SHUT_WR)
+        assert recv_until_eof(client) == b"after eof"
+
+
+def test_partial_sends_on_tiny_buffers_keep_order(serve):
+    """Small kernel buffers force EAGAIN and partial sends on most writes."""
+    chunks = [bytes([i % 251]) * (1 + (i * 7919) % 5000) for i in range(2000)]
+    expected = b"".join(chunks)
+    buffered_sizes = []
+
+    class Writer(netmux.Handler):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            transport.set_write_buffer_limits(high=1 << 30)
+            for chunk in chunks:
+                transport.write(chunk)
+                buffered_sizes.append(transport.get_write_buffer_size())
+            transport.close()
+
+    server = serve(Writer)
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.settimeout(10)
+    client.connect(server.address)
+    with client:
+        received = bytearray()
+        while True:
+            chunk = client.recv(1000)      # small reads: the sender hits EAGAIN repeatedly
+            if not chunk:
+                break
+            received += chunk
+    assert bytes(received) == expected
+    assert max(buffered_sizes) > 0, "the kernel never pushed back: the test did not test buffering"
+
+
+def test_write_copies_a_mutable_buffer(serve):
+    class Mutator(netmux.Handler):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            data = bytearray(b"a" * 1_000_000)
+            transport.write(data)           # most of it is buffered
+            data[:] = b"b" * 1_000_000      # the caller reuses its buffer
+            transport.write(data)
+            transport.close()
+
+    server = serve(Mutator)
+    with server.connect() as client:
+        assert recv_until_eof(client) == b"a" * 1_000_000 + b"b" * 1_000_000
+
+
+def test_many_small_writes_while_buffered_arrive_in_order(serve):
+    count = 200_000
+
+    class Small(netmux.Handler):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            transport.set_write_buffer_limits(high=1 << 30)
+            pack = struct.Struct("!I").pack
+            for i in range(count):
+                transport.write(pack(i))
+            transport.close()
+
+    server = serve(Small)
+    with server.connect() as client:
+        received = recv_until_eof(client, timeout=30)
+    assert received == b"".join(struct.pack("!I", i) for i in range(count))
+
+
+def test_pause_and_resume_writing_follow_the_water_marks(serve):
+    calls = []
+
+    class Flow(netmux.Handler):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            transport.set_write_buffer_limits(high=100_000, low=10_000)
+            assert transport.get_write_buffer_limits() == (10_000, 100_000)
+            transport.write(b"x" * 1_000_000)
+            calls.append(("after write", transport.get_write_buffer_size()))
+
+        def pause_writing(self):
+            calls.append(("pause", self.transport.get_write_buffer_size()))
+
+        def resume_writing(self):
+            calls.append(("resume", self.transport.get_write_buffer_size()))
+            self.transport.close()
+
+    server = serve(Flow)
+    with server.connect() as client:
+        assert len(recv_until_eof(client)) == 1_000_000
+    names = [name for name, _ in calls]
+    assert names == ["pause", "after write", "resume"]
+    assert calls[0][1] > 100_000
+    assert calls[2][1] <= 10_000
+
+
+def test_set_write_buffer_limits_validates():
+    sock_a, sock_b = socket.socketpair()
+    reactor = netmux.Reactor()
+    try:
+        sock_a.setblocking(False)
+        transport = netmux.TCPTransport(reactor, sock_a, netmux.Handler())
+        transport.set_write_buffer_limits()
+        assert transport.get_write_buffer_limits() == (16 * 1024, 64 * 1024)
+        transport.set_write_buffer_limits(low=100)
+        assert transport.get_write_buffer_limits() == (100, 400)
+        with pytest.raises(ValueError):
+            transport.set_write_buffer_limits(high=10, low=20)
+    finally:
+        sock_a.close()
+        sock_b.close()
+        reactor.close()
+
+
+def test_pause_reading_stops_data_received(serve):
+    handler = Recorder()
+
+    server = serve(lambda: handler)
+    with server.connect() as client:
+        wait_until(lambda: handler.events == ["made"])
+        server.call(handler.transport.pause_reading)
+        assert not handler.transport.is_reading()
+        client.sendall(b"held back")
+        time.sleep(0.1)   # give a wrongly registered reader the chance to read
+        assert handler.data == b""
+        server.call(handler.transport.resume_reading)
+        assert handler.transport.is_reading()
+        wait_until(lambda: handler.data == b"held back")
+
+
+def test_abort_drops_the_buffer_and_reports_lost_once(serve):
+    handler = Recorder()
+
+    class Aborter(Recorder):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            transport.set_write_buffer_limits(high=1 << 30)
+            transport.write(b"z" * 5_000_000)
+            assert transport.get_write_buffer_size() > 0
+            transport.abort()
+            transport.abort()
+            transport.close()
+            assert transport.is_closing()
+
+    handler = Aborter()
+    server = serve(lambda: handler)
+    with server.connect() as client:
+        received = recv_until_eof(client)
+    assert len(received) < 5_000_000
+    assert handler.lost.wait(5)
+    assert handler.events == ["made", "lost"]
+    assert handler.exc is None
+
+
+def test_peer_reset_mid_stream_reports_the_error_and_serves_others(serve):
+    handlers = []
+
+    class Tracked(Recorder):
+        def data_received(self, data):
+            super().data_received(data)
+            self.transport.write(data)
+
+    def factory():
+        handlers.append(Tracked())
+        return handlers[-1]
+
+    server = serve(factory)
+    victim = server.connect()
+    victim.sendall(b"x" * 100_000)
+    wait_until(lambda: handlers and len(handlers[0].data) > 0)
+    victim.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    victim.close()                       # RST, with echoed data unread
+    assert handlers[0].lost.wait(5)
+    assert handlers[0].events.count("lost") == 1
+    assert isinstance(handlers[0].exc, (ConnectionError, type(None)))
+    with server.connect() as other:
+        other.sendall(b"still here")
+        assert recv_exactly(other, 10) == b"still here"
+
+
+def test_connection_lost_exactly_once_on_every_path(serve):
+    handlers = []
+
+    class Counting(Recorder):
+        def data_received(self, data):
+            if data == b"close":
+                self.transport.close()
+                self.transport.close()
+                self.transport.abort()
+            elif data == b"abort":
+                self.transport.abort()
+                self.transport.close()
+            elif data == b"raise":
+                self.transport.close()
+                raise RuntimeError("after close")
+
+    def factory():
+        handlers.append(Counting())
+        return handlers[-1]
+
+    server = serve(factory)
+    for command in (b"close", b"abort", b"raise", b"", b"eof"):
+        with server.connect() as client:
+            if command == b"eof":
+                client.shutdown(socket.SHUT_WR)
+            elif command:
+                client.sendall(command)
+            if command:
+                recv_until_eof(client)
+    wait_until(lambda: len(handlers) == 5 and all(h.lost.is_set() for h in handlers))
+    time.sleep(0.05)
+    for handler in handlers:
+        assert handler.events.count("lost") == 1, handler.events
+        assert handler.events[0] == "made"
+
+
+def test_extra_info_names_both_ends(serve):
+    info = {}
+
+    class Info(netmux.Handler):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            info["peername"] = transport.get_extra_info("peername")
+            info["sockname"] = transport.get_extra_info("sockname")
+            info["socket"] = transport.get_extra_info("socket")
+            info["missing"] = transport.get_extra_info("nothing", "dflt")
+            info["reactor"] = transport.reactor
+            transport.close()
+
+    server = serve(Info)
+    with server.connect() as client:
+        recv_until_eof(client)
+        assert info["peername"][:2] == client.getsockname()[:2]
+        assert info["sockname"][:2] == server.address[:2]
+        assert isinstance(info["socket"], socket.socket)
+        assert info["missing"] == "dflt"
+        assert info["reactor"] is server.server.reactor
+
+
+def test_an_asyncio_protocol_runs_unchanged(serve):
+    class AsyncioEcho(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.transport.write(data.upper())
+
+    server = serve(AsyncioEcho)
+    with server.connect() as client:
+        client.sendall(b"asyncio names")
+        assert recv_exactly(client, 13) == b"ASYNCIO NAMES"
+
+
+def test_slow_reader_cannot_grow_the_echo_buffer_without_bound(serve):
+    """In-process: the transport's buffer stays near the high-water mark."""
+    sizes = []
+
+    class Watched(Echo):
+        def data_received(self, data):
+            super().data_received(data)
+            sizes.append(self.transport.get_write_buffer_size())
+
+    server = serve(Watched)
+    client = server.connect()
+    client.setblocking(False)
+    sent = 0
+    deadline = time.monotonic() + 10
+    stalled_since = None
+    block = b"s" * 65536
+    while sent < 64 * 1024 * 1024 and time.monotonic() < deadline:
+        try:
+            sent += client.send(block)
+            stalled_since = None
+        except BlockingIOError:
+            stalled_since = stalled_since or time.monotonic()
+            if time.monotonic() - stalled_since > 0.3:
+                break                       # everything is full: the server stopped reading
+            time.sleep(0.005)
+    assert sent < 64 * 1024 * 1024, "the server never pushed back"
+    assert max(sizes) < 64 * 1024 + 256 * 1024 + 1   # high water + one recv
+    # Now read everything back: nothing was lost while paused.
+    client.setblocking(True)
+    client.settimeout(10)
+    assert len(recv_exactly(client, sent)) == sent
+    client.close()
