@@ -300,3 +300,26 @@ def test_idle_timeout_aborts_a_peer_that_never_reads(serve):
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     wait_until(lambda: server.server.connections == 0, timeout=5)
     client.close()
+
+
+def test_server_close_from_inside_a_handler_ends_serve_forever():
+    lost = []
+
+    class Closer(netmux.Handler):
+        def data_received(self, data):
+            server.server_close()
+
+        def connection_lost(self, exc):
+            lost.append(exc)
+
+    server = netmux.TCPServer(("127.0.0.1", 0), Closer)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    wait_until(lambda: server.reactor.is_running())
+    with socket.create_connection(server.server_address, timeout=5) as client:
+        client.sendall(b"close")
+        assert recv_until_eof(client) == b""
+        thread.join(5)
+    assert not thread.is_alive()
+    assert len(lost) == 1
+    assert server.reactor.is_closed()
