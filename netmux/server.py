@@ -48,6 +48,15 @@ def _address_family(host: Any) -> int:
     return socket.AF_INET if socket.AF_INET in families else families[0]
 
 
+def _bound_address(sock: socket.socket) -> tuple:
+    """``(host, port)`` of a bound socket, port resolved. IPv6 gives the same pair
+    (flow info and a zero scope dropped) so ``socket.create_connection`` takes it."""
+    address = sock.getsockname()
+    if sock.family == socket.AF_INET6 and address[3] == 0:
+        return address[:2]
+    return address
+
+
 class _ServerLifecycle:
     """``serve_forever``/``shutdown``/context manager, shared by every server kind.
 
@@ -143,7 +152,7 @@ class TCPServer(_ServerLifecycle):
         self.idle_timeout = idle_timeout
         self._backlog = backlog
         self.socket = self._listen(server_address, backlog, reuse_port)
-        self.server_address = self.socket.getsockname()
+        self.server_address = _bound_address(self.socket)
         self._connections: Set[TCPTransport] = set()
         self._accepting = False
         self._backoff: Optional[float] = None   # seconds, while out of descriptors
@@ -283,7 +292,7 @@ class UDPServer(_ServerLifecycle):
             raise TypeError(f"handler_factory must be callable, not {type(handler_factory).__name__}")
         self.handler_factory = handler_factory
         self.socket = self._bind(server_address, reuse_port)
-        self.server_address = self.socket.getsockname()
+        self.server_address = _bound_address(self.socket)
         self._init_lifecycle(reactor)
         try:
             self.handler = handler_factory()
