@@ -9,16 +9,19 @@ The layers, bottom to top (one module each):
     handler.py    user code: the pluggable interface (asyncio Protocol names)
     framing.py    sans-IO: bytes in -> whole frames out
     server.py     TCPServer (and friends): front doors wiring the above together
+    client.py     connect() and open_datagram(): the outgoing front doors
 """
 from .handler import DatagramHandler, Handler
 from .reactor import Reactor, Timer
-from .server import TCPServer
-from .transport import TCPTransport, Transport
+from .server import TCPServer, UDPServer
+from .transport import DatagramTransport, TCPTransport, Transport
+from .client import connect, open_datagram
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Reactor", "Timer", "Handler", "DatagramHandler", "TCPTransport", "Transport", "TCPServer",
+    "UDPServer", "DatagramTransport", "connect", "open_datagram",
 ]
 
 try:  # framing lands in its own change; keep the core importable meanwhile

@@ -13,8 +13,8 @@ import signal
 import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .handler import Handler
-from .server import TCPServer
+from .handler import DatagramHandler, Handler
+from .server import TCPServer, UDPServer
 
 logger = logging.getLogger("netmux")
 
@@ -31,6 +31,17 @@ def _echo(args: argparse.Namespace) -> Any:
                      max_connections=args.max_connections, idle_timeout=args.idle_timeout)
 
 
+class UDPEchoHandler(DatagramHandler):
+    """Sends every datagram back to where it came from."""
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.transport.sendto(data, addr)
+
+
+def _udp_echo(args: argparse.Namespace) -> Any:
+    return UDPServer((args.host, args.port), UDPEchoHandler)
+
+
 # name -> (builder, default port, one-line description); later servers add themselves here.
 SERVERS: Dict[str, Tuple[Callable[[argparse.Namespace], Any], int, str]] = {
     "echo": (_echo, 8007, "TCP echo: writes back what it reads"),
@@ -41,6 +52,9 @@ def register_server(name: str, builder: Callable[[argparse.Namespace], Any], por
                     description: str) -> None:
     """Add a ready-made server to the command line."""
     SERVERS[name] = (builder, port, description)
+
+
+register_server("udp-echo", _udp_echo, 8007, "UDP echo: sends every datagram back")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,0 +1,255 @@
+"""Clients: outgoing TCP connections and datagram endpoints on a reactor.
+
+Where it sits: beside the servers, on top of the reactor. ``connect()`` turns
+an address into a connected socket without ever blocking the loop, then hands
+it to the same ``TCPTransport`` the servers use, so a handler cannot tell an
+accepted connection from an outgoing one. ``open_datagram()`` does the same for
+UDP with a ``DatagramTransport``. One thread can therefore be a server and a
+client at once: a proxy, a bridge, a health checker.
+
+How a non-blocking connect works, and why the code below looks the way it does:
+
+1. ``getaddrinfo`` turns the host into addresses, IPv6 and IPv4. For an IP
+   literal it answers at once; for a host name it may ask DNS and **block**
+   the calling thread, so resolve names before a busy loop starts, or pass
+   literals.
+2. ``connect_ex`` on a non-blocking socket returns EINPROGRESS at once: the
+   SYN is sent and the handshake goes on in the kernel.
+3. When the socket turns writable the handshake is over, for better or
+   worse; ``SO_ERROR`` says which (0, ECONNREFUSED, ETIMEDOUT, ...).
+4. On failure the next address is tried (``localhost`` may be ``::1`` first
+   while the server listens on 127.0.0.1 only); the timeout, if any, covers
+   every attempt together.
+
+What it never does: raise a connection failure at the caller. The outcome
+always arrives on the loop, exactly once: ``connection_made(transport)``, or
+``connection_lost(exc)`` with the OSError (a ``socket.gaierror`` when the name
+does not resolve, ``TimeoutError`` when the timeout elapses), and no socket is
+left open behind it. Only a misuse (a factory that is not callable, an address
+that is not a pair) raises at once.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+from typing import Any, Callable, List, Optional, Tuple
+
+from .reactor import Reactor
+from .server import _address_family
+from .transport import DatagramTransport, TCPTransport
+
+__all__ = ["connect", "open_datagram"]
+
+logger = logging.getLogger("netmux")
+
+_AddressInfo = Tuple[int, int, int, str, Any]
+
+
+def connect(address: Tuple[Any, int], handler_factory: Callable[[], Any], *,
+            reactor: Reactor, timeout: Optional[float] = None) -> Any:
+    """Start a TCP connection to ``address`` (``(host, port)``) on ``reactor``; return the handler.
+
+    The handler is made at once with ``handler_factory()``; it hears
+    ``connection_made(transport)`` once the connection is up, or
+    ``connection_lost(exc)`` if it cannot be made: the OSError of the last
+    attempt (ConnectionRefusedError for a closed port, ``socket.gaierror`` for
+    a name that does not resolve), or ``TimeoutError`` once ``timeout`` seconds
+    have passed. Either call comes from the reactor loop, never from inside
+    ``connect()``, and exactly one of them comes.
+
+    Resolving a host name blocks the calling thread (``getaddrinfo``); an IP
+    literal such as ``"127.0.0.1"`` or ``"::1"`` does not.
+
+    Raises TypeError for a factory that is not callable, ValueError for a
+    timeout that is not positive; the factory's own exception propagates.
+    """
+    if not callable(handler_factory):
+        raise TypeError(f"handler_factory must be callable, not {type(handler_factory).__name__}")
+    host, port = _split_address(address)
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"timeout must be positive or None, not {timeout!r}")
+    handler = handler_factory()
+    _Connector(reactor, handler, host, port, timeout)._begin()
+    return handler
+
+
+def _split_address(address: Any) -> Tuple[Any, int]:
+    if not isinstance(address, (tuple, list)) or len(address) < 2:
+        raise TypeError(f"address must be a (host, port) tuple, not {address!r}")
+    return address[0], address[1]
+
+
+class _Connector:
+    """One pending connect: tries each resolved address in turn, then hands over."""
+
+    def __init__(self, reactor: Reactor, handler: Any, host: Any, port: int,
+                 timeout: Optional[float]) -> None:
+        self.reactor = reactor
+        self.handler = handler
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self._addresses: List[_AddressInfo] = []
+        self._errors: List[OSError] = []
+        self._sock: Optional[socket.socket] = None
+        self._timer: Any = None
+        self._done = False
+
+    def __repr__(self) -> str:
+        return f"<connect to {self.host}:{self.port}>"
+
+    def _begin(self) -> None:
+        try:
+            self._addresses = socket.getaddrinfo(self.host, self.port, socket.AF_UNSPEC,
+                                                 socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        except OSError as exc:             # socket.gaierror: the name does not resolve
+            self._fail(exc)
+            return
+        if self.timeout is not None:
+            self._timer = self.reactor.call_later(self.timeout, self._timed_out)
+        self._try_next()
+
+    def _try_next(self) -> None:
+        """Start connecting to the next address; fail once none is left."""
+        while self._addresses:
+            family, type_, proto, _, sockaddr = self._addresses.pop(0)
+            sock = None
+            try:
+                sock = socket.socket(family, type_, proto)
+                sock.setblocking(False)
+                code = sock.connect_ex(sockaddr)
+            except OSError as exc:          # EMFILE, an address family the host lacks, ...
+                if sock is not None:
+                    sock.close()
+                self._errors.append(exc)
+                continue
+            if code in (0, errno.EINPROGRESS):
+                self._sock = sock
+                # Writable means the handshake is over; on loopback it may
+                # already be (code 0), and the selector reports that too.
+                self.reactor.add_writer(sock, self._connect_ready)
+                return
+            sock.close()
+            self._errors.append(OSError(code, f"connect to {sockaddr!r}: {os.strerror(code)}"))
+        self._fail(self._combined_error())
+
+    def _connect_ready(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        self.reactor.remove_writer(sock)
+        self._sock = None
+        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        try:
+            if code:
+                # OSError(code, ...) builds the matching subclass: ConnectionRefusedError, ...
+                raise OSError(code, f"connect to {self.host}:{self.port}: {os.strerror(code)}")
+            peername = sock.getpeername()   # ENOTCONN if the peer reset meanwhile
+        except OSError as exc:
+            sock.close()
+            self._errors.append(exc)
+            self._try_next()
+            return
+        self._succeed(sock, peername)
+
+    def _succeed(self, sock: socket.socket, peername: Any) -> None:
+        self._done = True
+        self._sock = None
+        if self._timer is not None:
+            self._timer.cancel()
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass    # the connection broke already; the transport's first recv will say so
+        transport = TCPTransport(self.reactor, sock, self.handler, peername=peername)
+        transport._start()
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self._done:
+            return
+        if self._sock is not None:
+            self.reactor.remove_writer(self._sock)
+            self._sock.close()
+            self._sock = None
+        self._addresses = []
+        self._fail(TimeoutError(f"connect to {self.host}:{self.port} timed out after {self.timeout} s"))
+
+    def _combined_error(self) -> OSError:
+        """The one error, or the first when all agree, else one naming them all (as asyncio)."""
+        errors = self._errors
+        if not errors:
+            return OSError(f"getaddrinfo returned no address for {self.host!r}")
+        if len({str(error) for error in errors}) == 1 or len({error.errno for error in errors}) == 1:
+            return errors[0]
+        return OSError(f"connect to {self.host}:{self.port} failed: "
+                       + "; ".join(str(error) for error in errors))
+
+    def _fail(self, exc: BaseException) -> None:
+        """Report ``exc`` on a later turn of the loop, exactly once."""
+        if self._done:
+            return
+        self._done = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.reactor.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc: BaseException) -> None:
+        logger.debug("%r failed: %s", self, exc)
+        try:
+            self.handler.connection_lost(exc)
+        except Exception:
+            logger.exception("%r: handler connection_lost() raised", self)
+
+
+def open_datagram(remote_address: Optional[Tuple[Any, int]], handler_factory: Callable[[], Any], *,
+                  reactor: Reactor, local_address: Optional[Tuple[Any, int]] = None,
+                  reuse_port: bool = False) -> Any:
+    """Open a UDP endpoint on ``reactor``; return its handler, already connected to its transport.
+
+    * ``remote_address`` given: the socket is *connected* to it. The handler
+      sends with ``transport.sendto(data)``, hears only that peer, and hears
+      ``error_received(ConnectionRefusedError)`` when nothing listens there
+      (the kernel turns the ICMP "port unreachable" into that). The endpoint
+      stays open after such an error.
+    * ``remote_address`` None: an unconnected socket; ``sendto(data, addr)``
+      to anyone. It is bound to ``local_address`` if given, else the kernel
+      picks an IPv4 port on the first send.
+
+    ``local_address`` binds the socket first (its host sets the family). All of
+    this happens before the call returns, so unlike ``connect()`` it raises
+    OSError itself (an address in use, a name that does not resolve), and
+    ``connection_made`` has run on return. ``connection_lost`` follows
+    ``transport.close()`` or ``abort()`` on a later turn. Resolving a host name
+    blocks (``getaddrinfo``); an IP literal does not.
+    """
+    if not callable(handler_factory):
+        raise TypeError(f"handler_factory must be callable, not {type(handler_factory).__name__}")
+    family = socket.AF_INET
+    if local_address is not None:
+        family = _address_family(_split_address(local_address)[0])
+    target = None
+    if remote_address is not None:
+        host, port = _split_address(remote_address)
+        infos = socket.getaddrinfo(host, port, family if local_address is not None else socket.AF_UNSPEC,
+                                   socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+        family, target = infos[0][0], infos[0][4]
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setblocking(False)
+        if local_address is not None:
+            sock.bind(local_address)
+        if target is not None:
+            sock.connect(target)        # no handshake: this only fixes the peer
+            target = sock.getpeername()
+        handler = handler_factory()
+    except BaseException:
+        sock.close()
+        raise
+    transport = DatagramTransport(reactor, sock, handler, remote_address=target)
+    transport._start()
+    return handler
