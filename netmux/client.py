@@ -60,7 +60,8 @@ def connect(address: Tuple[Any, int], handler_factory: Callable[[], Any], *,
     ``connect()``, and exactly one of them comes.
 
     Resolving a host name blocks the calling thread (``getaddrinfo``); an IP
-    literal such as ``"127.0.0.1"`` or ``"::1"`` does not.
+    literal such as ``"127.0.0.1"`` or ``"::1"`` does not. ``timeout`` starts
+    once the name is resolved and covers every address tried.
 
     Raises TypeError for a factory that is not callable, ValueError for a
     timeout that is not positive; the factory's own exception propagates.
@@ -218,7 +219,8 @@ def open_datagram(remote_address: Optional[Tuple[Any, int]], handler_factory: Ca
       to anyone. It is bound to ``local_address`` if given, else the kernel
       picks an IPv4 port on the first send.
 
-    ``local_address`` binds the socket first (its host sets the family). All of
+    ``local_address`` binds the socket first (its host sets the family);
+    ``reuse_port`` sets SO_REUSEPORT before binding. All of
     this happens before the call returns, so unlike ``connect()`` it raises
     OSError itself (an address in use, a name that does not resolve), and
     ``connection_made`` has run on return. ``connection_lost`` follows
