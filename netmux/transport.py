@@ -562,7 +562,8 @@ class DatagramTransport:
         Raises TypeError for anything not bytes-like, ValueError for a missing
         or foreign address, ConnectionError once the transport is closing.
         """
-        data = bytes(_byte_view(data))      # copies: it may wait in the queue
+        if data.__class__ is not bytes:
+            data = bytes(_byte_view(data))  # copies: it may wait in the queue
         if self._remote_address is not None:
             if addr is not None and tuple(addr)[:2] != tuple(self._remote_address)[:2]:
                 raise ValueError(f"this socket is connected to {self._remote_address!r}, "
