@@ -8,27 +8,23 @@ The layers, bottom to top (one module each):
     transport.py  one non-blocking socket: read -> handler, write buffer -> socket
     handler.py    user code: the pluggable interface (asyncio Protocol names)
     framing.py    sans-IO: bytes in -> whole frames out
-    server.py     TCPServer (and friends): front doors wiring the above together
+    server.py     TCPServer: the front door wiring the above together
+    udp.py        DatagramTransport and UDPServer: the same for datagrams
     client.py     connect() and open_datagram(): the outgoing front doors
 """
 from .handler import DatagramHandler, Handler
 from .reactor import Reactor, Timer
-from .server import TCPServer, UDPServer
-from .transport import DatagramTransport, TCPTransport, Transport
+from .server import TCPServer
+from .transport import TCPTransport, Transport
+from .udp import DatagramTransport, UDPServer
 from .client import connect, open_datagram
+from .framing import (FramedHandler, FramingError, LengthPrefixFramer, LineFramer, LineHandler,
+                      NetstringFramer)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Reactor", "Timer", "Handler", "DatagramHandler", "TCPTransport", "Transport", "TCPServer",
     "UDPServer", "DatagramTransport", "connect", "open_datagram",
+    "FramedHandler", "FramingError", "LengthPrefixFramer", "LineFramer", "LineHandler", "NetstringFramer",
 ]
-
-try:  # framing lands in its own change; keep the core importable meanwhile
-    from .framing import (FramedHandler, FramingError, LengthPrefixFramer, LineFramer,
-                          LineHandler, NetstringFramer)
-except ImportError:  # pragma: no cover
-    pass
-else:
-    __all__ += ["FramedHandler", "FramingError", "LengthPrefixFramer", "LineFramer",
-                "LineHandler", "NetstringFramer"]

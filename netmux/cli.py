@@ -14,7 +14,8 @@ import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .handler import DatagramHandler, Handler
-from .server import TCPServer, UDPServer
+from .server import TCPServer
+from .udp import UDPServer
 
 logger = logging.getLogger("netmux")
 

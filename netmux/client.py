@@ -38,7 +38,8 @@ from typing import Any, Callable, List, Optional, Tuple
 
 from .reactor import Reactor
 from .server import _address_family
-from .transport import DatagramTransport, TCPTransport
+from .transport import TCPTransport
+from .udp import DatagramTransport
 
 __all__ = ["connect", "open_datagram"]
 

@@ -20,9 +20,9 @@ import threading
 from typing import Any, Callable, Optional, Set
 
 from .reactor import Reactor
-from .transport import DatagramTransport, TCPTransport
+from .transport import TCPTransport
 
-__all__ = ["TCPServer", "UDPServer"]
+__all__ = ["TCPServer"]
 
 logger = logging.getLogger("netmux")
 
@@ -274,62 +274,3 @@ class TCPServer(_ServerLifecycle):
     def connections(self) -> int:
         """How many connections are open now."""
         return len(self._connections)
-
-
-class UDPServer(_ServerLifecycle):
-    """A UDP server: one socket, one handler for every peer, on a reactor.
-
-    Binds in the constructor; ``("::1", 0)`` is IPv6. ``handler_factory`` is
-    called once, here, and the handler's ``connection_made`` runs before the
-    constructor returns, so ``srv.handler.transport`` is usable at once (to
-    send the first datagram, say). A datagram that makes the handler raise is
-    logged and dropped; the server goes on (see ``DatagramTransport``).
-    """
-
-    def __init__(self, server_address: tuple, handler_factory: Callable[[], Any], *,
-                 reactor: Optional[Reactor] = None, reuse_port: bool = False) -> None:
-        if not callable(handler_factory):
-            raise TypeError(f"handler_factory must be callable, not {type(handler_factory).__name__}")
-        self.handler_factory = handler_factory
-        self.socket = self._bind(server_address, reuse_port)
-        self.server_address = _bound_address(self.socket)
-        self._init_lifecycle(reactor)
-        try:
-            self.handler = handler_factory()
-        except BaseException:
-            self.socket.close()
-            self._close_owned_reactor()
-            raise
-        self.transport = DatagramTransport(self.reactor, self.socket, self.handler)
-        self.transport._start()
-
-    @staticmethod
-    def _bind(address: tuple, reuse_port: bool) -> socket.socket:
-        sock = socket.socket(_address_family(address[0]), socket.SOCK_DGRAM)
-        try:
-            # No SO_REUSEADDR, unlike TCP: on a datagram socket it lets a second
-            # server bind the same port and silently steal half the traffic.
-            # There is no TIME_WAIT to step over, so a restart binds at once.
-            if reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind(address)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-
-    def fileno(self) -> int:
-        """The socket's descriptor, as socketserver offers it."""
-        return self.socket.fileno()
-
-    def server_close(self) -> None:
-        """Close the socket, dropping queued datagrams; the handler's
-        ``connection_lost`` has run when this returns."""
-        self._stop_serving_elsewhere()
-        if self._closed:
-            return
-        self._closed = True
-        self.transport.abort()
-        self.transport._call_connection_lost()
-        self._close_owned_reactor()

@@ -1,0 +1,415 @@
+"""UDP: the datagram transport and the UDP server, on the same reactor as TCP.
+
+Where it sits: beside ``transport.py`` and ``server.py``, doing for datagrams
+what they do for streams. ``DatagramTransport`` drives one UDP socket for one
+``DatagramHandler`` (asyncio's DatagramProtocol names); ``UDPServer`` binds it
+with socketserver's shape. ``netmux.open_datagram`` (client.py) makes the
+client side.
+
+A UDP socket is one endpoint shared by every peer that talks to it, so the
+rules differ from a stream's in three places:
+
+* **No stream, no partial sends.** ``recvfrom`` returns one whole datagram
+  and ``sendto`` sends one whole datagram or nothing. The write side is a
+  queue of ``(datagram, address)`` pairs, not a byte buffer.
+* **Errors belong to a peer, not to the socket.** An ICMP "port
+  unreachable" comes back as ECONNREFUSED from the next ``recv``/``send`` on
+  a connected socket; a datagram too big for the route is EMSGSIZE. They go
+  to ``handler.error_received(exc)`` and the endpoint stays open.
+* **A handler's exception costs one datagram, not the endpoint.** Aborting
+  a TCP connection ends one conversation; closing a UDP server's socket would
+  end all of them because of one malformed datagram. So an exception from
+  ``datagram_received``, ``error_received``, ``pause_writing`` or
+  ``resume_writing`` is logged once (ERROR, with traceback) and the endpoint
+  goes on. Only ``connection_made`` failing aborts it: the handler never got
+  ready, so nothing it would do afterwards can be trusted.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from collections import deque
+from typing import Any, Callable, Deque, Optional, Tuple
+
+from .reactor import Reactor
+from .server import _address_family, _bound_address, _ServerLifecycle
+from .transport import _byte_view
+
+__all__ = ["DatagramTransport", "UDPServer"]
+
+logger = logging.getLogger("netmux")
+
+# sendto() errors that mean "not now", not "never": keep the datagram queued.
+# EAGAIN: the socket's send buffer is full (BlockingIOError). ENOBUFS: the
+# device queue is full although the socket buffer is not, so the socket still
+# selects writable; waiting for writability would spin, so we retry on a timer.
+_ENOBUFS_RETRY_DELAY = 0.01
+
+
+class DatagramTransport:
+    """A UDP socket driven by a reactor, delivering every datagram to one handler.
+
+    Built by ``UDPServer`` and ``open_datagram()``; user code gets it in
+    ``handler.connection_made(transport)``. ``remote_address`` is the peer of a
+    connected socket (``sendto(data)`` then needs no address), None otherwise.
+    """
+
+    #: Bytes per ``recvfrom``: the largest UDP payload is 65,507 bytes over IPv4
+    #: and 65,527 over IPv6, so every datagram arrives whole, never truncated.
+    max_datagram_size = 65535
+
+    #: Datagrams read per readiness event at most, so one flooded socket cannot
+    #: starve the rest of the loop.
+    max_reads_per_event = 32
+
+    def __init__(self, reactor: Any, sock: socket.socket, handler: Any, *,
+                 remote_address: Any = None,
+                 on_lost: Optional[Callable[["DatagramTransport"], None]] = None) -> None:
+        self.reactor = reactor
+        self._sock = sock
+        self._fileno = sock.fileno()
+        self._handler = handler
+        self._remote_address = remote_address
+        self._on_lost = on_lost
+        self._queue: Deque[Tuple[bytes, Any]] = deque()
+        self._queue_size = 0               # bytes in _queue
+        self._high_water = 64 * 1024
+        self._low_water = 16 * 1024
+        self._writing_paused = False
+        self._writer_registered = False
+        self._retry_timer: Any = None      # armed after ENOBUFS
+        self._reading = True
+        self._registered_reader = False
+        self._closing = False
+        self._lost = False
+        self._lost_exc: Optional[BaseException] = None
+        self._lost_called = False
+        self._sockname: Any = None
+        self._read_buffer = memoryview(bytearray(self.max_datagram_size))   # reused by every recv
+
+    def __repr__(self) -> str:
+        state = "lost" if self._lost else "closing" if self._closing else "open"
+        return f"<{type(self).__name__} fd={self._fileno} {state} peer={self._remote_address}>"
+
+    # ------------------------------------------------------------------
+    # Start-up
+    # ------------------------------------------------------------------
+    def _start(self) -> None:
+        """Tell the handler, then start reading: called once by the front door."""
+        try:
+            self._handler.connection_made(self)
+        except Exception as exc:
+            logger.error("%r: handler connection_made() raised; closing this endpoint",
+                         self, exc_info=exc)
+            self._force_close(exc)
+            return
+        self._update_reader()
+
+    # ------------------------------------------------------------------
+    # Reading: readable -> recvfrom, datagram by datagram -> handler
+    # ------------------------------------------------------------------
+    def _read_ready(self) -> None:
+        buffer = self._read_buffer
+        for _ in range(self.max_reads_per_event):
+            if not self._registered_reader:
+                return      # the handler paused or closed us meanwhile
+            try:
+                size, address = self._sock.recvfrom_into(buffer)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # A pending ICMP error, reported once and then cleared by the
+                # kernel: it concerns one peer, the socket goes on.
+                self._call_handler("error_received", exc)
+                continue
+            self._call_handler("datagram_received", bytes(buffer[:size]), address)   # one copy
+
+    def _update_reader(self) -> None:
+        want = self._reading and not self._closing
+        if want != self._registered_reader:
+            self._registered_reader = want
+            if want:
+                self.reactor.add_reader(self._fileno, self._read_ready)
+            else:
+                self.reactor.remove_reader(self._fileno)
+
+    def pause_reading(self) -> None:
+        """Stop calling ``datagram_received``; the kernel queues (then drops) meanwhile."""
+        self._reading = False
+        if not self._lost:
+            self._update_reader()
+
+    def resume_reading(self) -> None:
+        """Undo ``pause_reading()``."""
+        self._reading = True
+        if not self._lost:
+            self._update_reader()
+
+    def is_reading(self) -> bool:
+        """True when the transport delivers incoming datagrams."""
+        return self._reading and not self._closing
+
+    # ------------------------------------------------------------------
+    # Writing: send at once, queue on EAGAIN/ENOBUFS, flush in order
+    # ------------------------------------------------------------------
+    def sendto(self, data: Any, addr: Any = None) -> None:
+        """Send ``data`` (bytes-like, possibly empty) as one datagram to ``addr``.
+
+        On a connected socket ``addr`` may be None (or the remote address
+        itself). Datagrams go out in the order given; when the kernel cannot
+        take one now it is queued. An error the kernel reports for this datagram
+        (ECONNREFUSED, EMSGSIZE, ...) goes to ``handler.error_received``.
+
+        Raises TypeError for anything not bytes-like, ValueError for a missing
+        or foreign address, ConnectionError once the transport is closing.
+        """
+        if data.__class__ is not bytes:
+            data = bytes(_byte_view(data))  # copies: it may wait in the queue
+        if self._remote_address is not None:
+            if addr is not None and tuple(addr)[:2] != tuple(self._remote_address)[:2]:
+                raise ValueError(f"this socket is connected to {self._remote_address!r}, "
+                                 f"cannot send to {addr!r}")
+            addr = None
+        elif addr is None:
+            raise ValueError("sendto() needs an address on an unconnected socket")
+        if self._closing:
+            raise ConnectionError(f"sendto() on a closed or closing transport: {self!r}")
+        if not self._queue:
+            try:
+                self._send(data, addr)
+                return
+            except (BlockingIOError, InterruptedError):
+                self._set_writer(True)
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:
+                    self._call_handler("error_received", exc)
+                    return
+                self._retry_later()
+        self._queue.append((data, addr))
+        self._queue_size += len(data)
+        if self._queue_size > self._high_water and not self._writing_paused:
+            self._writing_paused = True
+            self._call_handler("pause_writing")
+
+    def _send(self, data: bytes, addr: Any) -> None:
+        if addr is None:
+            self._sock.send(data)
+        else:
+            self._sock.sendto(data, addr)
+
+    def _write_ready(self) -> None:
+        queue = self._queue
+        while queue and not self._lost:
+            data, addr = queue[0]
+            try:
+                self._send(data, addr)
+            except (BlockingIOError, InterruptedError):
+                return      # still full: the selector will call again
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    self._set_writer(False)
+                    self._retry_later()
+                    return
+                queue.popleft()
+                self._queue_size -= len(data)
+                self._call_handler("error_received", exc)    # this datagram is lost
+            else:
+                queue.popleft()
+                self._queue_size -= len(data)
+            if self._writing_paused and self._queue_size <= self._low_water:
+                self._writing_paused = False
+                self._call_handler("resume_writing")
+        if queue or self._lost:
+            return
+        self._set_writer(False)
+        if self._closing:
+            self._force_close(None)
+
+    def _set_writer(self, want: bool) -> None:
+        """Watch for writability exactly while datagrams are queued."""
+        if want != self._writer_registered:
+            self._writer_registered = want
+            if want:
+                self.reactor.add_writer(self._fileno, self._write_ready)
+            else:
+                self.reactor.remove_writer(self._fileno)
+
+    def _retry_later(self) -> None:
+        if self._retry_timer is None:
+            self._retry_timer = self.reactor.call_later(_ENOBUFS_RETRY_DELAY, self._retry)
+
+    def _retry(self) -> None:
+        self._retry_timer = None
+        if self._queue and not self._lost:
+            self._set_writer(True)
+
+    def get_write_buffer_size(self) -> int:
+        """Bytes of datagrams queued, not yet handed to the kernel."""
+        return self._queue_size
+
+    def get_write_buffer_limits(self) -> tuple:
+        """``(low, high)``, as asyncio returns them."""
+        return (self._low_water, self._high_water)
+
+    def set_write_buffer_limits(self, high: Optional[int] = None, low: Optional[int] = None) -> None:
+        """Set the flow-control marks on the queue: default high 64 KiB, low ``high // 4``."""
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not 0 <= low <= high:
+            raise ValueError(f"need 0 <= low <= high, got high={high!r} low={low!r}")
+        self._high_water, self._low_water = high, low
+        if self._queue_size > high and not self._writing_paused:
+            self._writing_paused = True
+            self._call_handler("pause_writing")
+        elif self._queue_size <= low and self._writing_paused:
+            self._writing_paused = False
+            self._call_handler("resume_writing")
+
+    # ------------------------------------------------------------------
+    # Closing
+    # ------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop reading, send every queued datagram, then close."""
+        if self._closing:
+            return
+        self._closing = True
+        self._update_reader()
+        if not self._queue:
+            self._force_close(None)
+
+    def abort(self) -> None:
+        """Close now, dropping the queued datagrams."""
+        self._force_close(None)
+
+    def is_closing(self) -> bool:
+        """True once ``close()`` or ``abort()`` was called."""
+        return self._closing
+
+    def _call_handler(self, method: str, *args: Any) -> None:
+        """One place where a handler's exception is logged, once; the endpoint goes on."""
+        try:
+            getattr(self._handler, method)(*args)
+        except Exception as exc:
+            logger.error("%r: handler %s() raised; endpoint stays open", self, method, exc_info=exc)
+
+    def _force_close(self, exc: Optional[BaseException]) -> None:
+        """Release the socket now; ``connection_lost(exc)`` runs on the next turn."""
+        if self._lost:
+            return
+        self._lost = True
+        self._closing = True
+        self._lost_exc = exc
+        self._queue.clear()
+        self._queue_size = 0
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
+            self._retry_timer = None
+        if not self.reactor.is_closed():
+            if self._registered_reader:
+                self.reactor.remove_reader(self._fileno)
+            if self._writer_registered:
+                self.reactor.remove_writer(self._fileno)
+        self._registered_reader = self._writer_registered = False
+        self._sock.close()
+        if self.reactor.is_closed():
+            self._call_connection_lost()    # no loop turn will come
+        else:
+            self.reactor.call_soon(self._call_connection_lost)
+
+    def _call_connection_lost(self) -> None:
+        """Tell the handler, exactly once; then the front door's bookkeeping."""
+        if self._lost_called:
+            return
+        self._lost_called = True
+        try:
+            self._handler.connection_lost(self._lost_exc)
+        except Exception:
+            logger.exception("%r: handler connection_lost() raised", self)
+        finally:
+            if self._on_lost is not None:
+                self._on_lost(self)
+
+    # ------------------------------------------------------------------
+    # Introspection
+    # ------------------------------------------------------------------
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """``'sockname'``, ``'peername'`` (connected sockets only) or ``'socket'``."""
+        if name == "sockname":
+            # Not cached while open: an unbound socket gets its port on its first send.
+            if not self._lost:
+                try:
+                    self._sockname = self._sock.getsockname()
+                except OSError:
+                    return default
+            return default if self._sockname is None else self._sockname
+        if name == "peername":
+            return default if self._remote_address is None else self._remote_address
+        if name == "socket":
+            return self._sock
+        return default
+
+    def get_protocol(self) -> Any:
+        """The handler this transport delivers to (asyncio's name)."""
+        return self._handler
+
+
+class UDPServer(_ServerLifecycle):
+    """A UDP server: one socket, one handler for every peer, on a reactor.
+
+    Binds in the constructor; ``("::1", 0)`` is IPv6. ``handler_factory`` is
+    called once, here, and the handler's ``connection_made`` runs before the
+    constructor returns, so ``srv.handler.transport`` is usable at once (to
+    send the first datagram, say). A datagram that makes the handler raise is
+    logged and dropped; the server goes on (see ``DatagramTransport``).
+    """
+
+    def __init__(self, server_address: tuple, handler_factory: Callable[[], Any], *,
+                 reactor: Optional[Reactor] = None, reuse_port: bool = False) -> None:
+        if not callable(handler_factory):
+            raise TypeError(f"handler_factory must be callable, not {type(handler_factory).__name__}")
+        self.handler_factory = handler_factory
+        self.socket = self._bind(server_address, reuse_port)
+        self.server_address = _bound_address(self.socket)
+        self._init_lifecycle(reactor)
+        try:
+            self.handler = handler_factory()
+        except BaseException:
+            self.socket.close()
+            self._close_owned_reactor()
+            raise
+        self.transport = DatagramTransport(self.reactor, self.socket, self.handler)
+        self.transport._start()
+
+    @staticmethod
+    def _bind(address: tuple, reuse_port: bool) -> socket.socket:
+        sock = socket.socket(_address_family(address[0]), socket.SOCK_DGRAM)
+        try:
+            # No SO_REUSEADDR, unlike TCP: on a datagram socket it lets a second
+            # server bind the same port and silently steal half the traffic.
+            # There is no TIME_WAIT to step over, so a restart binds at once.
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(address)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def fileno(self) -> int:
+        """The socket's descriptor, as socketserver offers it."""
+        return self.socket.fileno()
+
+    def server_close(self) -> None:
+        """Close the socket, dropping queued datagrams; the handler's
+        ``connection_lost`` has run when this returns."""
+        self._stop_serving_elsewhere()
+        if self._closed:
+            return
+        self._closed = True
+        self.transport.abort()
+        self.transport._call_connection_lost()
+        self._close_owned_reactor()
