@@ -24,14 +24,17 @@ ERROR level with its traceback, and the loop goes on.
 """
 from __future__ import annotations
 
+import functools
 import heapq
+import math
+import select
 import logging
 import selectors
 import socket
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Deque, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 __all__ = ["Reactor", "Timer"]
 
@@ -39,6 +42,9 @@ logger = logging.getLogger("netmux")
 
 _EVENT_READ = selectors.EVENT_READ
 _EVENT_WRITE = selectors.EVENT_WRITE
+# Which epoll bits wake a reader and a writer: the same split as EpollSelector's.
+_EPOLL_READ_MASK = ~getattr(select, "EPOLLOUT", 0)
+_EPOLL_WRITE_MASK = ~getattr(select, "EPOLLIN", 0)
 
 # Rebuild the timer heap once cancelled timers are this many and over half of it,
 # so a program that keeps arming and cancelling timeouts holds O(live timers).
@@ -124,6 +130,14 @@ class Reactor:
 
     def __init__(self) -> None:
         self._selector = selectors.DefaultSelector()
+        self._callbacks: Dict[int, List[Any]] = {}   # fd -> [reader, writer]
+        epoll = getattr(self._selector, "_selector", None)   # EpollSelector's own epoll object
+        if isinstance(self._selector, getattr(selectors, "EpollSelector", ())) and epoll is not None:
+            self._epoll = epoll
+            self._poll = self._poll_epoll
+        else:
+            self._poll = self._poll_selector
+        self._now = time.monotonic()      # when the last wait returned: a cheap clock for stamps
         self._ready: Deque[Timer] = deque()
         self._timers: List[Tuple[float, int, Timer]] = []
         self._timer_sequence = 0          # breaks ties so equal deadlines run FIFO
@@ -171,47 +185,48 @@ class Reactor:
         self._cancelled_timers += 1
         if (self._cancelled_timers > _MIN_CANCELLED_TO_PURGE
                 and self._cancelled_timers * 2 > len(self._timers)):
-            live = [entry for entry in self._timers if not entry[2]._cancelled]
             for entry in self._timers:
                 if entry[2]._cancelled:
                     entry[2]._in_heap = False
-            heapq.heapify(live)
-            self._timers = live
+            # In place: the running loop holds a reference to this list.
+            self._timers[:] = [entry for entry in self._timers if not entry[2]._cancelled]
+            heapq.heapify(self._timers)
             self._cancelled_timers = 0
 
     # ------------------------------------------------------------------
     # File descriptors
     # ------------------------------------------------------------------
-    # Each registered descriptor's selector key carries ``[reader, writer]``,
-    # each ``None`` or a ``(callback, args)`` pair that the loop calls directly.
+    # A registered descriptor carries ``[reader, writer]``, each None or a
+    # zero-argument callable that the loop calls directly. The same list is the
+    # selector key's data and the value of ``self._callbacks[fd]``.
     def add_reader(self, fileobj: Any, callback: Callable[..., Any], *args: Any) -> None:
         """Call ``callback(*args)`` whenever ``fileobj`` is readable (replaces any reader)."""
-        self._set_callback(fileobj, _EVENT_READ, (callback, args))
+        self._set_callback(fileobj, 0, functools.partial(callback, *args) if args else callback)
 
     def add_writer(self, fileobj: Any, callback: Callable[..., Any], *args: Any) -> None:
         """Call ``callback(*args)`` whenever ``fileobj`` is writable (replaces any writer)."""
-        self._set_callback(fileobj, _EVENT_WRITE, (callback, args))
+        self._set_callback(fileobj, 1, functools.partial(callback, *args) if args else callback)
 
     def remove_reader(self, fileobj: Any) -> bool:
         """Stop watching ``fileobj`` for reading; True if a reader was registered."""
-        return self._set_callback(fileobj, _EVENT_READ, None)
+        return self._set_callback(fileobj, 0, None)
 
     def remove_writer(self, fileobj: Any) -> bool:
         """Stop watching ``fileobj`` for writing; True if a writer was registered."""
-        return self._set_callback(fileobj, _EVENT_WRITE, None)
+        return self._set_callback(fileobj, 1, None)
 
-    def _set_callback(self, fileobj: Any, event: int, callback: Optional[tuple]) -> bool:
+    def _set_callback(self, fileobj: Any, slot: int, callback: Optional[Callable[[], Any]]) -> bool:
         if self._closed:
             raise RuntimeError("the reactor is closed")
-        slot = 0 if event == _EVENT_READ else 1
         try:
             key = self._selector.get_key(fileobj)
         except KeyError:
             if callback is None:
                 return False
-            data = [None, None]
+            data: List[Any] = [None, None]
             data[slot] = callback
-            self._selector.register(fileobj, event, data)
+            key = self._selector.register(fileobj, _EVENT_READ if slot == 0 else _EVENT_WRITE, data)
+            self._callbacks[key.fd] = data
             return True
         data = key.data
         had = data[slot] is not None
@@ -219,6 +234,7 @@ class Reactor:
         events = (_EVENT_READ if data[0] is not None else 0) | (_EVENT_WRITE if data[1] is not None else 0)
         if events == 0:
             self._selector.unregister(fileobj)
+            del self._callbacks[key.fd]
         elif events != key.events:
             self._selector.modify(fileobj, events, data)
         return had
@@ -277,6 +293,57 @@ class Reactor:
             raise RuntimeError("the reactor is already running")
         self._running_thread = threading.get_ident()
 
+    # The hot path. Each ready descriptor's reader, then its writer, is called
+    # directly (as ae.c does); the reader may have removed the writer, so the
+    # writer is read from the list after the reader ran. A descriptor closed
+    # by an earlier callback of the same batch is no longer in the table and
+    # is skipped.
+    def _poll_selector(self, timeout: Optional[float]) -> None:
+        """Wait with the selector: the portable path."""
+        events = self._selector.select(timeout)
+        self._now = time.monotonic()
+        for key, mask in events:
+            callbacks = key.data
+            try:
+                if mask & _EVENT_READ and callbacks[0] is not None:
+                    callbacks[0]()
+                if mask & _EVENT_WRITE and callbacks[1] is not None:
+                    callbacks[1]()
+            except Exception:
+                logger.exception("exception in I/O callback for %r", key.fileobj)
+
+    def _poll_epoll(self, timeout: Optional[float]) -> None:
+        """Wait on the selector's epoll object itself: the same loop, a shorter path.
+
+        ``EpollSelector.select()`` turns every kernel event into a ``(key,
+        events)`` pair in Python before we see it; reading the kernel's
+        ``(fd, mask)`` list directly cuts the reactor's instructions per echoed
+        message by about 15 % (bench/README.md). Registrations still go through
+        the selector, which stays the one record of what is watched.
+        """
+        if timeout is None:
+            timeout = -1
+        elif timeout > 0:
+            # epoll counts whole milliseconds: round up, or a timer due in
+            # 0.4 ms would make the loop spin until it is due (as selectors does).
+            timeout = math.ceil(timeout * 1e3) * 1e-3
+        events = self._epoll.poll(timeout)
+        self._now = time.monotonic()
+        table = self._callbacks
+        for fd, mask in events:
+            callbacks = table.get(fd)
+            if callbacks is None:
+                continue
+            try:
+                # Error and hang-up wake both sides, as selectors reports them:
+                # the callback's own recv() or send() then tells what happened.
+                if mask & _EPOLL_READ_MASK and callbacks[0] is not None:
+                    callbacks[0]()
+                if mask & _EPOLL_WRITE_MASK and callbacks[1] is not None:
+                    callbacks[1]()
+            except Exception:
+                logger.exception("exception in I/O callback for fd %d", fd)
+
     def _run_once(self, timeout: Optional[float]) -> None:
         ready = self._ready
         timers = self._timers
@@ -287,21 +354,10 @@ class Reactor:
             delay = delay if delay > 0 else 0
             timeout = delay if timeout is None or delay < timeout else timeout
 
-        for key, mask in self._selector.select(timeout):
-            reader, writer = key.data
-            # Reader first, then writer, as ae.c does. The reader may unregister
-            # the writer (a transport that closes), so look it up again.
-            try:
-                if mask & _EVENT_READ and reader is not None:
-                    reader[0](*reader[1])
-                    writer = key.data[1]
-                if mask & _EVENT_WRITE and writer is not None:
-                    writer[0](*writer[1])
-            except Exception:
-                logger.exception("exception in I/O callback for %r", key.fileobj)
+        self._poll(timeout)
 
         if timers:
-            now = time.monotonic()
+            now = self._now
             while timers and timers[0][0] <= now:
                 timer = heapq.heappop(timers)[2]
                 timer._in_heap = False

@@ -135,7 +135,7 @@ class TCPTransport:
             self._fatal_error(exc, "recv")
             return
         if data:
-            self._last_activity = _monotonic()
+            self._last_activity = self.reactor._now
             try:
                 self._handler.data_received(data)
             except Exception as exc:
@@ -207,10 +207,10 @@ class TCPTransport:
                 self._fatal_error(exc, "send")
                 return
             if sent == len(data):
-                self._last_activity = _monotonic()
+                self._last_activity = self.reactor._now
                 return
             if sent:
-                self._last_activity = _monotonic()
+                self._last_activity = self.reactor._now
                 data = memoryview(data)[sent:]
             self.reactor.add_writer(self._fileno, self._write_ready)
         buffer += data                      # copies: the caller may reuse its bytearray
@@ -235,7 +235,7 @@ class TCPTransport:
             self._fatal_error(exc, "send")
             return
         del buffer[:sent]
-        self._last_activity = _monotonic()
+        self._last_activity = self.reactor._now
         if self._writing_paused and len(buffer) <= self._low_water:
             self._writing_paused = False
             self._call_handler("resume_writing")    # it may write more
