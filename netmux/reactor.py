@@ -128,8 +128,10 @@ class Reactor:
     thread that runs the reactor (or before it runs).
     """
 
-    def __init__(self) -> None:
-        self._selector = selectors.DefaultSelector()
+    def __init__(self, selector: Optional[selectors.BaseSelector] = None) -> None:
+        """``selector``: a fresh ``selectors`` instance to wait with, owned by the
+        reactor from now on (default: ``selectors.DefaultSelector()``)."""
+        self._selector = selectors.DefaultSelector() if selector is None else selector
         self._callbacks: Dict[int, List[Any]] = {}   # fd -> [reader, writer]
         epoll = getattr(self._selector, "_selector", None)   # EpollSelector's own epoll object
         if isinstance(self._selector, getattr(selectors, "EpollSelector", ())) and epoll is not None:

@@ -6,9 +6,19 @@ import socket
 import threading
 import time
 
+import selectors
+
 import pytest
 
 import netmux
+
+
+@pytest.fixture(params=["default", "poll"])
+def reactor(request):
+    """Both dispatch paths: epoll read directly, and the portable selector path."""
+    r = netmux.Reactor() if request.param == "default" else netmux.Reactor(selectors.PollSelector())
+    yield r
+    r.close()
 
 
 def run_until(reactor: netmux.Reactor, predicate, timeout: float = 5.0) -> None:
@@ -207,3 +217,70 @@ def test_closed_reactor_refuses_to_run():
     assert r.is_closed()
     with pytest.raises(RuntimeError):
         r.run_once(0)
+
+
+def test_reader_and_writer_callbacks_get_their_arguments(reactor):
+    a, b = socket.socketpair()
+    try:
+        got = []
+        reactor.add_reader(a, lambda tag, sock: got.append((tag, sock.recv(10))), "r", a)
+        reactor.add_writer(b, got.append, "w")
+        a.send(b"")  # nothing; b is writable at once
+        b.send(b"hey")
+        run_until(reactor, lambda: ("r", b"hey") in got and "w" in got)
+        reactor.remove_reader(a)
+        reactor.remove_writer(b)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_cancelling_many_timers_from_an_io_callback_runs_due_timers_once(reactor, caplog):
+    """The cancelled-timer purge happens in place: the turn that is running holds the heap."""
+    calls = []
+    doomed = [reactor.call_later(3600, calls.append, "never") for _ in range(500)]
+    reactor.call_later(0.01, calls.append, "due")
+    a, b = socket.socketpair()
+    try:
+        def cancel_all():
+            a.recv(10)
+            for timer in doomed:
+                timer.cancel()
+
+        reactor.add_reader(a, cancel_all)
+        b.send(b"x")
+        time.sleep(0.02)                 # the timer is due when the reader runs
+        with caplog.at_level(logging.ERROR, logger="netmux"):
+            for _ in range(5):
+                reactor.run_once(0)
+        reactor.remove_reader(a)
+    finally:
+        a.close()
+        b.close()
+    assert calls == ["due"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(reactor._timers) < 100
+
+
+def test_a_descriptor_closed_by_an_earlier_callback_is_skipped(reactor):
+    pairs = [socket.socketpair() for _ in range(2)]
+    try:
+        seen = []
+
+        def first():
+            seen.append("first")
+            pairs[0][0].recv(10)
+            reactor.remove_reader(pairs[1][0])     # the other one is ready in this batch too
+
+        reactor.add_reader(pairs[0][0], first)
+        reactor.add_reader(pairs[1][0], seen.append, "second")
+        pairs[0][1].send(b"x")
+        pairs[1][1].send(b"y")
+        time.sleep(0.05)                              # both readable before the select
+        reactor.run_once(1)
+        assert seen in (["first"], ["second", "first"])
+        reactor.remove_reader(pairs[0][0])
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
