@@ -21,9 +21,9 @@ framer; the parse walks a read position forward over it and the consumed bytes
 are dropped once per ``feed`` (one ``del buffer[:position]``), not once per
 frame. A line framer remembers how far it has already searched for the
 delimiter, so feeding a long line one byte at a time costs linear time, never a
-rescan. When the buffer is empty -- the common case with large reads -- frames
-are sliced straight out of the bytes handed to ``feed`` and only the
-incomplete tail is copied into the buffer.
+rescan. When the buffer holds less than the new chunk -- the common case with
+large reads -- frames are sliced straight out of the bytes handed to ``feed``
+(joined to the short tail, if any) and only the incomplete tail is kept.
 
 Limits and errors are explicit and sticky. ``max_length`` bounds a payload
 (delimiter, netstring punctuation and length prefix not counted); a longer
@@ -132,14 +132,21 @@ class _Framer:
                 self._error.offset,
             )
         buffer = self._buffer
-        if buffer:
-            buffer += data  # TypeError for str, int and other non-buffers
-            unconsumed: Union[bytes, bytearray] = buffer
-        elif type(data) is bytes:
+        unconsumed: Union[bytes, bytearray]
+        if not buffer:
             # Nothing held: parse the caller's bytes in place, copy only the tail.
-            unconsumed = data
+            unconsumed = data if type(data) is bytes else bytes(memoryview(data))
+        elif len(buffer) < len(data):
+            # A short tail before a big chunk: join them into bytes, so that
+            # frames are sliced out as bytes (one copy, not two). Still
+            # linear: the copy costs at most twice the new data.
+            unconsumed = bytes(buffer) + data  # TypeError for str, int...
+            buffer.clear()
         else:
-            unconsumed = bytes(memoryview(data))
+            # A long tail (a big frame arriving in small pieces): append in
+            # place, amortised O(len(data)), never a copy of the whole tail.
+            buffer += data
+            unconsumed = buffer
         if not unconsumed:
             return []
 
@@ -315,12 +322,19 @@ class NetstringFramer(_Framer):
                 if colon < 0:
                     self._check_digits(data[position : position + self._max_digits + 1], position)
                     break
-                length = self._check_digits(data[position:colon], position)
-                if colon == position:
+                digits = data[position:colon]
+                # The common case inline: digits, no leading zero, within the limit.
+                if digits.isdigit() and (digits[0] != 0x30 or colon - position == 1):
+                    length = int(digits)
+                    if length > self._max_length:
+                        self._check_digits(digits, position)  # raises, saying why
+                elif colon == position:
                     raise FramingError(
                         f"netstring length is empty at stream offset {self._offset + position}",
                         self._offset + position,
                     )
+                else:
+                    length = self._check_digits(digits, position)  # raises, saying why
                 payload_start = colon + 1
                 comma = payload_start + length
             if comma >= end:
@@ -343,14 +357,15 @@ class NetstringFramer(_Framer):
 
     def _check_digits(self, digits: Union[bytes, bytearray], position: int) -> int:
         """Validate the (possibly partial) length ``digits``; return its value."""
-        for index, byte in enumerate(digits):
-            if not 0x30 <= byte <= 0x39:
-                offset = self._offset + position + index
-                raise FramingError(
-                    f"netstring length: expected a digit or ':' at stream offset {offset}, "
-                    f"found {bytes(digits[index : index + 1])!r}",
-                    offset,
-                )
+        if not digits.isdigit():  # ASCII digits only, for bytes: find the culprit
+            for index, byte in enumerate(digits):
+                if not 0x30 <= byte <= 0x39:
+                    offset = self._offset + position + index
+                    raise FramingError(
+                        f"netstring length: expected a digit or ':' at stream offset {offset}, "
+                        f"found {bytes(digits[index : index + 1])!r}",
+                        offset,
+                    )
         if len(digits) > 1 and digits[0] == 0x30:
             raise FramingError(
                 f"netstring length has a leading zero at stream offset {self._offset + position}",

@@ -461,12 +461,15 @@ def test_a_long_line_fed_one_byte_at_a_time_is_searched_once_not_rescanned(count
     assert framer.buffered == 0
 
 
-def test_many_frames_in_one_feed_compact_the_buffer_once(counting_buffer):
+def test_many_frames_in_one_feed_compact_the_buffer_at_most_once(counting_buffer):
     framer = LineFramer()
     framer._buffer = counting_buffer()
-    framer.feed(b"partial")  # held, so the next feed goes through the buffer
-    lines = framer.feed(b"\n" + b"line\n" * 10_000 + b"tail")
-    assert len(lines) == 10_001 and lines[0] == b"partial"
+    framer.feed(b"x" * 20_000)  # a long tail: the next feed appends to the buffer
+    lines = framer.feed(b"\n" + b"line\n" * 3_000 + b"tail")
+    assert len(lines) == 3_001 and lines[0] == b"x" * 20_000
+    assert counting_buffer.compactions == 1
+    assert framer.buffered == 4
+    framer.feed(b"\n" + b"line\n" * 3_000 + b"tail")  # a short tail: joined, nothing to compact
     assert counting_buffer.compactions == 1
     assert framer.buffered == 4
 
