@@ -140,6 +140,7 @@ class Reactor:
         else:
             self._poll = self._poll_selector
         self._now = time.monotonic()      # when the last wait returned: a cheap clock for stamps
+        self._lingering: Dict[int, Callable[[], None]] = {}   # fd -> close it (transport.py)
         self._ready: Deque[Timer] = deque()
         self._timers: List[Tuple[float, int, Timer]] = []
         self._timer_sequence = 0          # breaks ties so equal deadlines run FIFO
@@ -278,6 +279,8 @@ class Reactor:
             raise RuntimeError("cannot close a running reactor")
         if self._closed:
             return
+        for finish in list(self._lingering.values()):
+            finish()                       # closed connections still waiting for the peer's FIN
         self._closed = True
         self._ready.clear()
         self._timers.clear()

@@ -243,7 +243,7 @@ class TCPTransport:
             return
         self.reactor.remove_writer(self._fileno)
         if self._closing:
-            self._force_close(None)
+            self._force_close(None, graceful=True)
         elif self._eof_requested:
             self._shutdown_write()
 
@@ -300,7 +300,7 @@ class TCPTransport:
         self._closing = True
         self._update_reader()
         if not self._buffer:
-            self._force_close(None)
+            self._force_close(None, graceful=True)
 
     def abort(self) -> None:
         """Close now, dropping anything buffered."""
@@ -328,8 +328,12 @@ class TCPTransport:
         except Exception as exc:
             self._handler_failed(exc, method)
 
-    def _force_close(self, exc: Optional[BaseException]) -> None:
-        """Release the socket now; ``connection_lost(exc)`` runs on the next turn."""
+    def _force_close(self, exc: Optional[BaseException], graceful: bool = False) -> None:
+        """Release the socket now; ``connection_lost(exc)`` runs on the next turn.
+
+        ``graceful`` (a flushed ``close()``): unless the peer already sent its
+        FIN, the socket is handed to ``_close_after_peer`` instead of closed.
+        """
         if self._lost:
             return
         self._lost = True
@@ -343,7 +347,10 @@ class TCPTransport:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
-        self._sock.close()
+        if graceful and not self._eof_received:
+            _close_after_peer(self.reactor, self._sock)
+        else:
+            self._sock.close()
         self.reactor.call_soon(self._call_connection_lost)
 
     def _call_connection_lost(self) -> None:
@@ -412,3 +419,47 @@ class TCPTransport:
 
 
 Transport = TCPTransport
+
+#: Longest time a closed connection waits for its peer's FIN before its socket closes.
+LINGER_SECONDS = 2.0
+
+
+def _close_after_peer(reactor: Any, sock: socket.socket) -> None:
+    """Close ``sock`` without losing what we sent: FIN now, close after the peer's FIN.
+
+    Why not just ``close()``: if bytes from the peer are unread when a socket
+    closes (a pipelined request, data sent while we were closing), Linux
+    answers with RST at once, which throws away what is still in our send
+    queue and can make the peer discard what it has not read yet: the tail of
+    our reply. So we half-close (the peer reads our data, then EOF), keep
+    reading and discarding, and close once the peer closes too, or after
+    ``LINGER_SECONDS`` at most, as web servers do ("lingering close"). The
+    handler has already been told ``connection_lost``; the reactor closes any
+    lingering socket when it is closed itself.
+    """
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        sock.close()              # already reset: nothing left to protect
+        return
+    fileno = sock.fileno()
+
+    def finish() -> None:
+        timer.cancel()
+        reactor._lingering.pop(fileno, None)
+        reactor.remove_reader(fileno)
+        sock.close()
+
+    def discard() -> None:
+        try:
+            data = sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            finish()
+
+    reactor.add_reader(fileno, discard)
+    timer = reactor.call_later(LINGER_SECONDS, finish)
+    reactor._lingering[fileno] = finish

@@ -464,3 +464,43 @@ def test_slow_reader_cannot_grow_the_echo_buffer_without_bound(serve):
     client.settimeout(10)
     assert len(recv_exactly(client, sent)) == sent
     client.close()
+
+
+def test_close_with_unread_input_still_delivers_the_whole_reply(serve):
+    """Closing with the peer's bytes unread must not turn into RST and truncate the reply."""
+    reply = bytes(range(256)) * (32 * 1024)              # 8 MiB
+
+    class ReplyThenClose(netmux.Handler):
+        def data_received(self, data):
+            self.transport.write(reply)
+            self.transport.close()                       # more input is on its way, unread
+
+    server = serve(ReplyThenClose)
+    with server.connect() as client:
+        client.sendall(b"request")
+        time.sleep(0.05)
+        client.sendall(b"pipelined junk " * 20_000)      # arrives after close(): never read
+        time.sleep(0.3)                                  # the server closes while we do not read
+        received = recv_until_eof(client, timeout=20)
+    assert len(received) == len(reply)
+    assert received == reply
+
+
+def test_a_closed_connection_lingers_at_most_a_few_seconds_for_the_peers_fin(serve):
+    class Closer(netmux.Handler):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            transport.write(b"bye")
+            transport.close()
+
+    server = serve(Closer)
+    reactor = server.server.reactor
+    with server.connect() as client:
+        assert recv_until_eof(client) == b"bye"
+        wait_until(lambda: len(reactor._lingering) == 1)      # we hold our end open, so it waits
+    wait_until(lambda: not reactor._lingering)                 # our FIN lets it close at once
+    with server.connect() as silent:
+        assert recv_until_eof(silent) == b"bye"
+        start = time.monotonic()
+        wait_until(lambda: not reactor._lingering, timeout=netmux.transport.LINGER_SECONDS + 3)
+        assert time.monotonic() - start < netmux.transport.LINGER_SECONDS + 1
