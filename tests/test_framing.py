@@ -677,3 +677,17 @@ def test_a_framed_handler_works_when_connection_made_skips_super():
     handler = connected(Bare())
     handler.data_received(b"x\n")
     assert handler.lines == [b"x"]
+
+
+# ---------------------------------------------------------------------------
+# The guide's examples
+# ---------------------------------------------------------------------------
+
+
+def test_the_framing_guide_examples_run_as_written():
+    import doctest
+    import os
+
+    guide = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "framing.md")
+    result = doctest.testfile(guide, module_relative=False, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 15 and result.failed == 0, result

@@ -326,3 +326,18 @@ def test_a_framing_error_closes_that_connection_alone_without_a_reply(serve, cap
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     assert warnings[0].levelno == logging.WARNING
     assert "longer than max_length (32 bytes)" in warnings[0].getMessage()
+
+
+def test_the_line_echo_example_demo_runs():
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
+    result = subprocess.run(
+        [sys.executable, os.path.join(root, "examples", "line_echo.py"), "--demo"],
+        capture_output=True, timeout=30, cwd=root,
+        env={**os.environ, "PYTHONPATH": os.path.abspath(root)},
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout == b"HELLO\nWORLD\nTHREE LINES IN ONE SEND\n"
