@@ -285,7 +285,7 @@ def report(summ, servers, scenarios, meta):
     L.append(f"Date: {meta['date']}; {meta['rounds']} round(s), warm-up {meta['warm']} s, "
              f"measured {meta['dur']} s; server on core {SERVER_CORE}, client on core {CLIENT_CORE}.  ")
     L.append(f"Machine: {meta['cpu']} × {os.cpu_count()} cores, Linux {platform.release()}, "
-             f"Python {platform.python_version()}{meta['extra']}.\n")
+             f"Python {platform.python_version()}{meta['extra']}; netmux at {meta['netmux']}.\n")
     L.append("Messages per second (closed-loop echo; median of the rounds; "
              "[spread] = (max − min) / median):\n")
     hdr = "| server | " + " | ".join(SCENARIOS[s][3] for s in scenarios) + " |"
@@ -354,6 +354,18 @@ def report(summ, servers, scenarios, meta):
         L.append("\nNotes:\n")
         L.extend(notes)
     return "\n".join(L) + "\n"
+
+
+def netmux_version():
+    """The commit the netmux package was measured at (+ 'dirty' for uncommitted edits)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "netmux"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return head + (" + uncommitted netmux/ edits" if dirty else "") if head else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
 
 
 def cpu_model():
@@ -478,7 +490,7 @@ def main():
         "command": "python bench/run.py " + " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "rounds": args.rounds, "warm": warm, "dur": dur, "cpu": cpu_model(),
-        "extra": "", "noise": args.noise,
+        "extra": "", "noise": args.noise, "netmux": netmux_version(),
     }
     try:
         import uvloop

@@ -6,7 +6,8 @@
 
 Serves on 127.0.0.1 and prints "READY <port>". Each line "measure" on stdin
 makes a control thread run gc.collect() and print one JSON line: traced heap
-bytes (heap mode), RSS bytes, open descriptors and the process CPU seconds.
+bytes (heap mode), RSS bytes, open descriptors and the process CPU seconds
+(before and after the collection).
 The control thread only reads counters; the server runs in the main thread.
 """
 import gc
@@ -34,14 +35,16 @@ def control():
     for line in sys.stdin:
         if line.strip() != "measure":
             continue
+        t = os.times()     # before gc.collect(), whose own work is not the server's
         gc.collect()
-        t = os.times()
         out = {
             "heap": tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else None,
             "rss": rss_bytes(),
             "fds": len(os.listdir("/proc/self/fd")),
             "cpu": t.user + t.system,
         }
+        t = os.times()
+        out["cpu_end"] = t.user + t.system
         print(json.dumps(out), flush=True)
 
 
