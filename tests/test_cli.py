@@ -248,3 +248,10 @@ def test_descriptor_starvation_backs_off_without_spinning_and_recovers(cli):
         for client in clients:
             client.close()
     assert server.stop(signal.SIGTERM) == 0
+
+
+def test_readme_examples_run():
+    import doctest
+
+    result = doctest.testfile(os.path.join(ROOT, "README.md"), module_relative=False)
+    assert result.attempted >= 3 and result.failed == 0, result
