@@ -482,7 +482,7 @@ class FramedHandler(Handler):
     delivered, then the error is logged once at WARNING on the ``netmux``
     logger and the connection is closed without a reply; anything the peer
     sends after that is ignored. An incomplete frame at end of stream is
-    dropped. If ``frame_received`` closes the transport, the frames still
+    dropped with a WARNING that says how many bytes were lost. If ``frame_received`` closes the transport, the frames still
     pending from the same chunk are not delivered.
     """
 
@@ -516,6 +516,16 @@ class FramedHandler(Handler):
                 transport.close()
             return
         self._deliver(frames)
+
+    def eof_received(self) -> Optional[bool]:
+        """The peer closed its side: say so if it left an incomplete frame behind
+        (dropped, but never silently); then close, as ``Handler`` does."""
+        framer = self._framer
+        if framer is not None and not self._framing_failed and framer.buffered:
+            peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+            logger.warning("%s closed its side in the middle of a frame: %d bytes dropped",
+                           peer, framer.buffered)
+        return None
 
     def _deliver(self, frames: List[bytes]) -> None:
         transport = self.transport

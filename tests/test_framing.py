@@ -691,3 +691,18 @@ def test_the_framing_guide_examples_run_as_written():
     guide = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "framing.md")
     result = doctest.testfile(guide, module_relative=False, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 15 and result.failed == 0, result
+
+
+def test_an_incomplete_frame_at_eof_is_reported_not_silently_dropped(caplog):
+    handler = connected(Recorder())
+    handler.data_received(b"whole\nhalf a li")
+    with caplog.at_level(logging.WARNING, logger="netmux"):
+        assert not handler.eof_received()           # falsy: the transport closes
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "9 bytes dropped" in warnings[0].getMessage()
+    clean = connected(Recorder())
+    clean.data_received(b"whole\n")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="netmux"):
+        clean.eof_received()
+    assert not caplog.records
