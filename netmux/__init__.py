@@ -17,7 +17,7 @@ from .reactor import Reactor, Timer
 from .server import TCPServer
 from .transport import TCPTransport, Transport
 from .udp import DatagramTransport, UDPServer
-from .client import connect, open_datagram
+from .client import connect, connect_socket, open_datagram
 from .framing import (FramedHandler, FramingError, LengthPrefixFramer, LineFramer, LineHandler,
                       NetstringFramer)
 
@@ -25,6 +25,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Reactor", "Timer", "Handler", "DatagramHandler", "TCPTransport", "Transport", "TCPServer",
-    "UDPServer", "DatagramTransport", "connect", "open_datagram",
+    "UDPServer", "DatagramTransport", "connect", "connect_socket", "open_datagram",
     "FramedHandler", "FramingError", "LengthPrefixFramer", "LineFramer", "LineHandler", "NetstringFramer",
 ]

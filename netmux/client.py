@@ -41,7 +41,7 @@ from .server import _address_family
 from .transport import TCPTransport
 from .udp import DatagramTransport
 
-__all__ = ["connect", "open_datagram"]
+__all__ = ["connect", "connect_socket", "open_datagram"]
 
 logger = logging.getLogger("netmux")
 
@@ -204,6 +204,30 @@ class _Connector:
             self.handler.connection_lost(exc)
         except Exception:
             logger.exception("%r: handler connection_lost() raised", self)
+
+
+def connect_socket(sock: socket.socket, handler_factory: Callable[[], Any], *,
+                   reactor: Reactor) -> Any:
+    """Drive a stream socket that is already connected (a ``socketpair()`` end, a
+    socket inherited or accepted elsewhere) with a handler on ``reactor``.
+
+    asyncio's ``connect_accepted_socket``: the socket is made non-blocking, the
+    handler is made and hears ``connection_made`` before this returns, and from
+    then on it is the same ``TCPTransport`` as any other connection. Returns
+    the handler. A failing factory raises here, with the socket left open and
+    untouched by the reactor, since the caller still owns it.
+    """
+    if not callable(handler_factory):
+        raise TypeError(f"handler_factory must be callable, not {type(handler_factory).__name__}")
+    handler = handler_factory()
+    sock.setblocking(False)
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass    # already broken: the transport's first recv will say so
+    TCPTransport(reactor, sock, handler)._start()
+    return handler
 
 
 def open_datagram(remote_address: Optional[Tuple[Any, int]], handler_factory: Callable[[], Any], *,

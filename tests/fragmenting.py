@@ -92,14 +92,10 @@ class FragmentingSocket:
 
 
 def start_transport(reactor: netmux.Reactor, sock: Any, handler: Any) -> TCPTransport:
-    """Drive ``handler`` over ``sock`` (a connected non-blocking socket or a wrapper).
-
-    The front doors (TCPServer, connect) do this for accepted and connected
-    sockets; ``_start()`` is the one private call, made here and nowhere else.
-    """
-    transport = TCPTransport(reactor, sock, handler)
-    transport._start()
-    return transport
+    """Drive ``handler`` over ``sock`` (a connected socket or a wrapper) with the
+    public ``netmux.connect_socket``; return its transport."""
+    netmux.connect_socket(sock, lambda: handler, reactor=reactor)
+    return handler.transport
 
 
 def fragmented_pair(

@@ -410,3 +410,34 @@ def test_misuse_raises_at_once(reactor):
         netmux.connect(("127.0.0.1", 9), Recorder, reactor=reactor, timeout=0)
     with pytest.raises(ZeroDivisionError):
         netmux.connect(("127.0.0.1", 9), lambda: 1 / 0, reactor=reactor)
+
+
+def test_connect_socket_drives_an_already_connected_socket():
+    reactor = netmux.Reactor()
+    left, right = socket.socketpair()
+    try:
+        class Upper(netmux.Handler):
+            def data_received(self, data):
+                self.transport.write(data.upper())
+
+        handler = netmux.connect_socket(left, Upper, reactor=reactor)
+        assert handler.transport is not None and not left.getblocking()
+        right.sendall(b"adopted")
+        right.settimeout(5)
+        got = b""
+        deadline = time.monotonic() + 5
+        while len(got) < 7 and time.monotonic() < deadline:
+            reactor.run_once(0.05)
+            try:
+                right.setblocking(False)
+                got += right.recv(100)
+            except BlockingIOError:
+                pass
+        assert got == b"ADOPTED"
+        handler.transport.abort()
+        reactor.run_once(0)
+    finally:
+        right.close()
+        reactor.close()
+    with socket.socket() as unused, pytest.raises(TypeError):
+        netmux.connect_socket(unused, "nope", reactor=reactor)
