@@ -61,7 +61,191 @@ def _byte_view(data: Any) -> memoryview:
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
-class TCPTransport:
+class _SocketTransport:
+    """What every socket transport shares: reading on and off, the flow-control
+    marks, closing exactly once, and asyncio's introspection names.
+
+    A subclass owns its write side (a byte buffer, a datagram queue) and says
+    how much it holds (``get_write_buffer_size``), what to drop on close
+    (``_drop_pending``), and how a handler's exception is treated
+    (``_call_handler``).
+    """
+
+    __slots__ = (
+        "reactor", "_sock", "_fileno", "_handler", "_on_lost", "_reading", "_registered_reader",
+        "_closing", "_lost", "_lost_exc", "_lost_called", "_high_water", "_low_water",
+        "_writing_paused", "_peername", "_sockname", "__weakref__",
+    )
+
+    def __init__(self, reactor: Any, sock: socket.socket, handler: Any, peername: Any,
+                 on_lost: Optional[Callable[[Any], None]]) -> None:
+        self.reactor = reactor
+        self._sock = sock
+        self._fileno = sock.fileno()
+        self._handler = handler
+        self._on_lost = on_lost
+        self._reading = True             # what the handler asked for
+        self._registered_reader = False  # what the selector is told
+        self._closing = False
+        self._lost = False
+        self._lost_exc: Optional[BaseException] = None
+        self._lost_called = False
+        self._high_water = 64 * 1024
+        self._low_water = 16 * 1024
+        self._writing_paused = False
+        self._peername = peername
+        self._sockname = None
+
+    def __repr__(self) -> str:
+        state = "lost" if self._lost else "closing" if self._closing else "open"
+        return f"<{type(self).__name__} fd={self._fileno} {state} peer={self._peername}>"
+
+    # ------------------------------------------------------------------
+    # Reading on and off
+    # ------------------------------------------------------------------
+    def _wants_reading(self) -> bool:
+        return self._reading and not self._closing
+
+    def _update_reader(self) -> None:
+        """Register for reading exactly when the handler wants data and more can come."""
+        want = self._wants_reading()
+        if want != self._registered_reader:
+            self._registered_reader = want
+            if want:
+                self.reactor.add_reader(self._fileno, self._read_ready)
+            else:
+                self.reactor.remove_reader(self._fileno)
+
+    def _read_ready(self) -> None:  # pragma: no cover - every transport defines it
+        raise NotImplementedError
+
+    def pause_reading(self) -> None:
+        """Stop delivering incoming data until ``resume_reading()``; the kernel buffers meanwhile."""
+        self._reading = False
+        if not self._lost:
+            self._update_reader()
+
+    def resume_reading(self) -> None:
+        """Undo ``pause_reading()``."""
+        self._reading = True
+        if not self._lost:
+            self._update_reader()
+
+    def is_reading(self) -> bool:
+        """True when the transport delivers incoming data (not paused, not closing)."""
+        return self._reading and not self._closing
+
+    # ------------------------------------------------------------------
+    # Flow control
+    # ------------------------------------------------------------------
+    def get_write_buffer_size(self) -> int:  # pragma: no cover - every transport defines it
+        """Bytes written but not yet handed to the kernel."""
+        raise NotImplementedError
+
+    def get_write_buffer_limits(self) -> tuple:
+        """``(low, high)``, as asyncio returns them."""
+        return (self._low_water, self._high_water)
+
+    def set_write_buffer_limits(self, high: Optional[int] = None, low: Optional[int] = None) -> None:
+        """Set the flow-control marks: default high 64 KiB, low ``high // 4``."""
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not 0 <= low <= high:
+            raise ValueError(f"need 0 <= low <= high, got high={high!r} low={low!r}")
+        self._high_water, self._low_water = high, low
+        size = self.get_write_buffer_size()
+        if size > high and not self._writing_paused:
+            self._writing_paused = True
+            self._call_handler("pause_writing")
+        elif size <= low and self._writing_paused:
+            self._writing_paused = False
+            self._call_handler("resume_writing")
+
+    def _call_handler(self, method: str, *args: Any) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------
+    # Closing, exactly once
+    # ------------------------------------------------------------------
+    def abort(self) -> None:
+        """Close now, dropping anything buffered."""
+        self._force_close(None)
+
+    def is_closing(self) -> bool:
+        """True once ``close()`` or ``abort()`` was called or the connection was lost."""
+        return self._closing
+
+    def _drop_pending(self) -> None:
+        """Forget what waits to be sent, and any timer of the subclass's."""
+
+    def _close_socket(self, graceful: bool) -> None:
+        self._sock.close()
+
+    def _force_close(self, exc: Optional[BaseException], graceful: bool = False) -> None:
+        """Release the socket now; ``connection_lost(exc)`` runs on the next turn
+        (at once when the reactor is closed: no turn will come)."""
+        if self._lost:
+            return
+        self._lost = True
+        self._closing = True
+        self._lost_exc = exc
+        self._drop_pending()
+        reactor = self.reactor
+        if not reactor.is_closed():
+            if self._registered_reader:
+                reactor.remove_reader(self._fileno)
+            reactor.remove_writer(self._fileno)
+        self._registered_reader = False
+        self._close_socket(graceful and not reactor.is_closed())
+        if reactor.is_closed():
+            self._call_connection_lost()
+        else:
+            reactor.call_soon(self._call_connection_lost)
+
+    def _call_connection_lost(self) -> None:
+        """Tell the handler, exactly once; then the front door's bookkeeping."""
+        if self._lost_called:
+            return
+        self._lost_called = True
+        try:
+            self._handler.connection_lost(self._lost_exc)
+        except Exception:
+            logger.exception("%r: handler connection_lost() raised", self)
+        finally:
+            if self._on_lost is not None:
+                self._on_lost(self)
+
+    # ------------------------------------------------------------------
+    # Introspection
+    # ------------------------------------------------------------------
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """``'peername'``, ``'sockname'`` or ``'socket'``, as asyncio names them."""
+        if name == "socket":
+            return self._sock
+        if name == "peername":
+            if self._peername is None and not self._lost:
+                try:
+                    self._peername = self._sock.getpeername()
+                except OSError:
+                    return default
+            return default if self._peername is None else self._peername
+        if name == "sockname":
+            if not self._lost:   # not cached while open: a UDP socket is bound by its first send
+                try:
+                    self._sockname = self._sock.getsockname()
+                except OSError:
+                    return default
+            return default if self._sockname is None else self._sockname
+        return default
+
+    def get_protocol(self) -> Any:
+        """The handler this transport delivers to (asyncio's name)."""
+        return self._handler
+
+
+class TCPTransport(_SocketTransport):
     """A connected stream socket driven by a reactor, delivering to one handler.
 
     Built by ``TCPServer`` and ``connect()``; user code gets it in
@@ -69,10 +253,8 @@ class TCPTransport:
     """
 
     __slots__ = (
-        "reactor", "_sock", "_fileno", "_handler", "_buffer", "_high_water", "_low_water",
-        "_reading", "_registered_reader", "_closing", "_eof_received", "_eof_requested",
-        "_writing_paused", "_lost", "_lost_exc", "_lost_called", "_on_lost", "_peername",
-        "_sockname", "_last_activity", "_idle_timeout", "_idle_timer", "_max_read", "__weakref__",
+        "_buffer", "_eof_received", "_eof_requested", "_last_activity", "_idle_timeout",
+        "_idle_timer", "_max_read",
     )
 
     #: Largest single ``recv``: as asyncio's selector transports do.
@@ -81,33 +263,14 @@ class TCPTransport:
     def __init__(self, reactor: Any, sock: socket.socket, handler: Any, *,
                  peername: Any = None, idle_timeout: Optional[float] = None,
                  on_lost: Optional[Callable[["TCPTransport"], None]] = None) -> None:
-        self.reactor = reactor
-        self._sock = sock
-        self._fileno = sock.fileno()
-        self._handler = handler
+        super().__init__(reactor, sock, handler, peername, on_lost)
         self._buffer = bytearray()
-        self._high_water = 64 * 1024
-        self._low_water = 16 * 1024
-        self._reading = True            # what the handler asked for
-        self._registered_reader = False  # what the selector is told
-        self._closing = False
         self._eof_received = False
         self._eof_requested = False
-        self._writing_paused = False
-        self._lost = False
-        self._lost_exc: Optional[BaseException] = None
-        self._lost_called = False
-        self._on_lost = on_lost
-        self._peername = peername
-        self._sockname = None
         self._last_activity = _monotonic()
         self._idle_timeout = idle_timeout
         self._idle_timer = None
         self._max_read = self.max_read_size
-
-    def __repr__(self) -> str:
-        state = "lost" if self._lost else "closing" if self._closing else "open"
-        return f"<{type(self).__name__} fd={self._fileno} {state} peer={self._peername}>"
 
     # ------------------------------------------------------------------
     # Start-up
@@ -154,31 +317,8 @@ class TCPTransport:
         if not keep_open:
             self.close()
 
-    def _update_reader(self) -> None:
-        """Register for reading exactly when the handler wants data and more can come."""
-        want = self._reading and not self._closing and not self._eof_received
-        if want != self._registered_reader:
-            self._registered_reader = want
-            if want:
-                self.reactor.add_reader(self._fileno, self._read_ready)
-            else:
-                self.reactor.remove_reader(self._fileno)
-
-    def pause_reading(self) -> None:
-        """Stop calling ``data_received`` until ``resume_reading()``; the kernel buffers meanwhile."""
-        self._reading = False
-        if not self._lost:
-            self._update_reader()
-
-    def resume_reading(self) -> None:
-        """Undo ``pause_reading()``."""
-        self._reading = True
-        if not self._lost:
-            self._update_reader()
-
-    def is_reading(self) -> bool:
-        """True when the transport delivers incoming data (not paused, not closing)."""
-        return self._reading and not self._closing
+    def _wants_reading(self) -> bool:
+        return self._reading and not self._closing and not self._eof_received
 
     # ------------------------------------------------------------------
     # Writing: send at once, buffer the rest, flush when writable
@@ -269,27 +409,6 @@ class TCPTransport:
         """Bytes written but not yet handed to the kernel."""
         return len(self._buffer)
 
-    def get_write_buffer_limits(self) -> tuple:
-        """``(low, high)``, as asyncio returns them."""
-        return (self._low_water, self._high_water)
-
-    def set_write_buffer_limits(self, high: Optional[int] = None, low: Optional[int] = None) -> None:
-        """Set the flow-control marks: default high 64 KiB, low ``high // 4``."""
-        if high is None:
-            high = 64 * 1024 if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not 0 <= low <= high:
-            raise ValueError(f"need 0 <= low <= high, got high={high!r} low={low!r}")
-        self._high_water, self._low_water = high, low
-        size = len(self._buffer)
-        if size > high and not self._writing_paused:
-            self._writing_paused = True
-            self._call_handler("pause_writing")
-        elif size <= low and self._writing_paused:
-            self._writing_paused = False
-            self._call_handler("resume_writing")
-
     # ------------------------------------------------------------------
     # Closing
     # ------------------------------------------------------------------
@@ -301,14 +420,6 @@ class TCPTransport:
         self._update_reader()
         if not self._buffer:
             self._force_close(None, graceful=True)
-
-    def abort(self) -> None:
-        """Close now, dropping anything buffered."""
-        self._force_close(None)
-
-    def is_closing(self) -> bool:
-        """True once ``close()`` or ``abort()`` was called or the connection was lost."""
-        return self._closing
 
     def _fatal_error(self, exc: BaseException, where: str) -> None:
         if isinstance(exc, _PEER_GONE):
@@ -322,49 +433,24 @@ class TCPTransport:
         logger.error("%r: handler %s() raised; aborting this connection", self, method, exc_info=exc)
         self._force_close(exc)
 
-    def _call_handler(self, method: str) -> None:
+    def _call_handler(self, method: str, *args: Any) -> None:
         try:
-            getattr(self._handler, method)()
+            getattr(self._handler, method)(*args)
         except Exception as exc:
             self._handler_failed(exc, method)
 
-    def _force_close(self, exc: Optional[BaseException], graceful: bool = False) -> None:
-        """Release the socket now; ``connection_lost(exc)`` runs on the next turn.
-
-        ``graceful`` (a flushed ``close()``): unless the peer already sent its
-        FIN, the socket is handed to ``_close_after_peer`` instead of closed.
-        """
-        if self._lost:
-            return
-        self._lost = True
-        self._closing = True
-        self._lost_exc = exc
+    def _drop_pending(self) -> None:
         self._buffer = bytearray()
-        if self._registered_reader:
-            self._registered_reader = False
-            self.reactor.remove_reader(self._fileno)
-        self.reactor.remove_writer(self._fileno)
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
+
+    def _close_socket(self, graceful: bool) -> None:
+        """A flushed ``close()`` waits for the peer's FIN, unless it came already."""
         if graceful and not self._eof_received:
             _close_after_peer(self.reactor, self._sock)
         else:
             self._sock.close()
-        self.reactor.call_soon(self._call_connection_lost)
-
-    def _call_connection_lost(self) -> None:
-        """Tell the handler, exactly once; then the front door's bookkeeping."""
-        if self._lost_called:
-            return
-        self._lost_called = True
-        try:
-            self._handler.connection_lost(self._lost_exc)
-        except Exception:
-            logger.exception("%r: handler connection_lost() raised", self)
-        finally:
-            if self._on_lost is not None:
-                self._on_lost(self)
 
     def _check_idle(self) -> None:
         """Close after ``idle_timeout`` seconds with no byte either way.
@@ -389,33 +475,6 @@ class TCPTransport:
             if not self._lost:
                 self._last_activity = _monotonic()
                 self._idle_timer = self.reactor.call_later(self._idle_timeout, self._check_idle)
-
-    # ------------------------------------------------------------------
-    # Introspection
-    # ------------------------------------------------------------------
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        """``'peername'``, ``'sockname'`` or ``'socket'``, as asyncio names them."""
-        if name == "peername":
-            if self._peername is None and not self._lost:
-                try:
-                    self._peername = self._sock.getpeername()
-                except OSError:
-                    return default
-            return default if self._peername is None else self._peername
-        if name == "sockname":
-            if self._sockname is None and not self._lost:
-                try:
-                    self._sockname = self._sock.getsockname()
-                except OSError:
-                    return default
-            return default if self._sockname is None else self._sockname
-        if name == "socket":
-            return self._sock
-        return default
-
-    def get_protocol(self) -> Any:
-        """The handler this transport delivers to (asyncio's name)."""
-        return self._handler
 
 
 Transport = TCPTransport

@@ -34,7 +34,7 @@ from typing import Any, Callable, Deque, Optional, Tuple
 
 from .reactor import Reactor
 from .server import _address_family, _bound_address, _ServerLifecycle
-from .transport import _byte_view
+from .transport import _byte_view, _SocketTransport
 
 __all__ = ["DatagramTransport", "UDPServer"]
 
@@ -47,7 +47,7 @@ logger = logging.getLogger("netmux")
 _ENOBUFS_RETRY_DELAY = 0.01
 
 
-class DatagramTransport:
+class DatagramTransport(_SocketTransport):
     """A UDP socket driven by a reactor, delivering every datagram to one handler.
 
     Built by ``UDPServer`` and ``open_datagram()``; user code gets it in
@@ -66,31 +66,13 @@ class DatagramTransport:
     def __init__(self, reactor: Any, sock: socket.socket, handler: Any, *,
                  remote_address: Any = None,
                  on_lost: Optional[Callable[["DatagramTransport"], None]] = None) -> None:
-        self.reactor = reactor
-        self._sock = sock
-        self._fileno = sock.fileno()
-        self._handler = handler
+        super().__init__(reactor, sock, handler, remote_address, on_lost)
         self._remote_address = remote_address
-        self._on_lost = on_lost
         self._queue: Deque[Tuple[bytes, Any]] = deque()
         self._queue_size = 0               # bytes in _queue
-        self._high_water = 64 * 1024
-        self._low_water = 16 * 1024
-        self._writing_paused = False
         self._writer_registered = False
         self._retry_timer: Any = None      # armed after ENOBUFS
-        self._reading = True
-        self._registered_reader = False
-        self._closing = False
-        self._lost = False
-        self._lost_exc: Optional[BaseException] = None
-        self._lost_called = False
-        self._sockname: Any = None
         self._read_buffer = memoryview(bytearray(self.max_datagram_size))   # reused by every recv
-
-    def __repr__(self) -> str:
-        state = "lost" if self._lost else "closing" if self._closing else "open"
-        return f"<{type(self).__name__} fd={self._fileno} {state} peer={self._remote_address}>"
 
     # ------------------------------------------------------------------
     # Start-up
@@ -124,31 +106,6 @@ class DatagramTransport:
                 self._call_handler("error_received", exc)
                 continue
             self._call_handler("datagram_received", bytes(buffer[:size]), address)   # one copy
-
-    def _update_reader(self) -> None:
-        want = self._reading and not self._closing
-        if want != self._registered_reader:
-            self._registered_reader = want
-            if want:
-                self.reactor.add_reader(self._fileno, self._read_ready)
-            else:
-                self.reactor.remove_reader(self._fileno)
-
-    def pause_reading(self) -> None:
-        """Stop calling ``datagram_received``; the kernel queues (then drops) meanwhile."""
-        self._reading = False
-        if not self._lost:
-            self._update_reader()
-
-    def resume_reading(self) -> None:
-        """Undo ``pause_reading()``."""
-        self._reading = True
-        if not self._lost:
-            self._update_reader()
-
-    def is_reading(self) -> bool:
-        """True when the transport delivers incoming datagrams."""
-        return self._reading and not self._closing
 
     # ------------------------------------------------------------------
     # Writing: send at once, queue on EAGAIN/ENOBUFS, flush in order
@@ -248,26 +205,6 @@ class DatagramTransport:
         """Bytes of datagrams queued, not yet handed to the kernel."""
         return self._queue_size
 
-    def get_write_buffer_limits(self) -> tuple:
-        """``(low, high)``, as asyncio returns them."""
-        return (self._low_water, self._high_water)
-
-    def set_write_buffer_limits(self, high: Optional[int] = None, low: Optional[int] = None) -> None:
-        """Set the flow-control marks on the queue: default high 64 KiB, low ``high // 4``."""
-        if high is None:
-            high = 64 * 1024 if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not 0 <= low <= high:
-            raise ValueError(f"need 0 <= low <= high, got high={high!r} low={low!r}")
-        self._high_water, self._low_water = high, low
-        if self._queue_size > high and not self._writing_paused:
-            self._writing_paused = True
-            self._call_handler("pause_writing")
-        elif self._queue_size <= low and self._writing_paused:
-            self._writing_paused = False
-            self._call_handler("resume_writing")
-
     # ------------------------------------------------------------------
     # Closing
     # ------------------------------------------------------------------
@@ -280,14 +217,6 @@ class DatagramTransport:
         if not self._queue:
             self._force_close(None)
 
-    def abort(self) -> None:
-        """Close now, dropping the queued datagrams."""
-        self._force_close(None)
-
-    def is_closing(self) -> bool:
-        """True once ``close()`` or ``abort()`` was called."""
-        return self._closing
-
     def _call_handler(self, method: str, *args: Any) -> None:
         """One place where a handler's exception is logged, once; the endpoint goes on."""
         try:
@@ -295,65 +224,13 @@ class DatagramTransport:
         except Exception as exc:
             logger.error("%r: handler %s() raised; endpoint stays open", self, method, exc_info=exc)
 
-    def _force_close(self, exc: Optional[BaseException]) -> None:
-        """Release the socket now; ``connection_lost(exc)`` runs on the next turn."""
-        if self._lost:
-            return
-        self._lost = True
-        self._closing = True
-        self._lost_exc = exc
+    def _drop_pending(self) -> None:
         self._queue.clear()
         self._queue_size = 0
+        self._writer_registered = False
         if self._retry_timer is not None:
             self._retry_timer.cancel()
             self._retry_timer = None
-        if not self.reactor.is_closed():
-            if self._registered_reader:
-                self.reactor.remove_reader(self._fileno)
-            if self._writer_registered:
-                self.reactor.remove_writer(self._fileno)
-        self._registered_reader = self._writer_registered = False
-        self._sock.close()
-        if self.reactor.is_closed():
-            self._call_connection_lost()    # no loop turn will come
-        else:
-            self.reactor.call_soon(self._call_connection_lost)
-
-    def _call_connection_lost(self) -> None:
-        """Tell the handler, exactly once; then the front door's bookkeeping."""
-        if self._lost_called:
-            return
-        self._lost_called = True
-        try:
-            self._handler.connection_lost(self._lost_exc)
-        except Exception:
-            logger.exception("%r: handler connection_lost() raised", self)
-        finally:
-            if self._on_lost is not None:
-                self._on_lost(self)
-
-    # ------------------------------------------------------------------
-    # Introspection
-    # ------------------------------------------------------------------
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        """``'sockname'``, ``'peername'`` (connected sockets only) or ``'socket'``."""
-        if name == "sockname":
-            # Not cached while open: an unbound socket gets its port on its first send.
-            if not self._lost:
-                try:
-                    self._sockname = self._sock.getsockname()
-                except OSError:
-                    return default
-            return default if self._sockname is None else self._sockname
-        if name == "peername":
-            return default if self._remote_address is None else self._remote_address
-        if name == "socket":
-            return self._sock
-        return default
-
-    def get_protocol(self) -> Any:
-        """The handler this transport delivers to (asyncio's name)."""
-        return self._handler
 
 
 class UDPServer(_ServerLifecycle):
