@@ -25,6 +25,27 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: flo
         time.sleep(interval)
 
 
+def run_until(reactor: netmux.Reactor, predicate: Callable[[], Any], timeout: float = 5.0) -> None:
+    """Turn ``reactor`` in this thread until ``predicate()`` holds; fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {predicate}")
+        reactor.run_once(0.02)
+
+
+def _ipv6_available() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+needs_ipv6 = pytest.mark.skipif(not _ipv6_available(), reason="no IPv6 loopback in this kernel")
+
+
 def recv_exactly(sock: socket.socket, count: int, timeout: float = 10.0) -> bytes:
     """Read exactly ``count`` bytes from a blocking socket, or fail at the deadline."""
     sock.settimeout(timeout)

@@ -14,7 +14,7 @@ from typing import List, Optional
 
 import pytest
 
-from conftest import recv_exactly, wait_until
+from conftest import recv_exactly
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

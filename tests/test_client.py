@@ -8,38 +8,19 @@ import os
 import select
 import socket
 import time
-from typing import Any, Callable, List
+from typing import Any, List
 
 import pytest
 
 import netmux
-from conftest import Echo
+from conftest import Echo, needs_ipv6, run_until
 
 
-def _ipv6_available() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
-            sock.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-needs_ipv6 = pytest.mark.skipif(not _ipv6_available(), reason="no IPv6 loopback")
 
 
 # ----------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------
-def run_until(reactor: netmux.Reactor, predicate: Callable[[], Any], timeout: float = 5.0) -> None:
-    """Turn the reactor in this thread until ``predicate()`` holds; fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s: {predicate}")
-        reactor.run_once(0.02)
-
-
 class Recorder(netmux.Handler):
     """Keeps every event, for assertions."""
 

@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import logging
+import selectors
 import socket
 import threading
 import time
 
-import selectors
-
 import pytest
 
 import netmux
+from conftest import run_until
 
 
 @pytest.fixture(params=["default", "poll"])
@@ -19,13 +19,6 @@ def reactor(request):
     r = netmux.Reactor() if request.param == "default" else netmux.Reactor(selectors.PollSelector())
     yield r
     r.close()
-
-
-def run_until(reactor: netmux.Reactor, predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        reactor.run_once(0.05)
 
 
 def test_call_soon_runs_in_fifo_order(reactor):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import random
 import selectors
 import socket

@@ -17,35 +17,16 @@ from typing import Any, Callable, Iterator, List
 import pytest
 
 import netmux
-from conftest import ServingThread, wait_until
+from conftest import ServingThread, needs_ipv6, run_until, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _ipv6_available() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
-            sock.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-needs_ipv6 = pytest.mark.skipif(not _ipv6_available(), reason="no IPv6 loopback")
 
 
 # ----------------------------------------------------------------------
 # Helpers and fixtures
 # ----------------------------------------------------------------------
-def run_until(reactor: netmux.Reactor, predicate: Callable[[], Any], timeout: float = 5.0) -> None:
-    """Turn the reactor in this thread until ``predicate()`` holds; fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s: {predicate}")
-        reactor.run_once(0.02)
-
-
 class UDPEcho(netmux.DatagramHandler):
     def datagram_received(self, data, addr):
         self.transport.sendto(data, addr)
