@@ -434,6 +434,7 @@ def main():
             log(f"skipping {s}: {SERVERS[s][2]} is not importable")
     servers = usable
 
+    netmux_at_start = netmux_version()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     os.makedirs(RESULTS, exist_ok=True)
     raw_path = os.path.join(RESULTS, f"{stamp}.raw")
@@ -492,6 +493,8 @@ def main():
         "rounds": args.rounds, "warm": warm, "dur": dur, "cpu": cpu_model(),
         "extra": "", "noise": args.noise, "netmux": netmux_version(),
     }
+    if meta["netmux"] != netmux_at_start:
+        meta["netmux"] = f"{netmux_at_start} at the start, {meta['netmux']} at the end (it changed during the run)"
     try:
         import uvloop
         meta["extra"] = f", uvloop {uvloop.__version__}"
