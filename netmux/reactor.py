@@ -128,6 +128,9 @@ class Reactor:
     thread that runs the reactor (or before it runs).
     """
 
+    #: Size of the buffer every stream transport of this reactor reads into.
+    read_buffer_size = 256 * 1024
+
     def __init__(self, selector: Optional[selectors.BaseSelector] = None) -> None:
         """``selector``: a fresh ``selectors`` instance to wait with, owned by the
         reactor from now on (default: ``selectors.DefaultSelector()``)."""
@@ -141,6 +144,13 @@ class Reactor:
             self._poll = self._poll_selector
         self._now = time.monotonic()      # when the last wait returned: a cheap clock for stamps
         self._lingering: Dict[int, Callable[[], None]] = {}   # fd -> close it (transport.py)
+        # One receive buffer for every stream transport: the loop runs one
+        # callback at a time, so they can share it. ``sock.recv(256 KiB)``
+        # would allocate 256 KiB per call, which glibc serves with mmap and
+        # munmap (above its 128 KiB threshold): that cost 3x the throughput
+        # (bench/README.md). Reading into this buffer and copying out exactly
+        # what came costs one small allocation instead.
+        self._read_buffer = memoryview(bytearray(self.read_buffer_size))
         self._ready: Deque[Timer] = deque()
         self._timers: List[Tuple[float, int, Timer]] = []
         self._timer_sequence = 0          # breaks ties so equal deadlines run FIFO

@@ -254,11 +254,8 @@ class TCPTransport(_SocketTransport):
 
     __slots__ = (
         "_buffer", "_eof_received", "_eof_requested", "_last_activity", "_idle_timeout",
-        "_idle_timer", "_max_read",
+        "_idle_timer",
     )
-
-    #: Largest single ``recv``: as asyncio's selector transports do.
-    max_read_size = 256 * 1024
 
     def __init__(self, reactor: Any, sock: socket.socket, handler: Any, *,
                  peername: Any = None, idle_timeout: Optional[float] = None,
@@ -270,7 +267,6 @@ class TCPTransport(_SocketTransport):
         self._last_activity = _monotonic()
         self._idle_timeout = idle_timeout
         self._idle_timer = None
-        self._max_read = self.max_read_size
 
     # ------------------------------------------------------------------
     # Start-up
@@ -290,17 +286,18 @@ class TCPTransport(_SocketTransport):
     # Reading: readable -> one recv -> handler
     # ------------------------------------------------------------------
     def _read_ready(self) -> None:
+        buffer = self.reactor._read_buffer        # shared by the reactor's transports
         try:
-            data = self._sock.recv(self._max_read)
+            size = self._sock.recv_into(buffer)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             self._fatal_error(exc, "recv")
             return
-        if data:
+        if size:
             self._last_activity = self.reactor._now
             try:
-                self._handler.data_received(data)
+                self._handler.data_received(buffer[:size].tobytes())
             except Exception as exc:
                 self._handler_failed(exc, "data_received")
         else:

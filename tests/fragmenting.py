@@ -57,7 +57,7 @@ class FragmentingSocket:
         if name in self._FORWARDED:
             return getattr(self.sock, name)
         raise AttributeError(f"FragmentingSocket does not offer {name!r}: the transport "
-                             f"should only need {sorted(self._FORWARDED | {'recv', 'send'})}")
+                             f"should only need {sorted(self._FORWARDED | {'recv', 'recv_into', 'send'})}")
 
     def _step(self, script: Iterator[int]) -> Optional[int]:
         step = next(script, None)
@@ -68,6 +68,16 @@ class FragmentingSocket:
             self.injected_errors += 1
             raise InterruptedError(4, "injected EINTR")
         return step
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        step = self._step(self._recv_script)
+        limit = nbytes or len(buffer)
+        if step is None or step >= limit:
+            return self.sock.recv_into(buffer, limit, flags)
+        size = self.sock.recv_into(buffer, step, flags)
+        if size == step:
+            self.partial_reads += 1  # there may have been more: the caller must cope
+        return size
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         step = self._step(self._recv_script)

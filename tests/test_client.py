@@ -260,7 +260,7 @@ def test_a_relay_passes_ten_mebibytes_intact_with_backpressure_on_both_legs(reac
     assert outbound.pauses >= 1, "the leg towards the upstream never backed up"
     assert client.waited < 5, "the relay did not back up both ways in time"
     # Memory bound: a leg's buffer holds at most high water plus one read.
-    bound = 64 * 1024 + netmux.TCPTransport.max_read_size
+    bound = 64 * 1024 + netmux.Reactor.read_buffer_size
     assert inbound.largest_buffer <= bound and outbound.largest_buffer <= bound
     assert inbound.lost == [None] and outbound.lost == [None]
 
