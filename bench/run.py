@@ -99,14 +99,15 @@ def pin(core):
     return ["taskset", "-c", str(core)] if shutil.which("taskset") else []
 
 
-def cpu_seconds(pid):
-    """utime + stime of a process (all its threads), in seconds; None once it is gone."""
+def proc_stat(pid):
+    """(utime + stime in seconds, minor page faults) of a process and all its threads;
+    (None, None) once it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(fields[7])
     except (OSError, IndexError, ValueError):
-        return None
+        return None, None
 
 
 def stat_jiffies():
@@ -195,13 +196,13 @@ def run_one(server, scenario, warm, dur, setup_timeout):
         hz = os.sysconf("SC_CLK_TCK")
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         j0 = stat_jiffies()
-        cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+        (cpu0, flt0), t0 = proc_stat(proc.pid), time.monotonic()
         try:
             out = subprocess.run(client, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  timeout=setup_timeout + warm + dur + 30)
         except subprocess.TimeoutExpired:
             return {"error": "client timeout"}
-        cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
+        (cpu1, flt1), t1 = proc_stat(proc.pid), time.monotonic()
         j1 = stat_jiffies()
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
@@ -219,6 +220,11 @@ def run_one(server, scenario, warm, dur, setup_timeout):
             other = (j1[0] - j0[0]) / hz - (cpu1 - cpu0) - client_total
             res["other_cpu"] = round(max(0.0, other) / (t1 - t0), 3)
             res["steal"] = round((j1[1] - j0[1]) / hz / (t1 - t0), 3)
+            # Page faults per echoed message: ~0 for a server that reuses its memory;
+            # >= 1 when every recv() gets fresh pages from the kernel (see README).
+            total = res.get("msgs", 0) + res.get("msgs_warmup", 0)
+            if total:
+                res["server_faults_per_msg"] = round((flt1 - flt0) / total, 3)
         return res
     finally:
         stop(proc)
@@ -265,6 +271,7 @@ def summarize(results, servers, scenarios):
             "server_cpu": statistics.median(r.get("server_cpu", 0) for r in ok),
             "other_cpu": statistics.median(r.get("other_cpu", 0) for r in ok),
             "other_max": max(r.get("other_cpu", 0) for r in ok),
+            "faults": statistics.median(r.get("server_faults_per_msg", 0) for r in ok),
             "errors": errs,
         }
     return summ
@@ -339,6 +346,17 @@ def report(summ, servers, scenarios, meta):
             row.append(f"{s['client_cpu']:.2f} / {s['server_cpu']:.2f} / {s['other_cpu']:.2f}"
                        if s and "rate" in s else cell(s))
         L.append(f"| {SERVERS[sv][0]} | " + " | ".join(row) + " |")
+    L.append("\nServer minor page faults per echoed message (median; setup included, so the "
+             "idle10k column carries the 10,000 accepts). Above ~0.5 the server gets fresh pages "
+             "from the kernel on every recv() (glibc malloc's mmap threshold, see bench/README.md):\n")
+    L.append(hdr)
+    L.append("|---|" + "---|" * len(scenarios))
+    for sv in servers:
+        row = []
+        for sc in scenarios:
+            s = summ.get((sv, sc))
+            row.append(f"{s['faults']:.2f}" if s and "rate" in s else cell(s))
+        L.append(f"| {SERVERS[sv][0]} | " + " | ".join(row) + " |")
     notes = []
     noisy = [(k, s) for k, s in sorted(summ.items()) if s.get("other_max", 0) > meta["noise"]]
     if noisy:
@@ -357,10 +375,10 @@ def report(summ, servers, scenarios, meta):
 
 
 def netmux_version():
-    """The commit the netmux package was measured at (+ 'dirty' for uncommitted edits)."""
+    """The last commit that touched netmux/ (+ a note for uncommitted edits)."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, timeout=10).stdout.strip()
+        head = subprocess.run(["git", "log", "-1", "--format=%h", "--", "netmux"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "netmux"], cwd=ROOT,
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return head + (" + uncommitted netmux/ edits" if dirty else "") if head else "unknown"
@@ -479,7 +497,8 @@ def main():
                         msg = "ERROR " + res["error"]
                     else:
                         msg = (f"{res['msgs_per_s']:>10.0f} msg/s  p50 {res['lat_p50_us']:.0f} µs  "
-                               f"cpu client {res['client_cpu']:.2f} server {res.get('server_cpu', 0):.2f} other {res.get('other_cpu', 0):.2f} steal {res.get('steal', 0):.2f}"
+                               f"cpu client {res['client_cpu']:.2f} server {res.get('server_cpu', 0):.2f} other {res.get('other_cpu', 0):.2f} "
+                               f"faults/msg {res.get('server_faults_per_msg', 0):.2f}"
                                + (f"  errors {res['errors']}" if res.get("errors") else ""))
                     log(f"[{done}/{total * args.rounds} {time.monotonic() - t_begin:5.0f}s] "
                         f"round {rnd + 1} {sc:8} {sv:17} {msg}")
