@@ -2,7 +2,8 @@
 
 Where it sits: at the bottom. It owns a ``selectors.DefaultSelector`` (epoll on
 Linux), a FIFO queue of callbacks to run soon, a heap of timers, and a wake-up
-socket pair that lets other threads interrupt a blocked ``select``. It knows
+socket pair that lets other threads interrupt a blocked ``select`` (and the
+one receive buffer its stream transports share). It knows
 nothing about TCP, handlers or protocols; transports and servers above it ask it
 to call them back when a file descriptor is readable or writable, or when a
 moment has come.
@@ -10,7 +11,8 @@ moment has come.
 One turn of the loop (``run_once``), the same shape as redis' ``ae.c``:
 
 1. sleep in ``select`` until a descriptor is ready, or the nearest timer is due,
-   or for no time at all when callbacks are already queued;
+   or for no time at all when callbacks are already queued (on Linux it waits
+   on the selector's epoll object itself: see ``_poll_epoll``);
 2. call the reader, then the writer, of every ready descriptor, directly: the
    hot path (readable -> recv -> handler -> send) never goes through a queue;
 3. move every timer that has come due to the ready queue;
@@ -26,9 +28,9 @@ from __future__ import annotations
 
 import functools
 import heapq
+import logging
 import math
 import select
-import logging
 import selectors
 import socket
 import threading
