@@ -322,3 +322,17 @@ def test_server_close_from_inside_a_handler_ends_serve_forever():
     assert not thread.is_alive()
     assert len(lost) == 1
     assert server.reactor.is_closed()
+
+
+def test_reuse_port_lets_two_servers_share_a_port():
+    with netmux.TCPServer(("127.0.0.1", 0), Echo, reuse_port=True) as first:
+        port = first.server_address[1]
+        with netmux.TCPServer(("127.0.0.1", port), Echo, reuse_port=True) as second:
+            assert second.server_address == ("127.0.0.1", port)
+            assert second.socket.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 1
+
+
+def test_bad_limits_are_value_errors():
+    for kwargs in ({"max_connections": 0}, {"idle_timeout": 0}, {"idle_timeout": -1}):
+        with pytest.raises(ValueError):
+            netmux.TCPServer(("127.0.0.1", 0), Echo, **kwargs)
