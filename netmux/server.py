@@ -48,6 +48,23 @@ def _address_family(host: Any) -> int:
     return socket.AF_INET if socket.AF_INET in families else families[0]
 
 
+def _bound_socket(address: tuple, kind: int, *, reuse_address: bool, reuse_port: bool) -> socket.socket:
+    """A non-blocking socket of ``kind`` bound to ``address``, its family chosen by the
+    host; closed again if any step fails, so a failed constructor leaks nothing."""
+    sock = socket.socket(_address_family(address[0]), kind)
+    try:
+        if reuse_address:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def _bound_address(sock: socket.socket) -> tuple:
     """``(host, port)`` of a bound socket, port resolved. IPv6 gives the same pair
     (flow info and a zero scope dropped) so ``socket.create_connection`` takes it."""
@@ -162,14 +179,11 @@ class TCPServer(_ServerLifecycle):
 
     @staticmethod
     def _listen(address: tuple, backlog: int, reuse_port: bool) -> socket.socket:
-        sock = socket.socket(_address_family(address[0]), socket.SOCK_STREAM)
+        # SO_REUSEADDR: a restarted server binds at once, its predecessor's
+        # connections still in TIME_WAIT notwithstanding.
+        sock = _bound_socket(address, socket.SOCK_STREAM, reuse_address=True, reuse_port=reuse_port)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind(address)
             sock.listen(backlog)
-            sock.setblocking(False)
         except BaseException:
             sock.close()
             raise

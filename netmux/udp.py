@@ -33,7 +33,7 @@ from collections import deque
 from typing import Any, Callable, Deque, Optional, Tuple
 
 from .reactor import Reactor
-from .server import _address_family, _bound_address, _ServerLifecycle
+from .server import _bound_address, _bound_socket, _ServerLifecycle
 from .transport import _byte_view, _SocketTransport
 
 __all__ = ["DatagramTransport", "UDPServer"]
@@ -262,19 +262,10 @@ class UDPServer(_ServerLifecycle):
 
     @staticmethod
     def _bind(address: tuple, reuse_port: bool) -> socket.socket:
-        sock = socket.socket(_address_family(address[0]), socket.SOCK_DGRAM)
-        try:
-            # No SO_REUSEADDR, unlike TCP: on a datagram socket it lets a second
-            # server bind the same port and silently steal half the traffic.
-            # There is no TIME_WAIT to step over, so a restart binds at once.
-            if reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind(address)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+        # No SO_REUSEADDR, unlike TCP: on a datagram socket it lets a second
+        # server bind the same port and silently steal half the traffic.
+        # There is no TIME_WAIT to step over, so a restart binds at once.
+        return _bound_socket(address, socket.SOCK_DGRAM, reuse_address=False, reuse_port=reuse_port)
 
     def fileno(self) -> int:
         """The socket's descriptor, as socketserver offers it."""
