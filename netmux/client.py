@@ -129,6 +129,7 @@ class _Connector:
                 continue
             if code in (0, errno.EINPROGRESS):
                 self._sock = sock
+                self.reactor._orphans[sock.fileno()] = self._abandon
                 # Writable means the handshake is over; on loopback it may
                 # already be (code 0), and the selector reports that too.
                 self.reactor.add_writer(sock, self._connect_ready)
@@ -140,8 +141,7 @@ class _Connector:
     def _connect_ready(self) -> None:
         sock = self._sock
         assert sock is not None
-        self.reactor.remove_writer(sock)
-        self._sock = None
+        self._let_go(sock)
         code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         try:
             if code:
@@ -172,11 +172,31 @@ class _Connector:
         if self._done:
             return
         if self._sock is not None:
-            self.reactor.remove_writer(self._sock)
-            self._sock.close()
-            self._sock = None
+            self._let_go(self._sock).close()
         self._addresses = []
         self._fail(TimeoutError(f"connect to {self.host}:{self.port} timed out after {self.timeout} s"))
+
+    def _let_go(self, sock: socket.socket) -> socket.socket:
+        """Stop watching the attempt's socket; the caller closes it or hands it on."""
+        self.reactor._orphans.pop(sock.fileno(), None)
+        self.reactor.remove_writer(sock)
+        self._sock = None
+        return sock
+
+    def _abandon(self) -> None:
+        """The reactor is closing with this connect in flight: close its socket and
+        tell the handler at once, since no loop turn will come."""
+        if self._sock is not None:
+            self._let_go(self._sock).close()
+        self._addresses = []
+        if self._done:
+            return
+        self._done = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._call_connection_lost(
+            ConnectionAbortedError(f"connect to {self.host}:{self.port}: the reactor was closed"))
 
     def _combined_error(self) -> OSError:
         """The one error, or the first when all agree, else one naming them all (as asyncio)."""

@@ -145,7 +145,10 @@ class Reactor:
         else:
             self._poll = self._poll_selector
         self._now = time.monotonic()      # when the last wait returned: a cheap clock for stamps
-        self._lingering: Dict[int, Callable[[], None]] = {}   # fd -> close it (transport.py)
+        # Sockets in flight that no transport owns yet or any more (a pending
+        # connect, a closed connection waiting for its peer's FIN): fd -> a
+        # callable that releases it. close() calls them, so none outlives us.
+        self._orphans: Dict[int, Callable[[], None]] = {}
         # One receive buffer for every stream transport: the loop runs one
         # callback at a time, so they can share it. ``sock.recv(256 KiB)``
         # would allocate 256 KiB per call, which glibc serves with mmap and
@@ -291,8 +294,8 @@ class Reactor:
             raise RuntimeError("cannot close a running reactor")
         if self._closed:
             return
-        for finish in list(self._lingering.values()):
-            finish()                       # closed connections still waiting for the peer's FIN
+        for release in list(self._orphans.values()):
+            release()
         self._closed = True
         self._ready.clear()
         self._timers.clear()

@@ -502,7 +502,7 @@ def _close_after_peer(reactor: Any, sock: socket.socket) -> None:
 
     def finish() -> None:
         timer.cancel()
-        reactor._lingering.pop(fileno, None)
+        reactor._orphans.pop(fileno, None)
         reactor.remove_reader(fileno)
         sock.close()
 
@@ -518,4 +518,4 @@ def _close_after_peer(reactor: Any, sock: socket.socket) -> None:
 
     reactor.add_reader(fileno, discard)
     timer = reactor.call_later(LINGER_SECONDS, finish)
-    reactor._lingering[fileno] = finish
+    reactor._orphans[fileno] = finish

@@ -422,3 +422,23 @@ def test_connect_socket_drives_an_already_connected_socket():
         reactor.close()
     with socket.socket() as unused, pytest.raises(TypeError):
         netmux.connect_socket(unused, "nope", reactor=reactor)
+
+
+def test_closing_the_reactor_during_a_connect_releases_the_socket_and_tells_the_handler():
+    sockets: List[socket.socket] = []
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    reactor = netmux.Reactor()
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        fill_backlog(listener, sockets)
+        handler = netmux.connect(listener.getsockname(), Recorder, reactor=reactor)
+        reactor.run_once(0.05)
+        assert len(reactor._orphans) == 1 and handler.events == []     # still in progress
+    finally:
+        reactor.close()
+        for sock in sockets:
+            sock.close()
+        listener.close()
+    assert handler.events == ["lost"]
+    assert isinstance(handler.lost[0], ConnectionAbortedError)
