@@ -24,7 +24,8 @@ How a non-blocking connect works, and why the code below looks the way it does:
 What it never does: raise a connection failure at the caller. The outcome
 always arrives on the loop, exactly once: ``connection_made(transport)``, or
 ``connection_lost(exc)`` with the OSError (a ``socket.gaierror`` when the name
-does not resolve, ``TimeoutError`` when the timeout elapses), and no socket is
+does not resolve, ``TimeoutError`` when the timeout elapses,
+``ConnectionAbortedError`` when the reactor is closed first), and no socket is
 left open behind it. Only a misuse (a factory that is not callable, an address
 that is not a pair) raises at once.
 """
