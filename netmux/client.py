@@ -94,7 +94,7 @@ class _Connector:
         self.host = host
         self.port = port
         self.timeout = timeout
-        self._addresses: List[_AddressInfo] = []
+        self._addresses: List[Any] = []   # getaddrinfo() entries
         self._errors: List[OSError] = []
         self._sock: Optional[socket.socket] = None
         self._timer: Any = None
@@ -275,7 +275,7 @@ def open_datagram(remote_address: Optional[Tuple[Any, int]], handler_factory: Ca
     """
     if not callable(handler_factory):
         raise TypeError(f"handler_factory must be callable, not {type(handler_factory).__name__}")
-    family = socket.AF_INET
+    family: int = socket.AF_INET
     if local_address is not None:
         family = _address_family(_split_address(local_address)[0])
     target = None

@@ -65,7 +65,8 @@ class Timer:
     def __init__(self, when: float, callback: Callable[..., Any], args: tuple,
                  reactor: "Reactor") -> None:
         self.when = when
-        self._callback = callback
+        # Released (None and ()) once the timer has run or was cancelled.
+        self._callback: Optional[Callable[..., Any]] = callback
         self._args = args
         self._reactor = reactor
         self._cancelled = False
@@ -76,7 +77,7 @@ class Timer:
         if self._cancelled:
             return
         self._cancelled = True
-        self._callback = self._args = None
+        self._callback, self._args = None, ()
         if self._in_heap:
             self._reactor._timer_cancelled()
 
@@ -389,10 +390,10 @@ class Reactor:
         # Only what is queued now: callbacks queued by these run next turn.
         for _ in range(len(ready)):
             timer = ready.popleft()
-            if timer._cancelled:
-                continue
             callback, args = timer._callback, timer._args
-            timer._callback = timer._args = None   # release them: it runs once
+            if callback is None:                    # cancelled
+                continue
+            timer._callback, timer._args = None, ()   # release them: it runs once
             try:
                 callback(*args)
             except Exception:

@@ -17,9 +17,9 @@ import ipaddress
 import logging
 import socket
 import threading
-from typing import Any, Callable, Optional, Set
+from typing import Any, Callable, Optional, Set, TypeVar
 
-from .reactor import Reactor
+from .reactor import Reactor, Timer
 from .transport import TCPTransport
 
 __all__ = ["TCPServer"]
@@ -72,6 +72,9 @@ def _bound_address(sock: socket.socket) -> tuple:
     if sock.family == socket.AF_INET6 and address[3] == 0:
         return address[:2]
     return address
+
+
+_Server = TypeVar("_Server", bound="_ServerLifecycle")
 
 
 class _ServerLifecycle:
@@ -138,7 +141,7 @@ class _ServerLifecycle:
         if self._owns_reactor and not self.reactor.is_running():
             self.reactor.close()
 
-    def __enter__(self):
+    def __enter__(self: _Server) -> _Server:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -173,7 +176,7 @@ class TCPServer(_ServerLifecycle):
         self._connections: Set[TCPTransport] = set()
         self._accepting = False
         self._backoff: Optional[float] = None   # seconds, while out of descriptors
-        self._backoff_timer = None
+        self._backoff_timer: Optional[Timer] = None
         self._init_lifecycle(reactor)
         self._update_accepting()
 

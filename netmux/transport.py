@@ -458,11 +458,12 @@ class TCPTransport(_SocketTransport):
         read) is aborted at its next idle deadline.
         """
         self._idle_timer = None
-        if self._lost:
+        timeout = self._idle_timeout
+        if self._lost or timeout is None:
             return
         idle_for = _monotonic() - self._last_activity
-        if idle_for < self._idle_timeout:
-            self._idle_timer = self.reactor.call_later(self._idle_timeout - idle_for, self._check_idle)
+        if idle_for < timeout:
+            self._idle_timer = self.reactor.call_later(timeout - idle_for, self._check_idle)
             return
         logger.debug("%r: idle for %.1f s, closing", self, idle_for)
         if self._closing:
@@ -471,7 +472,7 @@ class TCPTransport(_SocketTransport):
             self.close()
             if not self._lost:
                 self._last_activity = _monotonic()
-                self._idle_timer = self.reactor.call_later(self._idle_timeout, self._check_idle)
+                self._idle_timer = self.reactor.call_later(timeout, self._check_idle)
 
 
 Transport = TCPTransport
