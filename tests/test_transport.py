@@ -346,6 +346,16 @@ def test_peer_reset_mid_stream_reports_the_error_and_serves_others(serve):
     assert handlers[0].lost.wait(5)
     assert handlers[0].events.count("lost") == 1
     assert isinstance(handlers[0].exc, (ConnectionError, type(None)))
+
+    def write_after_loss():
+        try:
+            handlers[0].transport.write(b"too late")
+        except ConnectionError as exc:
+            return exc
+        return None
+
+    assert isinstance(server.call(write_after_loss), ConnectionError)
+    assert handlers[0].transport.is_closing()
     with server.connect() as other:
         other.sendall(b"still here")
         assert recv_exactly(other, 10) == b"still here"
