@@ -282,7 +282,7 @@ class TCPServer(_ServerLifecycle):
                 self._backoff_timer = None
             self._update_accepting()
             for transport in list(self._connections):
-                transport.abort()
+                transport._close_now()
                 transport._call_connection_lost()
         self.socket.close()
         self._close_owned_reactor()

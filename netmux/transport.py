@@ -418,6 +418,16 @@ class TCPTransport(_SocketTransport):
         if not self._buffer:
             self._force_close(None, graceful=True)
 
+    def _close_now(self) -> None:
+        """Close at once, for a server that is closing: hand the kernel what it
+        takes now (never waiting), then abort; what it did not take is logged."""
+        if self._buffer and not self._lost:
+            self._write_ready()
+        unsent = len(self._buffer)
+        if unsent and not self._lost:
+            logger.warning("%r: closed with the server; %d buffered bytes dropped", self, unsent)
+        self.abort()
+
     def _fatal_error(self, exc: BaseException, where: str) -> None:
         if isinstance(exc, _PEER_GONE):
             logger.debug("%r: %s failed: %s", self, where, exc)

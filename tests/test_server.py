@@ -336,3 +336,25 @@ def test_bad_limits_are_value_errors():
     for kwargs in ({"max_connections": 0}, {"idle_timeout": 0}, {"idle_timeout": -1}):
         with pytest.raises(ValueError):
             netmux.TCPServer(("127.0.0.1", 0), Echo, **kwargs)
+
+
+def test_server_close_hands_the_kernel_what_it_takes_and_logs_what_it_drops(caplog):
+    class Writer(netmux.Handler):
+        def data_received(self, data):
+            self.transport.set_write_buffer_limits(high=1 << 30)
+            self.transport.write(b"w" * 50_000_000)     # far more than the socket buffers hold
+
+    server = netmux.TCPServer(("127.0.0.1", 0), Writer)
+    serving = ServingThread(server)
+    client = serving.connect()
+    client.sendall(b"go")
+    wait_until(lambda: server.connections == 1 and list(server._connections)[0].get_write_buffer_size())
+    server.shutdown()
+    serving.thread.join(5)
+    with caplog.at_level(logging.WARNING, logger="netmux"):
+        server.server_close()
+    dropped = [r for r in caplog.records if "buffered bytes dropped" in r.getMessage()]
+    assert len(dropped) == 1
+    received = recv_until_eof(client, timeout=10)
+    client.close()
+    assert 0 < len(received) < 50_000_000 and set(received) == {ord("w")}
