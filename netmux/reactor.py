@@ -3,7 +3,7 @@
 Where it sits: at the bottom. It owns a ``selectors.DefaultSelector`` (epoll on
 Linux), a FIFO queue of callbacks to run soon, a heap of timers, and a wake-up
 socket pair that lets other threads interrupt a blocked ``select`` (and the
-one receive buffer its stream transports share). It knows
+one receive buffer its transports share). It knows
 nothing about TCP, handlers or protocols; transports and servers above it ask it
 to call them back when a file descriptor is readable or writable, or when a
 moment has come.
@@ -131,7 +131,8 @@ class Reactor:
     thread that runs the reactor (or before it runs).
     """
 
-    #: Size of the buffer every stream transport of this reactor reads into.
+    #: Size of the buffer every transport of this reactor reads into (at least
+    #: 64 KiB: a UDP datagram must fit whole).
     read_buffer_size = 256 * 1024
 
     def __init__(self, selector: Optional[selectors.BaseSelector] = None) -> None:
@@ -150,13 +151,13 @@ class Reactor:
         # connect, a closed connection waiting for its peer's FIN): fd -> a
         # callable that releases it. close() calls them, so none outlives us.
         self._orphans: Dict[int, Callable[[], None]] = {}
-        # One receive buffer for every stream transport: the loop runs one
+        # One receive buffer for every transport: the loop runs one
         # callback at a time, so they can share it. ``sock.recv(256 KiB)``
         # would allocate 256 KiB per call, which glibc serves with mmap and
         # munmap (above its 128 KiB threshold): that cost 3x the throughput
         # (bench/README.md). Reading into this buffer and copying out exactly
         # what came costs one small allocation instead.
-        self._read_buffer = memoryview(bytearray(self.read_buffer_size))
+        self._read_buffer = memoryview(bytearray(max(self.read_buffer_size, 65536)))
         self._ready: Deque[Timer] = deque()
         self._timers: List[Tuple[float, int, Timer]] = []
         self._timer_sequence = 0          # breaks ties so equal deadlines run FIFO

@@ -72,7 +72,6 @@ class DatagramTransport(_SocketTransport):
         self._queue_size = 0               # bytes in _queue
         self._writer_registered = False
         self._retry_timer: Any = None      # armed after ENOBUFS
-        self._read_buffer = memoryview(bytearray(self.max_datagram_size))   # reused by every recv
 
     # ------------------------------------------------------------------
     # Start-up
@@ -92,7 +91,7 @@ class DatagramTransport(_SocketTransport):
     # Reading: readable -> recvfrom, datagram by datagram -> handler
     # ------------------------------------------------------------------
     def _read_ready(self) -> None:
-        buffer = self._read_buffer
+        buffer = self.reactor._read_buffer[:self.max_datagram_size]   # the reactor's, shared
         for _ in range(self.max_reads_per_event):
             if not self._registered_reader:
                 return      # the handler paused or closed us meanwhile
@@ -105,7 +104,7 @@ class DatagramTransport(_SocketTransport):
                 # kernel: it concerns one peer, the socket goes on.
                 self._call_handler("error_received", exc)
                 continue
-            self._call_handler("datagram_received", bytes(buffer[:size]), address)   # one copy
+            self._call_handler("datagram_received", buffer[:size].tobytes(), address)   # one copy
 
     # ------------------------------------------------------------------
     # Writing: send at once, queue on EAGAIN/ENOBUFS, flush in order
