@@ -10,7 +10,7 @@ The layers, bottom to top (one module each):
     framing.py    sans-IO: bytes in -> whole frames out
     server.py     TCPServer: the front door wiring the above together
     udp.py        DatagramTransport and UDPServer: the same for datagrams
-    client.py     connect() and open_datagram(): the outgoing front doors
+    client.py     connect(), connect_socket(), open_datagram(): the outgoing front doors
 """
 from .handler import DatagramHandler, Handler
 from .reactor import Reactor, Timer
