@@ -190,14 +190,8 @@ class _Connector:
         if self._sock is not None:
             self._let_go(self._sock).close()
         self._addresses = []
-        if self._done:
-            return
-        self._done = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._call_connection_lost(
-            ConnectionAbortedError(f"connect to {self.host}:{self.port}: the reactor was closed"))
+        self._fail(ConnectionAbortedError(f"connect to {self.host}:{self.port}: the reactor was closed"),
+                   now=True)
 
     def _combined_error(self) -> OSError:
         """The one error, or the first when all agree, else one naming them all (as asyncio)."""
@@ -209,15 +203,19 @@ class _Connector:
         return OSError(f"connect to {self.host}:{self.port} failed: "
                        + "; ".join(str(error) for error in errors))
 
-    def _fail(self, exc: BaseException) -> None:
-        """Report ``exc`` on a later turn of the loop, exactly once."""
+    def _fail(self, exc: BaseException, now: bool = False) -> None:
+        """Report ``exc`` exactly once: on a later turn of the loop, or ``now`` when
+        the reactor is closing and no turn will come."""
         if self._done:
             return
         self._done = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self.reactor.call_soon(self._call_connection_lost, exc)
+        if now:
+            self._call_connection_lost(exc)
+        else:
+            self.reactor.call_soon(self._call_connection_lost, exc)
 
     def _call_connection_lost(self, exc: BaseException) -> None:
         logger.debug("%r failed: %s", self, exc)
