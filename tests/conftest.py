@@ -81,6 +81,31 @@ class Echo(netmux.Handler):
         self.transport.write(data)
 
 
+class Recorder(netmux.Handler):
+    """Keeps every event, for assertions from the test thread."""
+
+    def __init__(self) -> None:
+        self.events: List[str] = []
+        self.data = bytearray()
+        self.lost: List[Any] = []              # the exceptions connection_lost got
+        self.lost_event = threading.Event()
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self.events.append("made")
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+
+    def eof_received(self) -> None:
+        self.events.append("eof")
+
+    def connection_lost(self, exc: Any) -> None:
+        self.events.append("lost")
+        self.lost.append(exc)
+        self.lost_event.set()
+
+
 class ServingThread:
     """A TCPServer running ``serve_forever`` in a background thread."""
 

@@ -13,37 +13,12 @@ from typing import Any, List
 import pytest
 
 import netmux
-from conftest import Echo, needs_ipv6, run_until
-
-
+from conftest import Echo, Recorder, needs_ipv6, run_until
 
 
 # ----------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------
-class Recorder(netmux.Handler):
-    """Keeps every event, for assertions."""
-
-    def __init__(self):
-        self.events: List[str] = []
-        self.data = bytearray()
-        self.lost: List[Any] = []
-
-    def connection_made(self, transport):
-        super().connection_made(transport)
-        self.events.append("made")
-
-    def data_received(self, data):
-        self.data += data
-
-    def eof_received(self):
-        self.events.append("eof")
-
-    def connection_lost(self, exc):
-        self.events.append("lost")
-        self.lost.append(exc)
-
-
 def closed_port(family: int = socket.AF_INET, host: str = "127.0.0.1") -> int:
     """A TCP port nothing listens on: bound, never listened, closed."""
     with socket.socket(family, socket.SOCK_STREAM) as sock:

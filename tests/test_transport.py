@@ -4,38 +4,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-import threading
 import time
 
 import pytest
 
 import netmux
-from conftest import Echo, recv_exactly, recv_until_eof, wait_until
-
-
-class Recorder(netmux.Handler):
-    """Keeps every event, for assertions from the test thread."""
-
-    def __init__(self):
-        self.events = []
-        self.data = bytearray()
-        self.lost = threading.Event()
-        self.exc = "not called"
-
-    def connection_made(self, transport):
-        super().connection_made(transport)
-        self.events.append("made")
-
-    def data_received(self, data):
-        self.data += data
-
-    def eof_received(self):
-        self.events.append("eof")
-
-    def connection_lost(self, exc):
-        self.events.append("lost")
-        self.exc = exc
-        self.lost.set()
+from conftest import Echo, Recorder, recv_exactly, recv_until_eof, wait_until
 
 
 def test_write_after_close_raises_connection_error(serve):
@@ -154,7 +128,7 @@ def test_write_eof_keeps_reading(serve):
         assert recv_until_eof(client) == b"greeting"
         client.sendall(b"still heard")
         wait_until(lambda: bytes(handler.data) == b"still heard")
-    assert handler.lost.wait(5)
+    assert handler.lost_event.wait(5)
     assert handler.events == ["made", "eof", "lost"]
 
 
@@ -320,9 +294,9 @@ def test_abort_drops_the_buffer_and_reports_lost_once(serve):
     with server.connect() as client:
         received = recv_until_eof(client)
     assert len(received) < 5_000_000
-    assert handler.lost.wait(5)
+    assert handler.lost_event.wait(5)
     assert handler.events == ["made", "lost"]
-    assert handler.exc is None
+    assert handler.lost == [None]
 
 
 def test_peer_reset_mid_stream_reports_the_error_and_serves_others(serve):
@@ -343,9 +317,9 @@ def test_peer_reset_mid_stream_reports_the_error_and_serves_others(serve):
     wait_until(lambda: handlers and len(handlers[0].data) > 0)
     victim.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     victim.close()                       # RST, with echoed data unread
-    assert handlers[0].lost.wait(5)
+    assert handlers[0].lost_event.wait(5)
     assert handlers[0].events.count("lost") == 1
-    assert isinstance(handlers[0].exc, (ConnectionError, type(None)))
+    assert isinstance(handlers[0].lost[0], (ConnectionError, type(None)))
 
     def write_after_loss():
         try:
@@ -390,7 +364,7 @@ def test_connection_lost_exactly_once_on_every_path(serve):
                 client.sendall(command)
             if command:
                 recv_until_eof(client)
-    wait_until(lambda: len(handlers) == 5 and all(h.lost.is_set() for h in handlers))
+    wait_until(lambda: len(handlers) == 5 and all(h.lost_event.is_set() for h in handlers))
     time.sleep(0.05)
     for handler in handlers:
         assert handler.events.count("lost") == 1, handler.events
