@@ -285,6 +285,19 @@ def cell(s):
     return fmt_rate(s["rate"])
 
 
+def table(L, summ, servers, scenarios, fmt):
+    """Append one markdown table: a row per server, a column per scenario; ``fmt(s, sc)``
+    formats a measured cell, missing and failed cells read as ``cell()`` says."""
+    L.append("| server | " + " | ".join(SCENARIOS[sc][3] for sc in scenarios) + " |")
+    L.append("|---|" + "---|" * len(scenarios))
+    for sv in servers:
+        row = []
+        for sc in scenarios:
+            s = summ.get((sv, sc))
+            row.append(fmt(s, sc) if s and "rate" in s else cell(s))
+        L.append(f"| {SERVERS[sv][0]} | " + " | ".join(row) + " |")
+
+
 def report(summ, servers, scenarios, meta):
     L = []
     L.append("# netmux echo benchmark — results\n")
@@ -295,68 +308,32 @@ def report(summ, servers, scenarios, meta):
              f"Python {platform.python_version()}{meta['extra']}; netmux at {meta['netmux']}.\n")
     L.append("Messages per second (closed-loop echo; median of the rounds; "
              "[spread] = (max − min) / median):\n")
-    hdr = "| server | " + " | ".join(SCENARIOS[s][3] for s in scenarios) + " |"
-    L.append(hdr)
-    L.append("|---|" + "---|" * len(scenarios))
-    for sv in servers:
-        row = []
-        for sc in scenarios:
-            s = summ.get((sv, sc))
-            c = cell(s)
-            if s and "rate" in s and s["n"] > 1:
-                c += f" [{s['spread']:.0f}%]"
-            row.append(c)
-        L.append(f"| {SERVERS[sv][0]} | " + " | ".join(row) + " |")
+    table(L, summ, servers, scenarios,
+          lambda s, sc: cell(s) + (f" [{s['spread']:.0f}%]" if s["n"] > 1 else ""))
     if BASELINE in servers:
         L.append("\nRatio to asyncio Protocol (medians):\n")
-        L.append(hdr)
-        L.append("|---|" + "---|" * len(scenarios))
-        for sv in servers:
-            row = []
-            for sc in scenarios:
-                s, b = summ.get((sv, sc)), summ.get((BASELINE, sc))
-                if s and b and "rate" in s and "rate" in b and b["rate"]:
-                    row.append(f"{s['rate'] / b['rate']:.2f}×")
-                else:
-                    row.append(cell(s) if s is None or "rate" not in s else "—")
-            L.append(f"| {SERVERS[sv][0]} | " + " | ".join(row) + " |")
+
+        def ratio(s, sc):
+            b = summ.get((BASELINE, sc))
+            return f"{s['rate'] / b['rate']:.2f}×" if b and "rate" in b and b["rate"] else "—"
+
+        table(L, summ, servers, scenarios, ratio)
     if "uvloop-protocol" in servers and "netmux" in servers:
         L.append("\nnetmux / uvloop Protocol: " + ", ".join(
             f"{sc} {summ[('netmux', sc)]['rate'] / summ[('uvloop-protocol', sc)]['rate']:.2f}×"
             for sc in scenarios
             if "rate" in summ.get(("netmux", sc), {}) and "rate" in summ.get(("uvloop-protocol", sc), {})))
     L.append("\nRound-trip latency, p50 / p99 (median of the rounds):\n")
-    L.append(hdr)
-    L.append("|---|" + "---|" * len(scenarios))
-    for sv in servers:
-        row = []
-        for sc in scenarios:
-            s = summ.get((sv, sc))
-            row.append(f"{fmt_us(s['p50'])} / {fmt_us(s['p99'])}" if s and "rate" in s else cell(s))
-        L.append(f"| {SERVERS[sv][0]} | " + " | ".join(row) + " |")
+    table(L, summ, servers, scenarios, lambda s, sc: f"{fmt_us(s['p50'])} / {fmt_us(s['p99'])}")
     L.append("\nCPU use, client / server / other processes (cores; the client's over the measured window, "
              "the server's and the others' over the whole run incl. setup; medians). A client near 1.00 "
              "is the limit; 'other' is background load from processes outside the benchmark:\n")
-    L.append(hdr)
-    L.append("|---|" + "---|" * len(scenarios))
-    for sv in servers:
-        row = []
-        for sc in scenarios:
-            s = summ.get((sv, sc))
-            row.append(f"{s['client_cpu']:.2f} / {s['server_cpu']:.2f} / {s['other_cpu']:.2f}"
-                       if s and "rate" in s else cell(s))
-        L.append(f"| {SERVERS[sv][0]} | " + " | ".join(row) + " |")
+    table(L, summ, servers, scenarios,
+          lambda s, sc: f"{s['client_cpu']:.2f} / {s['server_cpu']:.2f} / {s['other_cpu']:.2f}")
     L.append("\nServer minor page faults per echoed message (median; setup included, so the "
              "idle10k column carries the 10,000 accepts). Above ~0.5 the server gets fresh pages "
              "from the kernel on every recv() (glibc malloc's mmap threshold, see bench/README.md):\n")
-    L.append(hdr)
-    L.append("|---|" + "---|" * len(scenarios))
-    for sv in servers:
-        row = []
-        for sc in scenarios:
-            s = summ.get((sv, sc))
-            row.append(f"{s['faults']:.2f}" if s and "rate" in s else cell(s))
-        L.append(f"| {SERVERS[sv][0]} | " + " | ".join(row) + " |")
+    table(L, summ, servers, scenarios, lambda s, sc: f"{s['faults']:.2f}")
     notes = []
     noisy = [(k, s) for k, s in sorted(summ.items()) if s.get("other_max", 0) > meta["noise"]]
     if noisy:
