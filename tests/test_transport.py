@@ -80,16 +80,19 @@ def test_write_after_write_eof_raises_runtime_error(serve):
 def test_sixteen_mib_then_close_arrives_whole_before_eof(serve):
     payload = bytes(range(256)) * (16 * 4096)        # 16 MiB
 
+    buffered_at_close = []
+
     class Sender(netmux.Handler):
         def connection_made(self, transport):
             super().connection_made(transport)
             transport.write(payload)
+            buffered_at_close.append(transport.get_write_buffer_size())
             transport.close()
 
     server = serve(Sender)
     with server.connect() as client:
-        time.sleep(0.2)   # let the server's buffer fill before we read: close must flush, not drop
         received = recv_until_eof(client, timeout=30)
+    assert buffered_at_close[0] > 0, "close() found nothing buffered: the test tested nothing"
     assert len(received) == len(payload)
     assert received == payload
 
@@ -365,7 +368,7 @@ def test_connection_lost_exactly_once_on_every_path(serve):
             if command:
                 recv_until_eof(client)
     wait_until(lambda: len(handlers) == 5 and all(h.lost_event.is_set() for h in handlers))
-    time.sleep(0.05)
+    server.call(lambda: None)     # a full reactor turn: a second connection_lost would have run
     for handler in handlers:
         assert handler.events.count("lost") == 1, handler.events
         assert handler.events[0] == "made"
@@ -446,7 +449,13 @@ def test_close_with_unread_input_still_delivers_the_whole_reply(serve):
     """Closing with the peer's bytes unread must not turn into RST and truncate the reply."""
     reply = bytes(range(256)) * (32 * 1024)              # 8 MiB
 
+    handlers = []
+
     class ReplyThenClose(netmux.Handler):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            handlers.append(self)
+
         def data_received(self, data):
             self.transport.write(reply)
             self.transport.close()                       # more input is on its way, unread
@@ -454,9 +463,10 @@ def test_close_with_unread_input_still_delivers_the_whole_reply(serve):
     server = serve(ReplyThenClose)
     with server.connect() as client:
         client.sendall(b"request")
-        time.sleep(0.05)
-        client.sendall(b"pipelined junk " * 20_000)      # arrives after close(): never read
-        time.sleep(0.3)                                  # the server closes while we do not read
+        wait_until(lambda: handlers and handlers[0].transport.is_closing())
+        # In the server's receive queue (sendall returns once the kernel has it),
+        # after close() stopped reading: it is never read.
+        client.sendall(b"pipelined junk " * 20_000)
         received = recv_until_eof(client, timeout=20)
     assert len(received) == len(reply)
     assert received == reply
