@@ -153,8 +153,14 @@ class Server:
 
 
 def echo_bulk(address: tuple, size: int, timeout: float = 20.0) -> int:
-    """Send ``size`` bytes before reading any; return how many came back before EOF."""
-    with socket.create_connection(address, timeout=timeout) as client:
+    """Send ``size`` bytes before reading any; return how many came back before EOF.
+
+    A small receive buffer on our side makes the server's kernel fill up sooner.
+    """
+    with socket.socket() as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        client.settimeout(timeout)
+        client.connect(address)
         client.sendall(bytes(size))
         client.shutdown(socket.SHUT_WR)
         received = 0
