@@ -5,10 +5,14 @@ The rule, by the fence's info string (the word after the opening backticks):
 * ``python`` with ``>>>`` in it: a doctest. This file runs every page's doctests
   (ELLIPSIS on; end a doctest block with a blank line before the closing fence).
 * ``python`` otherwise: a program, shown as an excerpt of a file under
-  ``examples/``. Cut the block at its blank lines into pieces; each piece must
-  appear verbatim (indentation aside) in ONE examples file, in the same order.
-  Every ``examples/*.py`` runs with ``--demo`` in ``test_every_example_demo_runs``
-  (the tutorial's steps in tests/test_tutorial.py), so the file is run by a test.
+  ``examples/`` (or of a test, ``tests/test_*.py``). Cut the block at its blank
+  lines into pieces; each piece must appear verbatim (indentation aside) in ONE
+  such file, in the same order. Every ``examples/*.py`` runs with ``--demo`` in
+  ``test_every_example_demo_runs`` (the tutorial's steps in tests/test_tutorial.py),
+  so the file is run by a test.
+* ``{literalinclude} PATH``: the page includes the whole file, which must be one of
+  those. Other MyST directives (``{toctree}``, ``{include}``, ``{automodule}``, ...)
+  are page structure, not code; ``{code-block}`` is refused: write ```python.
 * ``python synopsis``: an outline of an API (signatures, one call per line), not
   a program. Every ``netmux.NAME`` (and ``netmux.NAME.attr``) it mentions must exist.
 * ``sh``/``console``: commands (``$ `` prefixes and ``# comments`` ignored; in a
@@ -43,6 +47,10 @@ PAGES = ["README.md"] + sorted(os.path.relpath(path, ROOT) for path in
                                glob.glob(os.path.join(ROOT, "docs", "**", "*.md"), recursive=True))
 EXAMPLES = sorted(os.path.relpath(path, ROOT) for path in
                   glob.glob(os.path.join(ROOT, "examples", "**", "*.py"), recursive=True))
+TESTS = sorted(os.path.relpath(path, ROOT) for path in glob.glob(os.path.join(ROOT, "tests", "test_*.py")))
+# MyST directives that are not code: the page structure, and the API reference.
+DIRECTIVES = ("{toctree}", "{include}", "{automodule}", "{autoclass}", "{autofunction}",
+              "{note}", "{warning}", "{literalinclude}")
 TOP_EXAMPLES = [path for path in EXAMPLES if os.path.dirname(path) == "examples"]
 KINDS = ("python", "python synopsis", "sh", "console", "text")
 FENCE = re.compile(r"^(?P<indent> *)(?P<fence>```+|~~~+)(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=indent)(?P=fence)[ \t]*$",
@@ -182,13 +190,20 @@ def commands(block: Block) -> Iterator[str]:
 # -- the tests ---------------------------------------------------------------
 @pytest.mark.parametrize("block", ALL_BLOCKS, ids=block_id)
 def test_every_code_block_is_a_doctest_or_a_file_a_test_runs(block):
+    if block.info.startswith("{literalinclude}"):
+        path = os.path.relpath(os.path.normpath(os.path.join(ROOT, os.path.dirname(block.page),
+                                                             block.info.split()[1])), ROOT)
+        assert path in EXAMPLES + TESTS, f"{block.where()}: {path} is not under examples/ or tests/"
+        return
+    if block.info.split(" ")[0] in DIRECTIVES:
+        return
     if block.info not in KINDS:
         pytest.fail(f"{block.where()}: say what the block is: ```python (a doctest with >>>, "
                     f"or an excerpt of a file under examples/), ```python synopsis (an API "
                     f"outline), ```sh / ```console (commands a test checks) or ```text "
                     f"(output, diagrams). See the top of tests/test_docs.py.")
     if block.info == "python" and ">>>" not in block.body:
-        matches = [path for path in EXAMPLES if excerpt_of(block.body, path)]
+        matches = [path for path in EXAMPLES + TESTS if excerpt_of(block.body, path)]
         assert matches, (
             f"{block.where()} is not an excerpt of any file under examples/. Put the program "
             f"in a file under examples/ (with a --demo that exits by itself) and show it "
