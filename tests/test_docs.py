@@ -240,6 +240,19 @@ def test_every_example_demo_runs(example):
     assert result.stdout.strip(), f"{example} --demo printed nothing"
 
 
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_relative_link_leads_to_a_file_of_the_repository(page):
+    text = FENCE.sub("", read(page))                 # links inside code blocks are code
+    for target in LINK.findall(text):
+        if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            continue                                 # a URL, or an anchor on the same page
+        path = os.path.normpath(os.path.join(ROOT, os.path.dirname(page), target.split("#")[0]))
+        assert os.path.exists(path), f"{page}: the link ({target}) leads nowhere"
+
+
 def test_the_python_m_netmux_commands_in_the_docs_really_parse():
     """The command-line check above trusts cli._parser(): it must be what main() uses."""
     result = subprocess.run([sys.executable, "-m", "netmux", "--help"], capture_output=True,
