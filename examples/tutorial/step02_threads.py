@@ -56,7 +56,7 @@ def process_status() -> Dict[str, int]:
 def open_idle_clients(address: tuple, n: int) -> List[socket.socket]:
     """``n`` connections, each proven served by one round trip, then left idle."""
     clients = []
-    for i in range(n):
+    for _ in range(n):
         client = socket.create_connection(address, timeout=10)
         clients.append(client)
         client.sendall(b"x")

@@ -1,7 +1,7 @@
 """Step 5: a buffer per connection, and watching for writability only while it holds bytes.
 
     python examples/tutorial/step05_buffers.py            # serve on 127.0.0.1:8005
-    python examples/tutorial/step05_buffers.py --demo     # 8 MiB through step 4, then step 5
+    python examples/tutorial/step05_buffers.py --demo     # 16 MiB through step 4, then step 5
 
 Step 4's ``send`` ignores what the kernel did not take. A client that sends a
 lot before it reads fills the server's socket buffer, and the rest of the echo
@@ -198,7 +198,7 @@ def turns_per_second(always_writable: bool, seconds: float = 0.2) -> float:
     return turns / seconds
 
 
-def demo(size: int = 8 << 20) -> None:
+def demo(size: int = 16 << 20) -> None:
     import step04_selectors
 
     for name in ("step 4", "step 5"):

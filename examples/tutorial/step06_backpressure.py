@@ -39,7 +39,7 @@ class BoundedServer(Server):
     connection_class = BoundedConnection
 
 
-def flood_without_reading(address: tuple, size: int, stall: float = 0.5) -> int:
+def flood_without_reading(address: tuple, size: int, stall: float = 1.0) -> int:
     """Send up to ``size`` bytes and read nothing; return how many the server took.
 
     Stops early once the server has taken nothing for ``stall`` seconds (it has

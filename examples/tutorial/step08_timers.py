@@ -138,7 +138,7 @@ def threadsafe_latency(wakeup: bool, sleep_cap: float = 1.0) -> float:
         loop.stop()
 
     def other_thread() -> None:
-        time.sleep(0.05)                   # let the loop fall asleep in select()
+        time.sleep(0.2)                    # let the loop fall asleep in select()
         loop.call_soon_threadsafe(called_back, time.monotonic())
 
     thread = threading.Thread(target=other_thread)
