@@ -9,9 +9,12 @@ import socket
 import subprocess
 import sys
 import time
+import unicodedata
 from typing import Dict, Iterator, List, Optional
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import netmux
 from conftest import ServingThread
@@ -328,3 +331,59 @@ def test_nc_talks_to_python_m_netmux_chat():
             server.kill()
             server.wait()
         server.stderr.close()
+
+
+# ---------------------------------------------------------------------------
+# Without sockets: whatever one member sends, the others only ever see clean lines.
+
+class _FakeTransport:
+    """The part of a transport ChatMember uses, recording what it writes."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        assert not self.closing, "write after close"
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    abort = close
+
+    def set_write_buffer_limits(self, high: Optional[int] = None, low: Optional[int] = None) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.binary(max_size=60) | st.sampled_from(
+           [b"\r\n", b"\n", b"/nick ", b"/join ", b"/who", b"/help", b"\x1b[31m", b"\xc3", b"\xff", b"//"]),
+           max_size=40),
+       st.data())
+def test_any_bytes_in_any_chunks_reach_the_others_only_as_clean_utf8_lines(pieces, data):
+    stream = b"".join(pieces).replace(b"/quit", b"/qu1t")
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10)))
+    chunks = [stream[start:end] for start, end in zip([0, *cuts], [*cuts, len(stream)])]
+    room = chat.Chat(max_backlog=1 << 20)
+    speaker, listener = chat.ChatMember(room), chat.ChatMember(room)
+    speaker_transport, listener_transport = _FakeTransport(), _FakeTransport()
+    speaker.connection_made(speaker_transport)
+    listener.connection_made(listener_transport)
+    for chunk in chunks:
+        speaker.data_received(chunk)
+    assert not speaker_transport.closing          # no line under MAX_LINE costs the connection
+    heard = bytes(listener_transport.written)
+    assert heard.endswith(b"\r\n")
+    for line in heard[:-2].split(b"\r\n"):
+        text = line.decode("utf-8")               # valid UTF-8
+        assert text.startswith(("* ", "<")), text  # notices and messages, never the speaker's errors
+        assert not any(unicodedata.category(char) == "Cc" for char in text), text
+    for line in bytes(speaker_transport.written)[:-2].split(b"\r\n"):
+        assert line.startswith((b"* ", b"! error: ", b"<")), line

@@ -79,10 +79,10 @@ class Chat:
             if nick.casefold() not in self.nicks:
                 return nick
 
-    def say(self, room: str, line: str, exclude: Optional["ChatMember"] = None) -> None:
+    def say(self, room: Optional[str], line: str, exclude: Optional["ChatMember"] = None) -> None:
         """Send ``line`` to every member of ``room`` (but ``exclude``)."""
         data = line.encode() + b"\r\n"
-        for member in list(self.rooms.get(room, ())):   # a copy: a slow member leaves mid-loop
+        for member in list(self.rooms.get(room or "", ())):   # a copy: a slow member leaves mid-loop
             if member is not exclude:
                 member.send_raw(data)
 
@@ -184,7 +184,7 @@ class ChatMember(netmux.LineHandler):
         self._enter(room)
 
     def _who(self, argument: str) -> None:
-        names = sorted(member.nick for member in self.chat.rooms[self.room])
+        names = sorted(member.nick for member in self.chat.rooms.get(self.room or "", ()))
         self.send_notice(f"in {self.room}: {', '.join(names)}")
 
     def _quit(self, argument: str) -> None:
@@ -204,8 +204,8 @@ class ChatMember(netmux.LineHandler):
     def _leave(self) -> Optional[str]:
         """Leave the current room (forgetting it when empty); return its name."""
         room, self.room = self.room, None
-        members = self.chat.rooms.get(room)
-        if members is not None:
+        members = self.chat.rooms.get(room or "")
+        if room is not None and members is not None:
             members.discard(self)
             if not members:
                 del self.chat.rooms[room]
