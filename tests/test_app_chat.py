@@ -97,13 +97,17 @@ def chat_server() -> Iterator:
             return members[-1]
         return join
 
+    def stop_all() -> None:
+        while started:
+            started.pop().stop()
+        while reactors:
+            reactors.pop().close()
+
+    start.stop_all = stop_all                   # type: ignore[attr-defined]
     yield start
     for member in members:
         member.close()
-    for serving in started:
-        serving.stop()
-    for reactor in reactors:
-        reactor.close()
+    stop_all()
 
 
 def test_a_newcomer_is_a_guest_in_the_lobby_and_the_room_hears_it(chat_server):
@@ -223,6 +227,43 @@ def test_a_line_over_the_framing_limit_ends_that_connection_and_the_room_hears(c
     bob.expect("* in lobby: guest2")
 
 
+def test_lines_after_quit_in_the_same_chunk_are_not_said(chat_server):
+    join = chat_server()
+    alice, bob = join(), join()
+    alice.welcome(), bob.welcome()
+    alice.expect("* guest2 joined lobby")
+    alice.sock.sendall(b"first\r\n/quit\r\nafter quit\r\n")
+    alice.expect("* bye")
+    alice.assert_closed()
+    bob.expect("<guest1> first", "* guest1 left")
+    bob.send("/who")
+    bob.expect("* in lobby: guest2")
+
+
+def test_a_guest_nick_taken_by_hand_is_skipped(chat_server):
+    join = chat_server()
+    alice = join()
+    alice.welcome()
+    alice.send("/nick guest2")
+    alice.expect("* guest1 is now guest2")
+    bob = join()
+    assert bob.welcome() == "guest3"
+
+
+def test_stopping_the_server_closes_every_member_quietly(chat_server, caplog):
+    join = chat_server()
+    members = [join() for _ in range(3)]
+    for member in members:
+        member.welcome()
+    members[0].send("/who")
+    members[0].expect("* guest2 joined lobby", "* guest3 joined lobby", "* in lobby: guest1, guest2, guest3")
+    with caplog.at_level(logging.DEBUG, logger="netmux"):
+        chat_server.stop_all()
+        for member in members:
+            member.assert_closed()
+    assert [record for record in caplog.records if record.levelno >= logging.WARNING] == []
+
+
 def _message(sender: int, number: int) -> str:
     return f"m{sender:02d}-{number:05d} " + "." * 900
 
@@ -334,7 +375,7 @@ def test_nc_talks_to_python_m_netmux_chat():
 
 
 # ---------------------------------------------------------------------------
-# Without sockets: whatever one member sends, the others only ever see clean lines.
+# Without sockets: the backlog bound, and what one member can make others see.
 
 class _FakeTransport:
     """The part of a transport ChatMember uses, recording what it writes."""
@@ -356,10 +397,25 @@ class _FakeTransport:
     abort = close
 
     def set_write_buffer_limits(self, high: Optional[int] = None, low: Optional[int] = None) -> None:
-        pass
+        self.high = high
 
     def get_extra_info(self, name: str, default: object = None) -> object:
         return default
+
+
+def test_a_member_over_its_backlog_is_dropped_and_its_room_told():
+    room = chat.Chat(max_backlog=1000)
+    speaker, slow = chat.ChatMember(room), chat.ChatMember(room)
+    speaker_transport, slow_transport = _FakeTransport(), _FakeTransport()
+    speaker.connection_made(speaker_transport)
+    slow.connection_made(slow_transport)
+    assert slow_transport.high == 1000            # the backlog is the write buffer's high water
+    slow.pause_writing()                          # what the transport calls over high water
+    assert slow_transport.closing
+    speaker.data_received(b"anyone there?\n")     # not written to the dropped member
+    slow.connection_lost(None)
+    assert speaker_transport.written.endswith(b"* guest2 left (too slow)\r\n")
+    assert room.rooms == {"lobby": {speaker}} and list(room.nicks) == ["guest1"]
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
