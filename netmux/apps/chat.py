@@ -101,6 +101,7 @@ class ChatMember(netmux.LineHandler):
     # -- connection events ---------------------------------------------------
 
     def connection_made(self, transport: netmux.Transport) -> None:
+        """Bound the backlog, pick a guest nick, greet, and enter the lobby."""
         super().connection_made(transport)
         transport.set_write_buffer_limits(high=self.chat.max_backlog)
         self.nick = self.chat.guest_nick()
@@ -109,6 +110,7 @@ class ChatMember(netmux.LineHandler):
         self._enter(DEFAULT_ROOM)
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
+        """The one place a member leaves for good: free its nick, tell its room."""
         room = self._leave()
         self.chat.nicks.pop(self.nick.casefold(), None)
         if room is not None:
@@ -122,6 +124,7 @@ class ChatMember(netmux.LineHandler):
         self.transport.abort()          # send_raw skips it from now on; connection_lost tells the room
 
     def line_received(self, line: bytes) -> None:
+        """One line, ``\r\n`` or ``\n`` ended: a command or a message; a mistake is answered."""
         try:
             text = line.rstrip(b"\r").decode("utf-8")
         except UnicodeDecodeError:
@@ -140,9 +143,11 @@ class ChatMember(netmux.LineHandler):
             self.transport.write(data)
 
     def send_notice(self, text: str) -> None:
+        """``* text`` to this member only."""
         self.send_raw(f"* {text}\r\n".encode())
 
     def send_error(self, text: str) -> None:
+        """``! error: text`` to this member only."""
         self.send_raw(f"! error: {text}\r\n".encode())
 
     # -- commands --------------------------------------------------------------
