@@ -59,7 +59,7 @@ def _parser() -> Tuple[argparse.ArgumentParser, Dict[str, argparse.ArgumentParse
             app = apps.load(name)
         except apps.AppUnavailable as exc:
             unavailable[name] = str(exc)
-            subparsers.add_parser(name, help=f"(unavailable: {exc})")
+            subparsers.add_parser(name, help=f"(unavailable: {exc})", description=str(exc))
             continue
         child = subparsers.add_parser(name, help=f"{app.DESCRIPTION} (port {app.DEFAULT_PORT})",
                                       description=app.DESCRIPTION, usage="%(prog)s [options]")
