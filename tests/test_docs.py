@@ -133,9 +133,10 @@ def check_netmux_command(args: List[str]) -> None:
     Square brackets (a synopsis' optional parts) are ignored; a word in capitals
     (``SERVER``, ``H``) is a placeholder.
     """
-    from netmux import cli
-    parser = cli._parser()
-    takes_value = {option: action.nargs != 0 for action in parser._actions
+    from netmux import apps, cli
+    parser, children, _ = cli._parser()
+    takes_value = {option: action.nargs != 0
+                   for each in (parser, *children.values()) for action in each._actions
                    for option in action.option_strings}
     words = [arg.strip("[]") for arg in args]
     expecting_value = False
@@ -147,7 +148,7 @@ def check_netmux_command(args: List[str]) -> None:
             assert option in takes_value, f"python -m netmux has no option {option}"
             expecting_value = takes_value[option] and "=" not in word
         elif not word.isupper():
-            assert word in cli.SERVERS, f"python -m netmux has no server {word!r}"
+            assert word in apps.SERVERS, f"python -m netmux has no server {word!r}"
 
 
 def check_command(command: str) -> None:
