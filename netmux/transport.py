@@ -637,15 +637,24 @@ _SENDFILE_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS, errno.ENOTSOCK, e
 _READ_CHUNK = 256 * 1024
 
 
+def _has_descriptor(file: Any) -> bool:
+    """True for a file on a descriptor; False for io.BytesIO and its like. A
+    closed file raises ValueError: the caller hears of it at once."""
+    try:
+        file.fileno()
+    except (AttributeError, io.UnsupportedOperation):
+        return False
+    return True
+
+
 def _file_size(file: Any) -> int:
     """The size of ``file`` now: fstat where it has a descriptor, else seek to its end."""
-    try:
+    if _has_descriptor(file):
         return os.fstat(file.fileno()).st_size
-    except (AttributeError, io.UnsupportedOperation):
-        position = file.tell()
-        size = file.seek(0, io.SEEK_END)
-        file.seek(position)
-        return size
+    position = file.tell()
+    size = file.seek(0, io.SEEK_END)
+    file.seek(position)
+    return size
 
 
 class _SendQueue:
@@ -726,7 +735,7 @@ class _FileRegion:
         self.file = file
         self.offset = offset          # of the next byte to read from the file
         self.remaining = count        # bytes not yet handed to the kernel
-        self._native = hasattr(os, "sendfile")
+        self._native = hasattr(os, "sendfile") and _has_descriptor(file)
         self._pending: Any = b""      # read from the file, not yet taken by the socket
 
     def send(self, sock: socket.socket) -> int:
@@ -738,8 +747,8 @@ class _FileRegion:
                 # The descriptor is asked for each time: a closed file is then a
                 # ValueError, not a read from whatever reused its number.
                 sent = os.sendfile(sock.fileno(), self.file.fileno(), self.offset, self.remaining)
-            except (OSError, AttributeError, io.UnsupportedOperation) as exc:
-                if isinstance(exc, OSError) and exc.errno not in _SENDFILE_UNSUPPORTED:
+            except OSError as exc:
+                if exc.errno not in _SENDFILE_UNSUPPORTED:
                     raise               # EAGAIN (BlockingIOError), EPIPE, EBADF...
                 self._native = False
             else:
@@ -756,13 +765,11 @@ class _FileRegion:
         return sent
 
     def _read(self, size: int) -> memoryview:
-        try:
-            fileno = self.file.fileno()
-        except (AttributeError, io.UnsupportedOperation):   # io.BytesIO and friends
+        if _has_descriptor(self.file):
+            data = os.pread(self.file.fileno(), size, self.offset)
+        else:                                        # io.BytesIO and friends
             self.file.seek(self.offset)
             data = self.file.read(size)
-        else:
-            data = os.pread(fileno, size, self.offset)
         if not data:
             raise self._ended_early()
         self.offset += len(data)
