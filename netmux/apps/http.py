@@ -55,7 +55,7 @@ try:
 except ImportError:  # pragma: no cover - the extra is part of the test set-up
     h11 = None
 
-__all__ = ["DESCRIPTION", "DEFAULT_PORT", "add_arguments", "make_server", "HTTPHandler", "Site"]
+__all__ = ["DESCRIPTION", "DEFAULT_PORT", "HELLO_PAGE", "add_arguments", "make_server", "HTTPHandler", "Site"]
 
 DESCRIPTION = "HTTP/1.1: a hello page, or static files below --root (needs h11)"
 DEFAULT_PORT = 8080
@@ -68,9 +68,12 @@ logger = logging.getLogger("netmux.http")
 SMALL_FILE = 64 * 1024
 
 _ALLOWED = b"GET, HEAD"
-_HELLO = (b"<!doctype html>\n<html><head><title>netmux</title></head>\n"
+HELLO_PAGE = (b"<!doctype html>\n<html><head><title>netmux</title></head>\n"
           b"<body><h1>Hello from netmux</h1><p>A single-threaded reactor, h11 for HTTP.</p></body></html>\n")
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+if h11 is not None:
+    _HELLO_DATA = h11.Data(data=HELLO_PAGE)     # events are immutable: made once, sent many times
+    _END = h11.EndOfMessage()
 
 
 class Site:
@@ -89,6 +92,7 @@ class Site:
         self.max_body = max_body
         self._date_second = -1
         self._date = b""
+        self._hello: Any = None       # the hello page's Response event, remade with the Date
 
     def date(self) -> bytes:
         """The Date header's value, formatted once a second."""
@@ -96,7 +100,18 @@ class Site:
         if now != self._date_second:
             self._date_second = now
             self._date = email.utils.formatdate(now, usegmt=True).encode()
+            self._hello = None
         return self._date
+
+    def hello(self) -> Any:
+        """The hello page's Response event: h11 events are immutable, so one serves every
+        request of the same second (h11 validates its headers once, not per request)."""
+        date = self.date()
+        if self._hello is None:
+            self._hello = h11.Response(status_code=200, reason=b"OK", headers=[
+                (b"content-type", b"text/html; charset=utf-8"), (b"date", date), (b"server", b"netmux"),
+                (b"content-length", b"%d" % len(HELLO_PAGE))])
+        return self._hello
 
     def resolve(self, target: bytes) -> Tuple[int, str]:
         """``(200, real path)`` for a target below the root, else ``(status, "")``."""
@@ -179,6 +194,14 @@ class HTTPHandler(netmux.Handler):
             kind = type(event)
             if kind is h11.Request:
                 self._request(event)
+                if conn.our_state is h11.MUST_CLOSE:   # an error, HTTP/1.0, "Connection: close"
+                    transport.close()
+                    return
+            elif kind is h11.EndOfMessage:
+                if conn.our_state is h11.MUST_CLOSE:
+                    transport.close()
+                    return
+                conn.start_next_cycle()            # we answered at the Request: both are DONE
             elif kind is h11.Data:                  # a body we do not use: dropped, but bounded
                 self._body_seen += len(event.data)
                 if self._body_seen > self.site.max_body:
@@ -186,14 +209,9 @@ class HTTPHandler(netmux.Handler):
                     return
             elif event is h11.NEED_DATA:
                 return
-            elif kind is h11.ConnectionClosed or event is h11.PAUSED:
-                transport.close()                   # PAUSED: they must close; we answered already
-                return
-            if conn.our_state is h11.MUST_CLOSE:
+            else:                                   # ConnectionClosed, or PAUSED: they must close
                 transport.close()
                 return
-            if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-                conn.start_next_cycle()
 
     def _protocol_error(self, exc: Any) -> None:
         """Bad HTTP: answer with h11's status hint when we still may, then close."""
@@ -211,22 +229,32 @@ class HTTPHandler(netmux.Handler):
         self._body_seen = 0
         if request.http_version not in (b"1.1", b"1.0"):
             return self._error(505, close=True)
-        length = _header(request.headers, b"content-length")
-        if length is not None and int(length) > self.site.max_body:
-            return self._error(413, close=True)
+        # h11 limits only a request still incomplete: one that came whole is measured here.
+        limit = self.site.max_header_size
+        if len(request.target) > limit:
+            return self._error(414, close=True)
+        headers = request.headers
+        if len(headers) > 1 and sum(len(name) + len(value) + 4 for name, value in headers) > limit:
+            return self._error(431, close=True)
+        length = _header(headers, b"content-length")
+        if length is not None:
+            if _header(headers, b"transfer-encoding") is not None:
+                return self._error(400, close=True)   # both framings: a smuggling attempt (RFC 9112 6.3)
+            if int(length) > self.site.max_body:
+                return self._error(413, close=True)
         if method != b"GET" and method != b"HEAD":
             return self._error(405, extra=[(b"allow", _ALLOWED)])
         if self.site.root is None:
             if request.target == b"/" or request.target.startswith(b"/?"):
-                return self._respond(200, [(b"content-type", b"text/html; charset=utf-8")], _HELLO)
+                return self._send_hello()
             return self._error(404)
-        self._serve_file(request)
+        self._serve_file(request, request.target)
 
     # ------------------------------------------------------------------
     # Static files
     # ------------------------------------------------------------------
-    def _serve_file(self, request: Any) -> None:
-        status, path = self.site.resolve(request.target)
+    def _serve_file(self, request: Any, target: bytes) -> None:
+        status, path = self.site.resolve(target)
         if status != 200:
             return self._error(status)
         try:
@@ -238,7 +266,7 @@ class HTTPHandler(netmux.Handler):
         if not stat.S_ISREG(info.st_mode):
             os.close(descriptor)
             if stat.S_ISDIR(info.st_mode):
-                return self._serve_directory(request, path)
+                return self._serve_directory(request, target, path)
             return self._error(404)
         file = os.fdopen(descriptor, "rb", buffering=0)
         try:
@@ -247,15 +275,14 @@ class HTTPHandler(netmux.Handler):
             file.close()
             raise
 
-    def _serve_directory(self, request: Any, path: str) -> None:
-        target = request.target.split(b"?", 1)[0]
+    def _serve_directory(self, request: Any, target: bytes, path: str) -> None:
+        target = target.split(b"?", 1)[0]
         if not target.endswith(b"/"):
             return self._respond(301, [(b"location", target + b"/")], b"")
         index = os.path.join(path, "index.html")
         if not os.path.isfile(index):
             return self._error(404)
-        request.target = target + b"index.html"          # h11 events are plain objects
-        self._serve_file(request)
+        self._serve_file(request, target + b"index.html")
 
     def _send_file(self, request: Any, path: str, file: Any, info: os.stat_result) -> None:
         """Headers for the file (304, 206, 416 or 200), then its bytes, in one way or the other."""
@@ -311,11 +338,25 @@ class HTTPHandler(netmux.Handler):
                 conn.send_with_data_passthrough(h11.Data(data=body))   # h11 counts it; we send it
             else:
                 out += conn.send(h11.Data(data=body))
-        out += conn.send(h11.EndOfMessage())
+        out += conn.send(_END)
         self.transport.write(out)
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug('%s "%s %s" %d %d', self._peer(), self._method.decode("latin-1"),
-                         self._target.decode("latin-1"), status, length)
+            self._log(status, length)
+
+    def _send_hello(self) -> None:
+        """The hot path of the hello page: the same events every time, h11 still told."""
+        conn = self._conn
+        out = conn.send(self.site.hello())
+        if self._method != b"HEAD":
+            out += conn.send(_HELLO_DATA)
+        out += conn.send(_END)
+        self.transport.write(out)
+        if logger.isEnabledFor(logging.DEBUG):
+            self._log(200, len(HELLO_PAGE))
+
+    def _log(self, status: int, length: int) -> None:
+        logger.debug('%s "%s %s" %d %d', self._peer(), self._method.decode("latin-1"),
+                     self._target.decode("latin-1"), status, length)
 
     def _error(self, status: int, *, extra: Optional[List[Tuple[bytes, bytes]]] = None,
                close: bool = False) -> None:
