@@ -5,10 +5,13 @@
     python bench/run_http.py --duration 3      # shorter, for iterating
     python bench/run_http.py --servers netmux,uvicorn-uvloop --pages hello
 
-For each page and each server: a fresh server process pinned to core 0
-(``taskset -c 0``), then ``taskset -c 1 wrk -t1 -c50 -dNs`` against it; the
-report gives requests/s, transfer/s, latency and wrk's error counts, printed
-and written to bench/results/http-latest.md. Pages: ``hello`` is the same
+For each round, page and server (the server order rotates from round to
+round, so a burst of load elsewhere on the machine does not always hit the same
+one): a fresh server process pinned to core 0 (``taskset -c 0``), then
+``taskset -c 1 wrk -t1 -c50 -dNs`` against it. The report gives the median
+requests/s over the rounds with the spread (max - min, % of the median), the
+median run's transfer/s and latency, and wrk's error counts summed over the
+rounds; it is printed and written to bench/results/http-latest.md. Pages: ``hello`` is the same
 small HTML page from every server (netmux without --root, http.server serving
 it as index.html, uvicorn through bench/servers/asgi_hello.py); ``1mib`` is a
 1 MiB static file (netmux --root and http.server only: uvicorn is no static
@@ -20,6 +23,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -103,6 +107,7 @@ def main():
     parser.add_argument("--servers", default=",".join(SERVERS))
     parser.add_argument("--pages", default=",".join(PAGES))
     parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=50)
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -113,18 +118,29 @@ def main():
             index.write(HELLO_PAGE)
         with open(os.path.join(root, "1mib.bin"), "wb") as big:
             big.write(os.urandom(1 << 20))
-        lines = [f"wrk -t1 -c{args.connections} -d{args.duration}s, server on core 0, wrk on core 1", "",
-                 "| page | server | requests/s | transfer/s | mean latency | socket errors | non-2xx |",
-                 "|---|---|---:|---:|---:|---:|---:|"]
+        lines = [f"wrk -t1 -c{args.connections} -d{args.duration}s, server on core 0, wrk on core 1, "
+                 f"median of {args.rounds} rounds", "",
+                 "| page | server | requests/s | spread | transfer/s | mean latency | socket errors | non-2xx |",
+                 "|---|---|---:|---:|---:|---:|---:|---:|"]
+        servers = args.servers.split(",")
         for page in args.pages.split(","):
-            for name in args.servers.split(","):
-                if page not in SERVERS[name][2]:
-                    continue
-                result = measure(name, page, root, args.duration, args.connections)
-                lines.append(f"| {PAGES[page][1]} | {SERVERS[name][0]} | {result['rps']:,.0f} | "
-                             f"{result['transfer']} | {result['latency']} | {result['errors']} | "
-                             f"{result['non2xx']} |")
-                print(lines[-1], flush=True)
+            names = [name for name in servers if page in SERVERS[name][2]]
+            runs = {name: [] for name in names}
+            for round_number in range(args.rounds):
+                shift = round_number % len(names)
+                for name in names[shift:] + names[:shift]:
+                    result = measure(name, page, root, args.duration, args.connections)
+                    runs[name].append(result)
+                    print(f"round {round_number + 1}: {page} {name}: {result['rps']:,.0f} req/s", flush=True)
+            for name in names:
+                rates = sorted(run["rps"] for run in runs[name])
+                median = statistics.median(rates)
+                middle = min(runs[name], key=lambda run: abs(run["rps"] - median))
+                spread = (rates[-1] - rates[0]) / median * 100 if median else 0
+                lines.append(f"| {PAGES[page][1]} | {SERVERS[name][0]} | {median:,.0f} | {spread:.0f} % | "
+                             f"{middle['transfer']} | {middle['latency']} | "
+                             f"{sum(run['errors'] for run in runs[name])} | "
+                             f"{sum(run['non2xx'] for run in runs[name])} |")
     finally:
         shutil.rmtree(root)
     report = "\n".join(lines) + "\n"
