@@ -280,7 +280,7 @@ class TCPTransport(_SocketTransport):
                  peername: Any = None, idle_timeout: Optional[float] = None,
                  on_lost: Optional[Callable[["TCPTransport"], None]] = None) -> None:
         super().__init__(reactor, sock, handler, peername, on_lost)
-        self._buffer = bytearray()
+        self._buffer: Any = bytearray()    # a _SendQueue while a file region is queued
         self._eof_received = False
         self._eof_requested = False
         self._last_activity = _monotonic()

@@ -53,7 +53,7 @@ import netmux
 try:
     import h11
 except ImportError:  # pragma: no cover - the extra is part of the test set-up
-    h11 = None
+    h11 = None  # type: ignore[assignment]
 
 __all__ = ["DESCRIPTION", "DEFAULT_PORT", "HELLO_PAGE", "add_arguments", "make_server", "HTTPHandler", "Site"]
 
@@ -68,8 +68,9 @@ logger = logging.getLogger("netmux.http")
 SMALL_FILE = 64 * 1024
 
 _ALLOWED = b"GET, HEAD"
+#: The page served at "/" without --root (bench/servers/asgi_hello.py serves the same bytes).
 HELLO_PAGE = (b"<!doctype html>\n<html><head><title>netmux</title></head>\n"
-          b"<body><h1>Hello from netmux</h1><p>A single-threaded reactor, h11 for HTTP.</p></body></html>\n")
+              b"<body><h1>Hello from netmux</h1><p>A single-threaded reactor, h11 for HTTP.</p></body></html>\n")
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 if h11 is not None:
     _HELLO_DATA = h11.Data(data=HELLO_PAGE)     # events are immutable: made once, sent many times
@@ -115,6 +116,9 @@ class Site:
 
     def resolve(self, target: bytes) -> Tuple[int, str]:
         """``(200, real path)`` for a target below the root, else ``(status, "")``."""
+        root = self.root
+        if root is None:
+            return 404, ""
         path = target.split(b"?", 1)[0].split(b"#", 1)[0]
         if not path.startswith(b"/"):
             return 400, ""                       # absolute-form and "*" are not for files
@@ -127,9 +131,9 @@ class Site:
             return 400, ""
         if ".." in segments:
             return 400, ""
-        joined = os.path.join(self.root, *[s for s in segments if s not in ("", ".")])
+        joined = os.path.join(root, *[s for s in segments if s not in ("", ".")])
         real = os.path.realpath(joined)
-        if real != self.root and not real.startswith(self.root + os.sep):
+        if real != root and not real.startswith(root + os.sep):
             return 404, ""                       # a symlink that points out
         return 200, real
 
@@ -289,8 +293,9 @@ class HTTPHandler(netmux.Handler):
         headers = request.headers
         mtime = int(info.st_mtime)
         since = _header(headers, b"if-modified-since")
+        since_time = None if since is None else _parse_date(since)
         modified = [(b"last-modified", email.utils.formatdate(mtime, usegmt=True).encode())]
-        if since is not None and _parse_date(since) is not None and mtime <= _parse_date(since):
+        if since_time is not None and mtime <= since_time:
             file.close()
             return self._respond(304, modified, b"")
         size = info.st_size
@@ -335,7 +340,8 @@ class HTTPHandler(netmux.Handler):
         out = conn.send(h11.Response(status_code=status, headers=fields, reason=_REASONS.get(status, b"")))
         if body and self._method != b"HEAD":
             if type(body) is _Region:
-                conn.send_with_data_passthrough(h11.Data(data=body))   # h11 counts it; we send it
+                # h11 takes only len() of it (its documented sendfile way); we send the bytes.
+                conn.send_with_data_passthrough(h11.Data(data=body))  # type: ignore[arg-type]
             else:
                 out += conn.send(h11.Data(data=body))
         out += conn.send(_END)
