@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import types
 from typing import TYPE_CHECKING, Any, Callable, Coroutine, Generator, Optional
 
@@ -206,15 +207,18 @@ class Task:
             return
         self._running = True
         try:
-            for _ in range(_MAX_CLOSE_THROWS):
+            # Each await inside a finally block is closed too (see the top); one
+            # that swallows GeneratorExit in a loop gets a CancelledError at last.
+            for error in [GeneratorExit] * _MAX_CLOSE_THROWS + [CancelledError]:
                 try:
-                    coro.throw(GeneratorExit)
-                except (GeneratorExit, StopIteration):
+                    coro.throw(error)
+                except (GeneratorExit, StopIteration, CancelledError):
+                    if error is CancelledError:
+                        logger.error("task %r swallowed GeneratorExit while being closed", self)
                     return
                 except Exception:
                     logger.exception("task %r raised while being closed", self)
                     return
-                # It awaited inside a finally block: that await is closed too (see the top).
             logger.error("task %r kept awaiting while being closed; abandoned", self)
         finally:
             self._running = False
@@ -255,7 +259,9 @@ def _delay(seconds: Optional[float]) -> float:
     """A wait's length checked once: NaN is a ValueError, negative means 0, None or inf never."""
     if seconds is None:
         return math.inf
-    delay = float(seconds)          # TypeError for a str, as time.sleep
+    if not isinstance(seconds, numbers.Real):
+        raise TypeError(f"seconds must be a real number, not {type(seconds).__name__}")
+    delay = float(seconds)
     if math.isnan(delay):
         raise ValueError("seconds must not be NaN")
     return delay if delay > 0 else 0.0
