@@ -229,6 +229,9 @@ class StreamHandler(Handler):
                 logger.error("%r: handle() raised; aborting this connection", self.transport,
                              exc_info=exc)
             self.transport.abort()
+        except BaseException:
+            self.transport.abort()      # closed (server or reactor closing) or interrupted
+            raise
         else:
             self.transport.close()
 
