@@ -92,7 +92,8 @@ class StreamHandler(Handler):
     async def recv(self, n: int) -> bytes:
         """Up to ``n`` bytes as soon as any are there; ``b""`` at EOF and at every
         later call (and for ``n == 0``). ConnectionError if the connection was lost."""
-        _check_count("n", n)
+        if n.__class__ is not int or n < 0:
+            _check_count("n", n)
         while not self._buffer:
             if n == 0 or self._at_end():
                 return b""
@@ -142,16 +143,19 @@ class StreamHandler(Handler):
     async def sendall(self, data: Any) -> None:
         """Write ``data``, then wait until the write buffer is at or below the
         low-water mark. ConnectionError if the connection is lost or closed."""
-        self._raise_if_lost()
+        if self._lost_exc is not None:
+            raise self._connection_error()
         transport = self.transport
-        transport.write(data)
-        low = transport.get_write_buffer_limits()[0]
-        while transport.get_write_buffer_size() > low:
-            if self._writer is not None:
-                raise RuntimeError("another task is already waiting in sendall()")
-            await _park(self._arm_writer)
+        transport.write(data)             # ConnectionError itself once closing
+        if transport.get_write_buffer_size():
+            low = transport.get_write_buffer_limits()[0]
+            while transport.get_write_buffer_size() > low:
+                if self._writer is not None:
+                    raise RuntimeError("another task is already waiting in sendall()")
+                await _park(self._arm_writer)
+                self._raise_if_lost()
+        if transport.is_closing():        # the send failed (a reset): the data is lost
             self._raise_if_lost()
-        self._raise_if_lost()
 
     def close(self) -> None:
         """Close after flushing what was sent; ``handle()`` may go on, and a later
@@ -182,7 +186,7 @@ class StreamHandler(Handler):
         reader = self._reader
         if reader is not None and not self._buffer:
             self._reader = None
-            reader._resume(data)           # straight to the waiting recv: no copy
+            reader._step(data, None)       # straight to the waiting recv: no copy
             return
         self._buffer += data
         if reader is not None:
@@ -247,7 +251,8 @@ class StreamHandler(Handler):
 
     def _arm_reader(self, task: Task) -> Callable[[], None]:
         self._reader = task
-        self._update_reading()
+        if not self._reading:
+            self._update_reading()
         return self._disarm_reader
 
     def _disarm_reader(self) -> None:
