@@ -403,6 +403,29 @@ def test_server_close_after_serve_forever_in_another_thread(serve):
         assert Guarded.log == ["inner finally", "outer finally"]
 
 
+def test_server_close_from_inside_handle_closes_it_at_its_next_await(reactor):
+    log = []
+
+    class Closer(netmux.StreamHandler):
+        async def handle(self):
+            try:
+                await self.recv(10)
+                self.server.server_close()
+                log.append("goes on until it waits")
+                log.append(await self.recv(10))         # no wait: the connection is gone
+                await netmux.sleep(1)                   # a wait: closed here
+                log.append("not reached")
+            finally:
+                log.append("finally")
+
+    server = netmux.TCPServer(("127.0.0.1", 0), Closer, reactor=reactor)
+    with socket.create_connection(server.server_address, timeout=5) as client:
+        client.sendall(b"close")
+        run_until(reactor, lambda: "finally" in log)
+        assert log == ["goes on until it waits", b"", "finally"]
+        assert recv_until_eof(client) == b"" and reactor.pending_tasks == set()
+
+
 def test_reactor_close_closes_a_connected_handler(reactor):
     Guarded.log = []
     left, right = socket.socketpair()
