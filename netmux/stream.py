@@ -129,7 +129,7 @@ class StreamHandler(Handler):
             end = buffer.find(b"\n", start)
             if end >= 0:
                 if end > limit:
-                    raise FramingError(f"line longer than {limit} bytes", offset=None)
+                    raise FramingError(f"line longer than {limit} bytes")
                 return self._take(end + 1)
             if len(buffer) > limit:
                 raise FramingError(f"line longer than {limit} bytes (no newline yet)")
