@@ -11,6 +11,8 @@ The layers, bottom to top (one module each):
     server.py     TCPServer: the front door wiring the above together
     udp.py        DatagramTransport and UDPServer: the same for datagrams
     client.py     connect(), connect_socket(), open_datagram(): the outgoing front doors
+    tasks.py      coroutines on the reactor: Task, sleep, timeout (no asyncio underneath)
+    stream.py     StreamHandler: socketserver's handle(), with async/await
 """
 from .handler import DatagramHandler, Handler
 from .reactor import Reactor, Timer
@@ -20,6 +22,8 @@ from .udp import DatagramTransport, UDPServer
 from .client import connect, connect_socket, open_datagram
 from .framing import (FramedHandler, FramingError, LengthPrefixFramer, LineFramer, LineHandler,
                       NetstringFramer)
+from .stream import IncompleteReadError, StreamHandler
+from .tasks import CancelledError, Task, sleep, timeout
 
 __version__ = "0.1.0"
 
@@ -27,4 +31,5 @@ __all__ = [
     "Reactor", "Timer", "Handler", "DatagramHandler", "TCPTransport", "Transport", "TCPServer",
     "UDPServer", "DatagramTransport", "connect", "connect_socket", "open_datagram",
     "FramedHandler", "FramingError", "LengthPrefixFramer", "LineFramer", "LineHandler", "NetstringFramer",
+    "StreamHandler", "IncompleteReadError", "CancelledError", "Task", "sleep", "timeout",
 ]
