@@ -25,7 +25,6 @@ Tests: ``tests/test_app_kv.py`` and ``tests/test_app_resp.py``.
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import heapq
 import logging
 import os
@@ -68,12 +67,42 @@ def _to_int(value: bytes) -> int:
     raise CommandError("ERR value is not an integer or out of range")
 
 
+def _bracket(body: bytes, negate: bool) -> bytes:
+    """A glob ``[...]`` set as a regex set; a reversed range is taken literally."""
+    caret = b"^" if negate else b""
+    escaped = re.sub(rb"([\\\]\[^])", rb"\\\1", body)
+    try:
+        re.compile(b"[" + caret + escaped + b"]")
+    except re.error:
+        escaped = re.escape(body)
+    return b"[" + caret + escaped + b"]"
+
+
 def _glob(pattern: bytes) -> Callable[[bytes], Any]:
-    """Redis's KEYS glob as a compiled matcher: ``\\x`` escapes, ``[^...]`` negates."""
-    text = pattern.decode("latin-1")            # one char per byte: any key matches safely
-    text = re.sub(r"\\(.)", lambda m: "[" + m.group(1) + "]" if m.group(1) not in "]^!" else
-                  re.escape(m.group(1)), text, flags=re.DOTALL).replace("[^", "[!")
-    return re.compile(fnmatch.translate(text).encode("latin-1"), re.DOTALL).match
+    """Redis's KEYS glob as a compiled matcher on bytes: ``*``, ``?``, ``[a-z]``,
+    ``[^...]`` and ``\\x`` (a literal x). Unlike ``fnmatch``, which knows ``[!...]``
+    and no escapes, this follows Redis's ``stringmatchlen``."""
+    parts = []
+    index, size = 0, len(pattern)
+    while index < size:
+        char = pattern[index:index + 1]
+        index += 1
+        if char == b"*":
+            if parts[-1:] != [b".*"]:               # "**" is "*": no needless backtracking
+                parts.append(b".*")
+        elif char == b"?":
+            parts.append(b".")
+        elif char == b"\\" and index < size:
+            parts.append(re.escape(pattern[index:index + 1]))
+            index += 1
+        elif char == b"[" and b"]" in pattern[index + 1:]:
+            negate = pattern[index:index + 1] == b"^"
+            end = pattern.index(b"]", index + 1 + negate)   # "[]..." : that first ] is literal
+            parts.append(_bracket(pattern[index + negate:end], negate))
+            index = end + 1
+        else:
+            parts.append(re.escape(char))
+    return re.compile(b"".join(parts) + b"\\Z", re.DOTALL).match
 
 
 # ======================================================================
@@ -363,6 +392,14 @@ class Store:
         match = _glob(args[2].lower())
         return array([bulk(item) for name, value in known.items() if match(name) for item in (name, value)])
 
+    def do_hello(self, args: List[bytes]) -> bytes:
+        # RESP2 only: clients that ask for RESP3 (redis-py 8 by default) must fall back.
+        if len(args) > 1 and args[1] != b"2":
+            raise CommandError("NOPROTO sorry, this protocol version is not supported.")
+        fields = [(b"server", b"redis"), (b"version", b"7.0.0"), (b"mode", b"standalone")]
+        return array([item for name, value in fields for item in (bulk(name), bulk(value))]
+                     + [bulk(b"proto"), integer(2)])
+
     def do_command(self, args: List[bytes]) -> bytes:
         # redis-cli asks for COMMAND DOCS to show hints; an empty answer is enough.
         if len(args) > 1 and args[1].upper() == b"COUNT":
@@ -376,6 +413,7 @@ _ARITY = {
     "incrby": 3, "decrby": 3, "mget": -2, "mset": -3, "append": 3, "strlen": 2, "expire": -3,
     "pexpire": -3, "ttl": 2, "pttl": 2, "persist": 2, "keys": 2, "dbsize": 1, "flushdb": -1,
     "flushall": -1, "select": 2, "save": 1, "info": -1, "config": -2, "command": -1,
+    "hello": -1,
 }
 
 
@@ -636,7 +674,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     server = make_server(args, reactor)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: server.shutdown())
-    logger.info("kv: serving on %s:%d", *server.server_address[:2])
+    logger.info("kv server on %s:%d", *server.server_address[:2])
     try:
         server.serve_forever()
     finally:

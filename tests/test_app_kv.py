@@ -1,0 +1,523 @@
+"""The kv server: its command layer in-process, then the real redis-cli, redis-benchmark and redis-py."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Iterator, List
+
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import netmux
+from netmux.apps import kv
+from netmux.apps.kv import KVServer, Store, read_dump, write_dump
+from conftest import ServingThread, recv_until_eof, wait_until
+from test_cli import ROOT, ServerProcess
+
+RUNNER = "import sys; from netmux.apps.kv import main; sys.exit(main(sys.argv[1:]))"
+
+
+class Clock:
+    """A wall clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(clock: Clock) -> Store:
+    return Store(clock=clock)
+
+
+def run(store: Store, *words: Any) -> bytes:
+    return store.execute([word if isinstance(word, bytes) else str(word).encode() for word in words])
+
+
+# ======================================================================
+# The command layer, no sockets
+# ======================================================================
+def test_set_get_del_exists_and_binary_keys(store):
+    assert run(store, "SET", b"\x00k\r\n", b"v\x00") == b"+OK\r\n"
+    assert run(store, "get", b"\x00k\r\n") == b"$2\r\nv\x00\r\n"
+    assert run(store, "GET", "missing") == b"$-1\r\n"
+    assert run(store, "EXISTS", b"\x00k\r\n", b"\x00k\r\n", "missing") == b":2\r\n"
+    assert run(store, "DEL", b"\x00k\r\n", "missing") == b":1\r\n"
+    assert run(store, "DBSIZE") == b":0\r\n"
+
+
+def test_set_options_nx_xx_get_keepttl(store, clock):
+    assert run(store, "SET", "k", "1", "XX") == b"$-1\r\n"
+    assert run(store, "SET", "k", "1", "NX") == b"+OK\r\n"
+    assert run(store, "SET", "k", "2", "NX") == b"$-1\r\n"
+    assert run(store, "SET", "k", "3", "XX", "GET") == b"$1\r\n1\r\n"
+    assert run(store, "SET", "k", "4", "EX", "10") == b"+OK\r\n"
+    assert run(store, "SET", "k", "5", "KEEPTTL") == b"+OK\r\n"
+    assert run(store, "TTL", "k") == b":10\r\n"
+    assert run(store, "SET", "k", "6") == b"+OK\r\n"
+    assert run(store, "TTL", "k") == b":-1\r\n"
+
+
+@pytest.mark.parametrize("words, reply", [
+    (("SET", "k", "v", "EX", "0"), b"-ERR invalid expire time in 'set' command\r\n"),
+    (("SET", "k", "v", "PX", "-5"), b"-ERR invalid expire time in 'set' command\r\n"),
+    (("SET", "k", "v", "EX", "nan"), b"-ERR value is not an integer or out of range\r\n"),
+    (("SET", "k", "v", "EX", "inf"), b"-ERR value is not an integer or out of range\r\n"),
+    (("SET", "k", "v", "EX", "99999999999999999999"), b"-ERR value is not an integer or out of range\r\n"),
+    (("SET", "k", "v", "EX", "1", "PX", "1"), b"-ERR syntax error\r\n"),
+    (("SET", "k", "v", "NX", "XX"), b"-ERR syntax error\r\n"),
+    (("SET", "k", "v", "EX"), b"-ERR syntax error\r\n"),
+    (("SET", "k", "v", "BOGUS"), b"-ERR syntax error\r\n"),
+    (("GET",), b"-ERR wrong number of arguments for 'get' command\r\n"),
+    (("get", "a", "b"), b"-ERR wrong number of arguments for 'get' command\r\n"),
+    (("MSET", "a", "1", "b"), b"-ERR wrong number of arguments for 'mset' command\r\n"),
+    (("foo", "bar", "baz"), b"-ERR unknown command 'foo', with args beginning with: 'bar' 'baz' \r\n"),
+    (("SELECT", "1"), b"-ERR DB index is out of range\r\n"),
+    (("SELECT", "x"), b"-ERR value is not an integer or out of range\r\n"),
+    (("EXPIRE", "k", "1", "NX"), b"-ERR syntax error\r\n"),
+    (("SAVE",), b"-ERR no dump file: start kv with --dump FILE\r\n"),
+    (("HELLO", "3"), b"-NOPROTO sorry, this protocol version is not supported.\r\n"),
+])
+def test_errors_use_redis_wording(store, words, reply):
+    assert run(store, *words) == reply
+
+
+def test_select_zero_ping_echo_config_command_info(store):
+    assert run(store, "SELECT", "0") == b"+OK\r\n"
+    assert run(store, "PING") == b"+PONG\r\n"
+    assert run(store, "PING", "hi") == b"$2\r\nhi\r\n"
+    assert run(store, "ECHO", "") == b"$0\r\n\r\n"
+    assert run(store, "CONFIG", "GET", "save") == b"*2\r\n$4\r\nsave\r\n$0\r\n\r\n"
+    assert run(store, "CONFIG", "GET", "appendonly") == b"*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n"
+    assert run(store, "CONFIG", "GET", "nothing") == b"*0\r\n"
+    assert run(store, "COMMAND", "DOCS") == b"*0\r\n"
+    assert run(store, "HELLO", "2").endswith(b"$5\r\nproto\r\n:2\r\n")
+    assert run(store, "COMMAND", "COUNT").startswith(b":")
+    run(store, "SET", "k", "v")
+    info = run(store, "INFO")
+    assert b"redis_version:" in info and b"db0:keys=1," in info
+
+
+@pytest.mark.parametrize("start, words, reply", [
+    (None, ("INCR", "n"), b":1\r\n"),
+    (b"41", ("INCR", "n"), b":42\r\n"),
+    (b"-1", ("DECR", "n"), b":-2\r\n"),
+    (b"10", ("INCRBY", "n", "-15"), b":-5\r\n"),
+    (b"10", ("DECRBY", "n", "3"), b":7\r\n"),
+    (b"9223372036854775807", ("INCR", "n"), b"-ERR increment or decrement would overflow\r\n"),
+    (b"-9223372036854775808", ("DECR", "n"), b"-ERR increment or decrement would overflow\r\n"),
+    (b"1.5", ("INCR", "n"), b"-ERR value is not an integer or out of range\r\n"),
+    (b" 1", ("INCR", "n"), b"-ERR value is not an integer or out of range\r\n"),
+    (b"01", ("INCR", "n"), b"-ERR value is not an integer or out of range\r\n"),
+    (b"1_0", ("INCR", "n"), b"-ERR value is not an integer or out of range\r\n"),
+    (b"", ("INCR", "n"), b"-ERR value is not an integer or out of range\r\n"),
+    (b"1", ("INCRBY", "n", "NaN"), b"-ERR value is not an integer or out of range\r\n"),
+    (b"1", ("INCRBY", "n", "9223372036854775808"), b"-ERR value is not an integer or out of range\r\n"),
+])
+def test_counters_are_64_bit_and_strict(store, start, words, reply):
+    if start is not None:
+        run(store, "SET", "n", start)
+    assert run(store, *words) == reply
+
+
+def test_mget_mset_append_strlen(store):
+    assert run(store, "MSET", "a", "1", "b", "2") == b"+OK\r\n"
+    assert run(store, "MGET", "a", "nope", "b") == b"*3\r\n$1\r\n1\r\n$-1\r\n$1\r\n2\r\n"
+    assert run(store, "APPEND", "a", "23") == b":3\r\n"
+    assert run(store, "APPEND", "new", "xy") == b":2\r\n"
+    assert run(store, "STRLEN", "a") == b":3\r\n"
+    assert run(store, "STRLEN", "nope") == b":0\r\n"
+
+
+def test_keys_glob_is_redis_glob_on_bytes(store):
+    for key in (b"user:1", b"user:22", b"u\xffser", b"a*b", b"a?b", b"[x]"):
+        run(store, "SET", key, "v")
+
+    def keys(pattern: bytes) -> set:
+        reply = run(store, "KEYS", pattern)
+        return set(re.findall(rb"\$\d+\r\n(.*?)\r\n", reply, re.DOTALL))
+
+    assert keys(b"user:?") == {b"user:1"}
+    assert keys(b"user:*") == {b"user:1", b"user:22"}
+    assert keys(b"u\xff*") == {b"u\xffser"}
+    assert keys(b"a\\*b") == {b"a*b"}
+    assert keys(b"[^u]*") == {b"a*b", b"a?b", b"[x]"}
+    assert keys(b"\\[x\\]") == {b"[x]"}
+    assert len(keys(b"*")) == 6
+
+
+def test_ttl_pttl_expire_and_lazy_expiry(store, clock):
+    assert run(store, "TTL", "k") == b":-2\r\n"
+    run(store, "SET", "k", "v")
+    assert run(store, "EXPIRE", "missing", "5") == b":0\r\n"
+    assert run(store, "PEXPIRE", "k", "1500") == b":1\r\n"
+    assert run(store, "PTTL", "k") == b":1500\r\n"
+    assert run(store, "TTL", "k") == b":2\r\n"          # Redis rounds to the nearest second
+    clock.now += 1.499
+    assert run(store, "GET", "k") == b"$1\r\nv\r\n"
+    clock.now += 0.001
+    assert run(store, "GET", "k") == b"$-1\r\n"
+    assert "k".encode() not in store.data and not store.expires
+    run(store, "SET", "k", "v", "EX", "5")
+    assert run(store, "PERSIST", "k") == b":1\r\n" and run(store, "TTL", "k") == b":-1\r\n"
+    assert run(store, "EXPIRE", "k", "-1") == b":1\r\n"    # a past deadline deletes at once
+    assert run(store, "EXISTS", "k") == b":0\r\n"
+
+
+def test_active_sweep_deletes_expired_keys_without_access_in_bounded_steps(store, clock):
+    for index in range(2500):
+        run(store, "SET", f"k{index}", "v", "PX", 10 + index % 7)
+    run(store, "SET", "forever", "v")
+    run(store, "SET", "later", "v", "EX", 100)
+    clock.now += 1
+    assert store.sweep(budget=1000) is True and len(store.data) == 1502
+    assert store.sweep(budget=1000) is True and len(store.data) == 502
+    assert store.sweep(budget=1000) is False and sorted(store.data) == [b"forever", b"later"]
+
+
+def test_deadline_heap_stays_proportional_to_keys_with_a_deadline(store):
+    for _ in range(20000):
+        run(store, "SET", "k", "v", "EX", 1000)      # each re-set leaves a stale heap entry
+    assert len(store._deadlines) <= 2 * len(store.expires) + 1025
+
+
+def test_flushdb_flushall(store):
+    run(store, "SET", "a", "1", "EX", 5)
+    assert run(store, "FLUSHALL") == b"+OK\r\n" and run(store, "DBSIZE") == b":0\r\n"
+    assert run(store, "FLUSHDB", "ASYNC") == b"+OK\r\n"
+    assert run(store, "FLUSHDB", "x") == b"-ERR syntax error\r\n"
+
+
+def test_dump_round_trip_keeps_values_and_deadlines_and_drops_expired(tmp_path, clock):
+    path = str(tmp_path / "kv.dump")
+    first = Store(dump_path=path, clock=clock)
+    run(first, "SET", b"\x00bin", bytes(range(256)))
+    run(first, "SET", "ttl", "v", "EX", 100)
+    run(first, "SET", "soon", "v", "PX", 10)
+    assert run(first, "SAVE") == b"+OK\r\n"
+    assert os.listdir(tmp_path) == ["kv.dump"]             # no temp file left behind
+    clock.now += 1
+    second = Store(dump_path=path, clock=clock)
+    assert second.load() == 2
+    assert second.data[b"\x00bin"] == bytes(range(256))
+    assert run(second, "TTL", "ttl") == b":99\r\n"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "magic", "empty", "overrun"])
+def test_a_damaged_dump_is_refused_not_half_loaded(tmp_path, damage):
+    path = str(tmp_path / "kv.dump")
+    write_dump(path, [(b"k", b"value", -1), (b"k2", b"v2", 5)])
+    content = open(path, "rb").read()
+    if damage == "truncate":
+        content = content[:-7]
+    elif damage == "flip":
+        content = content[:20] + bytes([content[20] ^ 1]) + content[21:]
+    elif damage == "magic":
+        content = b"X" + content[1:]
+    elif damage == "empty":
+        content = b""
+    else:       # a record announcing more bytes than the file holds, with a correct CRC
+        import struct
+        import zlib
+        body = kv._MAGIC + struct.pack(">IIq", 1 << 30, 1, -1) + b"k"
+        content = body + struct.pack(">I", zlib.crc32(body))
+    open(path, "wb").write(content)
+    with pytest.raises(ValueError):
+        read_dump(path)
+
+
+def test_save_failure_is_an_error_reply_and_leaves_no_temp_file(tmp_path, store):
+    store.dump_path = str(tmp_path / "missing-dir" / "kv.dump")
+    assert run(store, "SAVE").startswith(b"-ERR saving failed")
+
+
+# ======================================================================
+# One connection, in-process server
+# ======================================================================
+@pytest.fixture
+def kv_server() -> Iterator[ServingThread]:
+    server = KVServer(("127.0.0.1", 0), Store(), max_request=1000)
+    serving = ServingThread(server)
+    yield serving
+    serving.stop()
+
+
+def exchange(serving: ServingThread, data: bytes) -> bytes:
+    """Send ``data``, half-close, read until the server closes."""
+    with serving.connect() as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        return recv_until_eof(sock)
+
+
+def test_pipelined_replies_come_in_order_in_one_batch(kv_server):
+    requests = b"".join(b"*3\r\n$3\r\nSET\r\n$2\r\nk%d\r\n$1\r\n%d\r\n" % (i % 10, i % 10) for i in range(500))
+    requests += b"".join(b"GET k%d\r\n" % (i % 10) for i in range(500))
+    assert exchange(kv_server, requests) == b"+OK\r\n" * 500 + b"".join(
+        b"$1\r\n%d\r\n" % (i % 10) for i in range(500))
+
+
+def test_quit_answers_ok_after_earlier_replies_and_closes(kv_server):
+    assert exchange(kv_server, b"PING\r\nQUIT\r\nPING\r\n") == b"+PONG\r\n+OK\r\n"
+
+
+def test_client_setname_getname_setinfo(kv_server):
+    reply = exchange(kv_server, b"CLIENT GETNAME\r\nCLIENT SETNAME me\r\nCLIENT GETNAME\r\n"
+                                b"CLIENT SETNAME a\x01b\r\nCLIENT SETINFO LIB-NAME x\r\nCLIENT NOPE\r\n")
+    assert reply.split(b"\r\n")[:5] == [b"$-1", b"+OK", b"$2", b"me", b"-ERR Client names cannot contain "
+                                        b"spaces, newlines or special characters."]
+    assert b"+OK\r\n-ERR unknown subcommand 'NOPE'" in reply
+
+
+def test_protocol_error_replies_after_the_good_commands_and_closes_only_that_connection(kv_server):
+    with kv_server.connect() as bystander:
+        reply = exchange(kv_server, b"PING\r\n*1\r\n$-5\r\nPING\r\n")
+        assert reply == b"+PONG\r\n-ERR Protocol error: invalid bulk length\r\n"
+        bystander.sendall(b"PING\r\n")
+        assert bystander.recv(100) == b"+PONG\r\n"
+
+
+def test_a_bulk_over_max_request_is_a_protocol_error(kv_server):
+    assert exchange(kv_server, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1001\r\n") == \
+        b"-ERR Protocol error: invalid bulk length\r\n"
+
+
+def test_a_peer_that_does_not_read_is_paused_and_every_reply_arrives_once_it_reads(kv_server):
+    value = b"x" * 1000
+    exchange(kv_server, b"*3\r\n$3\r\nSET\r\n$1\r\nv\r\n$1000\r\n" + value + b"\r\n")
+    count = 5000                                   # 5 MB of replies to 35 KB of requests
+    with kv_server.connect() as sock:
+        sock.sendall(b"GET v\r\n" * count)
+
+        def paused_handler() -> Any:
+            handlers = [transport.get_protocol() for transport in kv_server.server._connections]
+            return [handler for handler in handlers if handler._paused]
+
+        handler = wait_until(lambda: kv_server.call(paused_handler), timeout=10)[0]
+        buffered = kv_server.call(handler.transport.get_write_buffer_size)
+        assert buffered < 2 * kv._BATCH + 2000        # high water + one batch, not 5 MB
+        sock.shutdown(socket.SHUT_WR)
+        received = recv_until_eof(sock)
+    assert received == (b"$1000\r\n" + value + b"\r\n") * count
+
+
+# ======================================================================
+# The real clients against a kv subprocess
+# ======================================================================
+@pytest.fixture
+def kv_process(tmp_path) -> Iterator[Any]:
+    started: List[ServerProcess] = []
+
+    def start(*args: str) -> ServerProcess:
+        started.append(ServerProcess(["--port", "0", *args], code=RUNNER))
+        return started[-1]
+
+    yield start
+    for process in started:
+        process.stop(signal.SIGKILL)
+
+
+def cli(server: ServerProcess, *words: str) -> str:
+    result = subprocess.run(["redis-cli", "-h", server.address[0], "-p", str(server.address[1]), *words],
+                            capture_output=True, timeout=30, check=True)
+    return result.stdout.decode()
+
+
+def test_redis_cli_set_get_incr_expire_ttl_mget_and_unknown_command(kv_process):
+    server = kv_process()
+    assert cli(server, "SET", "greeting", "hello world") == "OK\n"
+    assert cli(server, "GET", "greeting") == "hello world\n"
+    assert cli(server, "INCR", "counter") == "1\n"
+    assert cli(server, "INCRBY", "counter", "41") == "42\n"
+    assert cli(server, "EXPIRE", "greeting", "100") == "1\n"
+    assert cli(server, "TTL", "greeting") == "100\n"
+    assert cli(server, "MGET", "greeting", "nothing", "counter") == "hello world\n\n42\n"
+    assert cli(server, "FOO", "bar") == "ERR unknown command 'FOO', with args beginning with: 'bar' \n\n"
+    assert cli(server, "PING") == "PONG\n"
+
+
+@pytest.mark.parametrize("pipeline", ["1", "16"])
+def test_redis_benchmark_runs_without_errors(kv_process, pipeline):
+    server = kv_process()
+    result = subprocess.run(["redis-benchmark", "-h", server.address[0], "-p", str(server.address[1]),
+                             "-t", "ping,set,get", "-n", "20000", "-P", pipeline, "-q", "--csv"],
+                            capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.decode().splitlines() if line and not line.startswith('"test"')]
+    assert {row.split(",")[0].strip('"') for row in rows} >= {"PING_INLINE", "PING_MBULK", "SET", "GET"}
+    assert b"rror" not in result.stderr + result.stdout
+    assert len(cli(server, "GET", "key:__rand_int__")) == 4   # the 3-byte value SET wrote, and "\n"
+    assert server.process.poll() is None
+
+
+def test_redis_py_typed_paths_read_back_what_was_set(kv_process):
+    server = kv_process()
+    client = redis.Redis(host=server.address[0], port=server.address[1], socket_timeout=10, protocol=2)
+    try:
+        assert client.ping() is True
+        values = {f"key{i}": os.urandom(i * 37) for i in range(50)}
+        assert client.mset(values) is True
+        assert client.mget(list(values)) == list(values.values())
+        assert client.set("n", 10) and client.incr("n") == 11 and client.decrby("n", 20) == -9
+        assert client.set("once", "a", nx=True) and client.set("once", "b", nx=True) is None
+        assert client.set("t", "v", px=60000) and 59000 <= client.pttl("t") <= 60000
+        assert client.append("t", "w") == 2 and client.strlen("t") == 2 and client.get("t") == b"vw"
+        assert client.exists("t", "n", "none") == 2 and client.delete("t", "none") == 1
+        assert set(client.keys("key1*")) == {f"key1{d}".encode() for d in [""] + list("0123456789")} & \
+            {k.encode() for k in values}
+        assert client.dbsize() == 52                # 50 keys, "n", "once"
+        with pytest.raises(redis.ResponseError, match="not an integer"):
+            client.incr("key5")
+        pipe = client.pipeline(transaction=False)
+        for i in range(100):
+            pipe.set(f"p{i}", i).get(f"p{i}")
+        assert pipe.execute() == [item for i in range(100) for item in (True, str(i).encode())]
+        assert client.flushdb() is True and client.dbsize() == 0
+    finally:
+        client.close()
+
+
+def test_active_expiry_frees_keys_nobody_reads(kv_process):
+    server = kv_process()
+    client = redis.Redis(host=server.address[0], port=server.address[1], socket_timeout=10, protocol=2)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for i in range(3000):
+            pipe.set(f"e{i}", "v", px=50)
+        pipe.set("stays", "v")
+        pipe.execute()
+        wait_until(lambda: client.dbsize() == 1, timeout=10)   # DBSIZE touches no key: the sweep did it
+        assert client.get("stays") == b"v"
+    finally:
+        client.close()
+
+
+def test_dump_survives_a_sigterm_restart(kv_process, tmp_path):
+    path = str(tmp_path / "store.dump")
+    first = kv_process("--dump", path)
+    assert cli(first, "SET", "k", "v1") == "OK\n"
+    assert cli(first, "SET", "ttl", "v2", "EX", "1000") == "OK\n"
+    assert cli(first, "SAVE") == "OK\n"
+    assert cli(first, "SET", "after-save", "v3") == "OK\n"
+    first.process.send_signal(signal.SIGTERM)
+    assert first.process.wait(10) == 0
+    assert "saved 3 keys" in first.log + (first.process.stderr.read() or b"").decode()
+    second = kv_process("--dump", path)
+    assert cli(second, "MGET", "k", "ttl", "after-save") == "v1\nv2\nv3\n"
+    assert 990 <= int(cli(second, "TTL", "ttl")) <= 1000
+    assert sorted(os.listdir(tmp_path)) == ["store.dump"]
+
+
+def test_a_corrupt_dump_stops_the_start_instead_of_being_overwritten(tmp_path):
+    path = tmp_path / "store.dump"
+    path.write_bytes(b"not a dump at all")
+    result = subprocess.run([sys.executable, "-c", RUNNER, "--port", "0", "--dump", str(path)],
+                            cwd=ROOT, capture_output=True, timeout=30)
+    assert result.returncode != 0 and b"not a netmux kv dump" in result.stderr
+    assert path.read_bytes() == b"not a dump at all"
+
+
+# ======================================================================
+# Hostile input: costs one connection, the server answers on, memory stays bounded
+# ======================================================================
+HOSTILE = [
+    b"*1\r\n$-1\r\n", b"*1\r\n$-99999999999\r\n", b"*1\r\n$99999999999999999999999\r\n",
+    b"*99999999999\r\n", b"*-5\r\n", b"*1\r\n$1048577\r\n", b"*2\r\n$3\r\nGET\r\n$1\x00\r\n",
+    b"\x00\x00\x00\x00*\x00\r\n", b"*1\r\n$3\r\nGETXX", b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nab",
+    b"GET " + b"k" * (200 * 1024) + b"\r\n", b"*1" + b"9" * 5000, b"$5\r\nhello\r\n",
+    b"*2\r\n:1\r\n:2\r\n", b"*1\r\n$4\r\nPING\r\n" * 3 + b"*1\r\n$4\r\nPIN",
+]
+
+
+def send_and_drain(address: tuple, payload: bytes) -> bytes:
+    with socket.create_connection(address, timeout=10) as sock:
+        try:
+            sock.sendall(payload)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass                               # the server may close before we finish sending
+        try:
+            return recv_until_eof(sock)
+        except ConnectionResetError:
+            return b""
+
+
+def assert_still_answers(address: tuple) -> None:
+    with socket.create_connection(address, timeout=10) as sock:
+        sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+        assert sock.recv(100) == b"+PONG\r\n"
+
+
+def test_hand_picked_hostile_requests_cost_one_connection_and_memory_stays_bounded(kv_process):
+    server = kv_process()
+    for payload in HOSTILE:                     # warm up
+        send_and_drain(server.address, payload)
+    baseline = server.rss_bytes()
+    with socket.create_connection(server.address, timeout=10) as bystander:
+        for _ in range(20):
+            for payload in HOSTILE:
+                reply = send_and_drain(server.address, payload)
+                assert reply == b"" or reply.startswith((b"-ERR Protocol error", b"+PONG", b"-ERR unknown command")), reply[:80]
+        bystander.sendall(b"PING\r\n")
+        assert bystander.recv(100) == b"+PONG\r\n"
+    assert_still_answers(server.address)
+    assert server.rss_bytes() - baseline < 20 * 1024 * 1024
+
+
+def test_a_huge_inline_line_is_refused_at_64_kib_without_buffering_the_rest(kv_process):
+    server = kv_process()
+    reply = send_and_drain(server.address, b"SET k " + b"v" * (200 * 1024) + b"\r\n")
+    assert reply in (b"", b"-ERR Protocol error: too big inline request\r\n")
+    assert_still_answers(server.address)
+
+
+@pytest.fixture(scope="module")
+def shared_kv() -> Iterator[ServerProcess]:
+    process = ServerProcess(["--port", "0"], code=RUNNER)
+    yield process
+    process.stop(signal.SIGKILL)
+
+
+resp_fragment = st.sampled_from([b"*", b"$", b"\r\n", b"-1", b"0", b"3", b"99999999999", b"GET", b"\x00", b" ",
+                                 b"*1\r\n", b"$4\r\nPING\r\n", b"\n", b":"])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(st.binary(max_size=200), st.lists(resp_fragment, max_size=30).map(b"".join)))
+def test_generated_garbage_costs_only_its_connection(shared_kv, garbage):
+    send_and_drain(shared_kv.address, garbage)
+    assert_still_answers(shared_kv.address)
+    assert shared_kv.process.poll() is None
+
+
+def test_module_interface_for_the_command_line():
+    import argparse
+    parser = argparse.ArgumentParser()
+    kv.add_arguments(parser)
+    args = parser.parse_args(["--max-request", "10", "--dump", "/tmp/x"])
+    assert (args.max_request, args.dump) == (10, "/tmp/x")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--max-request", "-1"])
+    assert kv.DEFAULT_PORT == 6379 and kv.DESCRIPTION
+    reactor = netmux.Reactor()
+    try:
+        args.host, args.port, args.dump = "127.0.0.1", 0, None
+        server = kv.make_server(args, reactor)
+        assert server.reactor is reactor and server.server_address[1] != 0
+        server.server_close()
+    finally:
+        reactor.close()
