@@ -24,7 +24,9 @@ Tests: ``tests/test_app_kv.py``.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 import signal
 from typing import Any, List, Optional
 
@@ -187,15 +189,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def make_server(args: argparse.Namespace, reactor: netmux.Reactor) -> KVServer:
-    """Build the kv server the parsed ``args`` describe, on ``reactor``."""
+    """Build the kv server the parsed ``args`` describe, on ``reactor``.
+
+    Raises OSError (the address in use, the dump's directory not writable) or
+    ValueError (a damaged dump file, which is left as it is).
+    """
     store = Store(dump_path=args.dump, port=args.port)
-    count = store.load()
     if args.dump is not None:
-        logger.info("kv: loaded %d keys from %s", count, args.dump)
+        # Fail now, not at the stop, when the dump could not be written.
+        directory = os.path.dirname(os.path.abspath(args.dump))
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "cannot write the dump's directory", directory)
+        logger.info("kv: loaded %d keys from %s", store.load(), args.dump)
     server = KVServer((args.host, args.port), store, max_request=args.max_request, reactor=reactor,
                       max_connections=getattr(args, "max_connections", None),
                       idle_timeout=getattr(args, "idle_timeout", None))
-    store._port = server.server_address[1]
+    store.port = server.server_address[1]
     return server
 
 
@@ -209,7 +218,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     reactor = netmux.Reactor()
-    server = make_server(args, reactor)
+    try:
+        server = make_server(args, reactor)
+    except (OSError, ValueError) as exc:        # address in use, unusable or damaged dump
+        reactor.close()
+        logger.error("kv: cannot start on %s:%d: %s", args.host, args.port, exc)
+        return 1
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: server.shutdown())
     logger.info("kv server on %s:%d", *server.server_address[:2])

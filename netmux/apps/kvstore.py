@@ -116,7 +116,7 @@ class Store:
         self.dump_path = dump_path
         self.clock = clock
         self.clients = 0                                 # open connections, for INFO
-        self._port = port
+        self.port = port                                 # for INFO
         self._started = clock()
         self.commands: Dict[bytes, Tuple[Callable[[List[bytes]], bytes], int]] = {}
         for name, arity in _ARITY.items():
@@ -368,7 +368,7 @@ class Store:
 
     def do_info(self, args: List[bytes]) -> bytes:
         lines = ["# Server", "redis_version:7.0.0", "redis_mode:standalone", "netmux_version:"
-                 + __version__, f"process_id:{os.getpid()}", f"tcp_port:{self._port}",
+                 + __version__, f"process_id:{os.getpid()}", f"tcp_port:{self.port}",
                  f"uptime_in_seconds:{int(self.clock() - self._started)}", "", "# Clients",
                  f"connected_clients:{self.clients}", "", "# Keyspace"]
         if self.data:
