@@ -121,7 +121,7 @@ def render(results, args, commands):
     redis_version = redis_version.split("v=")[1].split()[0]
     netmux = " ".join(["python"] + commands["netmux kv"][1:])
     lines = [f"`redis-benchmark -t set,get,incr,mget,mset -n {args.requests} -c 50 -P {{1,16}} --csv` and "
-             f"`redis-benchmark -n {args.requests} -c 50 -P {{1,16}} --csv {' '.join(MGET)}` "
+             f"`redis-benchmark -n {args.requests} -c 50 -P {{1,16}} --csv MGET key:__rand_int__ ...` (10 keys) "
              f"against `{netmux}` and `redis-server --save '' --appendonly no`; median of {args.rounds} "
              f"rounds; server on core 0, client on core 1 (taskset); "
              f"{platform.python_implementation()} {platform.python_version()}, redis-server {redis_version}.",
