@@ -73,7 +73,7 @@ def _glob(pattern: bytes) -> Callable[[bytes], Any]:
     """Redis's KEYS glob as a compiled matcher on bytes: ``*``, ``?``, ``[a-z]``,
     ``[^...]`` and ``\\x`` (a literal x). Unlike ``fnmatch``, which knows ``[!...]``
     and no escapes, this follows Redis's ``stringmatchlen``."""
-    parts = []
+    parts: List[bytes] = []
     index, size = 0, len(pattern)
     while index < size:
         char = pattern[index:index + 1]
