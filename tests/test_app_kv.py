@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import netmux
 from netmux.apps import kv
-from netmux.apps.kv import KVServer
+from netmux.apps.kv import KVHandler, KVServer
 from netmux.apps.kvstore import Store
 from conftest import ServingThread, recv_until_eof, wait_until
 from test_cli import ROOT, ServerProcess
@@ -25,6 +25,54 @@ RUNNER = "import sys; from netmux.apps.kv import main; sys.exit(main(sys.argv[1:
 # ======================================================================
 # One connection, in-process server
 # ======================================================================
+class FakeTransport:
+    """Just enough of a transport for KVHandler: records writes and close."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed, "write after close"
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+def drive_handler(chunks: List[bytes]) -> FakeTransport:
+    handler = KVHandler(Store(), max_request=1 << 20)
+    transport = FakeTransport()
+    handler.connection_made(transport)
+    for chunk in chunks:
+        if transport.closed:
+            break
+        handler.data_received(chunk)
+    handler.connection_lost(None)
+    return transport
+
+
+PIPELINE = (b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\na\r\nb\x00\r\n" + b"INCR n\r\nINCR n\n"
+            + b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n" + b"*3\r\n$4\r\nMGET\r\n$1\r\nk\r\n$1\r\nn\r\n"
+            + b"FOO\r\n*1\r\n$4\r\nQUIT\r\nPING\r\n")
+PIPELINE_REPLIES = (b"+OK\r\n:1\r\n:2\r\n$5\r\na\r\nb\x00\r\n*2\r\n$5\r\na\r\nb\x00\r\n$1\r\n2\r\n"
+                    b"-ERR unknown command 'FOO', with args beginning with: \r\n+OK\r\n")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=len(PIPELINE)), max_size=25))
+def test_pipelined_replies_are_the_same_under_any_chunking(points):
+    edges = [0] + sorted(points) + [len(PIPELINE)]
+    transport = drive_handler([PIPELINE[start:end] for start, end in zip(edges, edges[1:])])
+    assert bytes(transport.written) == PIPELINE_REPLIES and transport.closed
+
+
 @pytest.fixture
 def kv_server() -> Iterator[ServingThread]:
     server = KVServer(("127.0.0.1", 0), Store(), max_request=1000)
