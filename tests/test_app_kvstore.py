@@ -75,6 +75,8 @@ def test_set_options_nx_xx_get_keepttl(store, clock):
     (("SELECT", "1"), b"-ERR DB index is out of range\r\n"),
     (("SELECT", "x"), b"-ERR value is not an integer or out of range\r\n"),
     (("EXPIRE", "k", "1", "NX"), b"-ERR syntax error\r\n"),
+    (("EXPIRE", "k", "9223372036854775807"), b"-ERR invalid expire time in 'expire' command\r\n"),
+    (("PEXPIRE", "k", "-9223372036854775808"), b"-ERR invalid expire time in 'pexpire' command\r\n"),
     (("SAVE",), b"-ERR no dump file: start kv with --dump FILE\r\n"),
     (("HELLO", "3"), b"-NOPROTO sorry, this protocol version is not supported.\r\n"),
 ])
@@ -144,6 +146,15 @@ def test_keys_glob_is_redis_glob_on_bytes(store):
     assert keys(b"[^u]*") == {b"a*b", b"a?b", b"[x]"}
     assert keys(b"\\[x\\]") == {b"[x]"}
     assert len(keys(b"*")) == 6
+    assert keys(b"*1") == {b"user:1"} and keys(b"user*2*2") == {b"user:22"} and keys(b"a**b*") == {b"a*b", b"a?b"}
+    assert keys(b"[") == set() and keys(b"a?b") == {b"a*b", b"a?b"} and keys(b"*?*?*") == keys(b"*")
+
+
+def test_keys_glob_never_backtracks_for_ages_on_a_hostile_pattern(store):
+    # As one regex, ".*a.*a.*a...b" against 20,000 a's would take longer than the test's timeout.
+    run(store, "SET", b"a" * 20000, "v")
+    assert run(store, "KEYS", b"*a" * 12 + b"*b") == b"*0\r\n"
+    assert run(store, "KEYS", b"*a" * 12 + b"*") == b"*1\r\n$20000\r\n" + b"a" * 20000 + b"\r\n"
 
 
 def test_ttl_pttl_expire_and_lazy_expiry(store, clock):

@@ -42,6 +42,7 @@ _NULL = b"$-1\r\n"
 _EMPTY_ARRAY = b"*0\r\n"
 _SWEEP_BUDGET = 1000                # expired keys deleted per sweep() at most
 _MAX_VALUE = 512 * 1024 * 1024      # Redis's proto-max-bulk-len: APPEND stops here
+_MAX_DEADLINE = 1 << 62             # Unix ms; far beyond any real deadline, within int64
 _INTEGER = re.compile(rb"-?(?:0|[1-9][0-9]{0,18})")   # Redis's string2ll: no sign, space, zeros
 
 
@@ -69,31 +70,54 @@ def _bracket(body: bytes, negate: bool) -> bytes:
     return b"[" + caret + escaped + b"]"
 
 
-def _glob(pattern: bytes) -> Callable[[bytes], Any]:
-    """Redis's KEYS glob as a compiled matcher on bytes: ``*``, ``?``, ``[a-z]``,
-    ``[^...]`` and ``\\x`` (a literal x). Unlike ``fnmatch``, which knows ``[!...]``
-    and no escapes, this follows Redis's ``stringmatchlen``."""
-    parts: List[bytes] = []
+def _glob(pattern: bytes) -> Callable[[bytes], bool]:
+    """Redis's KEYS glob as a matcher on bytes: ``*``, ``?``, ``[a-z]``, ``[^...]`` and
+    ``\\x`` (a literal x), as Redis's ``stringmatchlen`` reads them (``fnmatch`` knows
+    ``[!...]`` and no escapes).
+
+    Not one regex: ``.*a.*a.*a.*b`` backtracks for ages on a long key of a's (Redis had
+    that bug too). Between two stars every token matches exactly one byte, so each
+    piece has a fixed length and its leftmost match is always the right one: the
+    pieces are searched one after the other, in O(len(key) * len(pattern)).
+    """
+    pieces: List[List[bytes]] = [[]]
     index, size = 0, len(pattern)
     while index < size:
         char = pattern[index:index + 1]
         index += 1
         if char == b"*":
-            if parts[-1:] != [b".*"]:               # "**" is "*": no needless backtracking
-                parts.append(b".*")
+            pieces.append([])
         elif char == b"?":
-            parts.append(b".")
+            pieces[-1].append(b".")
         elif char == b"\\" and index < size:
-            parts.append(re.escape(pattern[index:index + 1]))
+            pieces[-1].append(re.escape(pattern[index:index + 1]))
             index += 1
         elif char == b"[" and b"]" in pattern[index + 1:]:
             negate = pattern[index:index + 1] == b"^"
             end = pattern.index(b"]", index + 1 + negate)   # "[]..." : that first ] is literal
-            parts.append(_bracket(pattern[index + negate:end], negate))
+            pieces[-1].append(_bracket(pattern[index + negate:end], negate))
             index = end + 1
         else:
-            parts.append(re.escape(char))
-    return re.compile(b"".join(parts) + b"\\Z", re.DOTALL).match
+            pieces[-1].append(re.escape(char))
+    compiled = [(re.compile(b"".join(piece), re.DOTALL), len(piece)) for piece in pieces]
+    (first, first_length), (last, last_length) = compiled[0], compiled[-1]
+
+    def match(key: bytes) -> bool:
+        if len(compiled) == 1:
+            return first.fullmatch(key) is not None
+        if first.match(key) is None:
+            return False
+        position = first_length
+        for piece, length in compiled[1:-1]:
+            if length:
+                found = piece.search(key, position)
+                if found is None:
+                    return False
+                position = found.end()
+        tail = len(key) - last_length
+        return tail >= position and last.fullmatch(key, tail) is not None
+
+    return match
 
 
 # ======================================================================
@@ -186,10 +210,12 @@ class Store:
     def _expire(self, args: List[bytes], unit: int) -> bytes:
         if len(args) > 3:
             raise CommandError("ERR syntax error")
-        amount = _to_int(args[2])
+        deadline = self._now_ms() + _to_int(args[2]) * unit
+        if not -_MAX_DEADLINE <= deadline <= _MAX_DEADLINE:       # the dump stores an int64
+            raise CommandError(f"ERR invalid expire time in '{args[0].lower().decode()}' command")
         if self.lookup(args[1]) is None:
             return b":0\r\n"
-        self.set_deadline(args[1], self._now_ms() + amount * unit)
+        self.set_deadline(args[1], deadline)
         return b":1\r\n"
 
     # ------------------------------------------------------------------
