@@ -31,7 +31,7 @@ import signal
 from typing import Any, List, Optional
 
 import netmux
-from netmux.apps.kvstore import CommandError, Store, run_command, unknown_command
+from netmux.apps.kvstore import CommandError, Store, execute
 from netmux.apps.resp import RespParser, bulk, error
 
 DESCRIPTION = "key-value store speaking the Redis protocol (redis-cli, redis-benchmark)"
@@ -87,9 +87,8 @@ class KVHandler(netmux.Handler):
         replies: List[bytes] = []
         size = 0
         for index, args in enumerate(commands):
-            entry = table.get(args[0]) or table.get(args[0].lower())
             try:
-                reply = unknown_command(args) if entry is None else run_command(entry, args)
+                reply = execute(table, args)
             except _Quit:
                 replies.append(_OK)
                 self.transport.write(b"".join(replies))

@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from netmux import __version__
 from netmux.apps.resp import array, bulk, error, integer
 
-__all__ = ["Store", "CommandError", "run_command", "unknown_command", "write_dump", "read_dump"]
+__all__ = ["Store", "CommandError", "CommandTable", "execute", "write_dump", "read_dump"]
 
 logger = logging.getLogger("netmux")
 
@@ -44,6 +44,10 @@ _SWEEP_BUDGET = 1000                # expired keys deleted per sweep() at most
 _MAX_VALUE = 512 * 1024 * 1024      # Redis's proto-max-bulk-len: APPEND stops here
 _MAX_DEADLINE = 1 << 62             # Unix ms; far beyond any real deadline, within int64
 _INTEGER = re.compile(rb"-?(?:0|[1-9][0-9]{0,18})")   # Redis's string2ll: no sign, space, zeros
+
+
+# name -> (do_NAME method, Redis's arity)
+CommandTable = Dict[bytes, Tuple[Callable[[List[bytes]], bytes], int]]
 
 
 class CommandError(Exception):
@@ -142,17 +146,14 @@ class Store:
         self.clients = 0                                 # open connections, for INFO
         self.port = port                                 # for INFO
         self._started = clock()
-        self.commands: Dict[bytes, Tuple[Callable[[List[bytes]], bytes], int]] = {}
+        self.commands: CommandTable = {}
         for name, arity in _ARITY.items():
             entry = (getattr(self, "do_" + name), arity)
             self.commands[name.encode()] = self.commands[name.upper().encode()] = entry
 
     def execute(self, args: List[bytes]) -> bytes:
         """Run one command (``args[0]`` is its name) and return the encoded reply."""
-        entry = self.commands.get(args[0]) or self.commands.get(args[0].lower())
-        if entry is None:
-            return unknown_command(args)
-        return run_command(entry, args)
+        return execute(self.commands, args)
 
     # ------------------------------------------------------------------
     # Keys and deadlines
@@ -434,8 +435,12 @@ _ARITY = {
 }
 
 
-def run_command(entry: Tuple[Callable[[List[bytes]], bytes], int], args: List[bytes]) -> bytes:
-    """Check the arity, run the command, turn a CommandError into its error reply."""
+def execute(table: CommandTable, args: List[bytes]) -> bytes:
+    """Look ``args[0]`` up in ``table`` (any case), check the arity, run it, and turn
+    a CommandError into its error reply. Other exceptions propagate."""
+    entry = table.get(args[0]) or table.get(args[0].lower())
+    if entry is None:
+        return _unknown_command(args)
     function, arity = entry
     count = len(args)
     if count != arity and (arity > 0 or count < -arity):
@@ -446,7 +451,7 @@ def run_command(entry: Tuple[Callable[[List[bytes]], bytes], int], args: List[by
         return error(str(exc))
 
 
-def unknown_command(args: List[bytes]) -> bytes:
+def _unknown_command(args: List[bytes]) -> bytes:
     """Redis's wording, which redis-cli users recognise."""
     name = args[0][:128].decode("utf-8", "replace")
     quoted = "".join(f"'{arg[:128].decode('utf-8', 'replace')}' " for arg in args[1:16])
