@@ -159,9 +159,18 @@ def test_the_argument_count_limit_is_redis_own():
     assert parser.feed(b"*1048576\r\n") == [] and parser.error is None
 
 
-def test_negative_max_bulk_is_refused():
+def test_one_request_may_not_announce_more_than_max_total_bytes():
+    parser = RespParser(max_bulk=10, max_total=25)
+    assert parser.feed(encode([b"MSET", b"a", b"x" * 10, b"b", b"x" * 9])) == [[b"MSET", b"a", b"x" * 10, b"b", b"x" * 9]]
+    assert parser.feed(b"*5\r\n$4\r\nMSET\r\n$1\r\na\r\n$10\r\n" + b"x" * 10 + b"\r\n$1\r\nb\r\n$10\r\n") == []
+    assert str(parser.error) == "too big request" and parser.buffered == 0
+    assert RespParser(max_bulk=1000).max_total == 64000
+
+
+@pytest.mark.parametrize("limits", [{"max_bulk": -1}, {"max_total": -1}])
+def test_negative_limits_are_refused(limits):
     with pytest.raises(ValueError):
-        RespParser(max_bulk=-1)
+        RespParser(**limits)
 
 
 @pytest.mark.parametrize("reply, encoded", [
