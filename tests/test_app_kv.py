@@ -162,6 +162,7 @@ def cli(server: ServerProcess, *words: str) -> str:
     return result.stdout.decode()
 
 
+@pytest.mark.clients
 def test_redis_cli_set_get_incr_expire_ttl_mget_and_unknown_command(kv_process):
     server = kv_process()
     assert cli(server, "SET", "greeting", "hello world") == "OK\n"
@@ -175,6 +176,7 @@ def test_redis_cli_set_get_incr_expire_ttl_mget_and_unknown_command(kv_process):
     assert cli(server, "PING") == "PONG\n"
 
 
+@pytest.mark.clients
 @pytest.mark.parametrize("pipeline", ["1", "16"])
 def test_redis_benchmark_runs_without_errors(kv_process, pipeline):
     server = kv_process()
