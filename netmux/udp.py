@@ -207,15 +207,6 @@ class DatagramTransport(_SocketTransport):
     # ------------------------------------------------------------------
     # Closing
     # ------------------------------------------------------------------
-    def close(self) -> None:
-        """Stop reading, send every queued datagram, then close."""
-        if self._closing:
-            return
-        self._closing = True
-        self._update_reader()
-        if not self._queue:
-            self._force_close(None)
-
     def _call_handler(self, method: str, *args: Any) -> None:
         """One place where a handler's exception is logged, once; the endpoint goes on."""
         try:
