@@ -437,12 +437,15 @@ def test_a_spurious_writable_wake_up_does_not_end_a_pending_connect(reactor):
         reactor.run_once(0)
         assert handler.events == []               # was: connection_lost(ENOTCONN)
         listener.setblocking(False)
-        while True:                               # room in the queue: the SYN retry gets in
-            try:
-                sockets.append(listener.accept()[0])
-            except BlockingIOError:
-                break
-        run_until(reactor, lambda: handler.events, timeout=8)
+
+        def accept_all_then_check():              # room in the queue: a SYN retry gets in
+            while True:
+                try:
+                    sockets.append(listener.accept()[0])
+                except BlockingIOError:
+                    return handler.events
+
+        run_until(reactor, accept_all_then_check, timeout=8)
         assert handler.events == ["made"]
         handler.transport.abort()
         run_until(reactor, lambda: handler.lost)
