@@ -7,6 +7,7 @@ import logging
 import os
 import select
 import socket
+import threading
 import time
 from typing import Any, List
 
@@ -470,15 +471,26 @@ def test_connect_on_a_closed_reactor_raises_and_opens_nothing():
 
 
 @pytest.mark.parametrize("timeout", [float("inf"), 30 * 24 * 3600.0])
-def test_a_connect_timeout_of_inf_or_a_month_never_overflows_the_poller(reactor, timeout):
-    with socket.socket() as listener:
+def test_a_connect_timeout_of_inf_or_a_month_never_overflows_the_poller(timeout):
+    sockets: List[socket.socket] = []
+    reactor = netmux.Reactor()
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    waker = threading.Timer(0.1, reactor.call_soon_threadsafe, (lambda: None,))
+    try:
         listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
+        listener.listen(0)
+        fill_backlog(listener, sockets)          # the connect stays pending: its timer leads
         handler = netmux.connect(listener.getsockname(), Recorder, reactor=reactor, timeout=timeout)
-        run_until(reactor, lambda: handler.events)
-        assert handler.events == ["made"]
-        handler.transport.abort()
-        run_until(reactor, lambda: handler.lost)
+        waker.start()
+        reactor.run_once(None)                   # sleeps on that timer: OverflowError before the cap
+        assert handler.events == []
+    finally:
+        waker.join(5)
+        reactor.close()
+        for sock in sockets:
+            sock.close()
+        listener.close()
+    assert isinstance(handler.lost[0], ConnectionAbortedError)
     with pytest.raises(ValueError):
         netmux.connect(("127.0.0.1", 9), Recorder, reactor=reactor, timeout=float("nan"))
 
