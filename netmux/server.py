@@ -253,12 +253,13 @@ class TCPServer(_ServerLifecycle):
             if conn.family in (socket.AF_INET, socket.AF_INET6):
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             handler = self.handler_factory()
-        except BaseException as exc:
+        except PROPAGATE:
             conn.close()
-            if isinstance(exc, PROPAGATE):
-                raise
+            raise
+        except BaseException:
             logger.exception("handler factory %r failed; dropping connection from %r",
                              self.handler_factory, address)
+            conn.close()
             return
         transport = TCPTransport(self.reactor, conn, handler, peername=address,
                                  idle_timeout=self.idle_timeout, on_lost=self._connection_lost)
