@@ -410,35 +410,36 @@ class _Cancelled(BaseException):
 def test_a_handlers_base_exception_costs_its_connection_only(serve, caplog, where):
     import asyncio
 
-    lost = []
-
     class Raiser(asyncio.Protocol):
+        doomed = False                      # only the first connection's handler raises
+
         def connection_made(self, transport):
             self.transport = transport
-            if where == "made":
+            if self.doomed and where == "made":
                 raise asyncio.CancelledError()
 
         def data_received(self, data):
-            if where == "data":
+            if self.doomed and where == "data":
                 raise _Cancelled("data")
             self.transport.write(data)
 
         def eof_received(self):
-            if where == "eof":
+            if self.doomed and where == "eof":
                 raise _Cancelled("eof")
 
         def connection_lost(self, exc):
-            lost.append(exc)
-            if where == "lost":
+            if self.doomed and where == "lost":
                 raise _Cancelled("lost")
 
-    calls = []
+    made = []
 
     def factory():
-        calls.append(1)
-        if where == "factory" and len(calls) == 1:
+        made.append(1)
+        if where == "factory" and len(made) == 1:
             raise _Cancelled("factory")
-        return Raiser()
+        handler = Raiser()
+        handler.doomed = len(made) == 1
+        return handler
 
     server = serve(factory)
     with caplog.at_level(logging.WARNING, logger="netmux"):
@@ -447,15 +448,12 @@ def test_a_handlers_base_exception_costs_its_connection_only(serve, caplog, wher
                 victim.sendall(b"x")
                 victim.shutdown(socket.SHUT_WR)
                 recv_until_eof(victim)
-            except (ConnectionResetError, BrokenPipeError, OSError):
+            except OSError:
                 pass            # aborted before or with our byte unread: RST, ENOTCONN
         wait_until(lambda: server.server.connections == 0)
         wait_until(lambda: any(r.exc_info for r in caplog.records))
-    assert server.thread.is_alive()                        # serve_forever() goes on
-    with server.connect() as other:                        # and serves the next one
-        if where in ("data", "made"):
-            assert other.fileno() >= 0
-        else:
+        assert server.thread.is_alive()                        # serve_forever() goes on
+        with server.connect() as other:                        # and serves the next one
             other.sendall(b"still here")
             assert recv_exactly(other, 10) == b"still here"
     failures = [r for r in caplog.records if r.exc_info and r.levelno >= logging.WARNING]
