@@ -169,7 +169,11 @@ class Reactor:
         """``selector``: a fresh ``selectors`` instance to wait with, owned by the
         reactor from now on (default: ``selectors.DefaultSelector()``)."""
         self._selector = selectors.DefaultSelector() if selector is None else selector
-        self._callbacks: Dict[int, List[Any]] = {}   # fd -> [reader, writer]
+        # fd -> [reader, writer]: what _poll_epoll dispatches by. A descriptor
+        # registered since the last wait waits in _new_callbacks until the next
+        # wait begins, so no event of a batch can reach it (see _poll_epoll).
+        self._callbacks: Dict[int, List[Any]] = {}
+        self._new_callbacks: Dict[int, List[Any]] = {}
         epoll = getattr(self._selector, "_selector", None)   # EpollSelector's own epoll object
         if isinstance(self._selector, getattr(selectors, "EpollSelector", ())) and epoll is not None:
             self._epoll = epoll
@@ -197,7 +201,6 @@ class Reactor:
         self._stopping = False
         self._running_thread: Optional[int] = None
         self._closed = False
-        self._batch = 0                   # counts epoll waits: see _poll_epoll
         self._wakeup = _WakeupSocketPair()
         self.add_reader(self._wakeup.read_sock, self._wakeup.drain)
 
@@ -265,11 +268,11 @@ class Reactor:
     # ------------------------------------------------------------------
     # File descriptors
     # ------------------------------------------------------------------
-    # A registered descriptor carries ``[reader, writer, batch]``: reader and
-    # writer each None or a zero-argument callable that the loop calls directly,
-    # and the number of the epoll wait during which it was registered (see
-    # ``_poll_epoll``). The same list is the selector key's data and the value
-    # of ``self._callbacks[fd]``; unregistering leaves it ``[None, None, ...]``.
+    # A registered descriptor carries ``[reader, writer]``, each None or a
+    # zero-argument callable that the loop calls directly. The same list is the
+    # selector key's data and the value of ``self._callbacks[fd]`` (or, until
+    # the next wait, ``self._new_callbacks[fd]``); unregistering leaves it
+    # ``[None, None]``.
     def add_reader(self, fileobj: Any, callback: Callable[..., Any], *args: Any) -> None:
         """Call ``callback(*args)`` whenever ``fileobj`` is readable (replaces any reader)."""
         self._set_callback(fileobj, 0, functools.partial(callback, *args) if args else callback)
@@ -298,10 +301,10 @@ class Reactor:
         except KeyError:
             if callback is None:
                 return False
-            data: List[Any] = [None, None, self._batch]
+            data: List[Any] = [None, None]
             data[slot] = callback
             key = self._selector.register(fileobj, _EVENT_READ if slot == 0 else _EVENT_WRITE, data)
-            self._callbacks[key.fd] = data
+            self._new_callbacks[key.fd] = data
             return True
         data = key.data
         had = data[slot] is not None
@@ -309,7 +312,8 @@ class Reactor:
         events = (_EVENT_READ if data[0] is not None else 0) | (_EVENT_WRITE if data[1] is not None else 0)
         if events == 0:
             self._selector.unregister(fileobj)
-            del self._callbacks[key.fd]
+            if self._callbacks.pop(key.fd, None) is None:
+                del self._new_callbacks[key.fd]
         elif events != key.events:
             self._selector.modify(fileobj, events, data)
         return had
@@ -387,7 +391,7 @@ class Reactor:
     # directly (as ae.c does); the reader may have removed the writer, so the
     # writer is read from the list after the reader ran. A descriptor closed
     # by an earlier callback of the same batch has its list emptied
-    # ([None, None, ...]) and is skipped.
+    # ([None, None]) and is skipped.
     def _poll_selector(self, timeout: Optional[float]) -> None:
         """Wait with the selector: the portable path."""
         events = self._selector.select(timeout)
@@ -419,23 +423,28 @@ class Reactor:
         one leg and connecting another). The batch's leftover event for N was
         the old socket's; handed to the new one it would, say, make a pending
         connect look finished. ae.c skips an event its fd no longer wants; we
-        skip a descriptor registered during this batch: its list carries this
-        wait's number, one identity test per event. Nothing is lost: epoll is
-        level-triggered, so a real event is reported again by the next wait.
+        do not let a batch see a descriptor registered after its wait began:
+        registrations wait in ``_new_callbacks`` and join the table at the
+        start of the next wait. That costs nothing per event (one test per
+        wait), and nothing is lost: epoll is level-triggered, so the new
+        socket's own events are reported by that next wait.
         """
+        new = self._new_callbacks
+        if new:
+            self._callbacks.update(new)
+            new.clear()
         if timeout is None:
             timeout = -1
         elif timeout > 0:
             # epoll counts whole milliseconds: round up, or a timer due in
             # 0.4 ms would make the loop spin until it is due (as selectors does).
             timeout = math.ceil(timeout * 1e3) * 1e-3
-        batch = self._batch = self._batch + 1
         events = self._epoll.poll(timeout)
         self._now = time.monotonic()
         table = self._callbacks
         for fd, mask in events:
             callbacks = table.get(fd)
-            if callbacks is None or callbacks[2] is batch:
+            if callbacks is None:
                 continue
             try:
                 # Error and hang-up wake both sides, as selectors reports them:
