@@ -16,7 +16,10 @@ How a non-blocking connect works, and why the code below looks the way it does:
 2. ``connect_ex`` on a non-blocking socket returns EINPROGRESS at once: the
    SYN is sent and the handshake goes on in the kernel.
 3. When the socket turns writable the handshake is over, for better or
-   worse; ``SO_ERROR`` says which (0, ECONNREFUSED, ETIMEDOUT, ...).
+   worse; ``SO_ERROR`` says which (0, ECONNREFUSED, ETIMEDOUT, ...). A
+   wake-up is only a hint, though (trio's rule): SO_ERROR 0 is proven a
+   success by ``getpeername()``; ENOTCONN there means "still connecting",
+   and we wait on.
 4. On failure the next address is tried (``localhost`` may be ``::1`` first
    while the server listens on 127.0.0.1 only); the timeout, if any, covers
    every attempt together.
@@ -27,7 +30,9 @@ always arrives on the loop, exactly once: ``connection_made(transport)``, or
 does not resolve, ``TimeoutError`` when the timeout elapses,
 ``ConnectionAbortedError`` when the reactor is closed first), and no socket is
 left open behind it. Only a misuse (a factory that is not callable, an address
-that is not a pair) raises at once.
+that is not a pair, a closed reactor) raises at once.
+
+Pinned by tests/test_client.py.
 """
 from __future__ import annotations
 
@@ -37,7 +42,7 @@ import os
 import socket
 from typing import Any, Callable, List, Optional, Tuple
 
-from .reactor import Reactor
+from .reactor import PROPAGATE, Reactor, positive_seconds
 from .server import _address_family
 from .transport import TCPTransport
 from .udp import DatagramTransport
@@ -49,9 +54,10 @@ logger = logging.getLogger("netmux")
 _AddressInfo = Tuple[int, int, int, str, Any]
 
 
-def connect(address: Tuple[Any, int], handler_factory: Callable[[], Any], *,
+def connect(address: Tuple[Any, ...], handler_factory: Callable[[], Any], *,
             reactor: Reactor, timeout: Optional[float] = None) -> Any:
-    """Start a TCP connection to ``address`` (``(host, port)``) on ``reactor``; return the handler.
+    """Start a TCP connection to ``address`` (``(host, port)``, or an IPv6
+    ``(host, port, flowinfo, scope_id)``, kept whole) on ``reactor``; return the handler.
 
     The handler is made at once with ``handler_factory()``; it hears
     ``connection_made(transport)`` once the connection is up, or
@@ -66,15 +72,19 @@ def connect(address: Tuple[Any, int], handler_factory: Callable[[], Any], *,
     once the name is resolved and covers every address tried.
 
     Raises TypeError for a factory that is not callable, ValueError for a
-    timeout that is not positive; the factory's own exception propagates.
+    timeout that is not positive (NaN included; inf means none), RuntimeError
+    on a closed reactor (before anything is made or opened); the factory's own
+    exception propagates.
     """
     if not callable(handler_factory):
         raise TypeError(f"handler_factory must be callable, not {type(handler_factory).__name__}")
     host, port = _split_address(address)
-    if timeout is not None and not timeout > 0:
-        raise ValueError(f"timeout must be positive or None, not {timeout!r}")
+    positive_seconds("timeout", timeout)
+    _check_open(reactor)
     handler = handler_factory()
-    _Connector(reactor, handler, host, port, timeout)._begin()
+    connector = _Connector(reactor, handler, host, port, timeout)
+    connector.ipv6_extra = tuple(address[2:4])
+    connector._begin()
     return handler
 
 
@@ -82,6 +92,12 @@ def _split_address(address: Any) -> Tuple[Any, int]:
     if not isinstance(address, (tuple, list)) or len(address) < 2:
         raise TypeError(f"address must be a (host, port) tuple, not {address!r}")
     return address[0], address[1]
+
+
+def _check_open(reactor: Reactor) -> None:
+    """A front door refuses a closed reactor before it makes a handler or a socket."""
+    if reactor.is_closed():
+        raise RuntimeError("the reactor is closed")
 
 
 class _Connector:
@@ -99,6 +115,10 @@ class _Connector:
         self._sock: Optional[socket.socket] = None
         self._timer: Any = None
         self._done = False
+        # An IPv6 address's (flowinfo, scope_id) as the caller gave them:
+        # getaddrinfo() drops them, and a link-local address (what getsockname()
+        # returns) cannot be reached without its scope (EINVAL). As asyncio.
+        self.ipv6_extra: Tuple[int, ...] = ()
 
     def __repr__(self) -> str:
         return f"<connect to {self.host}:{self.port}>"
@@ -118,6 +138,10 @@ class _Connector:
         """Start connecting to the next address; fail once none is left."""
         while self._addresses:
             family, type_, proto, _, sockaddr = self._addresses.pop(0)
+            if family == socket.AF_INET6 and self.ipv6_extra:
+                flowinfo, scope_id = (self.ipv6_extra + (0,))[:2]
+                # A scope given in the host ("fe80::1%eth0") wins over a zero one.
+                sockaddr = sockaddr[:2] + (flowinfo or sockaddr[2], scope_id or sockaddr[3])
             sock = None
             try:
                 sock = socket.socket(family, type_, proto)
@@ -141,19 +165,25 @@ class _Connector:
 
     def _connect_ready(self) -> None:
         sock = self._sock
-        assert sock is not None
-        self._let_go(sock)
+        if sock is None:
+            return          # a wake-up after the attempt ended (timed out meanwhile)
         code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         try:
             if code:
                 # OSError(code, ...) builds the matching subclass: ConnectionRefusedError, ...
                 raise OSError(code, f"connect to {self.host}:{self.port}: {os.strerror(code)}")
-            peername = sock.getpeername()   # ENOTCONN if the peer reset meanwhile
+            peername = sock.getpeername()
         except OSError as exc:
-            sock.close()
+            if exc.errno == errno.ENOTCONN:
+                # No error and no peer: the handshake is still going on and this
+                # wake-up was spurious. A reset meanwhile would have set SO_ERROR,
+                # which the next wake-up reads.
+                return
+            self._let_go(sock).close()
             self._errors.append(exc)
             self._try_next()
             return
+        self._let_go(sock)
         self._succeed(sock, peername)
 
     def _succeed(self, sock: socket.socket, peername: Any) -> None:
@@ -216,12 +246,17 @@ class _Connector:
             self._call_connection_lost(exc)
         else:
             self.reactor.call_soon(self._call_connection_lost, exc)
+            # Delivered by Reactor.close() if the reactor closes before its turn.
+            self.reactor._orphans[self] = lambda: self._call_connection_lost(exc)
 
     def _call_connection_lost(self, exc: BaseException) -> None:
+        self.reactor._orphans.pop(self, None)
         logger.debug("%r failed: %s", self, exc)
         try:
             self.handler.connection_lost(exc)
-        except Exception:
+        except PROPAGATE:
+            raise
+        except BaseException:
             logger.exception("%r: handler connection_lost() raised", self)
 
 
@@ -238,6 +273,7 @@ def connect_socket(sock: socket.socket, handler_factory: Callable[[], Any], *,
     """
     if not callable(handler_factory):
         raise TypeError(f"handler_factory must be callable, not {type(handler_factory).__name__}")
+    _check_open(reactor)
     handler = handler_factory()
     sock.setblocking(False)
     if sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -273,6 +309,7 @@ def open_datagram(remote_address: Optional[Tuple[Any, int]], handler_factory: Ca
     """
     if not callable(handler_factory):
         raise TypeError(f"handler_factory must be callable, not {type(handler_factory).__name__}")
+    _check_open(reactor)
     family: int = socket.AF_INET
     if local_address is not None:
         family = _address_family(_split_address(local_address)[0])

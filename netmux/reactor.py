@@ -22,7 +22,10 @@ One turn of the loop (``run_once``), the same shape as redis' ``ae.c``:
 
 What it never does: block anywhere but in ``select``, or let a callback's
 exception escape. A raising callback is logged once on the ``netmux`` logger at
-ERROR level with its traceback, and the loop goes on.
+ERROR level with its traceback, and the loop goes on; only ``PROPAGATE``
+(SystemExit, KeyboardInterrupt) leaves the loop, as in asyncio.
+
+Pinned by tests/test_reactor.py.
 """
 from __future__ import annotations
 
@@ -53,6 +56,33 @@ _EPOLL_WRITE_MASK = ~getattr(select, "EPOLLIN", 0)
 # Rebuild the timer heap once cancelled timers are this many and over half of it,
 # so a program that keeps arming and cancelling timeouts holds O(live timers).
 _MIN_CANCELLED_TO_PURGE = 100
+
+# The longest single wait, as asyncio's MAXIMUM_SELECT_TIMEOUT: a timer due in a
+# month (or at inf, "never") must not overflow epoll's int milliseconds.
+_MAXIMUM_SELECT_TIMEOUT = 24 * 3600
+
+#: The exceptions from user code (a callback, a handler, a factory) that stop
+#: the program instead of costing one callback or one connection: they
+#: propagate, as in asyncio. Every other BaseException (asyncio.CancelledError
+#: from an asyncio.Protocol run unchanged, say) is caught like an Exception.
+#: Every layer that calls user code writes ``except PROPAGATE: raise`` before
+#: its ``except BaseException``, or tests ``isinstance(exc, PROPAGATE)``.
+PROPAGATE = (SystemExit, KeyboardInterrupt)
+
+
+def _check_deadline(when: float) -> float:
+    """A deadline or delay that is NaN is a ValueError; inf means never."""
+    if when != when:
+        raise ValueError("a delay or deadline cannot be NaN")
+    return when
+
+
+def positive_seconds(name: str, value: Optional[float]) -> Optional[float]:
+    """Check a duration argument (a timeout): None, or a number above 0, inf meaning
+    never; ValueError for anything else (0, negative, NaN: ``not nan > 0``)."""
+    if value is not None and not value > 0:
+        raise ValueError(f"{name} must be positive or None, not {value!r}")
+    return value
 
 
 class Timer:
@@ -141,7 +171,11 @@ class Reactor:
         """``selector``: a fresh ``selectors`` instance to wait with, owned by the
         reactor from now on (default: ``selectors.DefaultSelector()``)."""
         self._selector = selectors.DefaultSelector() if selector is None else selector
-        self._callbacks: Dict[int, List[Any]] = {}   # fd -> [reader, writer]
+        # fd -> [reader, writer]: what _poll_epoll dispatches by. A descriptor
+        # registered since the last wait waits in _new_callbacks until the next
+        # wait begins, so no event of a batch can reach it (see _poll_epoll).
+        self._callbacks: Dict[int, List[Any]] = {}
+        self._new_callbacks: Dict[int, List[Any]] = {}
         epoll = getattr(self._selector, "_selector", None)   # EpollSelector's own epoll object
         if isinstance(self._selector, getattr(selectors, "EpollSelector", ())) and epoll is not None:
             self._epoll = epoll
@@ -149,10 +183,12 @@ class Reactor:
         else:
             self._poll = self._poll_selector
         self._now = time.monotonic()      # when the last wait returned: a cheap clock for stamps
-        # Sockets in flight that no transport owns yet or any more (a pending
-        # connect, a closed connection waiting for its peer's FIN): fd -> a
-        # callable that releases it. close() calls them, so none outlives us.
-        self._orphans: Dict[int, Callable[[], None]] = {}
+        # What close() must finish since no turn will come: sockets in flight
+        # that no transport owns yet or any more (a pending connect, a closed
+        # connection waiting for its peer's FIN), keyed by fd, and queued
+        # connection_lost calls, keyed by their transport or connector: key ->
+        # a callable that releases it. Each removes its own entry when it runs.
+        self._orphans: Dict[Any, Callable[[], None]] = {}
         # One receive buffer for every transport: the loop runs one
         # callback at a time, so they can share it. ``sock.recv(256 KiB)``
         # would allocate 256 KiB per call, which glibc serves with mmap and
@@ -182,25 +218,41 @@ class Reactor:
         return time.monotonic()
 
     def call_soon(self, callback: Callable[..., Any], *args: Any) -> Timer:
-        """Run ``callback(*args)`` on the next turn of the loop, after those queued before it."""
+        """Run ``callback(*args)`` on the next turn of the loop, after those queued before it.
+
+        RuntimeError on a closed reactor (as asyncio): no turn will ever come."""
+        if self._closed:
+            raise RuntimeError("the reactor is closed")
         timer = Timer(0.0, callback, args, self)
         self._ready.append(timer)
         return timer
 
     def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> Timer:
-        """Like ``call_soon``, from any thread; wakes a sleeping ``select`` at once."""
+        """Like ``call_soon``, from any thread; wakes a sleeping ``select`` at once.
+
+        RuntimeError once the reactor is closed; a call racing ``close()`` from
+        another thread may be dropped silently instead (no lock on this path)."""
+        if self._closed:
+            raise RuntimeError("the reactor is closed")
         timer = Timer(0.0, callback, args, self)
         self._ready.append(timer)          # deque.append is atomic under the GIL
         self._wakeup.wakeup()
         return timer
 
     def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Timer:
-        """Run ``callback(*args)`` once ``delay`` seconds have passed."""
+        """Run ``callback(*args)`` once ``delay`` seconds have passed (inf: never;
+        ValueError for NaN, RuntimeError on a closed reactor)."""
         return self.call_at(time.monotonic() + delay, callback, *args)
 
     def call_at(self, when: float, callback: Callable[..., Any], *args: Any) -> Timer:
-        """Run ``callback(*args)`` once ``self.time()`` reaches ``when``; equal times run FIFO."""
-        timer = Timer(when, callback, args, self)
+        """Run ``callback(*args)`` once ``self.time()`` reaches ``when``; equal times run FIFO.
+
+        ``when`` at inf never comes; NaN is a ValueError (a NaN at the head of the
+        heap is never due and would freeze every timer behind it); RuntimeError
+        on a closed reactor."""
+        if self._closed:
+            raise RuntimeError("the reactor is closed")
+        timer = Timer(_check_deadline(when), callback, args, self)
         timer._in_heap = True
         self._timer_sequence += 1
         heapq.heappush(self._timers, (when, self._timer_sequence, timer))
@@ -227,7 +279,9 @@ class Reactor:
     # ------------------------------------------------------------------
     # A registered descriptor carries ``[reader, writer]``, each None or a
     # zero-argument callable that the loop calls directly. The same list is the
-    # selector key's data and the value of ``self._callbacks[fd]``.
+    # selector key's data and the value of ``self._callbacks[fd]`` (or, until
+    # the next wait, ``self._new_callbacks[fd]``); unregistering leaves it
+    # ``[None, None]``.
     def add_reader(self, fileobj: Any, callback: Callable[..., Any], *args: Any) -> None:
         """Call ``callback(*args)`` whenever ``fileobj`` is readable (replaces any reader)."""
         self._set_callback(fileobj, 0, functools.partial(callback, *args) if args else callback)
@@ -246,6 +300,10 @@ class Reactor:
 
     def _set_callback(self, fileobj: Any, slot: int, callback: Optional[Callable[[], Any]]) -> bool:
         if self._closed:
+            # As asyncio: removing from a closed reactor is harmless (a transport
+            # closing after it), adding is a mistake.
+            if callback is None:
+                return False
             raise RuntimeError("the reactor is closed")
         try:
             key = self._selector.get_key(fileobj)
@@ -255,7 +313,7 @@ class Reactor:
             data: List[Any] = [None, None]
             data[slot] = callback
             key = self._selector.register(fileobj, _EVENT_READ if slot == 0 else _EVENT_WRITE, data)
-            self._callbacks[key.fd] = data
+            self._new_callbacks[key.fd] = data
             return True
         data = key.data
         had = data[slot] is not None
@@ -263,7 +321,8 @@ class Reactor:
         events = (_EVENT_READ if data[0] is not None else 0) | (_EVENT_WRITE if data[1] is not None else 0)
         if events == 0:
             self._selector.unregister(fileobj)
-            del self._callbacks[key.fd]
+            if self._callbacks.pop(key.fd, None) is None:
+                del self._new_callbacks[key.fd]
         elif events != key.events:
             self._selector.modify(fileobj, events, data)
         return had
@@ -283,7 +342,10 @@ class Reactor:
 
     def run_once(self, timeout: Optional[float] = None) -> None:
         """One ``select`` (waiting at most ``timeout`` seconds, ``None`` for as long as it
-        takes), then every callback ready by then, queued ones included."""
+        takes, ``<= 0`` not at all), then every callback ready by then, queued ones
+        included. ValueError for a NaN timeout."""
+        if timeout is not None:
+            _check_deadline(timeout)
         self._enter_running()
         try:
             self._run_once(timeout)
@@ -301,16 +363,27 @@ class Reactor:
 
     def close(self) -> None:
         """Close every pending coroutine, release the selector and the wake-up sockets;
-        the reactor is unusable after."""
+        the reactor is unusable after.
+
+        Pending coroutines are closed first (GeneratorExit at their await), while
+        their ``finally`` blocks may still close transports. Then sockets in
+        flight are closed and the ``connection_lost`` calls already queued are
+        delivered now, since no turn will come to run them (see ``_orphans``);
+        every other queued callback and timer is dropped. Transports still open
+        are not ours to close: their ``close()`` then acts as ``abort()``.
+        """
         if self._running_thread is not None:
             raise RuntimeError("cannot close a running reactor")
         if self._closed:
             return
         for task in list(self.pending_tasks):
             task.cancel()               # GeneratorExit at its await: its finally blocks run now
+        # Closed first: what the releases call back (a handler's connection_lost)
+        # can no longer schedule anything, and unregistering is a no-op.
+        self._closed = True
         for release in list(self._orphans.values()):
             release()
-        self._closed = True
+        self._orphans.clear()
         self._ready.clear()
         self._timers.clear()
         self._selector.close()
@@ -330,8 +403,8 @@ class Reactor:
     # The hot path. Each ready descriptor's reader, then its writer, is called
     # directly (as ae.c does); the reader may have removed the writer, so the
     # writer is read from the list after the reader ran. A descriptor closed
-    # by an earlier callback of the same batch is no longer in the table and
-    # is skipped.
+    # by an earlier callback of the same batch has its list emptied
+    # ([None, None]) and is skipped.
     def _poll_selector(self, timeout: Optional[float]) -> None:
         """Wait with the selector: the portable path."""
         events = self._selector.select(timeout)
@@ -343,7 +416,9 @@ class Reactor:
                     callbacks[0]()
                 if mask & _EVENT_WRITE and callbacks[1] is not None:
                     callbacks[1]()
-            except Exception:
+            except PROPAGATE:
+                raise
+            except BaseException:
                 logger.exception("exception in I/O callback for %r", key.fileobj)
 
     def _poll_epoll(self, timeout: Optional[float]) -> None:
@@ -354,7 +429,23 @@ class Reactor:
         ``(fd, mask)`` list directly cuts the reactor's instructions per echoed
         message by about 15 % (bench/README.md). Registrations still go through
         the selector, which stays the one record of what is watched.
+
+        Reading by fd has a trap that the selector's keys do not (they are
+        looked up before any callback runs): a callback may close descriptor
+        N and a new socket may get number N in the same batch (a proxy closing
+        one leg and connecting another). The batch's leftover event for N was
+        the old socket's; handed to the new one it would, say, make a pending
+        connect look finished. ae.c skips an event its fd no longer wants; we
+        do not let a batch see a descriptor registered after its wait began:
+        registrations wait in ``_new_callbacks`` and join the table at the
+        start of the next wait. That costs nothing per event (one test per
+        wait), and nothing is lost: epoll is level-triggered, so the new
+        socket's own events are reported by that next wait.
         """
+        new = self._new_callbacks
+        if new:
+            self._callbacks.update(new)
+            new.clear()
         if timeout is None:
             timeout = -1
         elif timeout > 0:
@@ -375,7 +466,9 @@ class Reactor:
                     callbacks[0]()
                 if mask & _EPOLL_WRITE_MASK and callbacks[1] is not None:
                     callbacks[1]()
-            except Exception:
+            except PROPAGATE:
+                raise
+            except BaseException:
                 logger.exception("exception in I/O callback for fd %d", fd)
 
     def _run_once(self, timeout: Optional[float]) -> None:
@@ -383,10 +476,20 @@ class Reactor:
         timers = self._timers
         if ready or self._stopping:
             timeout = 0
-        elif timers:
-            delay = timers[0][0] - time.monotonic()
-            delay = delay if delay > 0 else 0
-            timeout = delay if timeout is None or delay < timeout else timeout
+        else:
+            if timers:
+                delay = timers[0][0] - time.monotonic()
+                if timeout is None or delay < timeout:
+                    timeout = delay
+            # The one place a wait is normalised: None waits for an event, the
+            # rest lands in [0, a day]. A negative timeout means "poll" (epoll
+            # would take it for "forever"), and inf or a timer a month away is
+            # capped, as asyncio does, so the poller never overflows.
+            if timeout is not None:
+                if timeout <= 0:
+                    timeout = 0
+                elif timeout > _MAXIMUM_SELECT_TIMEOUT:
+                    timeout = _MAXIMUM_SELECT_TIMEOUT
 
         self._poll(timeout)
 
@@ -409,5 +512,7 @@ class Reactor:
             timer._callback, timer._args = None, ()   # release them: it runs once
             try:
                 callback(*args)
-            except Exception:
+            except PROPAGATE:
+                raise
+            except BaseException:
                 logger.exception("exception in callback %r", callback)

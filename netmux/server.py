@@ -19,7 +19,7 @@ import socket
 import threading
 from typing import Any, Callable, Optional, Set, TypeVar
 
-from .reactor import Reactor, Timer
+from .reactor import PROPAGATE, Reactor, Timer, positive_seconds
 from .stream import StreamHandler
 from .transport import TCPTransport
 
@@ -105,6 +105,10 @@ class _ServerLifecycle:
         with self._lifecycle_lock:
             if self._closed:
                 raise RuntimeError("serve_forever() on a closed server")
+            if self._serving_thread is not None:
+                # Refused before touching anything: the running call's state is
+                # what shutdown() relies on.
+                raise RuntimeError("serve_forever() is already running")
             if self._shutdown_request:
                 self._shutdown_request = False
                 return
@@ -170,8 +174,7 @@ class TCPServer(_ServerLifecycle):
             raise TypeError(f"handler_factory must be callable, not {type(handler_factory).__name__}")
         if max_connections is not None and max_connections < 1:
             raise ValueError("max_connections must be at least 1")
-        if idle_timeout is not None and idle_timeout <= 0:
-            raise ValueError("idle_timeout must be positive")
+        positive_seconds("idle_timeout", idle_timeout)     # NaN too; inf: never
         self.handler_factory = handler_factory
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
@@ -206,7 +209,7 @@ class TCPServer(_ServerLifecycle):
     # ------------------------------------------------------------------
     def _update_accepting(self) -> None:
         """Watch the listening socket exactly when a new connection may be taken."""
-        want = (not self._closed and self._backoff_timer is None
+        want = (not self._closed and self._backoff_timer is None and not self.reactor.is_closed()
                 and (self.max_connections is None or len(self._connections) < self.max_connections))
         if want != self._accepting:
             self._accepting = want
@@ -217,8 +220,9 @@ class TCPServer(_ServerLifecycle):
 
     def _accept_ready(self) -> None:
         # Accept in a batch: under a connection storm one readiness event
-        # drains up to a backlog's worth, instead of one per loop turn.
-        for _ in range(self._backlog):
+        # drains up to a backlog's worth, instead of one per loop turn; and at
+        # least one, since listen(0) is valid (Linux still queues one).
+        for _ in range(max(self._backlog, 1)):
             try:
                 conn, address = self.socket.accept()
             except (BlockingIOError, InterruptedError):
@@ -256,7 +260,10 @@ class TCPServer(_ServerLifecycle):
             handler = self.handler_factory()
             if isinstance(handler, StreamHandler):
                 handler.server = self          # socketserver's name; is_closed() ends handle()
-        except Exception:
+        except PROPAGATE:
+            conn.close()
+            raise
+        except BaseException:
             logger.exception("handler factory %r failed; dropping connection from %r",
                              self.handler_factory, address)
             conn.close()
@@ -283,14 +290,15 @@ class TCPServer(_ServerLifecycle):
         if self._closed:
             return
         self._closed = True
-        if not self.reactor.is_closed():
-            if self._backoff_timer is not None:
-                self._backoff_timer.cancel()
-                self._backoff_timer = None
-            self._update_accepting()
-            for transport in list(self._connections):
-                transport._close_now()
-                transport._call_connection_lost()
+        # Also when the reactor was closed under us: the connections are still
+        # ours to close (a transport closes without a loop, see _force_close).
+        if self._backoff_timer is not None:
+            self._backoff_timer.cancel()
+            self._backoff_timer = None
+        self._update_accepting()
+        for transport in list(self._connections):
+            transport._close_now()
+            transport._call_connection_lost()
         self.socket.close()
         self._close_owned_reactor()
 

@@ -28,8 +28,14 @@ Design notes, the why of the code below:
   exactly once, on a later turn of the loop, never from inside the handler
   method that asked for it.
 * **Handler errors cost one connection**: any exception raised by a handler
-  method is logged once on the ``netmux`` logger with its traceback, and that
-  connection alone is aborted.
+  method (any BaseException: asyncio.CancelledError too) is logged once on the
+  ``netmux`` logger with its traceback, and that connection alone is aborted.
+  SystemExit and KeyboardInterrupt (``reactor.PROPAGATE``) abort it too, and
+  then propagate out of the reactor: whatever escapes a handler, the
+  transport is left closed and consistent, and ``connection_lost`` follows on
+  the next turn the loop makes (or in ``server_close()``/``Reactor.close()``).
+* **A closed reactor**: no loop will flush, so ``close()`` then acts as
+  ``abort()`` (the descriptor is released, ``connection_lost`` runs at once).
 
 * **One read buffer, one copy.** Each read event does one ``recv_into`` the
   reactor's shared 256 KiB buffer and hands up an exact-size ``bytes`` copy:
@@ -60,6 +66,8 @@ import socket
 import time
 from collections import deque
 from typing import Any, Callable, Optional
+
+from .reactor import PROPAGATE
 
 __all__ = ["TCPTransport", "Transport"]
 
@@ -188,6 +196,20 @@ class _SocketTransport:
     # ------------------------------------------------------------------
     # Closing, exactly once
     # ------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop reading, flush everything buffered, then close. No data is lost.
+
+        On a closed reactor nothing can flush any more: it acts as ``abort()``."""
+        if self.reactor.is_closed():
+            self.abort()
+            return
+        if self._closing:
+            return
+        self._closing = True
+        self._update_reader()
+        if not self.get_write_buffer_size():
+            self._force_close(None, graceful=True)
+
     def abort(self) -> None:
         """Close now, dropping anything buffered."""
         self._force_close(None)
@@ -212,25 +234,29 @@ class _SocketTransport:
         self._lost_exc = exc
         self._drop_pending()
         reactor = self.reactor
-        if not reactor.is_closed():
-            if self._registered_reader:
-                reactor.remove_reader(self._fileno)
-            reactor.remove_writer(self._fileno)
+        if self._registered_reader:
+            reactor.remove_reader(self._fileno)    # a no-op on a closed reactor
+        reactor.remove_writer(self._fileno)
         self._registered_reader = False
-        self._close_socket(graceful and not reactor.is_closed())
-        if reactor.is_closed():
+        closed = reactor.is_closed()
+        self._close_socket(graceful and not closed)
+        if closed:
             self._call_connection_lost()
         else:
             reactor.call_soon(self._call_connection_lost)
+            reactor._orphans[self] = self._call_connection_lost   # run by close() if no turn comes
 
     def _call_connection_lost(self) -> None:
         """Tell the handler, exactly once; then the front door's bookkeeping."""
         if self._lost_called:
             return
         self._lost_called = True
+        self.reactor._orphans.pop(self, None)
         try:
             self._handler.connection_lost(self._lost_exc)
-        except Exception:
+        except PROPAGATE:
+            raise
+        except BaseException:
             logger.exception("%r: handler connection_lost() raised", self)
         finally:
             if self._on_lost is not None:
@@ -294,7 +320,7 @@ class TCPTransport(_SocketTransport):
         """Tell the handler, then start reading: called once by the front door."""
         try:
             self._handler.connection_made(self)
-        except Exception as exc:
+        except BaseException as exc:
             self._handler_failed(exc, "connection_made")
             return
         if self._idle_timeout is not None and not self._lost:
@@ -317,7 +343,7 @@ class TCPTransport(_SocketTransport):
             self._last_activity = self.reactor._now
             try:
                 self._handler.data_received(buffer[:size].tobytes())
-            except Exception as exc:
+            except BaseException as exc:
                 self._handler_failed(exc, "data_received")
         else:
             self._read_eof()
@@ -327,7 +353,7 @@ class TCPTransport(_SocketTransport):
         self._update_reader()
         try:
             keep_open = self._handler.eof_received()
-        except Exception as exc:
+        except BaseException as exc:
             self._handler_failed(exc, "eof_received")
             return
         if not keep_open:
@@ -502,15 +528,6 @@ class TCPTransport(_SocketTransport):
     # ------------------------------------------------------------------
     # Closing
     # ------------------------------------------------------------------
-    def close(self) -> None:
-        """Stop reading, flush everything buffered, then close. No data is lost."""
-        if self._closing:
-            return
-        self._closing = True
-        self._update_reader()
-        if not self._buffer:
-            self._force_close(None, graceful=True)
-
     def _close_now(self) -> None:
         """Close at once, for a server that is closing: hand the kernel what it
         takes now (never waiting), then abort; what it did not take is logged."""
@@ -532,14 +549,20 @@ class TCPTransport(_SocketTransport):
         self._force_close(exc)
 
     def _handler_failed(self, exc: BaseException, method: str) -> None:
-        """One place where a handler's exception is logged, once, and costs its connection."""
+        """One place where a handler's exception is logged, once, and costs its
+        connection. SystemExit and KeyboardInterrupt are not logged (they stop the
+        program, whoever catches them reports them): the connection is aborted,
+        so nothing is left half-registered, then they propagate."""
+        if isinstance(exc, PROPAGATE):
+            self._force_close(exc)
+            raise exc
         logger.error("%r: handler %s() raised; aborting this connection", self, method, exc_info=exc)
         self._force_close(exc)
 
     def _call_handler(self, method: str, *args: Any) -> None:
         try:
             getattr(self._handler, method)(*args)
-        except Exception as exc:
+        except BaseException as exc:
             self._handler_failed(exc, method)
 
     def _drop_pending(self) -> None:

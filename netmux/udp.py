@@ -22,7 +22,15 @@ rules differ from a stream's in three places:
   ``datagram_received``, ``error_received``, ``pause_writing`` or
   ``resume_writing`` is logged once (ERROR, with traceback) and the endpoint
   goes on. Only ``connection_made`` failing aborts it: the handler never got
-  ready, so nothing it would do afterwards can be trusted.
+  ready, so nothing it would do afterwards can be trusted. SystemExit and
+  KeyboardInterrupt propagate (``reactor.PROPAGATE``), leaving the endpoint
+  as it was (or aborted, from ``connection_made``).
+* **A bad address is refused at once**, queue or no queue: ``sendto`` checks
+  it as the kernel's path would (TypeError, OverflowError), so a datagram that
+  can never go is not queued. One that still fails in the flush is dropped and
+  reported to ``error_received``, never retried forever.
+
+Pinned by tests/test_udp.py.
 """
 from __future__ import annotations
 
@@ -32,7 +40,7 @@ import socket
 from collections import deque
 from typing import Any, Callable, Deque, Optional, Tuple
 
-from .reactor import Reactor
+from .reactor import PROPAGATE, Reactor
 from .server import _bound_address, _bound_socket, _ServerLifecycle
 from .transport import _byte_view, _SocketTransport
 
@@ -45,6 +53,29 @@ logger = logging.getLogger("netmux")
 # device queue is full although the socket buffer is not, so the socket still
 # selects writable; waiting for writability would spin, so we retry on a timer.
 _ENOBUFS_RETRY_DELAY = 0.01
+
+
+def _check_address(family: Any, addr: Any) -> None:
+    """Raise what ``socket.sendto`` raises for a malformed IP address (TypeError,
+    OverflowError), without sending: ``(host, port)``, or up to ``(host, port,
+    flowinfo, scope_id)`` for IPv6. A host name is left to the kernel's path
+    (resolving it would block here); other families are not checked."""
+    if family == socket.AF_INET:
+        longest, kind = 2, "(host, port)"
+    elif family == socket.AF_INET6:
+        longest, kind = 4, "(host, port[, flowinfo, scope_id])"
+    else:
+        return
+    if not isinstance(addr, tuple) or not 2 <= len(addr) <= longest:
+        raise TypeError(f"{family.name} address must be a {kind} tuple, not {addr!r}")
+    host, port = addr[0], addr[1]
+    if not isinstance(host, (str, bytes, bytearray)):
+        raise TypeError(f"host must be str, bytes or bytearray, not {type(host).__name__}")
+    for name, value, top in zip(("port", "flowinfo", "scope_id"), addr[1:], (0xFFFF, 0xFFFFF, 0xFFFFFFFF)):
+        if not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+        if not 0 <= value <= top:
+            raise OverflowError(f"{name} must be 0-{top}, not {value}")
 
 
 class DatagramTransport(_SocketTransport):
@@ -72,6 +103,7 @@ class DatagramTransport(_SocketTransport):
         self._queue_size = 0               # bytes in _queue
         self._writer_registered = False
         self._retry_timer: Any = None      # armed after ENOBUFS
+        self._family = getattr(sock, "family", None)
 
     # ------------------------------------------------------------------
     # Start-up
@@ -80,7 +112,10 @@ class DatagramTransport(_SocketTransport):
         """Tell the handler, then start reading: called once by the front door."""
         try:
             self._handler.connection_made(self)
-        except Exception as exc:
+        except BaseException as exc:
+            if isinstance(exc, PROPAGATE):
+                self._force_close(exc)
+                raise
             logger.error("%r: handler connection_made() raised; closing this endpoint",
                          self, exc_info=exc)
             self._force_close(exc)
@@ -118,7 +153,8 @@ class DatagramTransport(_SocketTransport):
         (ECONNREFUSED, EMSGSIZE, ...) goes to ``handler.error_received``.
 
         Raises TypeError for anything not bytes-like, ValueError for a missing
-        or foreign address, ConnectionError once the transport is closing.
+        or foreign address, TypeError or OverflowError for a malformed one (also
+        while datagrams are queued), ConnectionError once the transport is closing.
         """
         if data.__class__ is not bytes:
             data = bytes(_byte_view(data))  # copies: it may wait in the queue
@@ -129,6 +165,8 @@ class DatagramTransport(_SocketTransport):
             addr = None
         elif addr is None:
             raise ValueError("sendto() needs an address on an unconnected socket")
+        else:
+            _check_address(self._family, addr)
         if self._closing:
             raise ConnectionError(f"sendto() on a closed or closing transport: {self!r}")
         if not self._queue:
@@ -162,14 +200,19 @@ class DatagramTransport(_SocketTransport):
                 self._send(data, addr)
             except (BlockingIOError, InterruptedError):
                 return      # still full: the selector will call again
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:
+            except (OSError, TypeError, ValueError, OverflowError) as exc:
+                if isinstance(exc, OSError) and exc.errno == errno.ENOBUFS:
                     self._set_writer(False)
                     self._retry_later()
                     return
+                # This datagram is lost, never retried: it would fail forever.
                 queue.popleft()
                 self._queue_size -= len(data)
-                self._call_handler("error_received", exc)    # this datagram is lost
+                if not isinstance(exc, OSError):    # an address the check let through
+                    error = OSError(errno.EINVAL, f"sendto {addr!r}: {exc}")
+                    error.__cause__ = exc
+                    exc = error
+                self._call_handler("error_received", exc)
             else:
                 queue.popleft()
                 self._queue_size -= len(data)
@@ -207,20 +250,13 @@ class DatagramTransport(_SocketTransport):
     # ------------------------------------------------------------------
     # Closing
     # ------------------------------------------------------------------
-    def close(self) -> None:
-        """Stop reading, send every queued datagram, then close."""
-        if self._closing:
-            return
-        self._closing = True
-        self._update_reader()
-        if not self._queue:
-            self._force_close(None)
-
     def _call_handler(self, method: str, *args: Any) -> None:
         """One place where a handler's exception is logged, once; the endpoint goes on."""
         try:
             getattr(self._handler, method)(*args)
-        except Exception as exc:
+        except PROPAGATE:
+            raise
+        except BaseException as exc:
             logger.error("%r: handler %s() raised; endpoint stays open", self, method, exc_info=exc)
 
     def _drop_pending(self) -> None:

@@ -7,6 +7,7 @@ import logging
 import os
 import select
 import socket
+import threading
 import time
 from typing import Any, List
 
@@ -417,3 +418,100 @@ def test_closing_the_reactor_during_a_connect_releases_the_socket_and_tells_the_
         listener.close()
     assert handler.events == ["lost"]
     assert isinstance(handler.lost[0], ConnectionAbortedError)
+
+
+# ----------------------------------------------------------------------
+# Hardening (issue 8)
+# ----------------------------------------------------------------------
+def test_a_spurious_writable_wake_up_does_not_end_a_pending_connect(reactor):
+    """A wake-up is a hint: SO_ERROR 0 with no peer yet (ENOTCONN) means still connecting."""
+    sockets: List[socket.socket] = []
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        fill_backlog(listener, sockets)
+        handler = netmux.connect(listener.getsockname(), Recorder, reactor=reactor, timeout=10)
+        reactor.run_once(0.05)
+        (pending,) = [fd for fd in reactor._orphans if isinstance(fd, int)]
+        reactor._callbacks[pending][1]()          # as a stale or spurious event would
+        reactor.run_once(0)
+        assert handler.events == []               # was: connection_lost(ENOTCONN)
+        listener.setblocking(False)
+
+        def accept_all_then_check():              # room in the queue: a SYN retry gets in
+            while True:
+                try:
+                    sockets.append(listener.accept()[0])
+                except BlockingIOError:
+                    return handler.events
+
+        run_until(reactor, accept_all_then_check, timeout=8)
+        assert handler.events == ["made"]
+        handler.transport.abort()
+        run_until(reactor, lambda: handler.lost)
+    finally:
+        for sock in sockets:
+            sock.close()
+        listener.close()
+
+
+def test_connect_on_a_closed_reactor_raises_and_opens_nothing():
+    reactor = netmux.Reactor()
+    made = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        reactor.close()
+        with pytest.raises(RuntimeError):
+            netmux.connect(listener.getsockname(), lambda: made.append(1) or Recorder(), reactor=reactor)
+        with pytest.raises(RuntimeError):
+            netmux.connect(listener.getsockname(), Recorder, reactor=reactor, timeout=1)
+    assert made == []                             # no handler, and (no_leaks) no socket
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), 30 * 24 * 3600.0])
+def test_a_connect_timeout_of_inf_or_a_month_never_overflows_the_poller(timeout):
+    sockets: List[socket.socket] = []
+    reactor = netmux.Reactor()
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    waker = threading.Timer(0.1, reactor.call_soon_threadsafe, (lambda: None,))
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        fill_backlog(listener, sockets)          # the connect stays pending: its timer leads
+        handler = netmux.connect(listener.getsockname(), Recorder, reactor=reactor, timeout=timeout)
+        waker.start()
+        reactor.run_once(None)                   # sleeps on that timer: OverflowError before the cap
+        assert handler.events == []
+    finally:
+        waker.join(5)
+        reactor.close()
+        for sock in sockets:
+            sock.close()
+        listener.close()
+    assert isinstance(handler.lost[0], ConnectionAbortedError)
+    with pytest.raises(ValueError):
+        netmux.connect(("127.0.0.1", 9), Recorder, reactor=reactor, timeout=float("nan"))
+
+
+@needs_ipv6
+def test_connect_keeps_an_ipv6_flowinfo_and_scope_id(reactor, monkeypatch):
+    connected_to = []
+
+    class RecordingSocket(socket.socket):
+        def connect_ex(self, address):
+            connected_to.append(address)
+            return super().connect_ex(address)
+
+    monkeypatch.setattr(netmux.client.socket, "socket", RecordingSocket)
+    scope = socket.if_nametoindex("lo")
+    with socket.create_server(("::1", 0), family=socket.AF_INET6) as listener:
+        port = listener.getsockname()[1]
+        for address in [("::1", port, 0, 0), ("::1", port, 0, scope)]:
+            handler = netmux.connect(address, Recorder, reactor=reactor)
+            run_until(reactor, lambda: handler.events)
+            assert handler.events == ["made"]
+            assert connected_to[-1] == address       # the 4-tuple reached connect() unchanged
+            handler.transport.abort()
+            run_until(reactor, lambda: handler.lost)

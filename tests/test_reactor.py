@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import selectors
 import socket
 import threading
@@ -276,3 +277,144 @@ def test_a_descriptor_closed_by_an_earlier_callback_is_skipped(reactor):
         for a, b in pairs:
             a.close()
             b.close()
+
+
+# ----------------------------------------------------------------------
+# Hardening (issue 8): stale events, absurd timeouts, user BaseExceptions, closed reactors
+# ----------------------------------------------------------------------
+def test_a_stale_event_never_reaches_the_new_owner_of_a_reused_descriptor(reactor):
+    """ae.c's case: a callback closes descriptor N and a new socket takes number N in the
+    same batch; the batch's leftover event for N belonged to the old socket."""
+    pairs = [socket.socketpair() for _ in range(2)]
+    replacement = []
+    seen = []
+
+    def first(index):
+        if replacement:              # the other one ran first and replaced us: cannot happen
+            seen.append(("stale", index))
+            return
+        pairs[index][0].recv(10)
+        other = pairs[1 - index][0]
+        number = other.fileno()
+        reactor.remove_reader(other)
+        other.close()                                   # its event is still in this batch
+        fresh, peer = socket.socketpair()
+        if fresh.fileno() == number:                    # the kernel reused N already
+            new = fresh
+        else:                                           # make it take number N
+            new = socket.socket(fileno=os.dup2(fresh.fileno(), number))
+            fresh.close()
+        replacement.extend([new, peer])
+        def new_reader():
+            seen.append("new reader woken")
+            seen.append(new.recv(10, socket.MSG_DONTWAIT))   # BlockingIOError if stale
+
+        reactor.add_reader(new, new_reader)
+
+    reactor.add_reader(pairs[0][0], first, 0)
+    reactor.add_reader(pairs[1][0], first, 1)
+    pairs[0][1].send(b"x")
+    pairs[1][1].send(b"y")                   # both readable now: one batch of two events
+    try:
+        reactor.run_once(1)
+        assert replacement, "no callback ran"
+        assert seen == []                   # the new socket has nothing to read: no wake-up
+        replacement[1].send(b"z")
+        run_until(reactor, lambda: seen)
+        assert seen == ["new reader woken", b"z"]
+    finally:
+        for sock in [pair[0] for pair in pairs] + replacement[:1]:
+            if sock.fileno() != -1:
+                reactor.remove_reader(sock)
+        for sock in replacement + [end for pair in pairs for end in pair]:
+            sock.close()
+
+
+def test_a_negative_run_once_timeout_polls_and_returns(reactor):
+    started = time.monotonic()
+    for timeout in (-1, -0.001, float("-inf"), 0):
+        reactor.run_once(timeout)
+    assert time.monotonic() - started < 1
+
+
+@pytest.mark.parametrize("schedule", [
+    lambda r: r.call_later(float("nan"), print),
+    lambda r: r.call_at(float("nan"), print),
+    lambda r: r.run_once(float("nan")),
+])
+def test_a_nan_delay_or_deadline_is_a_value_error(reactor, schedule):
+    with pytest.raises(ValueError):
+        schedule(reactor)
+    assert reactor._timers == []                   # nothing was queued
+    calls = []
+    reactor.call_later(0.01, calls.append, "due")
+    run_until(reactor, lambda: calls, timeout=2)   # other timers still run
+
+
+def test_a_timer_at_inf_or_a_month_away_never_fires_nor_overflows_the_poller(reactor):
+    calls = []
+    reactor.call_at(float("inf"), calls.append, "inf")
+    reactor.call_later(float("inf"), calls.append, "later inf")
+    reactor.call_later(30 * 24 * 3600, calls.append, "a month")
+    reactor.call_later(1e300, calls.append, "never")
+    waker = threading.Timer(0.1, reactor.call_soon_threadsafe, (reactor.stop,))
+    waker.start()
+    try:
+        reactor.run()              # sleeps with only those timers: OverflowError before the cap
+    finally:
+        waker.join(5)
+    assert calls == []
+
+
+class _NotAnError(BaseException):
+    """Neither Exception nor SystemExit/KeyboardInterrupt, like asyncio.CancelledError."""
+
+
+def test_a_callbacks_base_exception_is_logged_and_the_loop_goes_on(reactor, caplog):
+    calls = []
+
+    def raise_it():
+        raise _NotAnError("from a callback")
+
+    a, b = socket.socketpair()
+    try:
+        reactor.call_soon(raise_it)
+        reactor.call_soon(calls.append, "after")
+        reactor.add_reader(a, raise_it)
+        b.send(b"x")
+        with caplog.at_level(logging.ERROR, logger="netmux"):
+            reactor.run_once(1)
+            reactor.run_once(0)
+        reactor.remove_reader(a)
+    finally:
+        a.close()
+        b.close()
+    assert calls == ["after"]
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR and r.exc_info]
+    assert len(errors) >= 2 and all(r.exc_info[0] is _NotAnError for r in errors)
+
+
+@pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])
+def test_keyboard_interrupt_and_system_exit_propagate_from_a_callback(reactor, exc_type):
+    calls = []
+
+    def raise_it():
+        raise exc_type()
+
+    reactor.call_soon(raise_it)
+    reactor.call_soon(calls.append, "kept")
+    with pytest.raises(exc_type):
+        reactor.run_once(0)
+    reactor.run_once(0)
+    assert calls == ["kept"]                       # what was queued after it runs next turn
+
+
+def test_scheduling_on_a_closed_reactor_is_a_runtime_error():
+    r = netmux.Reactor()
+    r.close()
+    for schedule in (lambda: r.call_soon(print), lambda: r.call_later(1, print),
+                     lambda: r.call_at(r.time(), print), lambda: r.call_soon_threadsafe(print)):
+        with pytest.raises(RuntimeError):
+            schedule()
+    assert not r._ready and not r._timers
+    assert r.remove_reader(0) is False             # removing is harmless, as asyncio

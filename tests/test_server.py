@@ -379,3 +379,178 @@ def test_connection_churn_leaves_no_connection_or_descriptor_behind(serve):
         wait_until(lambda: server.server.connections == 0)
     wait_until(lambda: not server.server.reactor._orphans)
     assert len(os.listdir("/proc/self/fd")) <= fds_before
+
+
+# ----------------------------------------------------------------------
+# Hardening (issue 8)
+# ----------------------------------------------------------------------
+def test_a_nan_idle_timeout_is_a_value_error_and_inf_means_never():
+    with pytest.raises(ValueError):
+        netmux.TCPServer(("127.0.0.1", 0), Echo, idle_timeout=float("nan"))
+    for never in (float("inf"), 40 * 24 * 3600.0):     # beyond epoll's ~24.8 days
+        server = netmux.TCPServer(("127.0.0.1", 0), Echo, idle_timeout=never)
+        try:
+            with socket.create_connection(server.server_address, timeout=5) as client:
+                deadline = time.monotonic() + 5
+                while server.connections == 0 and time.monotonic() < deadline:
+                    server.reactor.run_once(0.02)    # raised OverflowError before the poll cap
+                client.sendall(b"ping")
+                server.reactor.run_once(0.05)
+                assert recv_exactly(client, 4) == b"ping"
+                assert server.connections == 1
+        finally:
+            server.server_close()
+
+
+class _Cancelled(BaseException):
+    """Like asyncio.CancelledError: a BaseException that is not SystemExit/KeyboardInterrupt."""
+
+
+@pytest.mark.parametrize("where", ["factory", "made", "data", "eof", "lost"])
+def test_a_handlers_base_exception_costs_its_connection_only(serve, caplog, where):
+    import asyncio
+
+    class Raiser(asyncio.Protocol):
+        doomed = False                      # only the first connection's handler raises
+
+        def connection_made(self, transport):
+            self.transport = transport
+            if self.doomed and where == "made":
+                raise asyncio.CancelledError()
+
+        def data_received(self, data):
+            if self.doomed and where == "data":
+                raise _Cancelled("data")
+            self.transport.write(data)
+
+        def eof_received(self):
+            if self.doomed and where == "eof":
+                raise _Cancelled("eof")
+
+        def connection_lost(self, exc):
+            if self.doomed and where == "lost":
+                raise _Cancelled("lost")
+
+    made = []
+
+    def factory():
+        made.append(1)
+        if where == "factory" and len(made) == 1:
+            raise _Cancelled("factory")
+        handler = Raiser()
+        handler.doomed = len(made) == 1
+        return handler
+
+    server = serve(factory)
+    with caplog.at_level(logging.WARNING, logger="netmux"):
+        with server.connect() as victim:
+            try:
+                victim.sendall(b"x")
+                victim.shutdown(socket.SHUT_WR)
+                recv_until_eof(victim)
+            except OSError:
+                pass            # aborted before or with our byte unread: RST, ENOTCONN
+        wait_until(lambda: server.server.connections == 0)
+        wait_until(lambda: any(r.exc_info for r in caplog.records))
+        assert server.thread.is_alive()                        # serve_forever() goes on
+        with server.connect() as other:                        # and serves the next one
+            other.sendall(b"still here")
+            assert recv_exactly(other, 10) == b"still here"
+    failures = [r for r in caplog.records if r.exc_info and r.levelno >= logging.WARNING]
+    assert len(failures) == 1
+
+
+def test_a_second_serve_forever_is_refused_without_touching_the_first():
+    server = netmux.TCPServer(("127.0.0.1", 0), Echo)
+    serving = ServingThread(server)
+    try:
+        with pytest.raises(RuntimeError):
+            server.serve_forever()                    # from another thread
+        refused = []
+
+        def from_a_handler():
+            try:
+                server.serve_forever()
+            except RuntimeError as exc:
+                refused.append(exc)
+
+        serving.call(from_a_handler)
+        assert len(refused) == 1
+        started = time.monotonic()
+        server.shutdown()                             # still stops the first call
+        serving.thread.join(5)
+        assert not serving.thread.is_alive() and time.monotonic() - started < 2
+    finally:
+        server.shutdown()
+        serving.thread.join(5)
+        server.server_close()
+
+
+def test_keyboard_interrupt_in_connection_made_aborts_that_connection_and_frees_its_slot():
+    """The rule: a SystemExit/KeyboardInterrupt from a handler method aborts that
+    connection (connection_lost follows on a later turn), then propagates."""
+    interrupt = [True]
+    lost = []
+
+    class Interrupted(Echo):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            if interrupt:
+                interrupt.clear()
+                raise KeyboardInterrupt
+
+        def connection_lost(self, exc):
+            lost.append(exc)
+
+    server = netmux.TCPServer(("127.0.0.1", 0), Interrupted, max_connections=1, idle_timeout=30)
+    try:
+        with socket.create_connection(server.server_address, timeout=5) as first:
+            with pytest.raises(KeyboardInterrupt):
+                server.serve_forever()
+            assert server.connections == 1 and lost == []   # connection_lost comes next turn
+            assert recv_until_eof(first) == b""             # aborted: the peer sees the end
+        serving = ServingThread(server)                     # serve again
+        try:
+            wait_until(lambda: server.connections == 0)
+            assert len(lost) == 1 and isinstance(lost[0], KeyboardInterrupt)
+            with serving.connect() as second:               # the slot is free again
+                second.sendall(b"echo")
+                assert recv_exactly(second, 4) == b"echo"
+        finally:
+            serving.stop()
+    finally:
+        server.server_close()
+
+
+def test_server_close_after_its_shared_reactor_closed_still_closes_every_connection():
+    reactor = netmux.Reactor()
+    lost = []
+
+    class Counted(Echo):
+        def connection_lost(self, exc):
+            lost.append(exc)
+
+    server = netmux.TCPServer(("127.0.0.1", 0), Counted, reactor=reactor)
+    clients = [socket.create_connection(server.server_address, timeout=5) for _ in range(3)]
+    try:
+        deadline = time.monotonic() + 5
+        while server.connections < 3 and time.monotonic() < deadline:
+            reactor.run_once(0.02)
+        assert server.connections == 3
+        reactor.close()
+        server.server_close()
+        assert server.connections == 0 and len(lost) == 3
+        for client in clients:
+            assert recv_until_eof(client) == b""           # their sockets are closed
+        assert server.socket.fileno() == -1
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_backlog_zero_still_accepts(serve):
+    server = serve(Echo, backlog=0)
+    for _ in range(3):
+        with server.connect() as client:
+            client.sendall(b"hello")
+            assert recv_exactly(client, 5) == b"hello"

@@ -490,3 +490,41 @@ def test_a_closed_connection_lingers_at_most_a_few_seconds_for_the_peers_fin(ser
         start = time.monotonic()
         wait_until(lambda: not reactor._orphans, timeout=netmux.transport.LINGER_SECONDS + 3)
         assert time.monotonic() - start < netmux.transport.LINGER_SECONDS + 1
+
+
+# ----------------------------------------------------------------------
+# Hardening (issue 8): transports outliving their reactor
+# ----------------------------------------------------------------------
+def test_close_on_a_closed_reactor_acts_as_abort_and_reports_lost_once():
+    reactor = netmux.Reactor()
+    ours, peer = socket.socketpair()
+    try:
+        handler = netmux.connect_socket(ours, Recorder, reactor=reactor)
+        reactor.close()                       # the transport is not the reactor's to close
+        handler.transport.close()             # raised RuntimeError, leaking the descriptor
+        handler.transport.close()
+        assert ours.fileno() == -1            # released
+        assert handler.events == ["made", "lost"] and handler.lost == [None]
+        peer.settimeout(5)
+        assert peer.recv(10) == b""
+    finally:
+        ours.close()
+        peer.close()
+
+
+def test_a_connection_lost_queued_when_the_reactor_closes_is_delivered():
+    reactor = netmux.Reactor()
+    pairs = [socket.socketpair() for _ in range(2)]
+    try:
+        handlers = [netmux.connect_socket(pair[0], Recorder, reactor=reactor) for pair in pairs]
+        handlers[0].transport.abort()         # connection_lost queued for the next turn
+        handlers[1].transport.close()         # flushed close: queued too
+        assert handlers[0].events == ["made"] and handlers[1].events == ["made"]
+        reactor.close()                       # no turn will come: close() delivers them
+        assert [h.events for h in handlers] == [["made", "lost"]] * 2
+        reactor.close()
+        assert [h.events for h in handlers] == [["made", "lost"]] * 2
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()

@@ -107,6 +107,10 @@ class SendBuffer:
     def fileno(self) -> int:
         return self.sock.fileno()
 
+    @property
+    def family(self) -> int:
+        return self.sock.family
+
     def _attempt(self) -> None:
         self.attempts += 1
         if self.error is not None:
@@ -514,3 +518,43 @@ def test_command_line_udp_echo_echoes_and_stops_on_sigint():
 def test_udp_echo_is_registered_on_the_default_port():
     from netmux import apps
     assert apps.load("udp-echo").DEFAULT_PORT == 8007
+
+
+# ----------------------------------------------------------------------
+# Hardening (issue 8): a bad address while datagrams are queued
+# ----------------------------------------------------------------------
+BAD_ADDRESSES = [("127.0.0.1", 70000), ("127.0.0.1", -1), "127.0.0.1", ("127.0.0.1",),
+                 (12, 34), ("127.0.0.1", "port")]
+
+
+@pytest.mark.parametrize("bad", BAD_ADDRESSES)
+def test_a_bad_address_raises_at_once_also_while_datagrams_are_queued(reactor, wrapped, bad):
+    transport, fake, handler, receiver = wrapped
+    with pytest.raises((TypeError, OverflowError, ValueError)) as unqueued:
+        transport.sendto(b"x", bad)                      # the kernel's path: raises at once
+    fake.error = BlockingIOError(errno.EAGAIN, "send buffer full")
+    transport.sendto(b"queued", receiver.getsockname())
+    with pytest.raises(unqueued.type):
+        transport.sendto(b"x", bad)                      # was queued, then failed in the flush
+    assert transport.get_write_buffer_size() == len(b"queued")
+    fake.error = None
+    run_until(reactor, lambda: transport.get_write_buffer_size() == 0)
+    assert receiver.recv(100) == b"queued"
+
+
+def test_the_flush_drops_a_datagram_that_still_fails_and_reports_it(reactor, wrapped, caplog):
+    transport, fake, handler, receiver = wrapped
+    address = receiver.getsockname()
+    fake.error = BlockingIOError(errno.EAGAIN, "send buffer full")
+    transport.sendto(b"first", address)
+    transport._queue.append((b"doomed", ("127.0.0.1", 70000)))   # passed a check, fails to send
+    transport._queue_size += len(b"doomed")
+    transport.sendto(b"last", address)
+    fake.error = None
+    with caplog.at_level(logging.ERROR, logger="netmux"):
+        run_until(reactor, lambda: transport.get_write_buffer_size() == 0, timeout=2)
+    assert [receiver.recv(100) for _ in range(2)] == [b"first", b"last"]
+    assert len(handler.errors) == 1 and isinstance(handler.errors[0], OSError)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]   # no traceback per turn
+    transport.close()
+    run_until(reactor, lambda: handler.lost)
