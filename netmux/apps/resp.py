@@ -156,7 +156,7 @@ class RespParser:
             position = self._parse_bulks(data, position)
             if self._remaining:
                 return position
-            commands.append(self._arguments)                  # type: ignore[arg-type]
+            commands.append(self._arguments)
             self._arguments = None
         return position
 
