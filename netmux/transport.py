@@ -50,7 +50,7 @@ import socket
 import time
 from typing import Any, Callable, Optional
 
-__all__ = ["TCPTransport", "Transport"]
+__all__ = ["TCPTransport"]
 
 logger = logging.getLogger("netmux")
 
@@ -492,8 +492,6 @@ class TCPTransport(_SocketTransport):
                 self._last_activity = _monotonic()
                 self._idle_timer = self.reactor.call_later(timeout, self._check_idle)
 
-
-Transport = TCPTransport
 
 #: Longest time a closed connection waits for its peer's FIN before its socket closes.
 LINGER_SECONDS = 2.0
