@@ -14,7 +14,7 @@ The layers, bottom to top (one module each):
     client.py     connect(), connect_socket(), open_datagram(): the outgoing front doors
     layer.py      Layer: a handler below and a transport above, stacked by a factory
 """
-from .handler import DatagramHandler, Handler
+from .handler import DatagramHandler, FramedHandler, Handler, LineHandler
 from .reactor import Reactor, Timer
 from .server import TCPServer
 from .interface import Transport
@@ -22,8 +22,7 @@ from .transport import TCPTransport
 from .layer import ByteCounter, CountingLayer, Layer
 from .udp import DatagramTransport, UDPServer
 from .client import connect, connect_socket, open_datagram
-from .framing import (FramedHandler, FramingError, LengthPrefixFramer, LineFramer, LineHandler,
-                      NetstringFramer)
+from .framing import FramingError, LengthPrefixFramer, LineFramer, NetstringFramer
 
 __version__ = "0.1.0"
 

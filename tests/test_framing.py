@@ -706,3 +706,25 @@ def test_an_incomplete_frame_at_eof_is_reported_not_silently_dropped(caplog):
     with caplog.at_level(logging.WARNING, logger="netmux"):
         clean.eof_received()
     assert not caplog.records
+
+
+def test_framing_is_sans_io_it_imports_no_socket_reactor_or_handler_layer():
+    """h11's purity: importing the framers loads no I/O module and no handler base class."""
+    import os
+    import subprocess
+    import sys
+    code = ("import sys, importlib.util, os; "
+            "spec = importlib.util.spec_from_file_location('framing_alone', os.path.join('netmux', 'framing.py')); "
+            "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module); "
+            "print(sorted(m for m in ('socket', 'selectors', 'select', 'netmux.handler', 'netmux.reactor', 'asyncio') "
+            "if m in sys.modules))")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_framed_handlers_still_import_from_netmux_framing():
+    import netmux.framing
+    assert netmux.framing.LineHandler is netmux.LineHandler
+    assert netmux.framing.FramedHandler is netmux.FramedHandler
