@@ -47,14 +47,11 @@ from __future__ import annotations
 
 import logging
 import socket
-import time
 from typing import Any, Callable, Optional
 
 __all__ = ["TCPTransport"]
 
 logger = logging.getLogger("netmux")
-
-_monotonic = time.monotonic
 
 # Errors that a peer causes by going away: logged at DEBUG, they are ordinary.
 _PEER_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, TimeoutError)
@@ -272,7 +269,7 @@ class TCPTransport(_SocketTransport):
         self._buffer = bytearray()
         self._eof_received = False
         self._eof_requested = False
-        self._last_activity = _monotonic()
+        self._last_activity = reactor.time()     # the reactor's clock: virtual in tests
         self._idle_timeout = idle_timeout
         self._idle_timer = None
 
@@ -479,7 +476,7 @@ class TCPTransport(_SocketTransport):
         timeout = self._idle_timeout
         if self._lost or timeout is None:
             return
-        idle_for = _monotonic() - self._last_activity
+        idle_for = self.reactor.time() - self._last_activity
         if idle_for < timeout:
             self._idle_timer = self.reactor.call_later(timeout - idle_for, self._check_idle)
             return
@@ -489,7 +486,7 @@ class TCPTransport(_SocketTransport):
         else:
             self.close()
             if not self._lost:
-                self._last_activity = _monotonic()
+                self._last_activity = self.reactor.time()
                 self._idle_timer = self.reactor.call_later(timeout, self._check_idle)
 
 
