@@ -382,7 +382,7 @@ class Reactor:
         # Read the clock, then call it: ``self._clock()`` would be a method-call
         # lookup that CPython cannot specialise for an instance attribute, a
         # cost per turn the instruction bench shows (bench/README.md).
-        self._now = time.monotonic()
+        self._now = self._clock()
         table = self._callbacks
         for fd, mask in events:
             callbacks = table.get(fd)
