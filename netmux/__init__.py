@@ -13,6 +13,8 @@ The layers, bottom to top (one module each):
     udp.py        DatagramTransport and UDPServer: the same for datagrams
     client.py     connect(), connect_socket(), open_datagram(): the outgoing front doors
     layer.py      Layer: a handler below and a transport above, stacked by a factory
+    testing.py    drive(), pair(): handlers on in-memory transports and virtual time, for tests
+                  (imported on its own: ``from netmux.testing import drive``)
 """
 from .handler import DatagramHandler, FramedHandler, Handler, LineHandler
 from .reactor import Reactor, Timer
