@@ -551,3 +551,13 @@ def test_every_python_block_of_the_testing_guide_is_an_excerpt_of_the_example_fi
     assert len(blocks) >= 3
     for block in blocks:
         assert block in source, block
+
+
+def test_the_memory_transport_declares_every_interface_method_with_compatible_signatures():
+    import inspect
+    from netmux.testing import MemoryTransport
+    for name, member in vars(netmux.Transport).items():
+        if callable(member) and not name.startswith("_"):
+            declared = list(inspect.signature(member).parameters)
+            actual = list(inspect.signature(getattr(MemoryTransport, name)).parameters)
+            assert actual[:len(declared)] == declared, (name, actual)
