@@ -51,12 +51,16 @@ SCENARIOS = {
 SERVERS = {
     "c-epoll": ("C epoll echo (ceiling)", [os.path.join(BUILD, "echo_server")], None, None),
     "netmux": ("netmux", [sys.executable, os.path.join(SERVERS_DIR, "netmux_echo.py")], "netmux", None),
+    "netmux-stream": ("netmux, StreamHandler (async def handle)",
+                      [sys.executable, os.path.join(SERVERS_DIR, "netmux_stream_echo.py")], "netmux", None),
     "uvloop-protocol": ("uvloop, Protocol",
                         [sys.executable, os.path.join(SERVERS_DIR, "uvloop_protocol.py")], "uvloop", None),
     "asyncio-protocol": ("asyncio, Protocol",
                          [sys.executable, os.path.join(SERVERS_DIR, "asyncio_protocol.py")], None, None),
     "asyncio-streams": ("asyncio, streams",
                         [sys.executable, os.path.join(SERVERS_DIR, "asyncio_streams.py")], None, None),
+    "uvloop-streams": ("uvloop, streams",
+                       [sys.executable, os.path.join(SERVERS_DIR, "uvloop_streams.py")], "uvloop", None),
     "threading": ("socketserver ThreadingTCPServer",
                   [sys.executable, os.path.join(SERVERS_DIR, "threading_server.py")], None, None),
     "blocking": ("blocking loop of the socket docs (1 client at a time)",
@@ -65,6 +69,13 @@ SERVERS = {
                   [sys.executable, os.path.join(SERVERS_DIR, "selectors_echo.py")], None, None),
 }
 BASELINE = "asyncio-protocol"
+# Ratio lines under the tables: (server, compared to, label), printed when both ran.
+RATIO_LINES = [
+    ("netmux", "uvloop-protocol", "netmux / uvloop Protocol"),
+    ("netmux-stream", "netmux", "netmux StreamHandler / netmux Handler"),
+    ("netmux-stream", "asyncio-streams", "netmux StreamHandler / asyncio streams"),
+    ("netmux-stream", "uvloop-streams", "netmux StreamHandler / uvloop streams"),
+]
 
 _children = []
 
@@ -318,11 +329,12 @@ def report(summ, servers, scenarios, meta):
             return f"{s['rate'] / b['rate']:.2f}×" if b and "rate" in b and b["rate"] else "—"
 
         table(L, summ, servers, scenarios, ratio)
-    if "uvloop-protocol" in servers and "netmux" in servers:
-        L.append("\nnetmux / uvloop Protocol: " + ", ".join(
-            f"{sc} {summ[('netmux', sc)]['rate'] / summ[('uvloop-protocol', sc)]['rate']:.2f}×"
-            for sc in scenarios
-            if "rate" in summ.get(("netmux", sc), {}) and "rate" in summ.get(("uvloop-protocol", sc), {})))
+    for top, bottom, label in RATIO_LINES:
+        if top in servers and bottom in servers:
+            L.append(f"\n{label}: " + ", ".join(
+                f"{sc} {summ[(top, sc)]['rate'] / summ[(bottom, sc)]['rate']:.2f}×"
+                for sc in scenarios
+                if "rate" in summ.get((top, sc), {}) and "rate" in summ.get((bottom, sc), {})))
     L.append("\nRound-trip latency, p50 / p99 (median of the rounds):\n")
     table(L, summ, servers, scenarios, lambda s, sc: f"{fmt_us(s['p50'])} / {fmt_us(s['p99'])}")
     L.append("\nCPU use, client / server / other processes (cores; the client's over the measured window, "

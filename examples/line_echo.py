@@ -2,6 +2,7 @@
 
     python examples/line_echo.py            # serve on 127.0.0.1:8008 until Ctrl-C
     python examples/line_echo.py --demo     # serve, send a few lines in pieces, print, exit
+    python examples/line_echo.py --ask      # the client: two lines to the running server
 
 Try it from another terminal with ``nc 127.0.0.1 8008`` and type some lines.
 
@@ -21,14 +22,9 @@ import threading
 import netmux
 
 
-class UpperEcho(netmux.LineHandler):
-    """Answers each line with the same line in upper case."""
-
-    delimiter = b"\n"  # the class defaults, spelled out: override them in a subclass
-    max_length = 65536
-
-    def line_received(self, line: bytes) -> None:
-        self.send_line(line.upper())
+class UpperEcho(netmux.LineHandler):        # LineFramer(b"\n", max_length=65536) per connection
+    def line_received(self, line):          # one whole line, the b"\n" stripped
+        self.send_line(line.upper())        # the b"\n" appended
 
 
 def demo() -> None:
@@ -54,24 +50,36 @@ def demo() -> None:
         server.server_close()
 
 
+def ask() -> None:
+    """The client of docs/framing.md: two lines to the running server, whole lines back."""
+    framer = netmux.LineFramer()
+    with socket.create_connection(("127.0.0.1", 8008)) as sock:
+        sock.sendall(framer.encode(b"hello") + framer.encode(b"world"))
+        replies = []
+        while len(replies) < 2:
+            data = sock.recv(4096)
+            if not data:
+                break
+            replies += framer.feed(data)        # whole lines, however recv cut them
+    print(replies)                              # [b'HELLO', b'WORLD']
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Upper-case line echo server.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8008)
+    parser = argparse.ArgumentParser(description="Upper-case line echo server on 127.0.0.1:8008.")
     parser.add_argument("--demo", action="store_true", help="run a short demo and exit")
+    parser.add_argument("--ask", action="store_true", help="be the client of a running server")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.demo:
         demo()
-        return
-    server = netmux.TCPServer((args.host, args.port), UpperEcho)
-    print(f"serving upper-case lines on {server.server_address[0]}:{server.server_address[1]}")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    elif args.ask:
+        ask()
+    else:
+        print("serving upper-case lines on 127.0.0.1:8008 (Ctrl-C stops)")
+        try:
+            netmux.TCPServer(("127.0.0.1", 8008), UpperEcho).serve_forever()
+        except KeyboardInterrupt:
+            pass
 
 
 if __name__ == "__main__":

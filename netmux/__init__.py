@@ -13,6 +13,8 @@ The layers, bottom to top (one module each):
     udp.py        DatagramTransport and UDPServer: the same for datagrams
     client.py     connect(), connect_socket(), open_datagram(): the outgoing front doors
     layer.py      Layer: a handler below and a transport above, stacked by a factory
+    tasks.py      coroutines on the reactor: Task, sleep, timeout (no asyncio underneath)
+    stream.py     StreamHandler: socketserver's handle(), with async/await
     testing.py    drive(), pair(): handlers on in-memory transports and virtual time, for tests
                   (imported on its own: ``from netmux.testing import drive``)
 """
@@ -25,6 +27,8 @@ from .layer import ByteCounter, CountingLayer, Layer
 from .udp import DatagramTransport, UDPServer
 from .client import connect, connect_socket, open_datagram
 from .framing import FramingError, LengthPrefixFramer, LineFramer, NetstringFramer
+from .stream import IncompleteReadError, StreamHandler
+from .tasks import CancelledError, Task, sleep, timeout
 
 __version__ = "0.1.0"
 
@@ -33,4 +37,5 @@ __all__ = [
     "UDPServer", "DatagramTransport", "connect", "connect_socket", "open_datagram",
     "Layer", "CountingLayer", "ByteCounter",
     "FramedHandler", "FramingError", "LengthPrefixFramer", "LineFramer", "LineHandler", "NetstringFramer",
+    "StreamHandler", "IncompleteReadError", "CancelledError", "Task", "sleep", "timeout",
 ]

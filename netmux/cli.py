@@ -1,9 +1,14 @@
-"""The command line: ``python -m netmux [SERVER] [--host H] [--port P]``.
+"""The command line: ``python -m netmux [SERVER] [options]``.
 
-Where it sits: outside the library, as its first user. It builds one of the
-ready-made servers, installs the signal handlers a library must never install
-itself (SIGINT, SIGTERM -> a graceful ``shutdown()``), and serves until then.
-With no arguments it runs the echo server on 127.0.0.1:8007.
+Where it sits: outside the library, as its first user. It owns the process:
+the options every server shares, logging, one reactor, and the signal handlers
+a library must never install itself (SIGINT, SIGTERM -> a graceful
+``shutdown()``, exit code 0). The servers themselves live in ``netmux/apps/``,
+one module each, found through the registry there; each adds its own options
+to its own subcommand, so ``python -m netmux chat --help`` shows chat's.
+With no arguments it runs the echo server on 127.0.0.1:8007, and options
+without a server name (``python -m netmux --port 9000``) go to echo too.
+Pinned by tests/test_cli.py.
 """
 from __future__ import annotations
 
@@ -11,81 +16,85 @@ import argparse
 import logging
 import signal
 import sys
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
-from .handler import DatagramHandler, Handler
-from .server import TCPServer
-from .udp import UDPServer
+from . import apps
+from .reactor import Reactor
 
 logger = logging.getLogger("netmux")
 
-
-class EchoHandler(Handler):
-    """Writes back every byte it reads; Handler's default backpressure bounds its memory."""
-
-    def data_received(self, data: bytes) -> None:
-        self.transport.write(data)
+DEFAULT_SERVER = "echo"
 
 
-def _echo(args: argparse.Namespace) -> Any:
-    return TCPServer((args.host, args.port), EchoHandler,
-                     max_connections=args.max_connections, idle_timeout=args.idle_timeout)
+def _add_common_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """The options every server shares. A subcommand gets them without defaults
+    (SUPPRESS), so a value given before the server name is not overwritten."""
+    def default(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument("--host", default=default("127.0.0.1"), help="address to bind (default: 127.0.0.1)")
+    parser.add_argument("--port", type=apps.port_number, default=default(None),
+                        help="port to bind, 0 for any free one (default: the server's own)")
+    parser.add_argument("--max-connections", type=apps.positive_int, default=default(None), metavar="N",
+                        help="stop accepting at N open connections (TCP; default: no limit)")
+    parser.add_argument("--idle-timeout", type=apps.positive_seconds, default=default(None), metavar="S",
+                        help="close a connection after S idle seconds (TCP; default: never)")
+    parser.add_argument("--log-level", type=apps.log_level, default=default("INFO"), metavar="LEVEL",
+                        help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default: INFO)")
 
 
-class UDPEchoHandler(DatagramHandler):
-    """Sends every datagram back to where it came from."""
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.transport.sendto(data, addr)
-
-
-def _udp_echo(args: argparse.Namespace) -> Any:
-    return UDPServer((args.host, args.port), UDPEchoHandler)
-
-
-# name -> (builder, default port, one-line description); later servers add themselves here.
-SERVERS: Dict[str, Tuple[Callable[[argparse.Namespace], Any], int, str]] = {
-    "echo": (_echo, 8007, "TCP echo: writes back what it reads"),
-}
-
-
-def register_server(name: str, builder: Callable[[argparse.Namespace], Any], port: int,
-                    description: str) -> None:
-    """Add a ready-made server to the command line."""
-    SERVERS[name] = (builder, port, description)
-
-
-register_server("udp-echo", _udp_echo, 8007, "UDP echo: sends every datagram back")
-
-
-def _parser() -> argparse.ArgumentParser:
-    listing = "\n".join(f"  {name:<10} {desc} (default port {port})"
-                        for name, (_, port, desc) in SERVERS.items())
+def _parser() -> Tuple[argparse.ArgumentParser, Dict[str, argparse.ArgumentParser], Dict[str, str]]:
+    """The parser, each server's subparser, and why a server cannot run here (if so)."""
     parser = argparse.ArgumentParser(
-        prog="python -m netmux",
-        description="Run a ready-made netmux server until SIGINT or SIGTERM (exit code 0).",
-        epilog="servers:\n" + listing,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("server", nargs="?", default="echo", choices=sorted(SERVERS),
-                        metavar="SERVER", help="which server to run (default: echo)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=None, help="port to bind (default: the server's own)")
-    parser.add_argument("--max-connections", type=int, default=None, help="stop accepting at this many")
-    parser.add_argument("--idle-timeout", type=float, default=None, help="close after this many idle seconds")
-    parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
-    return parser
+        prog="python -m netmux", usage="%(prog)s [SERVER] [options]",
+        description="Run a ready-made netmux server until SIGINT or SIGTERM (exit code 0). "
+                    "'python -m netmux SERVER --help' shows a server's own options.")
+    _add_common_options(parser, defaults=True)
+    subparsers = parser.add_subparsers(dest="server", metavar="SERVER", prog=parser.prog,
+                                       title=f"servers (default: {DEFAULT_SERVER})")
+    children: Dict[str, argparse.ArgumentParser] = {}
+    unavailable: Dict[str, str] = {}
+    for name in apps.SERVERS:
+        try:
+            app = apps.load(name)
+        except apps.AppUnavailable as exc:
+            unavailable[name] = str(exc)
+            subparsers.add_parser(name, help=f"(unavailable: {exc})", description=str(exc))
+            continue
+        child = subparsers.add_parser(name, help=f"{app.DESCRIPTION} (port {app.DEFAULT_PORT})",
+                                      description=app.DESCRIPTION, usage="%(prog)s [options]")
+        _add_common_options(child, defaults=False)
+        app.add_arguments(child)
+        children[name] = child
+    return parser, children, unavailable
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Parse a command line as ``main`` does (bad values exit 2 with a usage error).
+    ``args.server`` names the server, ``args.port`` is resolved to its default."""
+    parser, children, unavailable = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if args.server is None:
+        args.server = DEFAULT_SERVER
+        children[DEFAULT_SERVER].parse_args([], namespace=args)   # the app's own defaults
+    if args.server in unavailable:
+        parser.exit(1, f"netmux: {unavailable[args.server]}\n")
+    if unknown:
+        parser.error("unrecognized arguments: " + " ".join(unknown))
+    if args.port is None:
+        args.port = apps.load(args.server).DEFAULT_PORT
+    return args
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Parse ``argv``, serve until a signal, return the exit code."""
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    builder, default_port, _ = SERVERS[args.server]
-    if args.port is None:
-        args.port = default_port
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    reactor = Reactor()
     try:
-        server = builder(args)
+        server = apps.load(args.server).make_server(args, reactor)
     except OSError as exc:
+        reactor.close()
         print(f"netmux: cannot start {args.server} on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
 
@@ -102,6 +111,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         server.serve_forever()
     finally:
         server.server_close()
+        reactor.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        logger.info("netmux %s server on %s:%d stopped", args.server, host, port)
     return 0

@@ -36,7 +36,9 @@ import socket
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Coroutine, Deque, Dict, List, Optional, Set, Tuple
+
+from .tasks import Task
 
 __all__ = ["Reactor", "Timer"]
 
@@ -180,6 +182,9 @@ class Reactor:
         self._closed = False
         self._wakeup = _WakeupSocketPair()
         self.add_reader(self._wakeup.read_sock, self._wakeup.drain)
+        #: Every Task (tasks.py) not done yet; a Task adds and removes itself.
+        #: close() cancels those left, so no coroutine outlives the reactor.
+        self.pending_tasks: Set[Task] = set()
 
     # ------------------------------------------------------------------
     # Time and scheduling
@@ -229,6 +234,10 @@ class Reactor:
         self._timer_sequence += 1
         heapq.heappush(self._timers, (when, self._timer_sequence, timer))
         return timer
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> Task:
+        """Run ``coroutine`` on this reactor from its next turn; returns its Task (tasks.py)."""
+        return Task(self, coroutine)
 
     def _timer_cancelled(self) -> None:
         self._cancelled_timers += 1
@@ -320,11 +329,14 @@ class Reactor:
         return self._running_thread is not None
 
     def close(self) -> None:
-        """Release the selector and the wake-up sockets; the reactor is unusable after."""
+        """Close every pending coroutine, release the selector and the wake-up sockets;
+        the reactor is unusable after."""
         if self._running_thread is not None:
             raise RuntimeError("cannot close a running reactor")
         if self._closed:
             return
+        for task in list(self.pending_tasks):
+            task.cancel()               # GeneratorExit at its await: its finally blocks run now
         for release in list(self._orphans.values()):
             release()
         self._closed = True

@@ -20,6 +20,7 @@ import threading
 from typing import Any, Callable, Optional, Set, TypeVar
 
 from .reactor import Reactor, Timer
+from .stream import StreamHandler
 from .transport import TCPTransport
 
 __all__ = ["TCPServer"]
@@ -137,6 +138,10 @@ class _ServerLifecycle:
         if self._serving_thread is not None:
             self.shutdown()
 
+    def is_closed(self) -> bool:
+        """True once ``server_close()`` has begun."""
+        return self._closed
+
     def _close_owned_reactor(self) -> None:
         if self._owns_reactor and not self.reactor.is_running():
             self.reactor.close()
@@ -249,6 +254,8 @@ class TCPServer(_ServerLifecycle):
             if conn.family in (socket.AF_INET, socket.AF_INET6):
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             handler = self.handler_factory()
+            if isinstance(handler, StreamHandler):
+                handler.server = self          # socketserver's name; is_closed() ends handle()
         except Exception:
             logger.exception("handler factory %r failed; dropping connection from %r",
                              self.handler_factory, address)

@@ -35,6 +35,13 @@ Design notes, the why of the code below:
   reactor's shared 256 KiB buffer and hands up an exact-size ``bytes`` copy:
   ``sock.recv(256 KiB)`` would allocate 256 KiB per call, which glibc may
   serve with an ``mmap`` each time (3x slower, bench/README.md).
+* **Files queue behind bytes, at no cost to bytes.** ``sendfile()`` queues a
+  file region that ``os.sendfile`` hands to the kernel without copying it
+  through Python (read and send where it cannot). Only then does the write
+  buffer become a ``_SendQueue`` (bytes and file regions, in order), which
+  answers what ``write()`` asks of a bytearray (truth, ``len``, ``+=``): the
+  plain bytes path does not even test for it. Once drained, it is a bytearray
+  again.
 * **close() waits for the peer's FIN** before releasing the descriptor (at
   most ``LINGER_SECONDS``), so unread input cannot turn into an RST that
   destroys the tail of the reply (``_close_after_peer``).
@@ -45,8 +52,12 @@ and off, water marks, closing exactly once); ``DatagramTransport`` in
 """
 from __future__ import annotations
 
+import errno
+import io
 import logging
+import os
 import socket
+from collections import deque
 from typing import Any, Callable, Optional
 
 __all__ = ["TCPTransport"]
@@ -266,7 +277,7 @@ class TCPTransport(_SocketTransport):
                  peername: Any = None, idle_timeout: Optional[float] = None,
                  on_lost: Optional[Callable[["TCPTransport"], None]] = None) -> None:
         super().__init__(reactor, sock, handler, peername, on_lost)
-        self._buffer = bytearray()
+        self._buffer: Any = bytearray()    # a _SendQueue while a file region is queued
         self._eof_received = False
         self._eof_requested = False
         self._last_activity = reactor.time()     # the reactor's clock: virtual in tests
@@ -381,7 +392,7 @@ class TCPTransport(_SocketTransport):
         if self._writing_paused and len(buffer) <= self._low_water:
             self._writing_paused = False
             self._call_handler("resume_writing")    # it may write more
-        if buffer or self._lost:
+        if buffer or self._lost or self._buffer is not buffer:   # resume_writing may have sendfile()d
             return
         self.reactor.remove_writer(self._fileno)
         if self._closing:
@@ -408,8 +419,82 @@ class TCPTransport(_SocketTransport):
         return True
 
     def get_write_buffer_size(self) -> int:
-        """Bytes written but not yet handed to the kernel."""
+        """Bytes written but not yet handed to the kernel, queued file regions included."""
         return len(self._buffer)
+
+    # ------------------------------------------------------------------
+    # Sending files: the write buffer becomes a queue, only while needed
+    # ------------------------------------------------------------------
+    def sendfile(self, file: Any, offset: int = 0, count: Optional[int] = None) -> None:
+        """Queue ``count`` bytes of ``file`` from ``offset`` (``None``: to its end as it is
+        now) to be sent in order with ``write()``; returns at once.
+
+        ``os.sendfile`` moves the bytes without copying them through Python; where it
+        is missing or refuses (a file it cannot map, a socket type it does not serve)
+        the region is read and sent in 256 KiB pieces instead. The file stays open
+        and is never closed by us. Unlike asyncio's ``loop.sendfile`` (a coroutine
+        that returns the count sent and moves the file position), this returns None
+        and never uses nor moves the file position (reads are at explicit offsets),
+        so one open file may be queued many times. Queued file bytes count in
+        ``get_write_buffer_size()``, hence for ``pause_writing``, without being held
+        in memory. ``close()`` sends them first; ``abort()`` drops them.
+
+        Raises TypeError or ValueError for a bad argument (a text file, an offset
+        that is not an int >= 0, a count that is not a positive int), ConnectionError
+        once closing or lost, RuntimeError after ``write_eof()``. A file that turns
+        out shorter than the region, or is closed before it is sent, aborts the
+        connection (logged once): the peer was promised those bytes.
+        """
+        if isinstance(file, io.TextIOBase):
+            raise ValueError("sendfile() needs a file opened in binary mode")
+        for name, value in (("offset", offset), ("count", count)):
+            if value is not None and (value.__class__ is bool or not isinstance(value, int)):
+                raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+        if offset < 0:
+            raise ValueError(f"offset must be >= 0, got {offset}")
+        if count is not None and count <= 0:
+            raise ValueError(f"count must be a positive int or None, got {count}")
+        if self._closing:
+            raise ConnectionError(f"sendfile() on a closed or closing transport: {self!r}")
+        if self._eof_requested:
+            raise RuntimeError("sendfile() after write_eof()")
+        if count is None:
+            count = _file_size(file) - offset
+            if count <= 0:
+                return
+        queue = self._buffer
+        if queue.__class__ is not _SendQueue:
+            queue = self._buffer = _SendQueue(queue)
+            self.reactor.add_writer(self._fileno, self._send_queued)   # replaces _write_ready
+        queue.add_region(_FileRegion(file, offset, count))
+        if len(queue) > self._high_water and not self._writing_paused:
+            self._writing_paused = True
+            self._call_handler("pause_writing")
+
+    def _send_queued(self) -> None:
+        """Writable while the write buffer is a queue: send until the kernel is full."""
+        queue = self._buffer
+        if self._lost or queue.__class__ is not _SendQueue:
+            return
+        try:
+            sent = queue.send(self._sock)
+        except (OSError, ValueError, EOFError) as exc:   # the socket's, or the file's
+            self._fatal_error(exc, "sendfile")
+            return
+        if sent:
+            self._last_activity = self.reactor._now
+        if not queue:
+            self._buffer = bytearray()                  # drained: back to the bytes path
+            self.reactor.remove_writer(self._fileno)
+        if self._writing_paused and len(self._buffer) <= self._low_water:
+            self._writing_paused = False
+            self._call_handler("resume_writing")       # it may write or queue more
+        if self._buffer or self._lost:
+            return
+        if self._closing:
+            self._force_close(None, graceful=True)
+        elif self._eof_requested:
+            self._shutdown_write()
 
     # ------------------------------------------------------------------
     # Closing
@@ -427,7 +512,10 @@ class TCPTransport(_SocketTransport):
         """Close at once, for a server that is closing: hand the kernel what it
         takes now (never waiting), then abort; what it did not take is logged."""
         if self._buffer and not self._lost:
-            self._write_ready()
+            if self._buffer.__class__ is _SendQueue:
+                self._send_queued()
+            else:
+                self._write_ready()
         unsent = len(self._buffer)
         if unsent and not self._lost:
             logger.warning("%r: closed with the server; %d buffered bytes dropped", self, unsent)
@@ -452,7 +540,7 @@ class TCPTransport(_SocketTransport):
             self._handler_failed(exc, method)
 
     def _drop_pending(self) -> None:
-        self._buffer = bytearray()
+        self._buffer = bytearray()      # file regions too; their files stay open (the caller's)
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
@@ -533,3 +621,154 @@ def _close_after_peer(reactor: Any, sock: socket.socket) -> None:
     reactor.add_reader(fileno, discard)
     timer = reactor.call_later(LINGER_SECONDS, finish)
     reactor._orphans[fileno] = finish
+
+
+# ----------------------------------------------------------------------
+# The write buffer while files are queued (TCPTransport.sendfile)
+# ----------------------------------------------------------------------
+#: os.sendfile's ways of saying "not for this pair of descriptors": read and send instead.
+_SENDFILE_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS, errno.ENOTSOCK, errno.EOPNOTSUPP,
+                                   errno.ESPIPE, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)})
+_READ_CHUNK = 256 * 1024
+
+
+def _has_descriptor(file: Any) -> bool:
+    """True for a file on a descriptor; False for io.BytesIO and its like. A
+    closed file raises ValueError: the caller hears of it at once."""
+    try:
+        file.fileno()
+    except (AttributeError, io.UnsupportedOperation):
+        return False
+    return True
+
+
+def _file_size(file: Any) -> int:
+    """The size of ``file`` now: fstat where it has a descriptor, else seek to its end."""
+    if _has_descriptor(file):
+        return os.fstat(file.fileno()).st_size
+    position = file.tell()
+    size = file.seek(0, io.SEEK_END)
+    file.seek(position)
+    return size
+
+
+class _SendQueue:
+    """Bytes (bytearrays) and ``_FileRegion``s, sent in order.
+
+    It stands in for the transport's bytearray, so it answers what ``write()``
+    asks of one: truth (anything left?), ``len()`` (bytes left, file bytes
+    included) and ``+=`` (bytes join the tail).
+    """
+
+    __slots__ = ("_items", "_size")
+
+    def __init__(self, buffer: bytearray) -> None:
+        self._items: Any = deque()
+        self._size = 0
+        if buffer:
+            self += buffer
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __iadd__(self, data: Any) -> "_SendQueue":
+        items = self._items
+        if items and items[-1].__class__ is bytearray:
+            items[-1] += data
+        else:
+            items.append(bytearray(data))
+        self._size += len(data)
+        return self
+
+    def add_region(self, region: "_FileRegion") -> None:
+        self._items.append(region)
+        self._size += region.remaining
+
+    def send(self, sock: socket.socket) -> int:
+        """Hand the kernel what it takes now, in order; the count sent.
+
+        A partial send means the socket buffer is full: stop there rather than
+        pay for a call that would only say EAGAIN.
+        """
+        items = self._items
+        total = 0
+        while items:
+            item = items[0]
+            try:
+                if item.__class__ is bytearray:
+                    sent = sock.send(item)
+                    del item[:sent]
+                    done = not item
+                else:
+                    sent = item.send(sock)
+                    done = not item.remaining
+            except (BlockingIOError, InterruptedError):
+                break
+            total += sent
+            self._size -= sent
+            if not done:
+                break
+            items.popleft()
+        return total
+
+
+class _FileRegion:
+    """``remaining`` bytes of ``file`` from ``offset``, sent piece by piece.
+
+    Zero-copy with ``os.sendfile`` while the kernel accepts it; at its first
+    refusal (or with no descriptor at all) it falls back for good to reading a
+    piece (``os.pread``, or seek and read) and sending that, keeping what the
+    socket did not take: one piece of memory at most per region.
+    """
+
+    __slots__ = ("file", "offset", "remaining", "_native", "_pending")
+
+    def __init__(self, file: Any, offset: int, count: int) -> None:
+        self.file = file
+        self.offset = offset          # of the next byte to read from the file
+        self.remaining = count        # bytes not yet handed to the kernel
+        self._native = hasattr(os, "sendfile") and _has_descriptor(file)
+        self._pending: Any = b""      # read from the file, not yet taken by the socket
+
+    def send(self, sock: socket.socket) -> int:
+        """Hand the kernel what it takes now and return that count. BlockingIOError
+        when it takes nothing; EOFError when the file ends early; OSError or
+        ValueError (a closed file) from either side."""
+        if self._native and not self._pending:
+            try:
+                # The descriptor is asked for each time: a closed file is then a
+                # ValueError, not a read from whatever reused its number.
+                sent = os.sendfile(sock.fileno(), self.file.fileno(), self.offset, self.remaining)
+            except OSError as exc:
+                if exc.errno not in _SENDFILE_UNSUPPORTED:
+                    raise               # EAGAIN (BlockingIOError), EPIPE, EBADF...
+                self._native = False
+            else:
+                if sent == 0:
+                    raise self._ended_early()
+                self.offset += sent
+                self.remaining -= sent
+                return sent
+        if not self._pending:
+            self._pending = self._read(min(self.remaining, _READ_CHUNK))
+        sent = sock.send(self._pending)
+        self._pending = self._pending[sent:]
+        self.remaining -= sent
+        return sent
+
+    def _read(self, size: int) -> memoryview:
+        if _has_descriptor(self.file):
+            data = os.pread(self.file.fileno(), size, self.offset)
+        else:                                        # io.BytesIO and friends
+            self.file.seek(self.offset)
+            data = self.file.read(size)
+        if not data:
+            raise self._ended_early()
+        self.offset += len(data)
+        return memoryview(data)
+
+    def _ended_early(self) -> EOFError:
+        return EOFError(f"the file ended {self.remaining} bytes before its sendfile() region did")

@@ -36,15 +36,16 @@ class ServerProcess:
         stream = self.process.stderr
         os.set_blocking(stream.fileno(), False)
         while True:
-            match = re.search(pattern, self.log)
-            if match:
-                return match
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise AssertionError(f"no {pattern!r} in the server's log:\n{self.log}")
+            exited = self.process.poll() is not None     # before the read: then it has all the output
             chunk = stream.read()
             if chunk:
                 self.log += chunk.decode(errors="replace")
-            else:
+            match = re.search(pattern, self.log)
+            if match:
+                return match
+            if time.monotonic() > deadline or exited:
+                raise AssertionError(f"no {pattern!r} in the server's log:\n{self.log}")
+            if not chunk:
                 time.sleep(0.01)
 
     def cpu_seconds(self) -> float:
@@ -255,3 +256,123 @@ def test_readme_examples_run():
 
     result = doctest.testfile(os.path.join(ROOT, "README.md"), module_relative=False)
     assert result.attempted >= 3 and result.failed == 0, result
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "netmux", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize("args", [
+    ["--log-level", "nonsense"],
+    ["--port", "70000"], ["--port", "-1"], ["--port", "http"], ["--port", "1.5"],
+    ["--max-connections", "0"], ["--max-connections", "-3"], ["--max-connections", "many"],
+    ["--idle-timeout", "-1"], ["--idle-timeout", "0"], ["--idle-timeout", "nan"],
+    ["--idle-timeout", "inf"], ["--idle-timeout", "-inf"], ["--idle-timeout", "soon"],
+    ["echo", "--port", "70000"], ["udp-echo", "--idle-timeout", "nan"],
+    ["chat", "--max-backlog", "0"], ["chat", "--max-backlog", "x"],
+])
+def test_bad_option_value_is_a_usage_error_not_a_traceback_or_a_running_server(args):
+    result = _run_cli(*args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("usage: python -m netmux"), result.stderr
+    assert "error: argument --" in lines[1] and "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_an_unknown_server_is_a_usage_error():
+    result = _run_cli("gopher")
+    assert result.returncode == 2 and "invalid choice: 'gopher'" in result.stderr
+
+
+@pytest.mark.parametrize("server, own_option", [("echo", None), ("udp-echo", None),
+                                                ("chat", "--max-backlog")])
+def test_server_help_shows_its_own_and_the_common_options(server, own_option):
+    result = _run_cli(server, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: python -m netmux {server} [options]")
+    for option in ("--host", "--port", "--max-connections", "--idle-timeout", "--log-level"):
+        assert option in result.stdout
+    if own_option:
+        assert own_option in result.stdout
+        assert own_option not in _run_cli("echo", "--help").stdout
+
+
+def test_help_lists_every_registered_server_with_its_description():
+    from netmux import apps
+
+    result = _run_cli("--help")
+    assert result.returncode == 0
+    for name in apps.SERVERS:
+        assert f"\n    {name} " in result.stdout
+    assert "TCP echo: writes back what it reads" in result.stdout
+
+
+def test_options_without_a_server_name_run_echo(cli):
+    server = cli("--port", "0", "--max-connections", "5")
+    assert "netmux echo server on" in server.log
+    with socket.create_connection(server.address, timeout=5) as client:
+        client.sendall(b"ping")
+        assert recv_exactly(client, 4) == b"ping"
+    assert server.stop(signal.SIGTERM) == 0
+
+
+def test_options_before_the_server_name_are_kept(cli):
+    server = cli("--log-level", "debug", "chat", "--port", "0")
+    assert "netmux chat server on" in server.log
+    with socket.create_connection(server.address, timeout=5) as client:
+        recv_exactly(client, 1)
+    server.wait_for_log(r"DEBUG")            # the level given before 'chat' held
+    assert server.stop(signal.SIGTERM) == 0
+
+
+@pytest.mark.parametrize("server_name", ["echo", "udp-echo", "chat"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_every_server_logs_its_start_and_stop_and_exits_zero_on_a_signal(cli, server_name, signum):
+    server = cli(server_name, "--port", "0")
+    assert f"netmux {server_name} server on" in server.log
+    server.process.send_signal(signum)
+    assert server.process.wait(10) == 0
+    server.wait_for_log(rf"netmux {server_name} server on \S+ stopped")
+
+
+def test_udp_echo_answers(cli):
+    server = cli("udp-echo", "--port", "0")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.settimeout(5)
+        client.sendto(b"datagram", server.address)
+        assert client.recvfrom(100) == (b"datagram", server.address)
+    assert server.stop(signal.SIGTERM) == 0
+
+
+def test_a_server_whose_module_is_missing_is_a_one_line_error(monkeypatch):
+    from netmux import apps
+
+    monkeypatch.setitem(apps.SERVERS, "echo", "no_such_app")
+    with pytest.raises(apps.AppUnavailable, match=r"^the echo server is not part of this netmux"):
+        apps.load("echo")
+
+
+def test_a_missing_optional_dependency_names_the_pip_extra(monkeypatch, tmp_path):
+    """An app importing a package that is not installed: the error says which extra brings it."""
+    from netmux import apps
+
+    package = tmp_path / "fake_apps"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "needy.py").write_text("import netmux_no_such_dependency\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(apps, "__name__", "fake_apps")
+    monkeypatch.setitem(apps.SERVERS, "http", "needy")
+    with pytest.raises(apps.AppUnavailable) as caught:
+        apps.load("http")
+    assert str(caught.value) == ("the http server needs netmux_no_such_dependency: "
+                                 "pip install 'netmux[http]'")
+
+
+def test_importing_netmux_and_its_command_line_does_not_import_h11():
+    code = "import sys, netmux, netmux.cli, netmux.apps; print('h11' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert result.stdout.strip() == "False", result.stderr

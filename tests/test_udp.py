@@ -512,5 +512,5 @@ def test_command_line_udp_echo_echoes_and_stops_on_sigint():
 
 
 def test_udp_echo_is_registered_on_the_default_port():
-    from netmux.cli import SERVERS
-    assert SERVERS["udp-echo"][1] == 8007
+    from netmux import apps
+    assert apps.load("udp-echo").DEFAULT_PORT == 8007

@@ -1,6 +1,7 @@
 """Echo servers that exit after a given number of connections have closed.
 
-    python servers.py KIND PORT CONNECTIONS      KIND: netmux, selectors, asyncio, uvloop
+    python servers.py KIND PORT CONNECTIONS      KIND: netmux, netmux-stream, selectors,
+                                                 asyncio, asyncio-streams, uvloop, uvloop-streams
 
 Used by instructions.py under callgrind: each serves one closed-loop run of
 client.py and then exits, so the instruction count covers a known number of
@@ -22,6 +23,32 @@ def serve_netmux(port, expected):
             self.transport.write(data)
 
         def connection_lost(self, exc):
+            closed[0] += 1
+            if closed[0] == expected:
+                server.shutdown()
+
+    server = netmux.TCPServer(("127.0.0.1", port), Echo, backlog=1024)
+    print("READY", flush=True)
+    server.serve_forever()
+    server.server_close()
+
+
+def serve_netmux_stream(port, expected):
+    """The same echo as a coroutine: StreamHandler.handle()."""
+    sys.path.insert(0, ROOT)
+    import netmux
+    closed = [0]
+
+    class Echo(netmux.StreamHandler):
+        async def handle(self):
+            while True:
+                data = await self.recv(65536)
+                if not data:
+                    break
+                await self.sendall(data)
+
+        def connection_lost(self, exc):
+            super().connection_lost(exc)
             closed[0] += 1
             if closed[0] == expected:
                 server.shutdown()
@@ -95,6 +122,38 @@ def serve_asyncio(port, expected, use_uvloop=False):
     asyncio.run(main())
 
 
+def serve_asyncio_streams(port, expected, use_uvloop=False):
+    import asyncio
+    closed = [0]
+
+    async def handle(reader, writer):
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
+            closed[0] += 1
+            if closed[0] == expected:
+                done.set_result(None)
+
+    async def main():
+        global done
+        done = asyncio.get_running_loop().create_future()
+        server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=1024)
+        print("READY", flush=True)
+        await done
+        server.close()
+
+    if use_uvloop:
+        import uvloop
+        uvloop.install()
+    asyncio.run(main())
+
+
 if __name__ == "__main__":
     kind, port, expected = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     if kind == "netmux":
@@ -105,5 +164,11 @@ if __name__ == "__main__":
         serve_asyncio(port, expected)
     elif kind == "uvloop":
         serve_asyncio(port, expected, use_uvloop=True)
+    elif kind == "netmux-stream":
+        serve_netmux_stream(port, expected)
+    elif kind == "asyncio-streams":
+        serve_asyncio_streams(port, expected)
+    elif kind == "uvloop-streams":
+        serve_asyncio_streams(port, expected, use_uvloop=True)
     else:
         sys.exit(f"unknown server kind {kind!r}")

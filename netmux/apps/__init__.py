@@ -1,0 +1,110 @@
+"""Ready-made servers for ``python -m netmux SERVER``: the registry and the app interface.
+
+Where it sits: above the library, as its users. Each server is one module in
+this package, built on what ``netmux`` exports and nothing private, so it
+doubles as a worked example. ``netmux/cli.py`` owns the process (the common
+options, logging, signals, the reactor); an app module owns only its server.
+
+The interface every app module follows (kept small so a new server is one file):
+
+``DESCRIPTION: str``
+    one line for ``python -m netmux --help``.
+``DEFAULT_PORT: int``
+    the port used when ``--port`` is not given.
+``add_arguments(parser: argparse.ArgumentParser) -> None``
+    adds the app's own options (the command line adds ``--host``, ``--port``,
+    ``--max-connections``, ``--idle-timeout`` and ``--log-level`` itself).
+``make_server(args: argparse.Namespace, reactor: netmux.Reactor)``
+    returns a server (``serve_forever``/``shutdown``/``server_close``/
+    ``server_address``) bound to ``(args.host, args.port)`` on ``reactor``.
+
+Modules are imported only when asked for (``load``), so importing ``netmux``
+or its command line never imports an app's optional dependency (h11 for
+``http``). The argument types below check option values once, for the command
+line and the apps alike: a bad value is argparse's usage error, never a
+traceback or a server that spins.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import math
+from types import ModuleType
+from typing import Dict
+
+__all__ = ["SERVERS", "AppUnavailable", "load", "port_number", "positive_int",
+           "positive_seconds", "log_level"]
+
+# server name -> module in this package, in the order --help lists them.
+SERVERS: Dict[str, str] = {
+    "echo": "echo",
+    "udp-echo": "udp_echo",
+    "chat": "chat",
+    "kv": "kv",
+    "http": "http",
+}
+
+# server name -> the pip extra that brings its optional dependencies.
+_EXTRAS: Dict[str, str] = {"http": "http"}
+
+
+class AppUnavailable(Exception):
+    """A server's module, or a dependency it needs, cannot be imported here."""
+
+
+def load(name: str) -> ModuleType:
+    """Import the module of server ``name``; AppUnavailable (one line) if it cannot be."""
+    module_name = f"{__name__}.{SERVERS[name]}"
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        if exc.name == module_name:
+            raise AppUnavailable(f"the {name} server is not part of this netmux "
+                                 f"(no module {module_name})") from None
+        hint = f": pip install 'netmux[{_EXTRAS[name]}]'" if name in _EXTRAS else ""
+        raise AppUnavailable(f"the {name} server needs {exc.name or exc}{hint}") from None
+
+
+# ---------------------------------------------------------------------------
+# Argument types: argparse turns their ArgumentTypeError into a usage error.
+
+def _number(text: str, kind: type) -> float:
+    try:
+        return kind(text)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+
+
+def port_number(text: str) -> int:
+    """A TCP/UDP port, 0 (the kernel picks one) to 65535."""
+    port = int(_number(text, int))
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, not {port}")
+    return port
+
+
+def positive_int(text: str) -> int:
+    """A whole number of at least 1."""
+    value = int(_number(text, int))
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """A finite duration above 0 (NaN and inf are refused: a timer must fire)."""
+    value = _number(text, float)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds above 0, not {text}")
+    return value
+
+
+def log_level(text: str) -> str:
+    """A logging level name (any case): DEBUG, INFO, WARNING, ERROR or CRITICAL."""
+    name = text.upper()
+    if not isinstance(logging.getLevelName(name), int):
+        raise argparse.ArgumentTypeError(
+            f"unknown level {text!r} (DEBUG, INFO, WARNING, ERROR or CRITICAL)")
+    return name

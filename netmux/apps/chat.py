@@ -1,0 +1,236 @@
+"""``python -m netmux chat``: a line-based chat server for ``nc`` and ``telnet``.
+
+Each connection is a member with a nick (``guest1``, ``guest2``, ... until
+``/nick``) in one room (``lobby`` until ``/join``). A line that is not a command
+goes to every other member of the room as ``<nick> text``. Commands:
+``/nick NAME``, ``/join ROOM``, ``/who``, ``/quit``, ``/help``; a line starting
+with ``//`` sends the rest as text. Notices start with ``* ``, errors with
+``! error: `` and never end the connection.
+
+What it checks: every line is UTF-8 without control characters (an escape
+sequence from one member must not drive another's terminal), a message is at
+most ``MAX_MESSAGE`` characters, a name ``MAX_NAME`` printable characters
+without spaces. A line over ``MAX_LINE`` bytes is a framing error: the framer
+refuses to buffer it, and the connection ends (see ``netmux.LineHandler``).
+
+Why a slow member is dropped: broadcasting writes to every member's transport,
+and a member that does not read keeps those bytes in its write buffer. The
+write buffer's high-water mark is set to ``--max-backlog``; when a member goes
+over it, ``pause_writing`` (which by default would stop reading that member,
+no help here) aborts it: its buffer is dropped, no more is written to it, and
+on the next turn ``connection_lost`` takes it out of its room, which hears
+``* nick left (too slow)``. The others never wait for it.
+
+Built on ``netmux.LineHandler`` and ``netmux.TCPServer`` only.
+Pinned by tests/test_app_chat.py.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import unicodedata
+from typing import Dict, Iterator, Optional, Set
+
+import netmux
+from netmux.apps import positive_int
+
+DESCRIPTION = "line-based chat rooms for nc/telnet: /nick, /join, /who, /quit"
+DEFAULT_PORT = 8008
+DEFAULT_ROOM = "lobby"
+MAX_LINE = 4096          # bytes: longer lines end the connection (framing error)
+MAX_MESSAGE = 1000       # characters in one message
+MAX_NAME = 24            # characters in a nick or a room name
+HELP = ("* commands: /nick NAME, /join ROOM, /who, /quit, /help; "
+        "anything else is said to your room (//text says /text)")
+
+logger = logging.getLogger("netmux")
+
+
+class ChatError(ValueError):
+    """A member's mistake: reported back as ``! error: ...``, never fatal."""
+
+
+def _check_text(text: str) -> None:
+    if any(unicodedata.category(char) == "Cc" for char in text):
+        raise ChatError("control characters are not allowed")
+
+
+def _check_name(name: str, what: str) -> str:
+    _check_text(name)
+    if not name or len(name) > MAX_NAME or not name.isprintable() or any(c.isspace() for c in name):
+        raise ChatError(f"a {what} is 1 to {MAX_NAME} printable characters without spaces")
+    return name
+
+
+class Chat:
+    """What the members of one server share: who is in which room, and which nicks are taken."""
+
+    def __init__(self, max_backlog: int) -> None:
+        self.max_backlog = max_backlog
+        self.rooms: Dict[str, Set["ChatMember"]] = {}
+        self.nicks: Dict[str, "ChatMember"] = {}        # casefolded nick -> member
+        self._guests: Iterator[int] = itertools.count(1)
+
+    def guest_nick(self) -> str:
+        """A free ``guestN``."""
+        while True:
+            nick = f"guest{next(self._guests)}"
+            if nick.casefold() not in self.nicks:
+                return nick
+
+    def say(self, room: Optional[str], line: str, exclude: Optional["ChatMember"] = None) -> None:
+        """Send ``line`` to every member of ``room`` (but ``exclude``)."""
+        data = line.encode() + b"\r\n"
+        for member in list(self.rooms.get(room or "", ())):   # a copy: a slow member leaves mid-loop
+            if member is not exclude:
+                member.send_raw(data)
+
+
+class ChatMember(netmux.LineHandler):
+    """One connection: its nick, its room, and the commands it types."""
+
+    max_length = MAX_LINE
+
+    def __init__(self, chat: Chat) -> None:
+        self.chat = chat
+        self.nick = ""
+        self.room: Optional[str] = None
+        self.farewell = "left"
+
+    # -- connection events ---------------------------------------------------
+
+    def connection_made(self, transport: netmux.Transport) -> None:
+        """Bound the backlog, pick a guest nick, greet, and enter the lobby."""
+        super().connection_made(transport)
+        transport.set_write_buffer_limits(high=self.chat.max_backlog)
+        self.nick = self.chat.guest_nick()
+        self.chat.nicks[self.nick.casefold()] = self
+        self.send_notice(f"welcome to netmux chat, {self.nick}; /help lists the commands")
+        self._enter(DEFAULT_ROOM)
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        """The one place a member leaves for good: free its nick, tell its room."""
+        room = self._leave()
+        self.chat.nicks.pop(self.nick.casefold(), None)
+        if room is not None:
+            self.chat.say(room, f"* {self.nick} {self.farewell}")
+
+    def pause_writing(self) -> None:
+        """Over ``--max-backlog`` unsent bytes: drop this member, never wait for it."""
+        logger.warning("chat: dropping %s (%s): more than %d bytes unsent",
+                       self.nick, self.transport.get_extra_info("peername"), self.chat.max_backlog)
+        self.farewell = "left (too slow)"
+        self.transport.abort()          # send_raw skips it from now on; connection_lost tells the room
+
+    def line_received(self, line: bytes) -> None:
+        """One line, ``\r\n`` or ``\n`` ended: a command or a message; a mistake is answered."""
+        try:
+            text = line.rstrip(b"\r").decode("utf-8")
+        except UnicodeDecodeError:
+            self.send_error("a line must be UTF-8 text")
+            return
+        try:
+            self._dispatch(text)
+        except ChatError as error:
+            self.send_error(str(error))
+
+    # -- output ----------------------------------------------------------------
+
+    def send_raw(self, data: bytes) -> None:
+        """Write ``data`` unless this member is already on its way out."""
+        if not self.transport.is_closing():
+            self.transport.write(data)
+
+    def send_notice(self, text: str) -> None:
+        """``* text`` to this member only."""
+        self.send_raw(f"* {text}\r\n".encode())
+
+    def send_error(self, text: str) -> None:
+        """``! error: text`` to this member only."""
+        self.send_raw(f"! error: {text}\r\n".encode())
+
+    # -- commands --------------------------------------------------------------
+
+    def _dispatch(self, text: str) -> None:
+        _check_text(text)
+        if not text:
+            return
+        if not text.startswith("/") or text.startswith("//"):
+            self._message(text[1:] if text.startswith("//") else text)
+            return
+        command, _, argument = text.partition(" ")
+        handler = _COMMANDS.get(command.lower())
+        if handler is None:
+            raise ChatError(f"unknown command {command} (/help lists them)")
+        handler(self, argument.strip())
+
+    def _message(self, text: str) -> None:
+        if len(text) > MAX_MESSAGE:
+            raise ChatError(f"a message is at most {MAX_MESSAGE} characters")
+        self.chat.say(self.room, f"<{self.nick}> {text}", exclude=self)
+
+    def _nick(self, name: str) -> None:
+        _check_name(name, "nick")
+        owner = self.chat.nicks.get(name.casefold())
+        if owner is not None and owner is not self:
+            raise ChatError(f"the nick {name} is taken")
+        old, self.nick = self.nick, name
+        del self.chat.nicks[old.casefold()]
+        self.chat.nicks[name.casefold()] = self
+        self.chat.say(self.room, f"* {old} is now {name}")
+
+    def _join(self, room: str) -> None:
+        _check_name(room, "room name")
+        if room == self.room:
+            raise ChatError(f"you are already in {room}")
+        old = self._leave()
+        self.chat.say(old, f"* {self.nick} went to {room}")
+        self._enter(room)
+
+    def _who(self, argument: str) -> None:
+        names = sorted(member.nick for member in self.chat.rooms.get(self.room or "", ()))
+        self.send_notice(f"in {self.room}: {', '.join(names)}")
+
+    def _quit(self, argument: str) -> None:
+        self.send_notice("bye")
+        self.transport.close()          # connection_lost tells the room
+
+    def _help(self, argument: str) -> None:
+        self.send_raw(HELP.encode() + b"\r\n")
+
+    # -- rooms -----------------------------------------------------------------
+
+    def _enter(self, room: str) -> None:
+        self.room = room
+        self.chat.rooms.setdefault(room, set()).add(self)
+        self.chat.say(room, f"* {self.nick} joined {room}")
+
+    def _leave(self) -> Optional[str]:
+        """Leave the current room (forgetting it when empty); return its name."""
+        room, self.room = self.room, None
+        members = self.chat.rooms.get(room or "")
+        if room is not None and members is not None:
+            members.discard(self)
+            if not members:
+                del self.chat.rooms[room]
+        return room
+
+
+_COMMANDS = {
+    "/nick": ChatMember._nick, "/join": ChatMember._join, "/who": ChatMember._who,
+    "/quit": ChatMember._quit, "/help": ChatMember._help,
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--max-backlog``: how many unsent bytes a member may hold before it is dropped."""
+    parser.add_argument("--max-backlog", type=positive_int, default=64 * 1024, metavar="BYTES",
+                        help="drop a member holding more than BYTES of unsent output (default: 65536)")
+
+
+def make_server(args: argparse.Namespace, reactor: netmux.Reactor) -> netmux.TCPServer:
+    """A TCPServer for one chat: its rooms live as long as the server."""
+    chat = Chat(args.max_backlog)
+    return netmux.TCPServer((args.host, args.port), lambda: ChatMember(chat), reactor=reactor,
+                            max_connections=args.max_connections, idle_timeout=args.idle_timeout)

@@ -1,0 +1,33 @@
+"""``python -m netmux echo``: the TCP echo server, the smallest netmux server there is.
+
+Every byte a client sends comes back. ``Handler``'s default flow control
+(stop reading while the write buffer is above high water) keeps it
+memory-bounded against a client that sends without reading.
+Pinned by tests/test_cli.py.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import netmux
+
+DESCRIPTION = "TCP echo: writes back what it reads"
+DEFAULT_PORT = 8007
+
+
+class EchoHandler(netmux.Handler):
+    """Writes back every byte it reads."""
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The echo server has no options of its own."""
+
+
+def make_server(args: argparse.Namespace, reactor: netmux.Reactor) -> Any:
+    """A TCPServer echoing on ``(args.host, args.port)``."""
+    return netmux.TCPServer((args.host, args.port), EchoHandler, reactor=reactor,
+                            max_connections=args.max_connections, idle_timeout=args.idle_timeout)

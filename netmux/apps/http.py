@@ -1,0 +1,483 @@
+"""http: a small HTTP/1.1 server (a hello page, or static files) on netmux and h11.
+
+Where it sits: an application on netmux's public API only (``Handler``,
+``TCPServer``, ``transport.sendfile``). h11, the sans-IO HTTP/1.1 library,
+turns bytes into request events and keeps HTTP's rules (framing, keep-alive,
+one response per request, in order); this module decides what to answer and
+never parses HTTP by hand: request smuggling is no place for home-made parsers.
+
+    python -m netmux http [--root DIR]         # the command line
+    python -m netmux.apps.http [--root DIR]    # the same server, on its own
+
+What it serves: without ``--root``, a hello page at ``/`` (404 elsewhere).
+With ``--root DIR``, the files below DIR: GET and HEAD; Content-Type by file
+extension; Last-Modified and If-Modified-Since (304); a single byte range (206,
+416 when unsatisfiable; a request for several ranges gets the whole file, 200,
+as RFC 9110 allows); a directory answers with its index.html (a redirect adds
+its missing ``/``; no listings). Keep-alive and pipelining: requests are
+answered in order, one at a time; while a response waits in the write buffer
+above the high-water mark no further request is read. Files over 64 KiB go
+out with ``transport.sendfile`` (zero-copy); smaller ones are read and written
+with their headers in one piece.
+
+Never outside the root: the target is percent-decoded once, and a ``..``
+segment, a NUL byte or a backslash is a 400; a path is joined below the root
+from its segments (so ``//etc/passwd`` is ``ROOT/etc/passwd``), then resolved
+with ``realpath``: anything that lands outside (a symlink pointing out) is a
+404, as is a file that is not there or not readable.
+
+Errors: 400 (malformed, as h11 or the path check finds it), 404, 405 with
+``Allow`` (methods other than GET and HEAD), 413 (a declared body over
+``--max-body``), 414 (a request line over ``--max-header-size``), 431 (the
+headers over it), 505 (HTTP other than 1.0 and 1.1). After a 400, 413, 414,
+431 or 505 the connection closes; the server goes on. An access line per
+request is logged at DEBUG on the ``netmux.http`` logger.
+
+test-case-name: tests/test_app_http.py
+"""
+from __future__ import annotations
+
+import argparse
+import email.utils
+import logging
+import mimetypes
+import os
+import stat
+import time
+from http import HTTPStatus
+from typing import Any, List, Optional, Tuple
+from urllib.parse import unquote_to_bytes
+
+import netmux
+
+try:
+    import h11
+except ImportError:  # pragma: no cover - the extra is part of the test set-up
+    h11 = None  # type: ignore[assignment]
+
+__all__ = ["DESCRIPTION", "DEFAULT_PORT", "HELLO_PAGE", "add_arguments", "make_server", "HTTPHandler", "Site"]
+
+DESCRIPTION = "HTTP/1.1: a hello page, or static files below --root (needs h11)"
+DEFAULT_PORT = 8080
+
+logger = logging.getLogger("netmux.http")
+
+#: Files up to this size are read and written with their headers; larger ones are sendfile()d.
+#: It equals the transport's high-water mark, so a sendfile()d response always pauses
+#: reading and its resume_writing (at an empty buffer) tells us its file may close.
+SMALL_FILE = 64 * 1024
+
+_ALLOWED = b"GET, HEAD"
+#: The page served at "/" without --root (bench/servers/asgi_hello.py serves the same bytes).
+HELLO_PAGE = (b"<!doctype html>\n<html><head><title>netmux</title></head>\n"
+              b"<body><h1>Hello from netmux</h1><p>A single-threaded reactor, h11 for HTTP.</p></body></html>\n")
+_REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+if h11 is not None:
+    _HELLO_DATA = h11.Data(data=HELLO_PAGE)     # events are immutable: made once, sent many times
+    _END = h11.EndOfMessage()
+
+
+class Site:
+    """What every connection of one server shares: the root, the limits, the Date header."""
+
+    def __init__(self, root: Optional[str] = None, max_header_size: int = 16384,
+                 max_body: int = 1 << 20) -> None:
+        if h11 is None:
+            raise RuntimeError("the http server needs h11: pip install 'netmux[http]'")
+        if max_header_size < 1 or max_body < 0:
+            raise ValueError("max_header_size must be >= 1 and max_body >= 0")
+        self.root = None if root is None else os.path.realpath(root)
+        if self.root is not None and not os.path.isdir(self.root):
+            raise ValueError(f"--root {root!r} is not a directory")
+        self.max_header_size = max_header_size
+        self.max_body = max_body
+        self._date_second = -1
+        self._date = b""
+        self._hello: Any = None       # the hello page's Response event, remade with the Date
+
+    def date(self) -> bytes:
+        """The Date header's value, formatted once a second."""
+        now = int(time.time())
+        if now != self._date_second:
+            self._date_second = now
+            self._date = email.utils.formatdate(now, usegmt=True).encode()
+            self._hello = None
+        return self._date
+
+    def hello(self) -> Any:
+        """The hello page's Response event: h11 events are immutable, so one serves every
+        request of the same second (h11 validates its headers once, not per request)."""
+        date = self.date()
+        if self._hello is None:
+            self._hello = h11.Response(status_code=200, reason=b"OK", headers=[
+                (b"content-type", b"text/html; charset=utf-8"), (b"date", date), (b"server", b"netmux"),
+                (b"content-length", b"%d" % len(HELLO_PAGE))])
+        return self._hello
+
+    def resolve(self, target: bytes) -> Tuple[int, str]:
+        """``(200, real path)`` for a target below the root, else ``(status, "")``."""
+        root = self.root
+        if root is None:
+            return 404, ""
+        path = target.split(b"?", 1)[0].split(b"#", 1)[0]
+        if not path.startswith(b"/"):
+            return 400, ""                       # absolute-form and "*" are not for files
+        raw = unquote_to_bytes(path)
+        if b"\0" in raw or b"\\" in raw:
+            return 400, ""
+        try:
+            segments = raw.decode("utf-8").split("/")
+        except UnicodeDecodeError:
+            return 400, ""
+        if ".." in segments:
+            return 400, ""
+        joined = os.path.join(root, *[s for s in segments if s not in ("", ".")])
+        real = os.path.realpath(joined)
+        if real != root and not real.startswith(root + os.sep):
+            return 404, ""                       # a symlink that points out
+        return 200, real
+
+
+class HTTPHandler(netmux.Handler):
+    """One HTTP/1.1 connection: h11 parses, we answer each request in order."""
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self._conn: Any = None
+        self._paused = False           # a big response waits: read no further request
+        self._files: List[Any] = []    # open files whose regions may still be queued
+        self._method = b"-"            # of the request being answered, for HEAD and the log
+        self._target = b"-"
+        self._body_seen = 0            # request body bytes read (and dropped)
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.site.max_header_size)
+        # Resume only once the buffer is empty: then every queued file is sent and may close.
+        transport.set_write_buffer_limits(high=SMALL_FILE, low=0)
+
+    def data_received(self, data: bytes) -> None:
+        self._conn.receive_data(data)
+        self._process()
+
+    def eof_received(self) -> bool:
+        self._conn.receive_data(b"")
+        self._process()               # answers what is complete, then closes (ConnectionClosed)
+        return True                   # our write side stays open for those answers
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        self._close_files()
+
+    def pause_writing(self) -> None:
+        self._paused = True
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._close_files()            # low water is 0: everything queued has been sent
+        self.transport.resume_reading()
+        self._process()                # pipelined requests h11 already holds
+
+    def _close_files(self) -> None:
+        for file in self._files:
+            file.close()
+        self._files.clear()
+
+    # ------------------------------------------------------------------
+    # Events from h11
+    # ------------------------------------------------------------------
+    def _process(self) -> None:
+        conn = self._conn
+        transport = self.transport
+        while not self._paused and not transport.is_closing():
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                self._protocol_error(exc)
+                return
+            kind = type(event)
+            if kind is h11.Request:
+                self._request(event)
+                if conn.our_state is h11.MUST_CLOSE:   # an error, HTTP/1.0, "Connection: close"
+                    transport.close()
+                    return
+            elif kind is h11.EndOfMessage:
+                if conn.our_state is h11.MUST_CLOSE:
+                    transport.close()
+                    return
+                conn.start_next_cycle()            # we answered at the Request: both are DONE
+            elif kind is h11.Data:                  # a body we do not use: dropped, but bounded
+                self._body_seen += len(event.data)
+                if self._body_seen > self.site.max_body:
+                    transport.close()
+                    return
+            elif event is h11.NEED_DATA:
+                return
+            else:                                   # ConnectionClosed, or PAUSED: they must close
+                transport.close()
+                return
+
+    def _protocol_error(self, exc: Any) -> None:
+        """Bad HTTP: answer with h11's status hint when we still may, then close."""
+        status = exc.error_status_hint
+        if status == 431 and b"\n" not in self._conn.trailing_data[0]:
+            status = 414                            # still no end to the request line
+        logger.debug("%s: bad request (%d): %s", self._peer(), status, exc)
+        if self._conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            self._error(status, close=True)
+        self.transport.close()
+
+    def _request(self, request: Any) -> None:
+        method = self._method = request.method
+        self._target = request.target
+        self._body_seen = 0
+        if request.http_version not in (b"1.1", b"1.0"):
+            return self._error(505, close=True)
+        # h11 limits only a request still incomplete: one that came whole is measured here.
+        limit = self.site.max_header_size
+        if len(request.target) > limit:
+            return self._error(414, close=True)
+        headers = request.headers
+        if len(headers) > 1 and sum(len(name) + len(value) + 4 for name, value in headers) > limit:
+            return self._error(431, close=True)
+        length = _header(headers, b"content-length")
+        if length is not None:
+            if _header(headers, b"transfer-encoding") is not None:
+                return self._error(400, close=True)   # both framings: a smuggling attempt (RFC 9112 6.3)
+            if int(length) > self.site.max_body:
+                return self._error(413, close=True)
+        if method != b"GET" and method != b"HEAD":
+            return self._error(405, extra=[(b"allow", _ALLOWED)])
+        if self.site.root is None:
+            if request.target == b"/" or request.target.startswith(b"/?"):
+                return self._send_hello()
+            return self._error(404)
+        self._serve_file(request, request.target)
+
+    # ------------------------------------------------------------------
+    # Static files
+    # ------------------------------------------------------------------
+    def _serve_file(self, request: Any, target: bytes) -> None:
+        status, path = self.site.resolve(target)
+        if status != 200:
+            return self._error(status)
+        try:
+            # O_NONBLOCK: opening a FIFO must not wait for a writer (it is a 404 anyway).
+            descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return self._error(404)
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(descriptor)
+            if stat.S_ISDIR(info.st_mode):
+                return self._serve_directory(request, target, path)
+            return self._error(404)
+        file = os.fdopen(descriptor, "rb", buffering=0)
+        try:
+            self._send_file(request, path, file, info)
+        except BaseException:
+            file.close()
+            raise
+
+    def _serve_directory(self, request: Any, target: bytes, path: str) -> None:
+        target = target.split(b"?", 1)[0]
+        if not target.endswith(b"/"):
+            return self._respond(301, [(b"location", target + b"/")], b"")
+        index = os.path.join(path, "index.html")
+        if not os.path.isfile(index):
+            return self._error(404)
+        self._serve_file(request, target + b"index.html")
+
+    def _send_file(self, request: Any, path: str, file: Any, info: os.stat_result) -> None:
+        """Headers for the file (304, 206, 416 or 200), then its bytes, in one way or the other."""
+        headers = request.headers
+        mtime = int(info.st_mtime)
+        since = _header(headers, b"if-modified-since")
+        since_time = None if since is None else _parse_date(since)
+        modified = [(b"last-modified", email.utils.formatdate(mtime, usegmt=True).encode())]
+        if since_time is not None and mtime <= since_time:
+            file.close()
+            return self._respond(304, modified, b"")
+        size = info.st_size
+        offset, count, status = 0, size, 200
+        requested = _header(headers, b"range")
+        if requested is not None:
+            span = _byte_range(requested, size)
+            if span == "unsatisfiable":
+                file.close()
+                return self._error(416, extra=[(b"content-range", b"bytes */%d" % size)])
+            if span is not None:
+                offset, count, status = span[0], span[1], 206
+                modified.append((b"content-range", b"bytes %d-%d/%d" % (offset, offset + count - 1, size)))
+        content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+        head = self._method == b"HEAD"
+        fields = [(b"content-type", content_type.encode()), (b"accept-ranges", b"bytes")] + modified
+        if head or count <= SMALL_FILE:
+            body = b"" if head else os.pread(file.fileno(), count, offset)
+            file.close()
+            if len(body) != count and not head:
+                return self._error(500, close=True)          # the file shrank under us
+            return self._respond(status, fields, body, length=count)
+        self._respond(status, fields, _Region(count))
+        self._files.append(file)
+        self.transport.sendfile(file, offset, count)
+
+    # ------------------------------------------------------------------
+    # Responses: h11 writes the bytes and keeps its state machine right
+    # ------------------------------------------------------------------
+    def _respond(self, status: int, fields: List[Tuple[bytes, bytes]], body: Any, *,
+                 length: Optional[int] = None, close: bool = False) -> None:
+        """Send one response; ``body`` is bytes, or a ``_Region`` the caller sendfile()s.
+        ``length`` is the Content-Length when the body is not sent (HEAD)."""
+        conn = self._conn
+        if length is None:
+            length = len(body)
+        fields = fields + [(b"date", self.site.date()), (b"server", b"netmux")]
+        if status != 304:
+            fields.append((b"content-length", b"%d" % length))
+        if close:
+            fields.append((b"connection", b"close"))
+        out = conn.send(h11.Response(status_code=status, headers=fields, reason=_REASONS.get(status, b"")))
+        if body and self._method != b"HEAD":
+            if type(body) is _Region:
+                # h11 takes only len() of it (its documented sendfile way); we send the bytes.
+                conn.send_with_data_passthrough(h11.Data(data=body))  # type: ignore[arg-type]
+            else:
+                out += conn.send(h11.Data(data=body))
+        out += conn.send(_END)
+        self.transport.write(out)
+        if logger.isEnabledFor(logging.DEBUG):
+            self._log(status, length)
+
+    def _send_hello(self) -> None:
+        """The hot path of the hello page: the same events every time, h11 still told."""
+        conn = self._conn
+        out = conn.send(self.site.hello())
+        if self._method != b"HEAD":
+            out += conn.send(_HELLO_DATA)
+        out += conn.send(_END)
+        self.transport.write(out)
+        if logger.isEnabledFor(logging.DEBUG):
+            self._log(200, len(HELLO_PAGE))
+
+    def _log(self, status: int, length: int) -> None:
+        logger.debug('%s "%s %s" %d %d', self._peer(), self._method.decode("latin-1"),
+                     self._target.decode("latin-1"), status, length)
+
+    def _error(self, status: int, *, extra: Optional[List[Tuple[bytes, bytes]]] = None,
+               close: bool = False) -> None:
+        body = b"%d %s\n" % (status, _REASONS.get(status, b""))
+        self._respond(status, [(b"content-type", b"text/plain; charset=utf-8")] + (extra or []), body,
+                      close=close)
+
+    def _peer(self) -> str:
+        peer = self.transport.get_extra_info("peername")
+        return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+
+
+class _Region:
+    """Stands for a file region's bytes in h11's Data event: h11 only takes its length."""
+
+    __slots__ = ("count",)
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def _header(headers: Any, name: bytes) -> Optional[bytes]:
+    """The first value of a header (h11 gives names lowercased), or None."""
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+def _parse_date(value: bytes) -> Optional[int]:
+    """An HTTP date as a Unix time, or None when it is not one (then it is ignored)."""
+    try:
+        parsed = email.utils.parsedate_to_datetime(value.decode("latin-1"))
+    except (TypeError, ValueError, IndexError):
+        return None
+    return None if parsed is None else int(parsed.timestamp())
+
+
+def _byte_range(value: bytes, size: int) -> Any:
+    """``(offset, count)`` for one satisfiable ``bytes=`` range; ``"unsatisfiable"``;
+    or None to ignore the header (malformed, not bytes, or several ranges)."""
+    unit, _, spec = value.partition(b"=")
+    if unit.strip().lower() != b"bytes" or b"," in spec:
+        return None
+    first, dash, last = spec.strip().partition(b"-")
+    if not dash or not (first.isdigit() or first == b"") or not (last.isdigit() or last == b""):
+        return None
+    if first == b"":
+        if last == b"":
+            return None
+        suffix = int(last)                       # the last N bytes
+        if suffix == 0 or size == 0:
+            return "unsatisfiable"
+        return max(0, size - suffix), min(suffix, size)
+    start = int(first)
+    end = size - 1 if last == b"" else min(int(last), size - 1)
+    if last != b"" and int(last) < start:
+        return None                              # invalid: ignored, as RFC 9110 says
+    if start >= size:
+        return "unsatisfiable"
+    return start, end - start + 1
+
+
+# ----------------------------------------------------------------------
+# The app interface the command line uses
+# ----------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add http's own options."""
+    parser.add_argument("--root", default=None, metavar="DIR",
+                        help="serve the files below DIR (default: a hello page at /)")
+    parser.add_argument("--max-header-size", type=int, default=16384, metavar="BYTES",
+                        help="longest request line plus headers (default: 16384; over: 414 or 431)")
+    parser.add_argument("--max-body", type=int, default=1 << 20, metavar="BYTES",
+                        help="largest request body declared (default: 1 MiB; over: 413)")
+
+
+def make_server(args: argparse.Namespace, reactor: netmux.Reactor) -> netmux.TCPServer:
+    """A TCPServer serving HTTP on ``(args.host, args.port)`` on ``reactor``."""
+    site = Site(getattr(args, "root", None), getattr(args, "max_header_size", 16384),
+                getattr(args, "max_body", 1 << 20))
+    return netmux.TCPServer((args.host, args.port), lambda: HTTPHandler(site), reactor=reactor,
+                            max_connections=getattr(args, "max_connections", None),
+                            idle_timeout=getattr(args, "idle_timeout", None))
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the server on its own until SIGINT or SIGTERM (the command line does the same)."""
+    import signal
+    parser = argparse.ArgumentParser(prog="python -m netmux.apps.http", description=DESCRIPTION)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--log-level", default="INFO")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    server = make_server(args, netmux.Reactor())
+
+    def stop(signum: int, frame: Any) -> None:
+        server.shutdown()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+    host, port = server.server_address[:2]
+    logger.info("http server on http://%s:%d/ (%s)", host, port, args.root or "hello page")
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+        server.reactor.close()
+    logger.info("http server stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

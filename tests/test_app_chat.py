@@ -1,0 +1,445 @@
+"""netmux/apps/chat.py over real sockets: commands, validation, a member that never reads, nc."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import selectors
+import socket
+import subprocess
+import sys
+import time
+import unicodedata
+from typing import Dict, Iterator, List, Optional
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import netmux
+from conftest import ServingThread
+from netmux.apps import chat
+from netmux.cli import parse_args
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Member:
+    """One chat client: a blocking socket and a line reader with a deadline."""
+
+    def __init__(self, address: tuple, rcvbuf: Optional[int] = None) -> None:
+        self.sock = socket.socket()
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(10)
+        self.sock.connect(address)
+        self.pending = b""
+
+    def send(self, line: str, end: bytes = b"\r\n") -> None:
+        self.sock.sendall(line.encode() + end)
+
+    def take_lines(self) -> List[str]:
+        """The whole lines received so far (the server ends them with \\r\\n)."""
+        *lines, self.pending = self.pending.split(b"\r\n")
+        return [line.decode() for line in lines]
+
+    def line(self, timeout: float = 10.0) -> str:
+        deadline = time.monotonic() + timeout
+        while b"\r\n" not in self.pending:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            data = self.sock.recv(65536)
+            assert data, f"EOF while waiting for a line (have {self.pending!r})"
+            self.pending += data
+        line, self.pending = self.pending.split(b"\r\n", 1)
+        return line.decode()
+
+    def expect(self, *lines: str) -> None:
+        for expected in lines:
+            assert self.line() == expected
+
+    def welcome(self) -> str:
+        """Read the greeting and the join notice; return the nick given."""
+        nick = re.match(r"\* welcome to netmux chat, (\S+);", self.line()).group(1)
+        self.expect(f"* {nick} joined lobby")
+        return nick
+
+    def assert_closed(self, timeout: float = 10.0) -> None:
+        """The server ends the connection (FIN or RST) within the deadline."""
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+                if not self.sock.recv(1 << 20):
+                    return
+        except ConnectionResetError:
+            return
+        raise AssertionError("the server did not close the connection")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def chat_server() -> Iterator:
+    """``chat_server(*options)`` -> (address, members list); all stopped at teardown."""
+    started: List[ServingThread] = []
+    reactors: List[netmux.Reactor] = []
+    members: List[Member] = []
+
+    def start(*options: str):
+        reactor = netmux.Reactor()
+        reactors.append(reactor)
+        serving = ServingThread(chat.make_server(parse_args(["chat", "--port", "0", *options]), reactor))
+        started.append(serving)
+
+        def join(**kwargs) -> Member:
+            members.append(Member(serving.address, **kwargs))
+            return members[-1]
+        return join
+
+    def stop_all() -> None:
+        while started:
+            started.pop().stop()
+        while reactors:
+            reactors.pop().close()
+
+    start.stop_all = stop_all                   # type: ignore[attr-defined]
+    yield start
+    for member in members:
+        member.close()
+    stop_all()
+
+
+def test_a_newcomer_is_a_guest_in_the_lobby_and_the_room_hears_it(chat_server):
+    join = chat_server()
+    alice = join()
+    assert alice.welcome() == "guest1"
+    bob = join()
+    assert bob.welcome() == "guest2"
+    alice.expect("* guest2 joined lobby")
+
+
+def test_nick_message_who_join_and_quit(chat_server):
+    join = chat_server()
+    alice, bob = join(), join()
+    alice.welcome(), bob.welcome()
+    alice.expect("* guest2 joined lobby")
+    alice.send("/nick alice")
+    alice.expect("* guest1 is now alice")
+    bob.expect("* guest1 is now alice")
+    alice.send("hello, world")
+    bob.expect("<alice> hello, world")            # the sender does not hear itself
+    bob.send("/who")
+    bob.expect("* in lobby: alice, guest2")
+    bob.send("/join kitchen")
+    alice.expect("* guest2 went to kitchen")
+    bob.expect("* guest2 joined kitchen")
+    alice.send("anyone?")                         # bob is in another room now
+    bob.send("/who")
+    bob.expect("* in kitchen: guest2")
+    bob.send("/join lobby")
+    bob.expect("* guest2 joined lobby")
+    alice.expect("* guest2 joined lobby")
+    alice.send("//nick is a command")
+    bob.expect("<alice> /nick is a command")
+    alice.send("/help")
+    assert alice.line().startswith("* commands: /nick NAME, /join ROOM, /who, /quit, /help")
+    alice.send("/quit")
+    alice.expect("* bye")
+    alice.assert_closed()
+    bob.expect("* alice left")
+
+
+def test_lines_end_with_crlf_or_lf_and_arrive_in_any_pieces(chat_server):
+    join = chat_server()
+    alice, bob = join(), join()
+    alice.welcome(), bob.welcome()
+    alice.expect("* guest2 joined lobby")
+    for piece in [b"/ni", b"ck al", b"ice\r", b"\none\n", b"tw", b"o\r\nthree\r\n"]:
+        alice.sock.sendall(piece)
+        time.sleep(0.01)                          # give each piece its own recv
+    bob.expect("* guest1 is now alice", "<alice> one", "<alice> two", "<alice> three")
+
+
+@pytest.mark.parametrize("line, error", [
+    (b"/nick", "a nick is 1 to 24 printable characters without spaces"),
+    (b"/nick two words", "a nick is 1 to 24 printable characters without spaces"),
+    (b"/nick " + b"x" * 25, "a nick is 1 to 24 printable characters without spaces"),
+    (b"/join", "a room name is 1 to 24 printable characters without spaces"),
+    (b"/join lobby", "you are already in lobby"),
+    (b"/frobnicate", "unknown command /frobnicate (/help lists them)"),
+    (b"hi \x1b[2J there", "control characters are not allowed"),
+    (b"/nick bell\x07", "control characters are not allowed"),
+    (b"tab\there", "control characters are not allowed"),
+    (b"x" * (chat.MAX_MESSAGE + 1), f"a message is at most {chat.MAX_MESSAGE} characters"),
+    (b"caf\xe9", "a line must be UTF-8 text"),                   # latin-1, not UTF-8
+    (b"\xed\xa0\x80 surrogate", "a line must be UTF-8 text"),
+    (b"\xff\xfe", "a line must be UTF-8 text"),
+])
+def test_a_bad_line_gets_an_error_line_and_the_member_stays(chat_server, line, error):
+    join = chat_server()
+    alice, bob = join(), join()
+    alice.welcome(), bob.welcome()
+    alice.expect("* guest2 joined lobby")
+    alice.sock.sendall(line + b"\r\n")
+    alice.expect(f"! error: {error}")
+    alice.send("still here")
+    bob.expect("<guest1> still here")            # nothing of the bad line reached the room
+
+
+def test_a_taken_nick_is_refused_whatever_its_case(chat_server):
+    join = chat_server()
+    alice, bob = join(), join()
+    alice.welcome(), bob.welcome()
+    alice.send("/nick Alice")
+    alice.expect("* guest2 joined lobby", "* guest1 is now Alice")
+    bob.send("/nick aLICE")
+    bob.expect("* guest1 is now Alice", "! error: the nick aLICE is taken")
+    bob.send("/nick guest1")                      # freed by the rename
+    bob.expect("* guest2 is now guest1")
+
+
+def test_unicode_names_and_messages_are_fine(chat_server):
+    join = chat_server()
+    alice, bob = join(), join()
+    alice.welcome(), bob.welcome()
+    alice.send("/nick Zoë")
+    alice.send("/join café")
+    alice.send("/who")
+    alice.expect("* guest2 joined lobby", "* guest1 is now Zoë", "* Zoë joined café", "* in café: Zoë")
+    bob.expect("* guest1 is now Zoë", "* Zoë went to café")
+
+
+def test_a_line_over_the_framing_limit_ends_that_connection_and_the_room_hears(chat_server, caplog):
+    join = chat_server()
+    alice, bob = join(), join()
+    alice.welcome(), bob.welcome()
+    alice.expect("* guest2 joined lobby")
+    with caplog.at_level(logging.WARNING, logger="netmux"):
+        try:
+            alice.sock.sendall(b"y" * (chat.MAX_LINE * 4))
+        except ConnectionError:
+            pass                                  # the server may reset us before we finish
+        alice.assert_closed()
+        bob.expect("* guest1 left")
+    assert any("framing error" in record.getMessage() for record in caplog.records)
+    bob.send("/who")
+    bob.expect("* in lobby: guest2")
+
+
+def test_lines_after_quit_in_the_same_chunk_are_not_said(chat_server):
+    join = chat_server()
+    alice, bob = join(), join()
+    alice.welcome(), bob.welcome()
+    alice.expect("* guest2 joined lobby")
+    alice.sock.sendall(b"first\r\n/quit\r\nafter quit\r\n")
+    alice.expect("* bye")
+    alice.assert_closed()
+    bob.expect("<guest1> first", "* guest1 left")
+    bob.send("/who")
+    bob.expect("* in lobby: guest2")
+
+
+def test_a_guest_nick_taken_by_hand_is_skipped(chat_server):
+    join = chat_server()
+    alice = join()
+    alice.welcome()
+    alice.send("/nick guest2")
+    alice.expect("* guest1 is now guest2")
+    bob = join()
+    assert bob.welcome() == "guest3"
+
+
+def test_stopping_the_server_closes_every_member_quietly(chat_server, caplog):
+    join = chat_server()
+    members = [join() for _ in range(3)]
+    for member in members:
+        member.welcome()
+    members[0].send("/who")
+    members[0].expect("* guest2 joined lobby", "* guest3 joined lobby", "* in lobby: guest1, guest2, guest3")
+    with caplog.at_level(logging.DEBUG, logger="netmux"):
+        chat_server.stop_all()
+        for member in members:
+            member.assert_closed()
+    assert [record for record in caplog.records if record.levelno >= logging.WARNING] == []
+
+
+def _message(sender: int, number: int) -> str:
+    return f"m{sender:02d}-{number:05d} " + "." * 900
+
+
+def test_twenty_members_one_never_reads_the_others_get_everything_in_order(chat_server, caplog):
+    join = chat_server()
+    readers = [join() for _ in range(19)]
+    nicks = [reader.welcome() for reader in readers]
+    sleepy = join(rcvbuf=4096)                    # never reads again after this
+    sleepy.send("/nick sleepy")
+    received: Dict[int, List[str]] = {index: [] for index in range(19)}
+    notices: Dict[int, List[str]] = {index: [] for index in range(19)}
+    sent: List[str] = []
+
+    def drain_until(predicate, timeout: float = 20.0) -> None:
+        """Read every reader until ``predicate()`` holds (bounded in time)."""
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as selector:
+            for index, reader in enumerate(readers):
+                reader.sock.setblocking(False)
+                selector.register(reader.sock, selectors.EVENT_READ, index)
+            while not predicate():
+                assert time.monotonic() < deadline, "the readers did not get their messages in time"
+                for key, _ in selector.select(0.5):
+                    reader = readers[key.data]
+                    data = reader.sock.recv(1 << 20)
+                    assert data, f"{nicks[key.data]} was disconnected"
+                    reader.pending += data
+                    for line in reader.take_lines():
+                        target = received if line.startswith("<") else notices
+                        target[key.data].append(line)
+
+    def dropped() -> bool:
+        return all("* sleepy left (too slow)" in lines for lines in notices.values())
+
+    with caplog.at_level(logging.WARNING, logger="netmux"):
+        batch = 0
+        while not dropped():
+            assert batch < 400, "the member that never reads was never dropped"
+            # One message from each reader per batch: under the 64 KiB backlog of each.
+            for index, reader in enumerate(readers):
+                sent.append(_message(index, batch))
+                reader.sock.setblocking(True)
+                reader.send(sent[-1])
+            expected = len(sent)
+            drain_until(lambda: all(len(lines) == expected - (batch + 1) for lines in received.values()))
+            batch += 1
+    print(f"\nthe member that never read was dropped after {batch} batches "
+          f"({batch * 19 * len(_message(0, 0))} bytes sent its way)")
+    # A few more batches after the drop: the room goes on.
+    for extra in range(3):
+        for index, reader in enumerate(readers):
+            sent.append(_message(index, batch))
+            reader.sock.setblocking(True)
+            reader.send(sent[-1])
+        batch += 1
+    expected = len(sent)
+    drain_until(lambda: all(len(lines) == expected - batch for lines in received.values()))
+
+    for index in range(19):
+        others = [f"<{nicks[int(text[1:3])]}> {text}" for text in sent if not text.startswith(f"m{index:02d}-")]
+        assert sorted(received[index]) == sorted(others)
+        # every reader saw the one order the server broadcast in, each sender's messages in order
+        for sender in range(19):
+            mine = [line for line in received[index] if line.startswith(f"<{nicks[sender]}> ")]
+            assert mine == [line for line in others if line.startswith(f"<{nicks[sender]}> ")]
+    for first in range(19):
+        for second in (first + 1) % 19, (first + 7) % 19:
+            common = [line for line in received[first]
+                      if f"<{nicks[second]}> " not in line[:12] and f"<{nicks[first]}> " not in line[:12]]
+            theirs = [line for line in received[second]
+                      if f"<{nicks[second]}> " not in line[:12] and f"<{nicks[first]}> " not in line[:12]]
+            assert common == theirs
+    assert any("dropping sleepy" in record.getMessage() for record in caplog.records)
+    sleepy.assert_closed()
+
+
+def test_nc_talks_to_python_m_netmux_chat():
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    server = subprocess.Popen([sys.executable, "-m", "netmux", "chat", "--port", "0"], cwd=ROOT, env=env,
+                              stderr=subprocess.PIPE, text=True)
+    listener = None
+    try:
+        log = ""
+        while "server on" not in log:
+            line = server.stderr.readline()
+            assert line, f"the server ended: {log}"
+            log += line
+        port = int(re.search(r"server on 127\.0\.0\.1:(\d+)", log).group(1))
+        listener = Member(("127.0.0.1", port))
+        listener.welcome()
+        nc = subprocess.run(["nc", "-N", "-q", "1", "127.0.0.1", str(port)],
+                            input=b"/nick netcat\r\nhello from nc\r\n/quit\r\n",
+                            capture_output=True, timeout=20)
+        assert nc.returncode == 0, nc.stderr
+        assert b"* guest2 is now netcat\r\n" in nc.stdout and nc.stdout.endswith(b"* bye\r\n")
+        listener.expect("* guest2 joined lobby", "* guest2 is now netcat", "<netcat> hello from nc",
+                        "* netcat left")
+        server.send_signal(2)
+        assert server.wait(10) == 0
+        assert "stopped" in server.stderr.read()
+    finally:
+        if listener is not None:
+            listener.close()
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        server.stderr.close()
+
+
+# ---------------------------------------------------------------------------
+# Without sockets: the backlog bound, and what one member can make others see.
+
+class _FakeTransport:
+    """The part of a transport ChatMember uses, recording what it writes."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        assert not self.closing, "write after close"
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    abort = close
+
+    def set_write_buffer_limits(self, high: Optional[int] = None, low: Optional[int] = None) -> None:
+        self.high = high
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
+
+
+def test_a_member_over_its_backlog_is_dropped_and_its_room_told():
+    room = chat.Chat(max_backlog=1000)
+    speaker, slow = chat.ChatMember(room), chat.ChatMember(room)
+    speaker_transport, slow_transport = _FakeTransport(), _FakeTransport()
+    speaker.connection_made(speaker_transport)
+    slow.connection_made(slow_transport)
+    assert slow_transport.high == 1000            # the backlog is the write buffer's high water
+    slow.pause_writing()                          # what the transport calls over high water
+    assert slow_transport.closing
+    speaker.data_received(b"anyone there?\n")     # not written to the dropped member
+    slow.connection_lost(None)
+    assert speaker_transport.written.endswith(b"* guest2 left (too slow)\r\n")
+    assert room.rooms == {"lobby": {speaker}} and list(room.nicks) == ["guest1"]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.binary(max_size=60) | st.sampled_from(
+           [b"\r\n", b"\n", b"/nick ", b"/join ", b"/who", b"/help", b"\x1b[31m", b"\xc3", b"\xff", b"//"]),
+           max_size=40),
+       st.data())
+def test_any_bytes_in_any_chunks_reach_the_others_only_as_clean_utf8_lines(pieces, data):
+    stream = b"".join(pieces).replace(b"/quit", b"/qu1t")
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10)))
+    chunks = [stream[start:end] for start, end in zip([0, *cuts], [*cuts, len(stream)])]
+    room = chat.Chat(max_backlog=1 << 20)
+    speaker, listener = chat.ChatMember(room), chat.ChatMember(room)
+    speaker_transport, listener_transport = _FakeTransport(), _FakeTransport()
+    speaker.connection_made(speaker_transport)
+    listener.connection_made(listener_transport)
+    for chunk in chunks:
+        speaker.data_received(chunk)
+    assert not speaker_transport.closing          # no line under MAX_LINE costs the connection
+    heard = bytes(listener_transport.written)
+    assert heard.endswith(b"\r\n")
+    for line in heard[:-2].split(b"\r\n"):
+        text = line.decode("utf-8")               # valid UTF-8
+        assert text.startswith(("* ", "<")), text  # notices and messages, never the speaker's errors
+        assert not any(unicodedata.category(char) == "Cc" for char in text), text
+    for line in bytes(speaker_transport.written)[:-2].split(b"\r\n"):
+        assert line.startswith((b"* ", b"! error: ", b"<")), line
