@@ -1,8 +1,4 @@
-"""netmux.testing with coroutine handlers (StreamHandler, netmux.sleep, netmux.timeout).
-
-Written against API.md's "Coroutine handlers"; they run once the coroutine
-handlers (issue 10) are merged, and are skipped until then.
-"""
+"""netmux.testing with coroutine handlers (StreamHandler, netmux.sleep, netmux.timeout)."""
 from __future__ import annotations
 
 import time
@@ -13,9 +9,6 @@ from hypothesis import HealthCheck, given, settings
 
 import netmux
 from netmux.testing import chunkings, drive, pair
-
-pytestmark = pytest.mark.skipif(not hasattr(netmux, "StreamHandler"),
-                                reason="coroutine handlers (issue 10) not merged into this branch yet")
 
 PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LINES = b"one\ntwo\n\nthree and more\n"
