@@ -93,7 +93,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     reactor = Reactor()
     try:
         server = apps.load(args.server).make_server(args, reactor)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:     # an address in use, a damaged kv dump file
         reactor.close()
         print(f"netmux: cannot start {args.server} on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1

@@ -341,6 +341,7 @@ def test_twenty_members_one_never_reads_the_others_get_everything_in_order(chat_
     sleepy.assert_closed()
 
 
+@pytest.mark.clients
 def test_nc_talks_to_python_m_netmux_chat():
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     server = subprocess.Popen([sys.executable, "-m", "netmux", "chat", "--port", "0"], cwd=ROOT, env=env,

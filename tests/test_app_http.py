@@ -166,6 +166,7 @@ def header(response: Any, name: bytes) -> Optional[bytes]:
 # ----------------------------------------------------------------------
 # curl
 # ----------------------------------------------------------------------
+@pytest.mark.clients
 def test_hello_page_and_keep_alive_with_curl(hello):
     out = curl("-v", hello.url + "/", hello.url + "/?again")
     assert out.returncode == 0
@@ -177,6 +178,7 @@ def test_hello_page_and_keep_alive_with_curl(hello):
     assert status_of(hello.url + "/elsewhere") == ["404"]
 
 
+@pytest.mark.clients
 def test_head_gives_the_headers_of_get_without_a_body(server):
     out = curl("-I", server.url + "/digits.bin")
     assert out.returncode == 0
@@ -189,6 +191,7 @@ def test_head_gives_the_headers_of_get_without_a_body(server):
     assert header(responses[0][0], b"content-length") == b"12"
 
 
+@pytest.mark.clients
 def test_static_files_types_and_404(server):
     for path, kind in (("/hello.txt", "text/plain"), ("/page.html", "text/html"), ("/style.css", "text/css"),
                        ("/digits.bin", "application/octet-stream"), ("/inside.txt", "text/plain")):
@@ -199,12 +202,14 @@ def test_static_files_types_and_404(server):
     assert status_of(server.url + "/missing", server.url + "/docs/missing.html") == ["404", "404"]
 
 
+@pytest.mark.clients
 def test_directories_serve_index_html_and_redirect_to_the_slash(server):
     assert curl(server.url + "/docs/").stdout == b"<h1>docs</h1>"
     assert curl("-L", server.url + "/docs").stdout == b"<h1>docs</h1>"
     assert status_of(server.url + "/docs", server.url + "/empty/") == ["301", "404"]
 
 
+@pytest.mark.clients
 def test_byte_ranges_with_curl(server):
     content = bytes(range(256)) * 1024
     for spec, expected in (("5-9", content[5:10]), ("262140-", content[262140:]), ("-3", content[-3:]),
@@ -222,6 +227,7 @@ def test_byte_ranges_with_curl(server):
     assert [(r.status_code, body) for r, body in responses] == [(200, b"hello, file\n")] * 2
 
 
+@pytest.mark.clients
 def test_if_modified_since_gives_304(server, site_root):
     mtime = os.stat(os.path.join(site_root, "hello.txt")).st_mtime
     later = email.utils.formatdate(mtime + 60, usegmt=True)
@@ -234,6 +240,7 @@ def test_if_modified_since_gives_304(server, site_root):
     assert header(responses[0][0], b"last-modified") == email.utils.formatdate(int(mtime), usegmt=True).encode()
 
 
+@pytest.mark.clients
 def test_paths_outside_the_root_are_refused(server):
     assert status_of("--path-as-is", server.url + "/../etc/passwd", server.url + "/%2e%2e/etc/passwd",
                      server.url + "/docs/%2E%2E/%2e%2e/secret.txt", server.url + "/..%2f..%2fetc/passwd",
@@ -256,6 +263,7 @@ def test_resolve_never_leaves_the_root(site_root, target):
         assert path == site.root or path.startswith(site.root + os.sep)
 
 
+@pytest.mark.clients
 def test_a_100_mib_file_via_sendfile_is_byte_exact(server, site_root, tmp_path):
     block = os.urandom(MiB)
     digest = hashlib.sha256()
@@ -281,6 +289,7 @@ def _sha256(path: Any) -> str:
     return digest.hexdigest()
 
 
+@pytest.mark.clients
 @pytest.mark.parametrize("path", ["/", "/digits.bin"])
 def test_a_short_wrk_run_has_no_errors(site_root, path):
     running = Running(root=None if path == "/" else site_root)

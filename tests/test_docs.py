@@ -13,6 +13,9 @@ The rule, by the fence's info string (the word after the opening backticks):
 * ``{literalinclude} PATH``: the page includes the whole file, which must be one of
   those. Other MyST directives (``{toctree}``, ``{include}``, ``{automodule}``, ...)
   are page structure, not code; ``{code-block}`` is refused: write ```python.
+* ``python title="examples/PATH"``: the whole file, shown as it is: the block
+  must equal that file exactly, and the file must be run by a test (the
+  from-socketserver page's originals and ports run in tests/test_examples_stream.py).
 * ``python synopsis``: an outline of an API (signatures, one call per line), not
   a program. Every ``netmux.NAME`` (and ``netmux.NAME.attr``) it mentions must exist.
 * ``sh``/``console``: commands (``$ `` prefixes and ``# comments`` ignored; in a
@@ -197,6 +200,13 @@ def test_every_code_block_is_a_doctest_or_a_file_a_test_runs(block):
         assert path in EXAMPLES + TESTS, f"{block.where()}: {path} is not under examples/ or tests/"
         return
     if block.info.split(" ")[0] in DIRECTIVES:
+        return
+    titled = re.fullmatch(r'python title="([^"]+)"', block.info)
+    if titled:
+        path = titled.group(1)
+        assert path in EXAMPLES, f"{block.where()}: {path} is not a file under examples/"
+        with open(os.path.join(ROOT, path)) as file:
+            assert file.read() == block.body, f"{block.where()}: the block differs from {path}"
         return
     if block.info not in KINDS:
         pytest.fail(f"{block.where()}: say what the block is: ```python (a doctest with >>>, "

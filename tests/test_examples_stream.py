@@ -1,6 +1,6 @@
 """docs/from-socketserver.md: every code block is a file of examples/, and every file runs here.
 
-Each blocking original (examples/blocking/) and its StreamHandler port (examples/stream_*.py)
+Each blocking original and its StreamHandler port (examples/from_socketserver/)
 runs as written, as ``__main__``, in a subprocess; only the port it binds is changed (to a
 free one on 127.0.0.1, printed first), so the files stay exactly what the page shows.
 """
@@ -36,9 +36,9 @@ socket.socket = _Socket
 runpy.run_path(sys.argv[1], run_name="__main__")
 """
 
-PAIRS = [("blocking/socketserver_echo.py", "stream_echo.py"),
-         ("blocking/socketserver_lines.py", "stream_lines.py"),
-         ("blocking/socket_echo.py", "stream_socket_echo.py")]
+PAIRS = [("from_socketserver/socketserver_echo.py", "from_socketserver/stream_echo.py"),
+         ("from_socketserver/socketserver_lines.py", "from_socketserver/stream_lines.py"),
+         ("from_socketserver/socket_echo.py", "from_socketserver/stream_socket_echo.py")]
 
 
 @contextlib.contextmanager
@@ -87,7 +87,7 @@ def test_the_socketserver_handler_and_its_port_answer_alike(original, port):
 
 
 def test_the_line_port_reads_one_whole_line_however_it_is_cut():
-    with run_example("stream_lines.py") as (port, process, output):
+    with run_example("from_socketserver/stream_lines.py") as (port, process, output):
         reply = exchange(port, [b"o", b"ne lin", b"e\nsecond line\n"])
     assert reply == b"ONE LINE"
 
@@ -103,7 +103,7 @@ def test_the_socket_docs_loop_and_its_port_echo_alike():
 
 def test_the_ported_echo_serves_200_clients_at_once_from_one_thread():
     clients = []
-    with run_example("stream_socket_echo.py") as (port, process, output):
+    with run_example("from_socketserver/stream_socket_echo.py") as (port, process, output):
         try:
             for _ in range(200):                           # all connected at the same time
                 clients.append(socket.create_connection(("127.0.0.1", port), timeout=10))

@@ -1,0 +1,239 @@
+"""kv: an in-memory key-value store that ``redis-cli`` and ``redis-benchmark`` talk to.
+
+Where it sits: a ready-made server on the public API alone (``import netmux``),
+in three modules, bottom to top:
+
+* ``resp.py`` -- the RESP2 parser, sans-IO: bytes in, commands out, with
+  Redis's request limits;
+* ``kvstore.py`` -- the keyspace and its commands, sans-IO: a command in, an
+  encoded reply out; expiry; the dump file;
+* this module -- the network side: ``KVHandler``, one per connection, runs each
+  command the parser hands up and writes the replies of one read in one
+  ``write`` (pipelining costs one ``send`` per batch, replies stay in order);
+  ``KVServer``, a ``netmux.TCPServer`` that also sweeps expired keys on a
+  reactor timer and saves the dump when it is closed; and the command-line
+  interface the ``python -m netmux`` front end calls (``add_arguments``,
+  ``make_server``).
+
+What it never does: let one connection cost more than itself. A malformed
+request gets ``-ERR Protocol error: ...`` and closes that connection only; a
+peer that pipelines requests without reading their replies is paused (the
+commands wait, unread bytes stay in the kernel) instead of growing our buffers.
+Tests: ``tests/test_app_kv.py``.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import signal
+from typing import Any, List, Optional
+
+import netmux
+from netmux.apps.kvstore import CommandError, Store, execute
+from netmux.apps.resp import RespParser, bulk, error
+
+DESCRIPTION = "key-value store speaking the Redis protocol (redis-cli, redis-benchmark)"
+DEFAULT_PORT = 6379                 # Redis's: redis-cli and redis-benchmark find it unasked
+
+logger = logging.getLogger("netmux")
+
+_OK = b"+OK\r\n"
+_SWEEP_INTERVAL = 0.1               # seconds between expiry sweeps (Redis: hz 10)
+
+
+# ======================================================================
+# One connection
+# ======================================================================
+class _Quit(Exception):
+    """QUIT: reply +OK after the replies before it, then close."""
+
+
+_BATCH = 64 * 1024      # write at least this often, so a full buffer can stop us
+
+
+class KVHandler(netmux.Handler):
+    """Runs the commands of one connection, in order, replying in batches."""
+
+    def __init__(self, store: Store, max_request: int) -> None:
+        self._store = store
+        self._parser = RespParser(max_request)
+        self._backlog: Optional[List[List[bytes]]] = None  # commands waiting for the peer to read
+        self._paused = False
+        self.name = b""
+        self._commands = dict(store.commands)
+        for name, entry in ((b"quit", (self._do_quit, -1)), (b"client", (self._do_client, -2))):
+            self._commands[name] = self._commands[name.upper()] = entry
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self._store.clients += 1
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        self._store.clients -= 1
+        self._backlog = None
+
+    def data_received(self, data: bytes) -> None:
+        commands = self._parser.feed(data)
+        if self._backlog is not None:
+            self._backlog.extend(commands)
+        else:
+            self._answer(commands)
+
+    def _answer(self, commands: List[List[bytes]]) -> None:
+        """Run ``commands``, write their replies; stop early while the peer does not read."""
+        table = self._commands
+        replies: List[bytes] = []
+        size = 0
+        for index, args in enumerate(commands):
+            try:
+                reply = execute(table, args)
+            except _Quit:
+                replies.append(_OK)
+                self.transport.write(b"".join(replies))
+                self.transport.close()
+                return
+            replies.append(reply)
+            size += len(reply)
+            if size >= _BATCH:
+                self.transport.write(b"".join(replies))
+                replies.clear()
+                size = 0
+                if self._paused:                # resume_writing() goes on from here
+                    self._backlog = commands[index + 1:]
+                    return
+        if replies:
+            self.transport.write(b"".join(replies))
+        self._backlog = None
+        if self._parser.error is not None:
+            self._protocol_error()
+
+    def _protocol_error(self) -> None:
+        message = self._parser.error
+        logger.info("kv: protocol error from %s: %s", self.transport.get_extra_info("peername"), message)
+        self.transport.write(error(f"ERR Protocol error: {message}"))
+        self.transport.close()
+
+    def pause_writing(self) -> None:
+        self._paused = True
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._backlog is not None:
+            self._answer(self._backlog)
+        if not self._paused and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def _do_quit(self, args: List[bytes]) -> bytes:
+        raise _Quit()
+
+    def _do_client(self, args: List[bytes]) -> bytes:
+        subcommand = args[1].upper()
+        if subcommand == b"SETNAME" and len(args) == 3:
+            if any(byte <= 32 or byte > 126 for byte in args[2]):
+                raise CommandError("ERR Client names cannot contain spaces, newlines or special characters.")
+            self.name = args[2]
+            return _OK
+        if subcommand == b"GETNAME" and len(args) == 2:
+            return bulk(self.name or None)
+        if subcommand == b"SETINFO" and len(args) == 4:
+            return _OK
+        raise CommandError(f"ERR unknown subcommand '{args[1].decode('utf-8', 'replace')}'. Try CLIENT HELP.")
+
+
+# ======================================================================
+# The server and the command-line interface
+# ======================================================================
+class KVServer(netmux.TCPServer):
+    """A TCPServer serving one ``Store``: sweeps expired keys, saves the dump on close."""
+
+    def __init__(self, server_address: tuple, store: Store, *, max_request: int = 1 << 20,
+                 **kwargs: Any) -> None:
+        super().__init__(server_address, lambda: KVHandler(store, max_request), **kwargs)
+        self.store = store
+        self._sweep_timer = self.reactor.call_later(_SWEEP_INTERVAL, self._sweep)
+
+    def _sweep(self) -> None:
+        more = self.store.sweep()
+        self._sweep_timer = self.reactor.call_later(0 if more else _SWEEP_INTERVAL, self._sweep)
+
+    def server_close(self) -> None:
+        """Close like TCPServer, then save the dump (once): a graceful stop loses nothing."""
+        first = not self._closed
+        self._sweep_timer.cancel()
+        super().server_close()
+        if first and self.store.dump_path is not None:
+            try:
+                self.store.save()
+                logger.info("kv: saved %d keys to %s", len(self.store.data), self.store.dump_path)
+            except OSError as exc:
+                logger.error("kv: could not save %s: %s", self.store.dump_path, exc)
+
+
+def _byte_count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """kv's own options (the command line adds --host, --port and the rest)."""
+    parser.add_argument("--max-request", type=_byte_count, default=1 << 20, metavar="BYTES",
+                        help="largest bulk string a client may send (default: 1048576)")
+    parser.add_argument("--dump", metavar="FILE", default=None,
+                        help="load FILE at start, save it on SAVE and on a graceful stop")
+
+
+def make_server(args: argparse.Namespace, reactor: netmux.Reactor) -> KVServer:
+    """Build the kv server the parsed ``args`` describe, on ``reactor``.
+
+    Raises OSError (the address in use, the dump's directory not writable) or
+    ValueError (a damaged dump file, which is left as it is).
+    """
+    store = Store(dump_path=args.dump, port=args.port)
+    if args.dump is not None:
+        # Fail now, not at the stop, when the dump could not be written.
+        directory = os.path.dirname(os.path.abspath(args.dump))
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "cannot write the dump's directory", directory)
+        logger.info("kv: loaded %d keys from %s", store.load(), args.dump)
+    server = KVServer((args.host, args.port), store, max_request=args.max_request, reactor=reactor,
+                      max_connections=getattr(args, "max_connections", None),
+                      idle_timeout=getattr(args, "idle_timeout", None))
+    store.port = server.server_address[1]
+    return server
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``python -m netmux.apps.kv``: serve until SIGINT or SIGTERM, then exit 0."""
+    parser = argparse.ArgumentParser(prog="python -m netmux.apps.kv", description=DESCRIPTION)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--log-level", default="INFO")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    reactor = netmux.Reactor()
+    try:
+        server = make_server(args, reactor)
+    except (OSError, ValueError) as exc:        # address in use, unusable or damaged dump
+        reactor.close()
+        logger.error("kv: cannot start on %s:%d: %s", args.host, args.port, exc)
+        return 1
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: server.shutdown())
+    logger.info("kv server on %s:%d", *server.server_address[:2])
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+        reactor.close()
+        logger.info("kv: stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,525 @@
+"""The kv server's keyspace and commands, sans-IO: a command in, an encoded reply out.
+
+Where it sits: under ``kv.py`` (the network side), beside ``resp.py`` (the
+parser). It imports no socket and no reactor: ``Store.execute([b"GET", b"k"])``
+returns ``b"$-1\\r\\n"``, so its tests need no server
+(``tests/test_app_kvstore.py``).
+
+Values are byte strings (no lists or hashes, so no ``-WRONGTYPE``); errors use
+Redis's wording, which redis-cli users recognise. Expiry is Redis's: lazy (a
+key past its deadline is deleted when touched) plus an active ``sweep()`` the
+server calls on a timer, so keys nobody reads again do not stay in memory.
+Redis samples random keys for that; we keep a heap of deadlines instead, which
+finds exactly the expired keys, and bound the work per call. Deadlines are
+wall-clock milliseconds, so they mean the same after a restart.
+
+The dump file (``--dump``) is a small checked binary format, written
+atomically; it is input, so it is never unpickled and a damaged one is refused
+whole rather than half loaded.
+"""
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import re
+import struct
+import tempfile
+import time
+import zlib
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from netmux import __version__
+from netmux.apps.resp import array, bulk, error, integer
+
+__all__ = ["Store", "CommandError", "CommandTable", "execute", "write_dump", "read_dump"]
+
+logger = logging.getLogger("netmux")
+
+_OK = b"+OK\r\n"
+_PONG = b"+PONG\r\n"
+_NULL = b"$-1\r\n"
+_EMPTY_ARRAY = b"*0\r\n"
+_SWEEP_BUDGET = 1000                # expired keys deleted per sweep() at most
+_MAX_VALUE = 512 * 1024 * 1024      # Redis's proto-max-bulk-len: APPEND stops here
+_MAX_DEADLINE = 1 << 62             # Unix ms; far beyond any real deadline, within int64
+_INTEGER = re.compile(rb"-?(?:0|[1-9][0-9]{0,18})")   # Redis's string2ll: no sign, space, zeros
+
+
+# name -> (do_NAME method, Redis's arity)
+CommandTable = Dict[bytes, Tuple[Callable[[List[bytes]], bytes], int]]
+
+
+class CommandError(Exception):
+    """A command refused: the message is the RESP error text (``ERR ...``)."""
+
+
+def _to_int(value: bytes) -> int:
+    """Parse an integer argument or stored value as strictly as Redis does."""
+    if _INTEGER.fullmatch(value):
+        number = int(value)
+        if -(1 << 63) <= number < (1 << 63):
+            return number
+    raise CommandError("ERR value is not an integer or out of range")
+
+
+def _bracket(body: bytes, negate: bool) -> bytes:
+    """A glob ``[...]`` set as a regex set; a reversed range is taken literally."""
+    caret = b"^" if negate else b""
+    escaped = re.sub(rb"([\\\]\[^])", rb"\\\1", body)
+    try:
+        re.compile(b"[" + caret + escaped + b"]")
+    except re.error:
+        escaped = re.escape(body)
+    return b"[" + caret + escaped + b"]"
+
+
+def _glob(pattern: bytes) -> Callable[[bytes], bool]:
+    """Redis's KEYS glob as a matcher on bytes: ``*``, ``?``, ``[a-z]``, ``[^...]`` and
+    ``\\x`` (a literal x), as Redis's ``stringmatchlen`` reads them (``fnmatch`` knows
+    ``[!...]`` and no escapes).
+
+    Not one regex: ``.*a.*a.*a.*b`` backtracks for ages on a long key of a's (Redis had
+    that bug too). Between two stars every token matches exactly one byte, so each
+    piece has a fixed length and its leftmost match is always the right one: the
+    pieces are searched one after the other, in O(len(key) * len(pattern)).
+    """
+    pieces: List[List[bytes]] = [[]]
+    index, size = 0, len(pattern)
+    while index < size:
+        char = pattern[index:index + 1]
+        index += 1
+        if char == b"*":
+            pieces.append([])
+        elif char == b"?":
+            pieces[-1].append(b".")
+        elif char == b"\\" and index < size:
+            pieces[-1].append(re.escape(pattern[index:index + 1]))
+            index += 1
+        elif char == b"[" and b"]" in pattern[index + 1:]:
+            negate = pattern[index:index + 1] == b"^"
+            end = pattern.index(b"]", index + 1 + negate)   # "[]..." : that first ] is literal
+            pieces[-1].append(_bracket(pattern[index + negate:end], negate))
+            index = end + 1
+        else:
+            pieces[-1].append(re.escape(char))
+    compiled = [(re.compile(b"".join(piece), re.DOTALL), len(piece)) for piece in pieces]
+    (first, first_length), (last, last_length) = compiled[0], compiled[-1]
+
+    def match(key: bytes) -> bool:
+        if len(compiled) == 1:
+            return first.fullmatch(key) is not None
+        if first.match(key) is None:
+            return False
+        position = first_length
+        for piece, length in compiled[1:-1]:
+            if length:
+                found = piece.search(key, position)
+                if found is None:
+                    return False
+                position = found.end()
+        tail = len(key) - last_length
+        return tail >= position and last.fullmatch(key, tail) is not None
+
+    return match
+
+
+# ======================================================================
+# The keyspace and its commands (sans-IO)
+# ======================================================================
+class Store:
+    """The keyspace: ``execute(args)`` runs one command and returns its reply.
+
+    ``commands`` maps a command name (lower and upper case) to ``(method,
+    arity)``, Redis's arity: ``n`` means exactly ``n`` words with the name,
+    ``-n`` at least ``n``. ``clock`` gives wall-clock seconds (tests pass
+    their own).
+    """
+
+    def __init__(self, *, dump_path: Optional[str] = None, clock: Callable[[], float] = time.time,
+                 port: int = 0) -> None:
+        self.data: Dict[bytes, bytes] = {}
+        self.expires: Dict[bytes, int] = {}              # key -> deadline, Unix ms
+        self._deadlines: List[Tuple[int, bytes]] = []    # heap; stale entries skipped on pop
+        self.dump_path = dump_path
+        self.clock = clock
+        self.clients = 0                                 # open connections, for INFO
+        self.port = port                                 # for INFO
+        self._started = clock()
+        self.commands: CommandTable = {}
+        for name, arity in _ARITY.items():
+            entry = (getattr(self, "do_" + name), arity)
+            self.commands[name.encode()] = self.commands[name.upper().encode()] = entry
+
+    def execute(self, args: List[bytes]) -> bytes:
+        """Run one command (``args[0]`` is its name) and return the encoded reply."""
+        return execute(self.commands, args)
+
+    # ------------------------------------------------------------------
+    # Keys and deadlines
+    # ------------------------------------------------------------------
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def lookup(self, key: bytes) -> Optional[bytes]:
+        """The live value of ``key``, deleting it first if it expired (lazy expiry)."""
+        value = self.data.get(key)
+        if value is not None and self.expires and key in self.expires:
+            if self.expires[key] <= self._now_ms():
+                self._delete(key)
+                return None
+        return value
+
+    def _delete(self, key: bytes) -> bool:
+        self.expires.pop(key, None)
+        return self.data.pop(key, None) is not None
+
+    def set_deadline(self, key: bytes, deadline: int) -> None:
+        """Make ``key`` expire at ``deadline`` (Unix ms); past deadlines delete it now."""
+        if deadline <= self._now_ms():
+            self._delete(key)
+            return
+        self.expires[key] = deadline
+        heapq.heappush(self._deadlines, (deadline, key))
+        if len(self._deadlines) > 2 * len(self.expires) + 1024:
+            # Stale entries (keys re-set, deleted, persisted) outnumber live
+            # ones: rebuild, so the heap stays O(keys with a deadline).
+            self._deadlines = [(when, key) for key, when in self.expires.items()]
+            heapq.heapify(self._deadlines)
+
+    def sweep(self, budget: int = _SWEEP_BUDGET) -> bool:
+        """Delete up to ``budget`` expired keys; True when more may be expired."""
+        now = self._now_ms()
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            if budget <= 0:
+                return True
+            deadline, key = heapq.heappop(heap)
+            if self.expires.get(key) == deadline:
+                self._delete(key)
+                budget -= 1
+        return False
+
+    def _ttl(self, key: bytes, unit: int) -> bytes:
+        if self.lookup(key) is None:
+            return b":-2\r\n"
+        deadline = self.expires.get(key)
+        if deadline is None:
+            return b":-1\r\n"
+        return integer(max(0, deadline - self._now_ms() + unit // 2) // unit)
+
+    def _expire(self, args: List[bytes], unit: int) -> bytes:
+        if len(args) > 3:
+            raise CommandError("ERR syntax error")
+        deadline = self._now_ms() + _to_int(args[2]) * unit
+        if not -_MAX_DEADLINE <= deadline <= _MAX_DEADLINE:       # the dump stores an int64
+            raise CommandError(f"ERR invalid expire time in '{args[0].lower().decode()}' command")
+        if self.lookup(args[1]) is None:
+            return b":0\r\n"
+        self.set_deadline(args[1], deadline)
+        return b":1\r\n"
+
+    # ------------------------------------------------------------------
+    # Dump file: a checked binary format, never pickle (the file is input)
+    # ------------------------------------------------------------------
+    def save(self) -> None:
+        """Write every live key to ``dump_path`` atomically (temp file, fsync, rename)."""
+        if self.dump_path is None:
+            raise CommandError("ERR no dump file: start kv with --dump FILE")
+        self.sweep(budget=len(self.data) + 1)
+        write_dump(self.dump_path, ((key, value, self.expires.get(key, -1))
+                                    for key, value in self.data.items()))
+
+    def load(self) -> int:
+        """Read ``dump_path`` if it exists; keys already expired are dropped. Returns the count."""
+        if self.dump_path is None or not os.path.exists(self.dump_path):
+            return 0
+        now = self._now_ms()
+        for key, value, deadline in read_dump(self.dump_path):
+            if deadline < 0 or deadline > now:
+                self.data[key] = value
+                if deadline >= 0:
+                    self.set_deadline(key, deadline)
+        return len(self.data)
+
+    # ------------------------------------------------------------------
+    # Commands: do_NAME(args) -> reply, args[0] being the name
+    # ------------------------------------------------------------------
+    def do_ping(self, args: List[bytes]) -> bytes:
+        return _PONG if len(args) == 1 else bulk(args[1])
+
+    def do_echo(self, args: List[bytes]) -> bytes:
+        return bulk(args[1])
+
+    def do_get(self, args: List[bytes]) -> bytes:
+        value = self.lookup(args[1])
+        if value is None:
+            return _NULL
+        return b"$%d\r\n%s\r\n" % (len(value), value)
+
+    def do_set(self, args: List[bytes]) -> bytes:
+        key = args[1]
+        if len(args) == 3:                       # the common case: no option
+            self.data[key] = args[2]
+            if self.expires:
+                self.expires.pop(key, None)
+            return _OK
+        deadline, condition, keep_ttl, get = self._set_options(args)
+        old = self.lookup(key)
+        if (condition == b"NX" and old is not None) or (condition == b"XX" and old is None):
+            return bulk(old) if get else _NULL
+        self.data[key] = args[2]
+        if not keep_ttl:
+            self.expires.pop(key, None)
+        if deadline is not None:
+            self.set_deadline(key, deadline)
+        return bulk(old) if get else _OK
+
+    def _set_options(self, args: List[bytes]) -> Tuple[Optional[int], bytes, bool, bool]:
+        deadline: Optional[int] = None
+        condition = b""
+        keep_ttl = get = False
+        index = 3
+        while index < len(args):
+            option = args[index].upper()
+            if option in (b"NX", b"XX") and not condition:
+                condition = option
+            elif option == b"GET" and not get:
+                get = True
+            elif option == b"KEEPTTL" and deadline is None and not keep_ttl:
+                keep_ttl = True
+            elif option in (b"EX", b"PX") and deadline is None and not keep_ttl and index + 1 < len(args):
+                index += 1
+                amount = _to_int(args[index])
+                if amount <= 0 or amount > (1 << 46):
+                    raise CommandError("ERR invalid expire time in 'set' command")
+                deadline = self._now_ms() + amount * (1000 if option == b"EX" else 1)
+            else:
+                raise CommandError("ERR syntax error")
+            index += 1
+        return deadline, condition, keep_ttl, get
+
+    def do_del(self, args: List[bytes]) -> bytes:
+        return integer(sum(self.lookup(key) is not None and self._delete(key) for key in args[1:]))
+
+    def do_exists(self, args: List[bytes]) -> bytes:
+        return integer(sum(self.lookup(key) is not None for key in args[1:]))
+
+    def _add(self, key: bytes, increment: int) -> bytes:
+        value = self.lookup(key)
+        number = 0 if value is None else _to_int(value)
+        number += increment
+        if not -(1 << 63) <= number < (1 << 63):
+            raise CommandError("ERR increment or decrement would overflow")
+        self.data[key] = b"%d" % number
+        return b":%d\r\n" % number
+
+    def do_incr(self, args: List[bytes]) -> bytes:
+        return self._add(args[1], 1)
+
+    def do_decr(self, args: List[bytes]) -> bytes:
+        return self._add(args[1], -1)
+
+    def do_incrby(self, args: List[bytes]) -> bytes:
+        return self._add(args[1], _to_int(args[2]))
+
+    def do_decrby(self, args: List[bytes]) -> bytes:
+        return self._add(args[1], -_to_int(args[2]))
+
+    def do_mget(self, args: List[bytes]) -> bytes:
+        return array([bulk(self.lookup(key)) for key in args[1:]])
+
+    def do_mset(self, args: List[bytes]) -> bytes:
+        if len(args) % 2 == 0:
+            raise CommandError("ERR wrong number of arguments for 'mset' command")
+        for index in range(1, len(args), 2):
+            self.data[args[index]] = args[index + 1]
+            self.expires.pop(args[index], None)
+        return _OK
+
+    def do_append(self, args: List[bytes]) -> bytes:
+        value = (self.lookup(args[1]) or b"") + args[2]
+        if len(value) > _MAX_VALUE:
+            raise CommandError("ERR string exceeds maximum allowed size (proto-max-bulk-len)")
+        self.data[args[1]] = value
+        return integer(len(value))
+
+    def do_strlen(self, args: List[bytes]) -> bytes:
+        return integer(len(self.lookup(args[1]) or b""))
+
+    def do_expire(self, args: List[bytes]) -> bytes:
+        return self._expire(args, 1000)
+
+    def do_pexpire(self, args: List[bytes]) -> bytes:
+        return self._expire(args, 1)
+
+    def do_ttl(self, args: List[bytes]) -> bytes:
+        return self._ttl(args[1], 1000)
+
+    def do_pttl(self, args: List[bytes]) -> bytes:
+        return self._ttl(args[1], 1)
+
+    def do_persist(self, args: List[bytes]) -> bytes:
+        found = self.lookup(args[1]) is not None and self.expires.pop(args[1], None) is not None
+        return b":1\r\n" if found else b":0\r\n"
+
+    def do_keys(self, args: List[bytes]) -> bytes:
+        match = _glob(args[1])
+        return array([bulk(key) for key in list(self.data) if match(key) and self.lookup(key) is not None])
+
+    def do_dbsize(self, args: List[bytes]) -> bytes:
+        return integer(len(self.data))
+
+    def do_flushdb(self, args: List[bytes]) -> bytes:
+        if len(args) > 2 or (len(args) == 2 and args[1].upper() not in (b"SYNC", b"ASYNC")):
+            raise CommandError("ERR syntax error")
+        self.data.clear()
+        self.expires.clear()
+        self._deadlines.clear()
+        return _OK
+
+    do_flushall = do_flushdb
+
+    def do_select(self, args: List[bytes]) -> bytes:
+        if _to_int(args[1]) != 0:
+            raise CommandError("ERR DB index is out of range")
+        return _OK
+
+    def do_save(self, args: List[bytes]) -> bytes:
+        try:
+            self.save()
+        except OSError as exc:
+            logger.error("kv: SAVE to %s failed: %s", self.dump_path, exc)
+            raise CommandError(f"ERR saving failed: {exc.strerror or exc}")
+        return _OK
+
+    def do_info(self, args: List[bytes]) -> bytes:
+        lines = ["# Server", "redis_version:7.0.0", "redis_mode:standalone", "netmux_version:"
+                 + __version__, f"process_id:{os.getpid()}", f"tcp_port:{self.port}",
+                 f"uptime_in_seconds:{int(self.clock() - self._started)}", "", "# Clients",
+                 f"connected_clients:{self.clients}", "", "# Keyspace"]
+        if self.data:
+            lines.append(f"db0:keys={len(self.data)},expires={len(self.expires)},avg_ttl=0")
+        return bulk(("\r\n".join(lines) + "\r\n").encode())
+
+    def do_config(self, args: List[bytes]) -> bytes:
+        # redis-benchmark asks for "save" and "appendonly" before it starts.
+        if args[1].upper() != b"GET" or len(args) != 3:
+            raise CommandError("ERR CONFIG: only CONFIG GET parameter is supported")
+        known = {b"save": b"", b"appendonly": b"no", b"databases": b"1"}
+        match = _glob(args[2].lower())
+        return array([bulk(item) for name, value in known.items() if match(name) for item in (name, value)])
+
+    def do_hello(self, args: List[bytes]) -> bytes:
+        # RESP2 only: clients that ask for RESP3 (redis-py 8 by default) must fall back.
+        if len(args) > 1 and args[1] != b"2":
+            raise CommandError("NOPROTO sorry, this protocol version is not supported.")
+        fields = [(b"server", b"redis"), (b"version", b"7.0.0"), (b"mode", b"standalone")]
+        return array([item for name, value in fields for item in (bulk(name), bulk(value))]
+                     + [bulk(b"proto"), integer(2)])
+
+    def do_command(self, args: List[bytes]) -> bytes:
+        # redis-cli asks for COMMAND DOCS to show hints; an empty answer is enough.
+        if len(args) > 1 and args[1].upper() == b"COUNT":
+            return integer(len(_ARITY))
+        return _EMPTY_ARRAY
+
+
+# name -> Redis's arity (n: exactly n words with the name; -n: at least n)
+_ARITY = {
+    "ping": -1, "echo": 2, "get": 2, "set": -3, "del": -2, "exists": -2, "incr": 2, "decr": 2,
+    "incrby": 3, "decrby": 3, "mget": -2, "mset": -3, "append": 3, "strlen": 2, "expire": -3,
+    "pexpire": -3, "ttl": 2, "pttl": 2, "persist": 2, "keys": 2, "dbsize": 1, "flushdb": -1,
+    "flushall": -1, "select": 2, "save": 1, "info": -1, "config": -2, "command": -1,
+    "hello": -1,
+}
+
+
+def execute(table: CommandTable, args: List[bytes]) -> bytes:
+    """Look ``args[0]`` up in ``table`` (any case), check the arity, run it, and turn
+    a CommandError into its error reply. Other exceptions propagate."""
+    entry = table.get(args[0]) or table.get(args[0].lower())
+    if entry is None:
+        return _unknown_command(args)
+    function, arity = entry
+    count = len(args)
+    if count != arity and (arity > 0 or count < -arity):
+        return b"-ERR wrong number of arguments for '%s' command\r\n" % args[0].lower()
+    try:
+        return function(args)
+    except CommandError as exc:
+        return error(str(exc))
+
+
+def _unknown_command(args: List[bytes]) -> bytes:
+    """Redis's wording, which redis-cli users recognise."""
+    name = args[0][:128].decode("utf-8", "replace")
+    quoted = "".join(f"'{arg[:128].decode('utf-8', 'replace')}' " for arg in args[1:16])
+    return error(f"ERR unknown command '{name}', with args beginning with: {quoted}")
+
+
+# ======================================================================
+# The dump file: magic, then (key length, value length, deadline) records, then a CRC32
+# ======================================================================
+_MAGIC = b"NETMUX-KV 1\n"
+_RECORD = struct.Struct(">IIq")     # key length, value length, deadline in Unix ms (-1: none)
+
+
+def write_dump(path: str, items: Any) -> None:
+    """Write ``(key, value, deadline)`` items to ``path`` atomically.
+
+    A crash at any moment leaves either the old file or the new one whole: the
+    new one is written to a temp file in the same directory (so the rename
+    cannot cross file systems), fsynced, renamed over the old, and the
+    directory is fsynced so the rename itself survives a power cut.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    descriptor, temp_path = tempfile.mkstemp(dir=directory, prefix=".kv-dump-", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            crc = zlib.crc32(_MAGIC)
+            file.write(_MAGIC)
+            for key, value, deadline in items:
+                record = _RECORD.pack(len(key), len(value), deadline) + key + value
+                crc = zlib.crc32(record, crc)
+                file.write(record)
+            file.write(struct.pack(">I", crc))
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp_path, path)
+    except BaseException:
+        try:
+            os.unlink(temp_path)
+        except OSError:
+            pass
+        raise
+    directory_descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(directory_descriptor)
+    finally:
+        os.close(directory_descriptor)
+
+
+def read_dump(path: str) -> List[Tuple[bytes, bytes, int]]:
+    """The ``(key, value, deadline)`` items of a dump; ValueError if it is not one, whole."""
+    with open(path, "rb") as file:
+        content = file.read()
+    if not content.startswith(_MAGIC) or len(content) < len(_MAGIC) + 4:
+        raise ValueError(f"{path}: not a netmux kv dump")
+    body, (crc,) = memoryview(content)[:-4], struct.unpack(">I", content[-4:])
+    if zlib.crc32(body) != crc:
+        raise ValueError(f"{path}: checksum mismatch (truncated or corrupt)")
+    items = []
+    position = len(_MAGIC)
+    while position < len(body):
+        if position + _RECORD.size > len(body):
+            raise ValueError(f"{path}: truncated record at byte {position}")
+        key_length, value_length, deadline = _RECORD.unpack_from(body, position)
+        position += _RECORD.size
+        end = position + key_length + value_length
+        if end > len(body):
+            raise ValueError(f"{path}: record overruns the file at byte {position}")
+        items.append((bytes(body[position:position + key_length]),
+                      bytes(body[position + key_length:end]), deadline))
+        position = end
+    return items

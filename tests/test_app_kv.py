@@ -1,0 +1,356 @@
+"""The kv server over real sockets: pipelining, backpressure, redis-cli, redis-benchmark, redis-py, hostile input."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from typing import Any, Iterator, List
+
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import netmux
+from netmux.apps import kv
+from netmux.apps.kv import KVHandler, KVServer
+from netmux.apps.kvstore import Store
+from conftest import ServingThread, recv_until_eof, wait_until
+from test_cli import ROOT, ServerProcess
+
+RUNNER = "import sys; from netmux.apps.kv import main; sys.exit(main(sys.argv[1:]))"
+
+
+# ======================================================================
+# One connection, in-process server
+# ======================================================================
+class FakeTransport:
+    """Just enough of a transport for KVHandler: records writes and close."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed, "write after close"
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+def drive_handler(chunks: List[bytes]) -> FakeTransport:
+    handler = KVHandler(Store(), max_request=1 << 20)
+    transport = FakeTransport()
+    handler.connection_made(transport)
+    for chunk in chunks:
+        if transport.closed:
+            break
+        handler.data_received(chunk)
+    handler.connection_lost(None)
+    return transport
+
+
+PIPELINE = (b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\na\r\nb\x00\r\n" + b"INCR n\r\nINCR n\n"
+            + b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n" + b"*3\r\n$4\r\nMGET\r\n$1\r\nk\r\n$1\r\nn\r\n"
+            + b"FOO\r\n*1\r\n$4\r\nQUIT\r\nPING\r\n")
+PIPELINE_REPLIES = (b"+OK\r\n:1\r\n:2\r\n$5\r\na\r\nb\x00\r\n*2\r\n$5\r\na\r\nb\x00\r\n$1\r\n2\r\n"
+                    b"-ERR unknown command 'FOO', with args beginning with: \r\n+OK\r\n")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=len(PIPELINE)), max_size=25))
+def test_pipelined_replies_are_the_same_under_any_chunking(points):
+    edges = [0] + sorted(points) + [len(PIPELINE)]
+    transport = drive_handler([PIPELINE[start:end] for start, end in zip(edges, edges[1:])])
+    assert bytes(transport.written) == PIPELINE_REPLIES and transport.closed
+
+
+@pytest.fixture
+def kv_server() -> Iterator[ServingThread]:
+    server = KVServer(("127.0.0.1", 0), Store(), max_request=1000)
+    serving = ServingThread(server)
+    yield serving
+    serving.stop()
+
+
+def exchange(serving: ServingThread, data: bytes) -> bytes:
+    """Send ``data``, half-close, read until the server closes."""
+    with serving.connect() as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        return recv_until_eof(sock)
+
+
+def test_pipelined_replies_come_in_order_in_one_batch(kv_server):
+    requests = b"".join(b"*3\r\n$3\r\nSET\r\n$2\r\nk%d\r\n$1\r\n%d\r\n" % (i % 10, i % 10) for i in range(500))
+    requests += b"".join(b"GET k%d\r\n" % (i % 10) for i in range(500))
+    assert exchange(kv_server, requests) == b"+OK\r\n" * 500 + b"".join(
+        b"$1\r\n%d\r\n" % (i % 10) for i in range(500))
+
+
+def test_quit_answers_ok_after_earlier_replies_and_closes(kv_server):
+    assert exchange(kv_server, b"PING\r\nQUIT\r\nPING\r\n") == b"+PONG\r\n+OK\r\n"
+
+
+def test_client_setname_getname_setinfo(kv_server):
+    reply = exchange(kv_server, b"CLIENT GETNAME\r\nCLIENT SETNAME me\r\nCLIENT GETNAME\r\n"
+                                b"CLIENT SETNAME a\x01b\r\nCLIENT SETINFO LIB-NAME x\r\nCLIENT NOPE\r\n")
+    assert reply.split(b"\r\n")[:5] == [b"$-1", b"+OK", b"$2", b"me", b"-ERR Client names cannot contain "
+                                        b"spaces, newlines or special characters."]
+    assert b"+OK\r\n-ERR unknown subcommand 'NOPE'" in reply
+
+
+def test_protocol_error_replies_after_the_good_commands_and_closes_only_that_connection(kv_server):
+    with kv_server.connect() as bystander:
+        reply = exchange(kv_server, b"PING\r\n*1\r\n$-5\r\nPING\r\n")
+        assert reply == b"+PONG\r\n-ERR Protocol error: invalid bulk length\r\n"
+        bystander.sendall(b"PING\r\n")
+        assert bystander.recv(100) == b"+PONG\r\n"
+
+
+def test_a_bulk_over_max_request_is_a_protocol_error(kv_server):
+    assert exchange(kv_server, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1001\r\n") == \
+        b"-ERR Protocol error: invalid bulk length\r\n"
+
+
+def test_a_peer_that_does_not_read_is_paused_and_every_reply_arrives_once_it_reads(kv_server):
+    value = b"x" * 1000
+    exchange(kv_server, b"*3\r\n$3\r\nSET\r\n$1\r\nv\r\n$1000\r\n" + value + b"\r\n")
+    count = 5000                                   # 5 MB of replies to 35 KB of requests
+    with kv_server.connect() as sock:
+        sock.sendall(b"GET v\r\n" * count)
+
+        def paused_handler() -> Any:
+            handlers = [transport.get_protocol() for transport in kv_server.server._connections]
+            return [handler for handler in handlers if handler._paused]
+
+        handler = wait_until(lambda: kv_server.call(paused_handler), timeout=10)[0]
+        buffered = kv_server.call(handler.transport.get_write_buffer_size)
+        assert buffered < 2 * kv._BATCH + 2000        # high water + one batch, not 5 MB
+        sock.shutdown(socket.SHUT_WR)
+        received = recv_until_eof(sock)
+    assert received == (b"$1000\r\n" + value + b"\r\n") * count
+
+
+# ======================================================================
+# The real clients against a kv subprocess
+# ======================================================================
+@pytest.fixture
+def kv_process(tmp_path) -> Iterator[Any]:
+    started: List[ServerProcess] = []
+
+    def start(*args: str) -> ServerProcess:
+        started.append(ServerProcess(["--port", "0", *args], code=RUNNER))
+        return started[-1]
+
+    yield start
+    for process in started:
+        process.stop(signal.SIGKILL)
+
+
+def cli(server: ServerProcess, *words: str) -> str:
+    result = subprocess.run(["redis-cli", "-h", server.address[0], "-p", str(server.address[1]), *words],
+                            capture_output=True, timeout=30, check=True)
+    return result.stdout.decode()
+
+
+@pytest.mark.clients
+def test_redis_cli_set_get_incr_expire_ttl_mget_and_unknown_command(kv_process):
+    server = kv_process()
+    assert cli(server, "SET", "greeting", "hello world") == "OK\n"
+    assert cli(server, "GET", "greeting") == "hello world\n"
+    assert cli(server, "INCR", "counter") == "1\n"
+    assert cli(server, "INCRBY", "counter", "41") == "42\n"
+    assert cli(server, "EXPIRE", "greeting", "100") == "1\n"
+    assert cli(server, "TTL", "greeting") == "100\n"
+    assert cli(server, "MGET", "greeting", "nothing", "counter") == "hello world\n\n42\n"
+    assert cli(server, "FOO", "bar") == "ERR unknown command 'FOO', with args beginning with: 'bar' \n\n"
+    assert cli(server, "PING") == "PONG\n"
+
+
+@pytest.mark.clients
+@pytest.mark.parametrize("pipeline", ["1", "16"])
+def test_redis_benchmark_runs_without_errors(kv_process, pipeline):
+    server = kv_process()
+    result = subprocess.run(["redis-benchmark", "-h", server.address[0], "-p", str(server.address[1]),
+                             "-t", "ping,set,get", "-n", "20000", "-P", pipeline, "-q", "--csv"],
+                            capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.decode().splitlines() if line and not line.startswith('"test"')]
+    assert {row.split(",")[0].strip('"') for row in rows} >= {"PING_INLINE", "PING_MBULK", "SET", "GET"}
+    assert b"rror" not in result.stderr + result.stdout
+    assert len(cli(server, "GET", "key:__rand_int__")) == 4   # the 3-byte value SET wrote, and "\n"
+    assert server.process.poll() is None
+
+
+def test_redis_py_typed_paths_read_back_what_was_set(kv_process):
+    server = kv_process()
+    client = redis.Redis(host=server.address[0], port=server.address[1], socket_timeout=10, protocol=2)
+    try:
+        assert client.ping() is True
+        values = {f"key{i}": os.urandom(i * 37) for i in range(50)}
+        assert client.mset(values) is True
+        assert client.mget(list(values)) == list(values.values())
+        assert client.set("n", 10) and client.incr("n") == 11 and client.decrby("n", 20) == -9
+        assert client.set("once", "a", nx=True) and client.set("once", "b", nx=True) is None
+        assert client.set("t", "v", px=60000) and 59000 <= client.pttl("t") <= 60000
+        assert client.append("t", "w") == 2 and client.strlen("t") == 2 and client.get("t") == b"vw"
+        assert client.exists("t", "n", "none") == 2 and client.delete("t", "none") == 1
+        assert set(client.keys("key1*")) == {f"key1{d}".encode() for d in [""] + list("0123456789")} & \
+            {k.encode() for k in values}
+        assert client.dbsize() == 52                # 50 keys, "n", "once"
+        with pytest.raises(redis.ResponseError, match="not an integer"):
+            client.incr("key5")
+        pipe = client.pipeline(transaction=False)
+        for i in range(100):
+            pipe.set(f"p{i}", i).get(f"p{i}")
+        assert pipe.execute() == [item for i in range(100) for item in (True, str(i).encode())]
+        assert client.flushdb() is True and client.dbsize() == 0
+    finally:
+        client.close()
+
+
+def test_active_expiry_frees_keys_nobody_reads(kv_process):
+    server = kv_process()
+    client = redis.Redis(host=server.address[0], port=server.address[1], socket_timeout=10, protocol=2)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for i in range(3000):
+            pipe.set(f"e{i}", "v", px=50)
+        pipe.set("stays", "v")
+        pipe.execute()
+        wait_until(lambda: client.dbsize() == 1, timeout=10)   # DBSIZE touches no key: the sweep did it
+        assert client.get("stays") == b"v"
+    finally:
+        client.close()
+
+
+def test_dump_survives_a_sigterm_restart(kv_process, tmp_path):
+    path = str(tmp_path / "store.dump")
+    first = kv_process("--dump", path)
+    assert cli(first, "SET", "k", "v1") == "OK\n"
+    assert cli(first, "SET", "ttl", "v2", "EX", "1000") == "OK\n"
+    assert cli(first, "SAVE") == "OK\n"
+    assert cli(first, "SET", "after-save", "v3") == "OK\n"
+    first.process.send_signal(signal.SIGTERM)
+    assert first.process.wait(10) == 0
+    assert "saved 3 keys" in first.log + (first.process.stderr.read() or b"").decode()
+    second = kv_process("--dump", path)
+    assert cli(second, "MGET", "k", "ttl", "after-save") == "v1\nv2\nv3\n"
+    assert 990 <= int(cli(second, "TTL", "ttl")) <= 1000
+    assert sorted(os.listdir(tmp_path)) == ["store.dump"]
+
+
+def test_a_corrupt_dump_stops_the_start_instead_of_being_overwritten(tmp_path):
+    path = tmp_path / "store.dump"
+    path.write_bytes(b"not a dump at all")
+    result = subprocess.run([sys.executable, "-c", RUNNER, "--port", "0", "--dump", str(path)],
+                            cwd=ROOT, capture_output=True, timeout=30)
+    assert result.returncode != 0 and b"not a netmux kv dump" in result.stderr
+    assert path.read_bytes() == b"not a dump at all"
+
+
+# ======================================================================
+# Hostile input: costs one connection, the server answers on, memory stays bounded
+# ======================================================================
+HOSTILE = [
+    b"*1\r\n$-1\r\n", b"*1\r\n$-99999999999\r\n", b"*1\r\n$99999999999999999999999\r\n",
+    b"*99999999999\r\n", b"*-5\r\n", b"*1\r\n$1048577\r\n", b"*2\r\n$3\r\nGET\r\n$1\x00\r\n",
+    b"\x00\x00\x00\x00*\x00\r\n", b"*1\r\n$3\r\nGETXX", b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nab",
+    b"GET " + b"k" * (200 * 1024) + b"\r\n", b"*1" + b"9" * 5000, b"$5\r\nhello\r\n",
+    b"*2\r\n:1\r\n:2\r\n", b"*1\r\n$4\r\nPING\r\n" * 3 + b"*1\r\n$4\r\nPIN",
+]
+
+
+def send_and_drain(address: tuple, payload: bytes) -> bytes:
+    with socket.create_connection(address, timeout=10) as sock:
+        try:
+            sock.sendall(payload)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass                               # the server may close before we finish sending
+        try:
+            return recv_until_eof(sock)
+        except ConnectionResetError:
+            return b""
+
+
+def assert_still_answers(address: tuple) -> None:
+    with socket.create_connection(address, timeout=10) as sock:
+        sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+        assert sock.recv(100) == b"+PONG\r\n"
+
+
+def test_hand_picked_hostile_requests_cost_one_connection_and_memory_stays_bounded(kv_process):
+    server = kv_process()
+    for payload in HOSTILE:                     # warm up
+        send_and_drain(server.address, payload)
+    baseline = server.rss_bytes()
+    with socket.create_connection(server.address, timeout=10) as bystander:
+        for _ in range(20):
+            for payload in HOSTILE:
+                reply = send_and_drain(server.address, payload)
+                assert reply == b"" or reply.startswith((b"-ERR Protocol error", b"+PONG", b"-ERR unknown command")), reply[:80]
+        bystander.sendall(b"PING\r\n")
+        assert bystander.recv(100) == b"+PONG\r\n"
+    assert_still_answers(server.address)
+    assert server.rss_bytes() - baseline < 20 * 1024 * 1024
+
+
+def test_a_huge_inline_line_is_refused_at_64_kib_without_buffering_the_rest(kv_process):
+    server = kv_process()
+    reply = send_and_drain(server.address, b"SET k " + b"v" * (200 * 1024) + b"\r\n")
+    assert reply in (b"", b"-ERR Protocol error: too big inline request\r\n")
+    assert_still_answers(server.address)
+
+
+@pytest.fixture(scope="module")
+def shared_kv() -> Iterator[ServerProcess]:
+    process = ServerProcess(["--port", "0"], code=RUNNER)
+    yield process
+    process.stop(signal.SIGKILL)
+
+
+resp_fragment = st.sampled_from([b"*", b"$", b"\r\n", b"-1", b"0", b"3", b"99999999999", b"GET", b"\x00", b" ",
+                                 b"*1\r\n", b"$4\r\nPING\r\n", b"\n", b":"])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(st.binary(max_size=200), st.lists(resp_fragment, max_size=30).map(b"".join)))
+def test_generated_garbage_costs_only_its_connection(shared_kv, garbage):
+    send_and_drain(shared_kv.address, garbage)
+    assert_still_answers(shared_kv.address)
+    assert shared_kv.process.poll() is None
+
+
+def test_a_dump_in_a_missing_directory_stops_the_start(tmp_path):
+    result = subprocess.run([sys.executable, "-c", RUNNER, "--port", "0", "--dump", str(tmp_path / "no" / "d")],
+                            cwd=ROOT, capture_output=True, timeout=30)
+    assert result.returncode != 0 and b"cannot write the dump's directory" in result.stderr
+
+
+def test_module_interface_for_the_command_line():
+    import argparse
+    parser = argparse.ArgumentParser()
+    kv.add_arguments(parser)
+    args = parser.parse_args(["--max-request", "10", "--dump", "/tmp/x"])
+    assert (args.max_request, args.dump) == (10, "/tmp/x")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--max-request", "-1"])
+    assert kv.DEFAULT_PORT == 6379 and kv.DESCRIPTION
+    reactor = netmux.Reactor()
+    try:
+        args.host, args.port, args.dump = "127.0.0.1", 0, None
+        server = kv.make_server(args, reactor)
+        assert server.reactor is reactor and server.server_address[1] != 0
+        server.server_close()
+    finally:
+        reactor.close()

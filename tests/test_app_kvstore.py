@@ -1,0 +1,240 @@
+"""The kv keyspace and its commands, in-process: no sockets, a clock moved by hand."""
+from __future__ import annotations
+
+import os
+import re
+import struct
+import zlib
+from typing import Any
+
+import pytest
+
+from netmux.apps import kvstore
+from netmux.apps.kvstore import Store, read_dump, write_dump
+
+
+class Clock:
+    """A wall clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(clock: Clock) -> Store:
+    return Store(clock=clock)
+
+
+def run(store: Store, *words: Any) -> bytes:
+    return store.execute([word if isinstance(word, bytes) else str(word).encode() for word in words])
+
+
+def test_set_get_del_exists_and_binary_keys(store):
+    assert run(store, "SET", b"\x00k\r\n", b"v\x00") == b"+OK\r\n"
+    assert run(store, "get", b"\x00k\r\n") == b"$2\r\nv\x00\r\n"
+    assert run(store, "GET", "missing") == b"$-1\r\n"
+    assert run(store, "EXISTS", b"\x00k\r\n", b"\x00k\r\n", "missing") == b":2\r\n"
+    assert run(store, "DEL", b"\x00k\r\n", "missing") == b":1\r\n"
+    assert run(store, "DBSIZE") == b":0\r\n"
+
+
+def test_set_options_nx_xx_get_keepttl(store, clock):
+    assert run(store, "SET", "k", "1", "XX") == b"$-1\r\n"
+    assert run(store, "SET", "k", "1", "NX") == b"+OK\r\n"
+    assert run(store, "SET", "k", "2", "NX") == b"$-1\r\n"
+    assert run(store, "SET", "k", "3", "XX", "GET") == b"$1\r\n1\r\n"
+    assert run(store, "SET", "k", "4", "EX", "10") == b"+OK\r\n"
+    assert run(store, "SET", "k", "5", "KEEPTTL") == b"+OK\r\n"
+    assert run(store, "TTL", "k") == b":10\r\n"
+    assert run(store, "SET", "k", "6") == b"+OK\r\n"
+    assert run(store, "TTL", "k") == b":-1\r\n"
+
+
+@pytest.mark.parametrize("words, reply", [
+    (("SET", "k", "v", "EX", "0"), b"-ERR invalid expire time in 'set' command\r\n"),
+    (("SET", "k", "v", "PX", "-5"), b"-ERR invalid expire time in 'set' command\r\n"),
+    (("SET", "k", "v", "EX", "nan"), b"-ERR value is not an integer or out of range\r\n"),
+    (("SET", "k", "v", "EX", "inf"), b"-ERR value is not an integer or out of range\r\n"),
+    (("SET", "k", "v", "EX", "99999999999999999999"), b"-ERR value is not an integer or out of range\r\n"),
+    (("SET", "k", "v", "EX", "1", "PX", "1"), b"-ERR syntax error\r\n"),
+    (("SET", "k", "v", "NX", "XX"), b"-ERR syntax error\r\n"),
+    (("SET", "k", "v", "EX"), b"-ERR syntax error\r\n"),
+    (("SET", "k", "v", "BOGUS"), b"-ERR syntax error\r\n"),
+    (("GET",), b"-ERR wrong number of arguments for 'get' command\r\n"),
+    (("get", "a", "b"), b"-ERR wrong number of arguments for 'get' command\r\n"),
+    (("MSET", "a", "1", "b"), b"-ERR wrong number of arguments for 'mset' command\r\n"),
+    (("foo", "bar", "baz"), b"-ERR unknown command 'foo', with args beginning with: 'bar' 'baz' \r\n"),
+    (("SELECT", "1"), b"-ERR DB index is out of range\r\n"),
+    (("SELECT", "x"), b"-ERR value is not an integer or out of range\r\n"),
+    (("EXPIRE", "k", "1", "NX"), b"-ERR syntax error\r\n"),
+    (("EXPIRE", "k", "9223372036854775807"), b"-ERR invalid expire time in 'expire' command\r\n"),
+    (("PEXPIRE", "k", "-9223372036854775808"), b"-ERR invalid expire time in 'pexpire' command\r\n"),
+    (("SAVE",), b"-ERR no dump file: start kv with --dump FILE\r\n"),
+    (("HELLO", "3"), b"-NOPROTO sorry, this protocol version is not supported.\r\n"),
+])
+def test_errors_use_redis_wording(store, words, reply):
+    assert run(store, *words) == reply
+
+
+def test_select_zero_ping_echo_config_command_info(store):
+    assert run(store, "SELECT", "0") == b"+OK\r\n"
+    assert run(store, "PING") == b"+PONG\r\n"
+    assert run(store, "PING", "hi") == b"$2\r\nhi\r\n"
+    assert run(store, "ECHO", "") == b"$0\r\n\r\n"
+    assert run(store, "CONFIG", "GET", "save") == b"*2\r\n$4\r\nsave\r\n$0\r\n\r\n"
+    assert run(store, "CONFIG", "GET", "appendonly") == b"*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n"
+    assert run(store, "CONFIG", "GET", "nothing") == b"*0\r\n"
+    assert run(store, "COMMAND", "DOCS") == b"*0\r\n"
+    assert run(store, "HELLO", "2").endswith(b"$5\r\nproto\r\n:2\r\n")
+    assert run(store, "COMMAND", "COUNT").startswith(b":")
+    run(store, "SET", "k", "v")
+    info = run(store, "INFO")
+    assert b"redis_version:" in info and b"db0:keys=1," in info
+
+
+@pytest.mark.parametrize("start, words, reply", [
+    (None, ("INCR", "n"), b":1\r\n"),
+    (b"41", ("INCR", "n"), b":42\r\n"),
+    (b"-1", ("DECR", "n"), b":-2\r\n"),
+    (b"10", ("INCRBY", "n", "-15"), b":-5\r\n"),
+    (b"10", ("DECRBY", "n", "3"), b":7\r\n"),
+    (b"9223372036854775807", ("INCR", "n"), b"-ERR increment or decrement would overflow\r\n"),
+    (b"-9223372036854775808", ("DECR", "n"), b"-ERR increment or decrement would overflow\r\n"),
+    (b"1.5", ("INCR", "n"), b"-ERR value is not an integer or out of range\r\n"),
+    (b" 1", ("INCR", "n"), b"-ERR value is not an integer or out of range\r\n"),
+    (b"01", ("INCR", "n"), b"-ERR value is not an integer or out of range\r\n"),
+    (b"1_0", ("INCR", "n"), b"-ERR value is not an integer or out of range\r\n"),
+    (b"", ("INCR", "n"), b"-ERR value is not an integer or out of range\r\n"),
+    (b"1", ("INCRBY", "n", "NaN"), b"-ERR value is not an integer or out of range\r\n"),
+    (b"1", ("INCRBY", "n", "9223372036854775808"), b"-ERR value is not an integer or out of range\r\n"),
+])
+def test_counters_are_64_bit_and_strict(store, start, words, reply):
+    if start is not None:
+        run(store, "SET", "n", start)
+    assert run(store, *words) == reply
+
+
+def test_mget_mset_append_strlen(store):
+    assert run(store, "MSET", "a", "1", "b", "2") == b"+OK\r\n"
+    assert run(store, "MGET", "a", "nope", "b") == b"*3\r\n$1\r\n1\r\n$-1\r\n$1\r\n2\r\n"
+    assert run(store, "APPEND", "a", "23") == b":3\r\n"
+    assert run(store, "APPEND", "new", "xy") == b":2\r\n"
+    assert run(store, "STRLEN", "a") == b":3\r\n"
+    assert run(store, "STRLEN", "nope") == b":0\r\n"
+
+
+def test_keys_glob_is_redis_glob_on_bytes(store):
+    for key in (b"user:1", b"user:22", b"u\xffser", b"a*b", b"a?b", b"[x]"):
+        run(store, "SET", key, "v")
+
+    def keys(pattern: bytes) -> set:
+        reply = run(store, "KEYS", pattern)
+        return set(re.findall(rb"\$\d+\r\n(.*?)\r\n", reply, re.DOTALL))
+
+    assert keys(b"user:?") == {b"user:1"}
+    assert keys(b"user:*") == {b"user:1", b"user:22"}
+    assert keys(b"u\xff*") == {b"u\xffser"}
+    assert keys(b"a\\*b") == {b"a*b"}
+    assert keys(b"[^u]*") == {b"a*b", b"a?b", b"[x]"}
+    assert keys(b"\\[x\\]") == {b"[x]"}
+    assert len(keys(b"*")) == 6
+    assert keys(b"*1") == {b"user:1"} and keys(b"user*2*2") == {b"user:22"} and keys(b"a**b*") == {b"a*b", b"a?b"}
+    assert keys(b"[") == set() and keys(b"a?b") == {b"a*b", b"a?b"} and keys(b"*?*?*") == keys(b"*")
+
+
+def test_keys_glob_never_backtracks_for_ages_on_a_hostile_pattern(store):
+    # As one regex, ".*a.*a.*a...b" against 20,000 a's would take longer than the test's timeout.
+    run(store, "SET", b"a" * 20000, "v")
+    assert run(store, "KEYS", b"*a" * 12 + b"*b") == b"*0\r\n"
+    assert run(store, "KEYS", b"*a" * 12 + b"*") == b"*1\r\n$20000\r\n" + b"a" * 20000 + b"\r\n"
+
+
+def test_ttl_pttl_expire_and_lazy_expiry(store, clock):
+    assert run(store, "TTL", "k") == b":-2\r\n"
+    run(store, "SET", "k", "v")
+    assert run(store, "EXPIRE", "missing", "5") == b":0\r\n"
+    assert run(store, "PEXPIRE", "k", "1500") == b":1\r\n"
+    assert run(store, "PTTL", "k") == b":1500\r\n"
+    assert run(store, "TTL", "k") == b":2\r\n"          # Redis rounds to the nearest second
+    clock.now += 1.499
+    assert run(store, "GET", "k") == b"$1\r\nv\r\n"
+    clock.now += 0.001
+    assert run(store, "GET", "k") == b"$-1\r\n"
+    assert "k".encode() not in store.data and not store.expires
+    run(store, "SET", "k", "v", "EX", "5")
+    assert run(store, "PERSIST", "k") == b":1\r\n" and run(store, "TTL", "k") == b":-1\r\n"
+    assert run(store, "EXPIRE", "k", "-1") == b":1\r\n"    # a past deadline deletes at once
+    assert run(store, "EXISTS", "k") == b":0\r\n"
+
+
+def test_active_sweep_deletes_expired_keys_without_access_in_bounded_steps(store, clock):
+    for index in range(2500):
+        run(store, "SET", f"k{index}", "v", "PX", 10 + index % 7)
+    run(store, "SET", "forever", "v")
+    run(store, "SET", "later", "v", "EX", 100)
+    clock.now += 1
+    assert store.sweep(budget=1000) is True and len(store.data) == 1502
+    assert store.sweep(budget=1000) is True and len(store.data) == 502
+    assert store.sweep(budget=1000) is False and sorted(store.data) == [b"forever", b"later"]
+
+
+def test_deadline_heap_stays_proportional_to_keys_with_a_deadline(store):
+    for _ in range(20000):
+        run(store, "SET", "k", "v", "EX", 1000)      # each re-set leaves a stale heap entry
+    assert len(store._deadlines) <= 2 * len(store.expires) + 1025
+
+
+def test_flushdb_flushall(store):
+    run(store, "SET", "a", "1", "EX", 5)
+    assert run(store, "FLUSHALL") == b"+OK\r\n" and run(store, "DBSIZE") == b":0\r\n"
+    assert run(store, "FLUSHDB", "ASYNC") == b"+OK\r\n"
+    assert run(store, "FLUSHDB", "x") == b"-ERR syntax error\r\n"
+
+
+def test_dump_round_trip_keeps_values_and_deadlines_and_drops_expired(tmp_path, clock):
+    path = str(tmp_path / "kv.dump")
+    first = Store(dump_path=path, clock=clock)
+    run(first, "SET", b"\x00bin", bytes(range(256)))
+    run(first, "SET", "ttl", "v", "EX", 100)
+    run(first, "SET", "soon", "v", "PX", 10)
+    assert run(first, "SAVE") == b"+OK\r\n"
+    assert os.listdir(tmp_path) == ["kv.dump"]             # no temp file left behind
+    clock.now += 1
+    second = Store(dump_path=path, clock=clock)
+    assert second.load() == 2
+    assert second.data[b"\x00bin"] == bytes(range(256))
+    assert run(second, "TTL", "ttl") == b":99\r\n"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "magic", "empty", "overrun"])
+def test_a_damaged_dump_is_refused_not_half_loaded(tmp_path, damage):
+    path = str(tmp_path / "kv.dump")
+    write_dump(path, [(b"k", b"value", -1), (b"k2", b"v2", 5)])
+    content = open(path, "rb").read()
+    if damage == "truncate":
+        content = content[:-7]
+    elif damage == "flip":
+        content = content[:20] + bytes([content[20] ^ 1]) + content[21:]
+    elif damage == "magic":
+        content = b"X" + content[1:]
+    elif damage == "empty":
+        content = b""
+    else:       # a record announcing more bytes than the file holds, with a correct CRC
+        body = kvstore._MAGIC + struct.pack(">IIq", 1 << 30, 1, -1) + b"k"
+        content = body + struct.pack(">I", zlib.crc32(body))
+    open(path, "wb").write(content)
+    with pytest.raises(ValueError):
+        read_dump(path)
+
+
+def test_save_failure_is_an_error_reply_and_leaves_no_temp_file(tmp_path, store):
+    store.dump_path = str(tmp_path / "missing-dir" / "kv.dump")
+    assert run(store, "SAVE").startswith(b"-ERR saving failed")
