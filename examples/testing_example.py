@@ -1,6 +1,7 @@
 """Test a handler the way netmux tests itself: every cut of the stream, no sockets.
 
-    python -m pytest examples/testing_example.py
+    python -m pytest examples/testing_example.py     # the tests below
+    python examples/testing_example.py --demo        # hypothesis finds the bug, the fix passes
 
 docs/testing.md walks through this file. ``PingHandler`` has the first bug of
 network code: it takes one ``data_received`` for one command. A test that sends
@@ -42,3 +43,19 @@ def test_two_pings_get_two_pongs_however_they_are_cut(chunks):
     conversation = drive(FixedPingHandler, chunks)
     assert conversation.written == b"PONG\nPONG\n"
     assert conversation.closed and conversation.lost_exc is None
+
+
+def demo() -> None:
+    """Let hypothesis find the cut that breaks PingHandler, then check the fix."""
+    from hypothesis import find, settings
+
+    cut = find(chunkings(b"PING\nPING\n"),
+               lambda chunks: drive(PingHandler, chunks).written != b"PONG\nPONG\n",
+               settings=settings(database=None))
+    print(f"PingHandler, fed {cut!r}, answers {drive(PingHandler, cut).written!r}")
+    test_two_pings_get_two_pongs_however_they_are_cut()
+    print("FixedPingHandler answers b'PONG\\nPONG\\n' however the stream is cut")
+
+
+if __name__ == "__main__":
+    demo()

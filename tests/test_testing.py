@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -538,19 +537,6 @@ def test_pair_with_random_cuts_gives_the_same_replies(random):
 def test_pair_refuses_a_cut_that_loses_bytes():
     with pytest.raises(ValueError, match="join back"):
         pair(Client, Upper, cut=lambda data: [data[:-1]])
-
-
-# ---------------------------------------------------------------------------
-# The guide
-# ---------------------------------------------------------------------------
-def test_every_python_block_of_the_testing_guide_is_an_excerpt_of_the_example_file():
-    with open(os.path.join(ROOT, "docs", "testing.md")) as guide:
-        blocks = re.findall(r"```python\n(.*?)```", guide.read(), re.S)
-    with open(os.path.join(ROOT, "examples", "testing_example.py")) as example:
-        source = example.read()
-    assert len(blocks) >= 3
-    for block in blocks:
-        assert block in source, block
 
 
 def test_the_memory_transport_declares_every_interface_method_with_compatible_signatures():
