@@ -6,22 +6,27 @@ The layers, bottom to top (one module each):
 
     reactor.py    readiness events, timers, call_soon, thread-safe wake-up
     transport.py  one non-blocking socket: read -> handler, write buffer -> socket
+    interface.py  the Transport interface every stream transport and layer honours
     handler.py    user code: the pluggable interface (asyncio Protocol names)
     framing.py    sans-IO: bytes in -> whole frames out
     server.py     TCPServer: the front door wiring the above together
     udp.py        DatagramTransport and UDPServer: the same for datagrams
     client.py     connect(), connect_socket(), open_datagram(): the outgoing front doors
+    layer.py      Layer: a handler below and a transport above, stacked by a factory
     tasks.py      coroutines on the reactor: Task, sleep, timeout (no asyncio underneath)
     stream.py     StreamHandler: socketserver's handle(), with async/await
+    testing.py    drive(), pair(): handlers on in-memory transports and virtual time, for tests
+                  (imported on its own: ``from netmux.testing import drive``)
 """
-from .handler import DatagramHandler, Handler
+from .handler import DatagramHandler, FramedHandler, Handler, LineHandler
 from .reactor import Reactor, Timer
 from .server import TCPServer
-from .transport import TCPTransport, Transport
+from .interface import Transport
+from .transport import TCPTransport
+from .layer import ByteCounter, CountingLayer, Layer
 from .udp import DatagramTransport, UDPServer
 from .client import connect, connect_socket, open_datagram
-from .framing import (FramedHandler, FramingError, LengthPrefixFramer, LineFramer, LineHandler,
-                      NetstringFramer)
+from .framing import FramingError, LengthPrefixFramer, LineFramer, NetstringFramer
 from .stream import IncompleteReadError, StreamHandler
 from .tasks import CancelledError, Task, sleep, timeout
 
@@ -30,6 +35,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Reactor", "Timer", "Handler", "DatagramHandler", "TCPTransport", "Transport", "TCPServer",
     "UDPServer", "DatagramTransport", "connect", "connect_socket", "open_datagram",
+    "Layer", "CountingLayer", "ByteCounter",
     "FramedHandler", "FramingError", "LengthPrefixFramer", "LineFramer", "LineHandler", "NetstringFramer",
     "StreamHandler", "IncompleteReadError", "CancelledError", "Task", "sleep", "timeout",
 ]

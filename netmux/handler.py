@@ -12,9 +12,14 @@ aborts that connection only.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+import logging
+from typing import Any, Callable, List, Optional
 
-__all__ = ["Handler", "DatagramHandler"]
+from .framing import BytesLike, FramingError, LineFramer
+
+__all__ = ["Handler", "DatagramHandler", "FramedHandler", "LineHandler"]
+
+logger = logging.getLogger("netmux")
 
 
 class Handler:
@@ -75,3 +80,102 @@ class DatagramHandler:
 
     def resume_writing(self) -> None:
         """The datagram queue drained to low water."""
+
+
+class FramedHandler(Handler):
+    """A handler that receives whole frames instead of stream chunks.
+
+    Set ``framer_factory`` to a zero-argument callable that returns a framer
+    (a framer class, a ``functools.partial``, a lambda: it is looked up on the
+    class, so a plain function is not bound to the handler). Each connection
+    gets its own framer, made on first use. Override ``frame_received``; send
+    with ``send_frame``.
+
+    On a ``FramingError`` the frames that preceded the bad bytes are still
+    delivered, then the error is logged once at WARNING on the ``netmux``
+    logger and the connection is closed without a reply; anything the peer
+    sends after that is ignored. An incomplete frame at end of stream is
+    dropped with a WARNING that says how many bytes were lost. If ``frame_received`` closes the transport, the frames still
+    pending from the same chunk are not delivered.
+    """
+
+    framer_factory: Callable[[], Any] = LineFramer
+    _framer: Any = None
+    _framing_failed = False
+
+    @property
+    def framer(self) -> Any:
+        """This connection's framer, made by ``framer_factory`` on first use."""
+        if self._framer is None:
+            self._framer = self._make_framer()
+        return self._framer
+
+    def _make_framer(self) -> Any:
+        return type(self).framer_factory()
+
+    def data_received(self, data: bytes) -> None:
+        """Feed ``data`` to the framer and call ``frame_received`` per frame."""
+        transport = self.transport
+        if self._framing_failed or (transport is not None and transport.is_closing()):
+            return
+        try:
+            frames = self.framer.feed(data)
+        except FramingError as error:
+            self._framing_failed = True
+            self._deliver(error.frames)
+            peer = transport.get_extra_info("peername") if transport is not None else None
+            logger.warning("framing error from %s, closing the connection: %s", peer, error)
+            if transport is not None and not transport.is_closing():
+                transport.close()
+            return
+        self._deliver(frames)
+
+    def eof_received(self) -> Optional[bool]:
+        """The peer closed its side: say so if it left an incomplete frame behind
+        (dropped, but never silently); then close, as ``Handler`` does."""
+        framer = self._framer
+        if framer is not None and not self._framing_failed and framer.buffered:
+            peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+            logger.warning("%s closed its side in the middle of a frame: %d bytes dropped",
+                           peer, framer.buffered)
+        return None
+
+    def _deliver(self, frames: List[bytes]) -> None:
+        transport = self.transport
+        for frame in frames:
+            if transport is not None and transport.is_closing():
+                return
+            self.frame_received(frame)
+
+    def frame_received(self, frame: bytes) -> None:
+        """Called once per whole frame, in stream order. Override it."""
+
+    def send_frame(self, frame: BytesLike) -> None:
+        """Encode ``frame`` with this connection's framer and write it."""
+        self.transport.write(self.framer.encode(frame))
+
+
+class LineHandler(FramedHandler):
+    """A handler that receives lines: ``line_received`` and ``send_line``.
+
+    Its framer is ``LineFramer(self.delimiter, self.max_length)``; override
+    the class attributes (or set them on the instance before the first line)
+    to change them.
+    """
+
+    delimiter: bytes = b"\n"
+    max_length: int = 65536
+
+    def _make_framer(self) -> LineFramer:
+        return LineFramer(self.delimiter, self.max_length)
+
+    def frame_received(self, frame: bytes) -> None:
+        """Passes each line to ``line_received``."""
+        self.line_received(frame)
+
+    def line_received(self, line: bytes) -> None:
+        """Called once per line, without its delimiter. Override it."""
+
+    def send_line(self, line: BytesLike) -> None:
+        """Write ``line`` followed by the delimiter."""
+        self.send_frame(line)

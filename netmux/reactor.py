@@ -167,9 +167,22 @@ class Reactor:
     #: 64 KiB: a UDP datagram must fit whole).
     read_buffer_size = 256 * 1024
 
-    def __init__(self, selector: Optional[selectors.BaseSelector] = None) -> None:
+    def __init__(self, selector: Optional[selectors.BaseSelector] = None, *,
+                 clock: Optional[Callable[[], float]] = None) -> None:
         """``selector``: a fresh ``selectors`` instance to wait with, owned by the
-        reactor from now on (default: ``selectors.DefaultSelector()``)."""
+        reactor from now on (default: ``selectors.DefaultSelector()``).
+
+        ``clock``: a zero-argument callable giving seconds as a float that never
+        goes back (default ``time.monotonic``). Timers, ``time()`` and the
+        transports' idle bookkeeping all read it, so a test can hand in a
+        virtual clock (``netmux.testing.VirtualClock``) and a 30 s timeout
+        takes no real time. The wait in ``select`` is still real: a virtual
+        clock is for a reactor whose work is all queued, not for one waiting
+        on sockets.
+        """
+        if clock is not None and not callable(clock):
+            raise TypeError(f"clock must be a callable returning seconds, not {type(clock).__name__}")
+        self._clock: Callable[[], float] = time.monotonic if clock is None else clock
         self._selector = selectors.DefaultSelector() if selector is None else selector
         # fd -> [reader, writer]: what _poll_epoll dispatches by. A descriptor
         # registered since the last wait waits in _new_callbacks until the next
@@ -182,7 +195,7 @@ class Reactor:
             self._poll = self._poll_epoll
         else:
             self._poll = self._poll_selector
-        self._now = time.monotonic()      # when the last wait returned: a cheap clock for stamps
+        self._now = self._clock()      # when the last wait returned: a cheap clock for stamps
         # What close() must finish since no turn will come: sockets in flight
         # that no transport owns yet or any more (a pending connect, a closed
         # connection waiting for its peer's FIN), keyed by fd, and queued
@@ -212,10 +225,26 @@ class Reactor:
     # ------------------------------------------------------------------
     # Time and scheduling
     # ------------------------------------------------------------------
-    @staticmethod
-    def time() -> float:
-        """The reactor's clock: ``time.monotonic()``, the base of ``call_at``."""
-        return time.monotonic()
+    def time(self) -> float:
+        """The reactor's clock (``time.monotonic()`` unless one was given): the base of ``call_at``."""
+        return self._clock()
+
+    def next_deadline(self) -> Optional[float]:
+        """When this reactor next has work to do without any I/O: ``time()`` when
+        callbacks are queued, else the deadline of the earliest pending timer,
+        else None (only a file descriptor can wake it).
+
+        A virtual-time runner (``netmux.testing``) moves its clock here when the
+        reactor is otherwise quiet. Cancelled timers at the front of the heap are
+        dropped on the way, so the answer is always a live timer's.
+        """
+        if self._ready:
+            return self._clock()
+        timers = self._timers
+        while timers and timers[0][2]._cancelled:
+            heapq.heappop(timers)[2]._in_heap = False
+            self._cancelled_timers -= 1
+        return timers[0][0] if timers else None
 
     def call_soon(self, callback: Callable[..., Any], *args: Any) -> Timer:
         """Run ``callback(*args)`` on the next turn of the loop, after those queued before it.
@@ -242,7 +271,7 @@ class Reactor:
     def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Timer:
         """Run ``callback(*args)`` once ``delay`` seconds have passed (inf: never;
         ValueError for NaN, RuntimeError on a closed reactor)."""
-        return self.call_at(time.monotonic() + delay, callback, *args)
+        return self.call_at(self._clock() + delay, callback, *args)
 
     def call_at(self, when: float, callback: Callable[..., Any], *args: Any) -> Timer:
         """Run ``callback(*args)`` once ``self.time()`` reaches ``when``; equal times run FIFO.
@@ -408,7 +437,7 @@ class Reactor:
     def _poll_selector(self, timeout: Optional[float]) -> None:
         """Wait with the selector: the portable path."""
         events = self._selector.select(timeout)
-        self._now = time.monotonic()
+        self._now = self._clock()
         for key, mask in events:
             callbacks = key.data
             try:
@@ -453,7 +482,10 @@ class Reactor:
             # 0.4 ms would make the loop spin until it is due (as selectors does).
             timeout = math.ceil(timeout * 1e3) * 1e-3
         events = self._epoll.poll(timeout)
-        self._now = time.monotonic()
+        # Read the clock, then call it: ``self._clock()`` would be a method-call
+        # lookup that CPython cannot specialise for an instance attribute, a
+        # cost per turn the instruction bench shows (bench/README.md).
+        self._now = self._clock()
         table = self._callbacks
         for fd, mask in events:
             callbacks = table.get(fd)
@@ -478,7 +510,7 @@ class Reactor:
             timeout = 0
         else:
             if timers:
-                delay = timers[0][0] - time.monotonic()
+                delay = timers[0][0] - self._clock()
                 if timeout is None or delay < timeout:
                     timeout = delay
             # The one place a wait is normalised: None waits for an event, the

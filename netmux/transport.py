@@ -63,17 +63,14 @@ import io
 import logging
 import os
 import socket
-import time
 from collections import deque
 from typing import Any, Callable, Optional
 
 from .reactor import PROPAGATE
 
-__all__ = ["TCPTransport", "Transport"]
+__all__ = ["TCPTransport"]
 
 logger = logging.getLogger("netmux")
-
-_monotonic = time.monotonic
 
 # Errors that a peer causes by going away: logged at DEBUG, they are ordinary.
 _PEER_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, TimeoutError)
@@ -309,7 +306,7 @@ class TCPTransport(_SocketTransport):
         self._buffer: Any = bytearray()    # a _SendQueue while a file region is queued
         self._eof_received = False
         self._eof_requested = False
-        self._last_activity = _monotonic()
+        self._last_activity = reactor.time()     # the reactor's clock: virtual in tests
         self._idle_timeout = idle_timeout
         self._idle_timer = None
 
@@ -590,7 +587,7 @@ class TCPTransport(_SocketTransport):
         timeout = self._idle_timeout
         if self._lost or timeout is None:
             return
-        idle_for = _monotonic() - self._last_activity
+        idle_for = self.reactor.time() - self._last_activity
         if idle_for < timeout:
             self._idle_timer = self.reactor.call_later(timeout - idle_for, self._check_idle)
             return
@@ -600,11 +597,9 @@ class TCPTransport(_SocketTransport):
         else:
             self.close()
             if not self._lost:
-                self._last_activity = _monotonic()
+                self._last_activity = self.reactor.time()
                 self._idle_timer = self.reactor.call_later(timeout, self._check_idle)
 
-
-Transport = TCPTransport
 
 #: Longest time a closed connection waits for its peer's FIN before its socket closes.
 LINGER_SECONDS = 2.0

@@ -25,6 +25,7 @@ from netmux.framing import (
     LineHandler,
     NetstringFramer,
 )
+from netmux.testing import drive
 
 # Enough examples to matter for the properties every framer must keep; the
 # whole file still runs in a few seconds.
@@ -549,27 +550,8 @@ def test_framing_error_is_a_value_error_and_netmux_exports_the_framing_names():
 
 
 # ---------------------------------------------------------------------------
-# FramedHandler and LineHandler, over a fake transport
+# FramedHandler and LineHandler, driven by netmux.testing (no sockets)
 # ---------------------------------------------------------------------------
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.written = bytearray()
-        self.closed = False
-
-    def write(self, data) -> None:
-        assert not self.closed
-        self.written += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def get_extra_info(self, name, default=None):
-        return ("127.0.0.1", 4242) if name == "peername" else default
 
 
 class Recorder(LineHandler):
@@ -584,17 +566,10 @@ class Recorder(LineHandler):
             self.send_line(line.upper())
 
 
-def connected(handler):
-    handler.connection_made(FakeTransport())
-    return handler
-
-
 def test_line_handler_delivers_lines_without_delimiter_and_send_line_appends_it():
-    handler = connected(Recorder())
-    for chunk in (b"he", b"llo\nwor", b"ld\n", b"", b"partial"):
-        handler.data_received(chunk)
-    assert handler.lines == [b"hello", b"world"]
-    assert handler.transport.written == b"HELLO\nWORLD\n"
+    conversation = drive(Recorder, [b"he", b"llo\nwor", b"ld\n", b"", b"partial"], eof=False)
+    assert conversation.handler.lines == [b"hello", b"world"]
+    assert conversation.written == b"HELLO\nWORLD\n"
 
 
 def test_line_handler_subclass_delimiter_and_max_length_make_its_framer():
@@ -602,18 +577,15 @@ def test_line_handler_subclass_delimiter_and_max_length_make_its_framer():
         delimiter = b"\r\n"
         max_length = 5
 
-    handler = connected(Crlf())
-    handler.data_received(b"a\nb\r\n")
+    handler = drive(Crlf, [b"a\nb\r\n"]).handler
     assert handler.lines == [b"a\nb"]
     assert handler.framer.max_length == 5 and handler.framer.delimiter == b"\r\n"
 
 
 def test_each_connection_gets_its_own_framer():
-    first, second = connected(Recorder()), connected(Recorder())
-    first.data_received(b"one")
-    second.data_received(b"two\n")
+    first, second = drive(Recorder, [b"one"], eof=False).handler, drive(Recorder, [b"two\n"]).handler
     assert first.lines == [] and second.lines == [b"two"]
-    assert first.framer is not second.framer
+    assert first.framer is not second.framer and first.framer.buffered == 3
 
 
 def test_framed_handler_factory_may_be_a_plain_function_and_is_not_bound():
@@ -627,46 +599,41 @@ def test_framed_handler_factory_may_be_a_plain_function_and_is_not_bound():
             self.frames.append(frame)
             self.send_frame(frame[::-1])
 
-    handler = connected(Frames())
-    handler.data_received(b"3:abc,2:")
-    handler.data_received(b"xy,")
-    assert handler.frames == [b"abc", b"xy"]
-    assert handler.transport.written == b"3:cba,2:yx,"
+    conversation = drive(Frames, [b"3:abc,2:", b"xy,"])
+    assert conversation.handler.frames == [b"abc", b"xy"]
+    assert conversation.written == b"3:cba,2:yx,"
 
 
 def test_a_framing_error_delivers_earlier_frames_logs_once_and_closes_without_reply(caplog):
     class Short(Recorder):
         max_length = 4
 
-    handler = connected(Short())
     with caplog.at_level(logging.WARNING, logger="netmux"):
-        handler.data_received(b"ok\nthis line is far too long")
-        handler.data_received(b"more\n")  # arrives before the close completes: ignored
-        handler.data_received(b"\n")
-    assert handler.lines == [b"ok"]
-    assert handler.transport.written == b"OK\n"
-    assert handler.transport.closed
+        conversation = drive(Short, [b"ok\nthis line is far too long", b"more\n", b"\n"])
+        conversation.handler.data_received(b"late\n")   # as a layer might still pass it: ignored
+    assert conversation.handler.lines == [b"ok"]
+    assert conversation.written == b"OK\n"
+    assert conversation.closed and not conversation.aborted and conversation.lost_exc is None
     records = [r for r in caplog.records if r.name == "netmux"]
     assert len(records) == 1 and records[0].levelno == logging.WARNING
     assert "longer than max_length" in records[0].getMessage()
 
 
 def test_a_handler_that_closes_mid_batch_gets_no_further_frames():
-    handler = connected(Recorder())
-    handler.data_received(b"a\nquit\nb\nc\n")
-    handler.data_received(b"d\n")
-    assert handler.lines == [b"a", b"quit"]
-    assert handler.transport.written == b"A\n"
+    conversation = drive(Recorder, [b"a\nquit\nb\nc\n", b"d\n"])
+    assert conversation.handler.lines == [b"a", b"quit"]
+    assert conversation.written == b"A\n"
 
 
-def test_an_exception_in_frame_received_propagates_to_the_transport():
+def test_an_exception_in_frame_received_propagates_to_the_transport_which_aborts(caplog):
     class Boom(LineHandler):
         def line_received(self, line: bytes) -> None:
             raise RuntimeError(line)
 
-    handler = connected(Boom())
-    with pytest.raises(RuntimeError, match="x"):
-        handler.data_received(b"x\ny\n")
+    with caplog.at_level(logging.WARNING, logger="netmux"):
+        conversation = drive(Boom, [b"x\ny\n"])
+    assert conversation.aborted and repr(conversation.lost_exc) == "RuntimeError(b'x')"
+    assert [r.exc_info[1] for r in caplog.records] == [conversation.lost_exc]
 
 
 def test_a_framed_handler_works_when_connection_made_skips_super():
@@ -674,9 +641,7 @@ def test_a_framed_handler_works_when_connection_made_skips_super():
         def connection_made(self, transport) -> None:
             self.transport = transport
 
-    handler = connected(Bare())
-    handler.data_received(b"x\n")
-    assert handler.lines == [b"x"]
+    assert drive(Bare, [b"x\n"]).handler.lines == [b"x"]
 
 
 # ---------------------------------------------------------------------------
@@ -694,15 +659,34 @@ def test_the_framing_guide_examples_run_as_written():
 
 
 def test_an_incomplete_frame_at_eof_is_reported_not_silently_dropped(caplog):
-    handler = connected(Recorder())
-    handler.data_received(b"whole\nhalf a li")
     with caplog.at_level(logging.WARNING, logger="netmux"):
-        assert not handler.eof_received()           # falsy: the transport closes
+        conversation = drive(Recorder, [b"whole\nhalf a li"])
+    assert conversation.closed and conversation.lost_exc is None     # eof_received was falsy
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "9 bytes dropped" in warnings[0].getMessage()
-    clean = connected(Recorder())
-    clean.data_received(b"whole\n")
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="netmux"):
-        clean.eof_received()
+        drive(Recorder, [b"whole\n"])
     assert not caplog.records
+
+
+def test_framing_is_sans_io_it_imports_no_socket_reactor_or_handler_layer():
+    """h11's purity: importing the framers loads no I/O module and no handler base class."""
+    import os
+    import subprocess
+    import sys
+    code = ("import sys, importlib.util, os; "
+            "spec = importlib.util.spec_from_file_location('framing_alone', os.path.join('netmux', 'framing.py')); "
+            "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module); "
+            "print(sorted(m for m in ('socket', 'selectors', 'select', 'netmux.handler', 'netmux.reactor', 'asyncio') "
+            "if m in sys.modules))")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_framed_handlers_still_import_from_netmux_framing():
+    import netmux.framing
+    assert netmux.framing.LineHandler is netmux.LineHandler
+    assert netmux.framing.FramedHandler is netmux.FramedHandler
