@@ -20,9 +20,9 @@ The rule, by the fence's info string (the word after the opening backticks):
   a program. Every ``netmux.NAME`` (and ``netmux.NAME.attr``) it mentions must exist.
 * ``sh``/``console``: commands (``$ `` prefixes and ``# comments`` ignored; in a
   ``console`` block, lines without ``$ `` are output). Each command must be one a
-  test checks: see COMMANDS below (``python -m netmux`` options exist, ``python
-  examples/X.py`` is an example that runs, ``pip install '.[extra]'`` names an extra
-  of setup.cfg, ...).
+  test checks: see check_command() below (``python -m netmux`` and ``python -m
+  netmux.apps.X`` options exist, ``python examples/X.py`` is an example that runs,
+  ``pip install '.[extra]'`` names an extra of setup.cfg, ...).
 * ``text``: program output, diagrams, wire formats. Nothing to run.
 
 Anything else (including a fence with no info string) fails with a message that
@@ -158,6 +158,12 @@ def check_command(command: str) -> None:
     words = shlex.split(command)
     if words[:3] == ["python", "-m", "netmux"]:
         check_netmux_command(words[3:])
+    elif words[:2] == ["python", "-m"] and words[2].startswith("netmux.apps."):
+        from netmux import apps                  # an app module run on its own: the same options
+        names = {module: name for name, module in apps.SERVERS.items()}
+        module = words[2][len("netmux.apps."):]
+        assert module in names, f"{words[2]} is not a server module of netmux/apps"
+        check_netmux_command([names[module], *words[3:]])
     elif words[:3] == ["python", "-m", "pytest"] or words[:3] == ["python", "-m", "sphinx"]:
         pass                                     # .ci/run runs both
     elif words[:3] == ["python", "-m", "doctest"]:
@@ -172,7 +178,7 @@ def check_command(command: str) -> None:
             assert name == ".", f"pip install {target}: only '.' and its extras are documented"
             for wanted in filter(None, extra.rstrip("]").split(",")):
                 assert wanted in extras(), f"setup.cfg has no extra {wanted!r}"
-    elif words[:1] in (["nc"], ["curl"]):
+    elif words[:1] in (["nc"], ["curl"], ["redis-cli"]):
         pass                                     # a client for a server the page starts
     else:
         raise AssertionError(f"no test checks the command {command!r}: add a check to "
@@ -275,6 +281,10 @@ def test_the_rule_rejects_what_it_should():
     assert not excerpt_of("print('not in the file')\n", "examples/line_echo.py")
     with pytest.raises(AssertionError):
         check_command("python -m netmux --no-such-option")
+    with pytest.raises(AssertionError):
+        check_command("python -m netmux.apps.resp --port 1")      # a module, not a server
+    with pytest.raises(AssertionError):
+        check_command("python -m netmux.apps.kv --no-such-option")
     with pytest.raises(AssertionError):
         check_command("rm -rf /")
     with pytest.raises(AssertionError):
