@@ -289,3 +289,19 @@ def test_the_rule_rejects_what_it_should():
         check_command("rm -rf /")
     with pytest.raises(AssertionError):
         check_command("pip install '.[no-such-extra]'")
+
+
+def test_every_public_name_is_in_the_api_reference():
+    """docs/api.rst documents each name of ``netmux.__all__``: an ``automodule`` whose
+    module exports it (autodoc's ``:members:`` follows the module's ``__all__``), or an
+    ``autoclass``/``autofunction`` of it. A new public module fails here until added."""
+    import importlib
+    text = read(os.path.join("docs", "api.rst"))
+    documented = set(re.findall(r"^\.\. auto(?:class|function|data|exception):: netmux\.(\w+)\s*$",
+                                text, re.MULTILINE))
+    for module_name in re.findall(r"^\.\. automodule:: (\S+)\n((?:   :\S.*\n)*)", text, re.MULTILINE):
+        name, options = module_name
+        assert ":members:" in options, f"docs/api.rst: automodule {name} without :members:"
+        documented.update(importlib.import_module(name).__all__)
+    missing = sorted(set(netmux.__all__) - documented)
+    assert not missing, f"docs/api.rst does not document netmux.{', netmux.'.join(missing)}"
