@@ -20,9 +20,9 @@ The rule, by the fence's info string (the word after the opening backticks):
   a program. Every ``netmux.NAME`` (and ``netmux.NAME.attr``) it mentions must exist.
 * ``sh``/``console``: commands (``$ `` prefixes and ``# comments`` ignored; in a
   ``console`` block, lines without ``$ `` are output). Each command must be one a
-  test checks: see COMMANDS below (``python -m netmux`` options exist, ``python
-  examples/X.py`` is an example that runs, ``pip install '.[extra]'`` names an extra
-  of setup.cfg, ...).
+  test checks: see check_command() below (``python -m netmux`` and ``python -m
+  netmux.apps.X`` options exist, ``python examples/X.py`` is an example that runs,
+  ``pip install '.[extra]'`` names an extra of setup.cfg, ...).
 * ``text``: program output, diagrams, wire formats. Nothing to run.
 
 Anything else (including a fence with no info string) fails with a message that
@@ -158,6 +158,12 @@ def check_command(command: str) -> None:
     words = shlex.split(command)
     if words[:3] == ["python", "-m", "netmux"]:
         check_netmux_command(words[3:])
+    elif words[:2] == ["python", "-m"] and words[2].startswith("netmux.apps."):
+        from netmux import apps                  # an app module run on its own: the same options
+        names = {module: name for name, module in apps.SERVERS.items()}
+        module = words[2][len("netmux.apps."):]
+        assert module in names, f"{words[2]} is not a server module of netmux/apps"
+        check_netmux_command([names[module], *words[3:]])
     elif words[:3] == ["python", "-m", "pytest"] or words[:3] == ["python", "-m", "sphinx"]:
         pass                                     # .ci/run runs both
     elif words[:3] == ["python", "-m", "doctest"]:
@@ -276,6 +282,26 @@ def test_the_rule_rejects_what_it_should():
     with pytest.raises(AssertionError):
         check_command("python -m netmux --no-such-option")
     with pytest.raises(AssertionError):
+        check_command("python -m netmux.apps.resp --port 1")      # a module, not a server
+    with pytest.raises(AssertionError):
+        check_command("python -m netmux.apps.kv --no-such-option")
+    with pytest.raises(AssertionError):
         check_command("rm -rf /")
     with pytest.raises(AssertionError):
         check_command("pip install '.[no-such-extra]'")
+
+
+def test_every_public_name_is_in_the_api_reference():
+    """docs/api.rst documents each name of ``netmux.__all__``: an ``automodule`` whose
+    module exports it (autodoc's ``:members:`` follows the module's ``__all__``), or an
+    ``autoclass``/``autofunction`` of it. A new public module fails here until added."""
+    import importlib
+    text = read(os.path.join("docs", "api.rst"))
+    documented = set(re.findall(r"^\.\. auto(?:class|function|data|exception):: netmux\.(\w+)\s*$",
+                                text, re.MULTILINE))
+    for module_name in re.findall(r"^\.\. automodule:: (\S+)\n((?:   :\S.*\n)*)", text, re.MULTILINE):
+        name, options = module_name
+        assert ":members:" in options, f"docs/api.rst: automodule {name} without :members:"
+        documented.update(importlib.import_module(name).__all__)
+    missing = sorted(set(netmux.__all__) - documented)
+    assert not missing, f"docs/api.rst does not document netmux.{', netmux.'.join(missing)}"

@@ -26,6 +26,7 @@ import step06_backpressure as step06      # noqa: E402
 import step07_framing as step07           # noqa: E402
 import step08_timers as step08            # noqa: E402
 import step09_coroutines as step09        # noqa: E402
+import step10_netmux as step10            # noqa: E402
 
 STEPS = sorted(name for name in os.listdir(STEPS_DIR) if name.startswith("step") and name.endswith(".py"))
 NOT_SERVED = 0.3       # how long a client waits to show it is *not* being served
@@ -295,12 +296,54 @@ def test_step09_a_task_records_its_coroutines_exception():
         loop.close()
 
 
+# -- step 10 ------------------------------------------------------------------
+def test_step10_the_echo_handler_echoes():
+    address, stop = step10.start(step10.Echo)
+    try:
+        with socket.create_connection(address, timeout=10) as client:
+            client.sendall(b"hello netmux")
+            assert recv_exactly(client, 12) == b"hello netmux"
+    finally:
+        stop()
+
+
+@pytest.mark.parametrize("greeter", [step10.LineGreeter, step10.StreamGreeter])
+def test_step10_netmux_greeters_serve_others_during_a_half_finished_conversation(greeter):
+    address, stop = step10.start(greeter)
+    try:
+        with socket.create_connection(address, timeout=10) as slow, \
+                socket.create_connection(address, timeout=10) as quick:
+            slow.sendall(b"slow\n")
+            quick.sendall(b"quick\nhi\n")
+            assert recv_exactly(quick, 14) == b"quick says hi\n"
+            slow.sendall(b"hello\n")
+            assert recv_exactly(slow, 16) == b"slow says hello\n"
+    finally:
+        stop()
+
+
+def test_step10_a_silent_client_holds_step09_but_netmux_idle_timeout_closes_it():
+    """The claim of the step-10 page: step 9's loop has no idle timeout."""
+    address, stop = step09.start_greeter(blocking=False)
+    try:
+        assert step10.closed_within(address, 1.0) is None      # still held after 1 s
+    finally:
+        stop()
+    address, stop = step10.start(step10.StreamGreeter, idle_timeout=0.2)
+    try:
+        closed = step10.closed_within(address, 5.0)
+        assert closed is not None and 0.15 <= closed < 5.0    # closed by the server, on time
+    finally:
+        stop()
+
+
 # -- every step's --demo ------------------------------------------------------
 @pytest.mark.parametrize("step", STEPS)
 def test_every_step_demo_runs_and_exits_by_itself(step):
     extra = ["-n", "100"] if step.startswith("step02") else []
     result = subprocess.run([sys.executable, os.path.join(STEPS_DIR, step), "--demo", *extra],
-                            capture_output=True, timeout=60, cwd=ROOT)
+                            capture_output=True, timeout=60, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": ROOT})   # step 10 imports netmux
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout.strip() and not result.stderr, result.stderr.decode()
 
