@@ -679,7 +679,7 @@ def _cut_at(data: bytes, points: List[int]) -> List[bytes]:
 
 def streams(messages: Any, encode: Callable[[Any], Any], *, max_messages: int = 10,
             max_pieces: Optional[int] = None) -> Any:
-    """A hypothesis strategy for a stream of encoded messages cut anywhere: ``Stream``s.
+    """A hypothesis strategy for a stream of encoded messages cut anywhere (``Stream`` objects).
 
     ``messages``: a strategy for one message (lists of up to ``max_messages``
     are drawn) or a fixed sequence of messages. ``encode(message)`` gives its
