@@ -4,8 +4,8 @@ Each connection is a member with a nick (``guest1``, ``guest2``, ... until
 ``/nick``) in one room (``lobby`` until ``/join``). A line that is not a command
 goes to every other member of the room as ``<nick> text``. Commands:
 ``/nick NAME``, ``/join ROOM``, ``/who``, ``/quit``, ``/help``; a line starting
-with ``//`` sends the rest as text. Notices start with ``* ``, errors with
-``! error: `` and never end the connection.
+with ``//`` sends the rest as text. Notices start with ``"* "``, errors with
+``"! error: "`` and never end the connection.
 
 What it checks: every line is UTF-8 without control characters (an escape
 sequence from one member must not drive another's terminal), a message is at
