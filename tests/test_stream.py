@@ -507,7 +507,7 @@ def test_a_stream_handler_whose_connect_fails_never_runs_handle(reactor):
         unused.bind(("127.0.0.1", 0))
         address = unused.getsockname()
     handler = netmux.connect(address, lambda: Scripted(lambda h: None), reactor=reactor)
-    run_until(reactor, lambda: not reactor._callbacks.keys() - {reactor._wakeup.read_sock.fileno()})
+    run_until(reactor, lambda: reactor.statistics()["descriptors"] == 0)
     for _ in range(3):
         reactor.run_once(0)
     assert handler.outcome == [] and reactor.pending_tasks == set()
