@@ -386,8 +386,9 @@ class Reactor:
         """Register ``release`` to run once if the reactor closes before ``key`` is
         forgotten (a new ``release`` for the same key replaces the old).
 
-        ``key``: any hashable its owner can name again (a descriptor number, the
-        transport itself). ``release``: a zero-argument callable that finishes the
+        ``key``: any hashable its owner can name again (a descriptor number,
+        unique while its socket is open: forget it before closing the socket;
+        or the transport itself). ``release``: a zero-argument callable that finishes the
         work without the loop (the reactor is closed when it runs: it can no
         longer schedule anything). RuntimeError on a closed reactor, as scheduling.
         """
