@@ -154,7 +154,7 @@ class _Connector:
                 continue
             if code in (0, errno.EINPROGRESS):
                 self._sock = sock
-                self.reactor._orphans[sock.fileno()] = self._abandon
+                self.reactor.track_in_flight(sock.fileno(), self._abandon)
                 # Writable means the handshake is over; on loopback it may
                 # already be (code 0), and the selector reports that too.
                 self.reactor.add_writer(sock, self._connect_ready)
@@ -209,7 +209,7 @@ class _Connector:
 
     def _let_go(self, sock: socket.socket) -> socket.socket:
         """Stop watching the attempt's socket; the caller closes it or hands it on."""
-        self.reactor._orphans.pop(sock.fileno(), None)
+        self.reactor.forget_in_flight(sock.fileno())
         self.reactor.remove_writer(sock)
         self._sock = None
         return sock
@@ -247,10 +247,10 @@ class _Connector:
         else:
             self.reactor.call_soon(self._call_connection_lost, exc)
             # Delivered by Reactor.close() if the reactor closes before its turn.
-            self.reactor._orphans[self] = lambda: self._call_connection_lost(exc)
+            self.reactor.track_in_flight(self, lambda: self._call_connection_lost(exc))
 
     def _call_connection_lost(self, exc: BaseException) -> None:
-        self.reactor._orphans.pop(self, None)
+        self.reactor.forget_in_flight(self)
         logger.debug("%r failed: %s", self, exc)
         try:
             self.handler.connection_lost(exc)

@@ -2,11 +2,17 @@
 
 Where it sits: at the bottom. It owns a ``selectors.DefaultSelector`` (epoll on
 Linux), a FIFO queue of callbacks to run soon, a heap of timers, and a wake-up
-socket pair that lets other threads interrupt a blocked ``select`` (and the
-one receive buffer its transports share). It knows
+socket pair that lets other threads interrupt a blocked ``select``. It knows
 nothing about TCP, handlers or protocols; transports and servers above it ask it
 to call them back when a file descriptor is readable or writable, or when a
 moment has come.
+
+What it lends the layers above, by name and with an invariant each (never a
+``_private`` attribute): ``read_buffer``, the one receive buffer its transports
+share; ``turn_time``, the clock read once per turn for activity stamps; and
+the registry of sockets in flight (``track_in_flight``/``forget_in_flight``),
+which ``close()`` finishes so nothing outlives the reactor. ``statistics()``
+counts what it holds.
 
 One turn of the loop (``run_once``), the same shape as redis' ``ae.c``:
 
@@ -195,20 +201,23 @@ class Reactor:
             self._poll = self._poll_epoll
         else:
             self._poll = self._poll_selector
-        self._now = self._clock()      # when the last wait returned: a cheap clock for stamps
-        # What close() must finish since no turn will come: sockets in flight
-        # that no transport owns yet or any more (a pending connect, a closed
-        # connection waiting for its peer's FIN), keyed by fd, and queued
-        # connection_lost calls, keyed by their transport or connector: key ->
-        # a callable that releases it. Each removes its own entry when it runs.
-        self._orphans: Dict[Any, Callable[[], None]] = {}
-        # One receive buffer for every transport: the loop runs one
-        # callback at a time, so they can share it. ``sock.recv(256 KiB)``
-        # would allocate 256 KiB per call, which glibc serves with mmap and
-        # munmap (above its 128 KiB threshold): that cost 3x the throughput
-        # (bench/README.md). Reading into this buffer and copying out exactly
-        # what came costs one small allocation instead.
-        self._read_buffer = memoryview(bytearray(max(self.read_buffer_size, 65536)))
+        #: The reactor's time when the last wait returned: read once per turn,
+        #: so every transport of the turn stamps its activity with it for free.
+        #: Good for idle bookkeeping (late by one turn at most), not for
+        #: deadlines: those use ``time()``. Read it; only the reactor writes it.
+        self.turn_time: float = self._clock()
+        # Sockets and callbacks in flight: key -> release (see track_in_flight).
+        self._in_flight: Dict[Any, Callable[[], None]] = {}
+        #: The one receive buffer every transport of this reactor reads into:
+        #: the loop runs one callback at a time, so they can share it. Valid
+        #: only inside the reader callback that filled it; the next read
+        #: overwrites it, so copy out what you keep (``buffer[:n].tobytes()``)
+        #: and never keep the view. Why share one: ``sock.recv(256 KiB)`` would
+        #: allocate 256 KiB per call, which glibc serves with mmap and munmap
+        #: (above its 128 KiB threshold): that cost 3x the throughput
+        #: (bench/README.md). A read into this buffer and an exact-size copy
+        #: cost one small allocation instead.
+        self.read_buffer = memoryview(bytearray(max(self.read_buffer_size, 65536)))
         self._ready: Deque[Timer] = deque()
         self._timers: List[Tuple[float, int, Timer]] = []
         self._timer_sequence = 0          # breaks ties so equal deadlines run FIFO
@@ -357,6 +366,68 @@ class Reactor:
         return had
 
     # ------------------------------------------------------------------
+    # In flight: what close() must finish, and statistics
+    # ------------------------------------------------------------------
+    # Some things belong to no transport for a while: a connect not finished
+    # yet (no transport owns its socket so far), a closed connection waiting
+    # for its peer's FIN (its transport is done with it: see transport.py's
+    # _close_after_peer), a connection_lost call queued for the next turn.
+    # Each is finished by a later turn of the loop; if the reactor is closed
+    # first, no turn comes. So whoever starts one registers it here.
+    #
+    # The invariant: every socket or pending callback that no transport owns
+    # and that only a later turn would finish is in flight, under a key of its
+    # owner's choosing, with a release that finishes it at once (closes the
+    # socket, tells the handler). It leaves by forget_in_flight() when a turn
+    # finishes it, or by close(), which calls each release still registered
+    # exactly once. So no descriptor and no connection_lost outlives the
+    # reactor, and none is released twice.
+    def track_in_flight(self, key: Any, release: Callable[[], None]) -> None:
+        """Register ``release`` to run once if the reactor closes before ``key`` is
+        forgotten (a new ``release`` for the same key replaces the old).
+
+        ``key``: any hashable its owner can name again (a descriptor number,
+        unique while its socket is open: forget it before closing the socket;
+        or the transport itself). ``release``: a zero-argument callable that finishes the
+        work without the loop (the reactor is closed when it runs: it can no
+        longer schedule anything). RuntimeError on a closed reactor, as scheduling.
+        """
+        if self._closed:
+            raise RuntimeError("the reactor is closed")
+        self._in_flight[key] = release
+
+    def forget_in_flight(self, key: Any) -> None:
+        """``key``'s work was finished by a turn of the loop: drop its release
+        without calling it. Forgetting a key that is not tracked does nothing."""
+        self._in_flight.pop(key, None)
+
+    def statistics(self) -> Dict[str, int]:
+        """What the reactor holds now, counted (for tests, logs and monitoring):
+
+        * ``descriptors``: file descriptors watched for reading or writing, the
+          reactor's own wake-up socket not counted;
+        * ``writers``: those of them watched for writing (output queued, a
+          connect pending);
+        * ``timers``: timers armed (``call_later``/``call_at``), cancelled ones not counted;
+        * ``ready``: callbacks queued for the next turn, cancelled ones not counted;
+        * ``in_flight``: sockets and callbacks in flight (``track_in_flight``);
+        * ``tasks``: coroutines spawned and not done yet (``pending_tasks``).
+
+        All are 0 once the reactor is closed. Meant for the reactor's thread;
+        from another thread the counts are a snapshot of a moving target.
+        """
+        # list() copies in one step under the GIL: safe while another thread adds.
+        watched = list(self._callbacks.values()) + list(self._new_callbacks.values())
+        return {
+            "descriptors": len(watched) if self._closed else len(watched) - 1,   # the wake-up socket
+            "writers": sum(1 for callbacks in watched if callbacks[1] is not None),
+            "timers": sum(1 for entry in list(self._timers) if not entry[2]._cancelled),
+            "ready": sum(1 for timer in list(self._ready) if timer._callback is not None),
+            "in_flight": len(self._in_flight),
+            "tasks": len(self.pending_tasks),
+        }
+
+    # ------------------------------------------------------------------
     # Running
     # ------------------------------------------------------------------
     def run(self) -> None:
@@ -395,11 +466,12 @@ class Reactor:
         the reactor is unusable after.
 
         Pending coroutines are closed first (GeneratorExit at their await), while
-        their ``finally`` blocks may still close transports. Then sockets in
-        flight are closed and the ``connection_lost`` calls already queued are
-        delivered now, since no turn will come to run them (see ``_orphans``);
-        every other queued callback and timer is dropped. Transports still open
-        are not ours to close: their ``close()`` then acts as ``abort()``.
+        their ``finally`` blocks may still close transports. Then each release in
+        flight runs once (``track_in_flight``): sockets in flight are closed and
+        the ``connection_lost`` calls already queued are delivered now, since no
+        turn will come to run them; every other queued callback and timer is
+        dropped. Transports still open are not ours to close: their ``close()``
+        then acts as ``abort()``.
         """
         if self._running_thread is not None:
             raise RuntimeError("cannot close a running reactor")
@@ -410,12 +482,16 @@ class Reactor:
         # Closed first: what the releases call back (a handler's connection_lost)
         # can no longer schedule anything, and unregistering is a no-op.
         self._closed = True
-        for release in list(self._orphans.values()):
+        in_flight = self._in_flight
+        while in_flight:                # taken out before it runs: exactly once
+            release = in_flight.pop(next(iter(in_flight)))
             release()
-        self._orphans.clear()
         self._ready.clear()
         self._timers.clear()
+        self._cancelled_timers = 0
         self._selector.close()
+        self._callbacks.clear()         # the selector watches nothing now
+        self._new_callbacks.clear()
         self._wakeup.close()
 
     def is_closed(self) -> bool:
@@ -437,7 +513,7 @@ class Reactor:
     def _poll_selector(self, timeout: Optional[float]) -> None:
         """Wait with the selector: the portable path."""
         events = self._selector.select(timeout)
-        self._now = self._clock()
+        self.turn_time = self._clock()
         for key, mask in events:
             callbacks = key.data
             try:
@@ -485,7 +561,7 @@ class Reactor:
         # Read the clock, then call it: ``self._clock()`` would be a method-call
         # lookup that CPython cannot specialise for an instance attribute, a
         # cost per turn the instruction bench shows (bench/README.md).
-        self._now = self._clock()
+        self.turn_time = self._clock()
         table = self._callbacks
         for fd, mask in events:
             callbacks = table.get(fd)
@@ -526,7 +602,7 @@ class Reactor:
         self._poll(timeout)
 
         if timers:
-            now = self._now
+            now = self.turn_time
             while timers and timers[0][0] <= now:
                 timer = heapq.heappop(timers)[2]
                 timer._in_heap = False

@@ -38,9 +38,9 @@ Design notes, the why of the code below:
   ``abort()`` (the descriptor is released, ``connection_lost`` runs at once).
 
 * **One read buffer, one copy.** Each read event does one ``recv_into`` the
-  reactor's shared 256 KiB buffer and hands up an exact-size ``bytes`` copy:
-  ``sock.recv(256 KiB)`` would allocate 256 KiB per call, which glibc may
-  serve with an ``mmap`` each time (3x slower, bench/README.md).
+  reactor's shared ``read_buffer`` and hands up an exact-size ``bytes`` copy
+  (why one shared buffer: ``Reactor.read_buffer``). Activity stamps read
+  ``reactor.turn_time``, one clock read per turn, not one per message.
 * **Files queue behind bytes, at no cost to bytes.** ``sendfile()`` queues a
   file region that ``os.sendfile`` hands to the kernel without copying it
   through Python (read and send where it cannot). Only then does the write
@@ -241,14 +241,14 @@ class _SocketTransport:
             self._call_connection_lost()
         else:
             reactor.call_soon(self._call_connection_lost)
-            reactor._orphans[self] = self._call_connection_lost   # run by close() if no turn comes
+            reactor.track_in_flight(self, self._call_connection_lost)   # run by close() if no turn comes
 
     def _call_connection_lost(self) -> None:
         """Tell the handler, exactly once; then the front door's bookkeeping."""
         if self._lost_called:
             return
         self._lost_called = True
-        self.reactor._orphans.pop(self, None)
+        self.reactor.forget_in_flight(self)
         try:
             self._handler.connection_lost(self._lost_exc)
         except PROPAGATE:
@@ -328,7 +328,7 @@ class TCPTransport(_SocketTransport):
     # Reading: readable -> one recv -> handler
     # ------------------------------------------------------------------
     def _read_ready(self) -> None:
-        buffer = self.reactor._read_buffer        # shared by the reactor's transports
+        buffer = self.reactor.read_buffer         # shared: valid until our next read
         try:
             size = self._sock.recv_into(buffer)
         except (BlockingIOError, InterruptedError):
@@ -337,7 +337,7 @@ class TCPTransport(_SocketTransport):
             self._fatal_error(exc, "recv")
             return
         if size:
-            self._last_activity = self.reactor._now
+            self._last_activity = self.reactor.turn_time
             try:
                 self._handler.data_received(buffer[:size].tobytes())
             except BaseException as exc:
@@ -386,10 +386,10 @@ class TCPTransport(_SocketTransport):
                 self._fatal_error(exc, "send")
                 return
             if sent == len(data):
-                self._last_activity = self.reactor._now
+                self._last_activity = self.reactor.turn_time
                 return
             if sent:
-                self._last_activity = self.reactor._now
+                self._last_activity = self.reactor.turn_time
                 data = memoryview(data)[sent:]
             self.reactor.add_writer(self._fileno, self._write_ready)
         buffer += data                      # copies: the caller may reuse its bytearray
@@ -414,7 +414,7 @@ class TCPTransport(_SocketTransport):
             self._fatal_error(exc, "send")
             return
         del buffer[:sent]
-        self._last_activity = self.reactor._now
+        self._last_activity = self.reactor.turn_time
         if self._writing_paused and len(buffer) <= self._low_water:
             self._writing_paused = False
             self._call_handler("resume_writing")    # it may write more
@@ -508,7 +508,7 @@ class TCPTransport(_SocketTransport):
             self._fatal_error(exc, "sendfile")
             return
         if sent:
-            self._last_activity = self.reactor._now
+            self._last_activity = self.reactor.turn_time
         if not queue:
             self._buffer = bytearray()                  # drained: back to the bytes path
             self.reactor.remove_writer(self._fileno)
@@ -627,7 +627,7 @@ def _close_after_peer(reactor: Any, sock: socket.socket) -> None:
 
     def finish() -> None:
         timer.cancel()
-        reactor._orphans.pop(fileno, None)
+        reactor.forget_in_flight(fileno)
         reactor.remove_reader(fileno)
         sock.close()
 
@@ -643,7 +643,7 @@ def _close_after_peer(reactor: Any, sock: socket.socket) -> None:
 
     reactor.add_reader(fileno, discard)
     timer = reactor.call_later(LINGER_SECONDS, finish)
-    reactor._orphans[fileno] = finish
+    reactor.track_in_flight(fileno, finish)
 
 
 # ----------------------------------------------------------------------

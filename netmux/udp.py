@@ -126,7 +126,7 @@ class DatagramTransport(_SocketTransport):
     # Reading: readable -> recvfrom, datagram by datagram -> handler
     # ------------------------------------------------------------------
     def _read_ready(self) -> None:
-        buffer = self.reactor._read_buffer[:self.max_datagram_size]   # the reactor's, shared
+        buffer = self.reactor.read_buffer[:self.max_datagram_size]    # the reactor's, shared
         for _ in range(self.max_reads_per_event):
             if not self._registered_reader:
                 return      # the handler paused or closed us meanwhile

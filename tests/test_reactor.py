@@ -79,7 +79,7 @@ def test_cancelled_timer_never_runs(reactor):
 def test_cancelled_timers_do_not_pile_up(reactor):
     for _ in range(10_000):
         reactor.call_later(3600, lambda: None).cancel()
-    assert len(reactor._timers) <= 200
+    assert len(reactor._timers) <= 200             # the heap itself (statistics() counts live ones)
 
 
 def test_timer_bounds_the_select_wait(reactor):
@@ -345,7 +345,7 @@ def test_a_negative_run_once_timeout_polls_and_returns(reactor):
 def test_a_nan_delay_or_deadline_is_a_value_error(reactor, schedule):
     with pytest.raises(ValueError):
         schedule(reactor)
-    assert reactor._timers == []                   # nothing was queued
+    assert reactor.statistics()["timers"] == 0     # nothing was queued
     calls = []
     reactor.call_later(0.01, calls.append, "due")
     run_until(reactor, lambda: calls, timeout=2)   # other timers still run
@@ -416,5 +416,73 @@ def test_scheduling_on_a_closed_reactor_is_a_runtime_error():
                      lambda: r.call_at(r.time(), print), lambda: r.call_soon_threadsafe(print)):
         with pytest.raises(RuntimeError):
             schedule()
-    assert not r._ready and not r._timers
+    assert r.statistics() == dict.fromkeys(r.statistics(), 0)   # nothing queued, nothing held
     assert r.remove_reader(0) is False             # removing is harmless, as asyncio
+
+
+# ----------------------------------------------------------------------
+# What the layers above borrow by name: in flight, statistics
+# ----------------------------------------------------------------------
+def test_statistics_count_descriptors_timers_ready_in_flight_and_tasks(reactor):
+    zeros = {"descriptors": 0, "writers": 0, "timers": 0, "ready": 0, "in_flight": 0, "tasks": 0}
+    assert reactor.statistics() == zeros                     # the wake-up socket is not counted
+    a, b = socket.socketpair()
+    try:
+        reactor.add_reader(a, lambda: None)
+        reactor.add_writer(b, lambda: None)
+        reactor.call_later(3600, print).cancel()             # cancelled: not counted
+        reactor.call_later(3600, print)
+        reactor.call_soon(print).cancel()
+        reactor.call_soon(print)
+        reactor.track_in_flight("key", lambda: None)
+
+        async def waits():
+            await netmux.sleep(3600)
+
+        reactor.spawn(waits())                               # its first step is one more ready
+        assert reactor.statistics() == {"descriptors": 2, "writers": 1, "timers": 1, "ready": 2,
+                                        "in_flight": 1, "tasks": 1}
+        reactor.run_once(0)                                  # both descriptors survive a wait
+        assert reactor.statistics() == {"descriptors": 2, "writers": 1, "timers": 2, "ready": 0,
+                                        "in_flight": 1, "tasks": 1}
+        reactor.remove_writer(b)
+        reactor.forget_in_flight("key")
+        assert reactor.statistics()["descriptors"] == 1 and reactor.statistics()["in_flight"] == 0
+        reactor.close()
+        assert reactor.statistics() == zeros
+    finally:
+        a.close()
+        b.close()
+
+
+def test_close_calls_each_release_in_flight_exactly_once_in_order():
+    r = netmux.Reactor()
+    calls = []
+    r.track_in_flight(1, lambda: calls.append("replaced"))
+    r.track_in_flight(1, lambda: calls.append(1))            # the same key: replaces
+    r.track_in_flight("forgotten", lambda: calls.append("forgotten"))
+    r.forget_in_flight("forgotten")
+    r.forget_in_flight("never tracked")                      # harmless
+
+    def forgets_itself():
+        calls.append("self")
+        r.forget_in_flight("self")                           # as a release does: a no-op now
+
+    r.track_in_flight("self", forgets_itself)
+    r.track_in_flight(3, lambda: calls.append(3))
+    r.close()
+    r.close()                                                # twice: nothing runs again
+    assert calls == [1, "self", 3]
+    with pytest.raises(RuntimeError):
+        r.track_in_flight(4, print)                          # as scheduling on a closed reactor
+    assert r.statistics()["in_flight"] == 0
+
+
+def test_read_buffer_and_turn_time_are_the_reactors(reactor):
+    assert isinstance(reactor.read_buffer, memoryview) and not reactor.read_buffer.readonly
+    assert len(reactor.read_buffer) >= 65536                 # a UDP datagram fits whole
+    before = reactor.turn_time
+    time.sleep(0.01)
+    assert reactor.turn_time == before                       # read once per turn, not per access
+    reactor.run_once(0)
+    assert before + 0.01 <= reactor.turn_time <= reactor.time()

@@ -377,7 +377,7 @@ def test_connection_churn_leaves_no_connection_or_descriptor_behind(serve):
                 client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             client.close()
         wait_until(lambda: server.server.connections == 0)
-    wait_until(lambda: not server.server.reactor._orphans)
+    wait_until(lambda: server.server.reactor.statistics()["in_flight"] == 0)
     assert len(os.listdir("/proc/self/fd")) <= fds_before
 
 

@@ -436,6 +436,61 @@ def test_reactor_close_closes_a_connected_handler(reactor):
         assert Guarded.log == ["inner finally", "outer finally"]
 
 
+class CountsLost(netmux.StreamHandler):
+    """Waits in recv or in sleep (``wait``) until closed; counts connection_lost calls."""
+
+    wait = "recv"
+
+    def __init__(self) -> None:
+        self.lost: List[Any] = []
+        self.log: List[str] = []
+
+    async def handle(self) -> None:
+        try:
+            if self.wait == "recv":
+                await self.recv(10)
+            else:
+                await netmux.sleep(3600)
+            self.log.append("not reached")
+        finally:
+            self.log.append("finally")
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        self.lost.append(exc)
+        super().connection_lost(exc)
+
+
+@pytest.mark.parametrize("wait", ["recv", "sleep"])
+@pytest.mark.parametrize("door", ["server", "connect"])
+def test_closing_the_reactor_while_handle_waits_calls_connection_lost_exactly_once(door, wait):
+    """Reactor.close() alone (no server_close): handle() is closed at its await, and the
+    connection_lost that its closing queued is delivered by close(), once."""
+    reactor = netmux.Reactor()
+    factory = type("Waits", (CountsLost,), {"wait": wait})
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        if door == "server":
+            server = netmux.TCPServer(("127.0.0.1", 0), factory, reactor=reactor)
+            peer = socket.create_connection(server.server_address, timeout=5)
+            run_until(reactor, lambda: server.connections == 1)
+            (handler,) = _handlers(server)
+        else:
+            handler = netmux.connect(listener.getsockname(), factory, reactor=reactor)
+            peer = listener.accept()[0]
+        with peer:
+            run_until(reactor, lambda: reactor.statistics()["tasks"] == 1
+                      and (handler._reader is not None or reactor.statistics()["timers"]))
+            reactor.close()
+            assert handler.log == ["finally"] and handler.lost == [None]
+            assert reactor.statistics() == dict.fromkeys(reactor.statistics(), 0)
+            peer.settimeout(5)
+            assert peer.recv(10) == b""                  # the socket was closed, not leaked
+        if door == "server":
+            server.server_close()                        # after the reactor: nothing more to tell
+    assert handler.lost == [None]
+
+
 # ----------------------------------------------------------------------
 # Timeouts racing data
 # ----------------------------------------------------------------------
@@ -507,7 +562,7 @@ def test_a_stream_handler_whose_connect_fails_never_runs_handle(reactor):
         unused.bind(("127.0.0.1", 0))
         address = unused.getsockname()
     handler = netmux.connect(address, lambda: Scripted(lambda h: None), reactor=reactor)
-    run_until(reactor, lambda: not reactor._callbacks.keys() - {reactor._wakeup.read_sock.fileno()})
+    run_until(reactor, lambda: reactor.statistics()["descriptors"] == 0)
     for _ in range(3):
         reactor.run_once(0)
     assert handler.outcome == [] and reactor.pending_tasks == set()

@@ -483,12 +483,13 @@ def test_a_closed_connection_lingers_at_most_a_few_seconds_for_the_peers_fin(ser
     reactor = server.server.reactor
     with server.connect() as client:
         assert recv_until_eof(client) == b"bye"
-        wait_until(lambda: len(reactor._orphans) == 1)      # we hold our end open, so it waits
-    wait_until(lambda: not reactor._orphans)                 # our FIN lets it close at once
+        wait_until(lambda: reactor.statistics()["in_flight"] == 1)   # we hold our end open, so it waits
+    wait_until(lambda: reactor.statistics()["in_flight"] == 0)   # our FIN lets it close at once
     with server.connect() as silent:
         assert recv_until_eof(silent) == b"bye"
         start = time.monotonic()
-        wait_until(lambda: not reactor._orphans, timeout=netmux.transport.LINGER_SECONDS + 3)
+        wait_until(lambda: reactor.statistics()["in_flight"] == 0,
+                   timeout=netmux.transport.LINGER_SECONDS + 3)
         assert time.monotonic() - start < netmux.transport.LINGER_SECONDS + 1
 
 
