@@ -85,6 +85,9 @@ def test_sixteen_mib_then_close_arrives_whole_before_eof(serve):
     class Sender(netmux.Handler):
         def connection_made(self, transport):
             super().connection_made(transport)
+            # A small kernel send buffer, so that close() surely finds bytes left to
+            # flush (a kernel that autotunes large buffers once took all 16 MiB).
+            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
             transport.write(payload)
             buffered_at_close.append(transport.get_write_buffer_size())
             transport.close()
