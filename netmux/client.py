@@ -167,9 +167,8 @@ class _Connector:
                 self._errors.append(exc)
                 continue
             if code == errno.EAGAIN and family == socket.AF_UNIX:
-                sock.close()               # a full backlog: see the top of this module
-                self._addresses.insert(0, (family, type_, proto, "", sockaddr))
-                self._retry_timer = self.reactor.call_later(_UNIX_RETRY_DELAY, self._retry)
+                sock.close()
+                self._retry_later((family, type_, proto, "", sockaddr))
                 return
             if code in (0, errno.EINPROGRESS):
                 self._sock = sock
@@ -214,8 +213,16 @@ class _Connector:
         transport = TCPTransport(self.reactor, sock, self.handler, peername=peername)
         transport._start()
 
+    def _retry_later(self, address_info: Any) -> None:
+        """A Unix listener's backlog is full (see the top of this module): try
+        the same path again shortly."""
+        self._addresses.insert(0, address_info)
+        self._retry_timer = self.reactor.call_later(_UNIX_RETRY_DELAY, self._retry)
+        self.reactor._orphans[self] = self._abandon    # no socket is in flight meanwhile
+
     def _retry(self) -> None:
         self._retry_timer = None
+        self.reactor._orphans.pop(self, None)
         self._try_next()
 
     def _stop_trying(self) -> None:
@@ -225,6 +232,7 @@ class _Connector:
         if self._retry_timer is not None:
             self._retry_timer.cancel()
             self._retry_timer = None
+            self.reactor._orphans.pop(self, None)
         self._addresses = []
 
     def _timed_out(self) -> None:
