@@ -260,8 +260,11 @@ class _StreamServer(_ServerLifecycle):
         for transport in list(self._connections):
             transport._close_now()
             transport._call_connection_lost()
-        self.socket.close()
+        self._close_listening_socket()
         self._close_owned_reactor()
+
+    def _close_listening_socket(self) -> None:
+        self.socket.close()
 
     @property
     def connections(self) -> int:
@@ -313,8 +316,9 @@ class UnixServer(_StreamServer):
         sock, self._socket_file = listen_unix(self.server_address, self._backlog)
         return sock
 
-    def server_close(self) -> None:
-        """Close like TCPServer, then remove the socket file if it is still ours."""
-        super().server_close()
+    def _close_listening_socket(self) -> None:
+        # The file first: while our socket is open, no other server can find
+        # the file stale and take the path, and its inode cannot be reused.
         if self._socket_file is not None:
             self._socket_file.remove()
+        super()._close_listening_socket()

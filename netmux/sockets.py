@@ -155,11 +155,14 @@ def listen_tcp(address: tuple, backlog: int, *, reuse_port: bool = False) -> soc
 # Unix socket files
 # ======================================================================
 class UnixSocketFile:
-    """The socket file a Unix server bound, known by its inode.
+    """The socket file a Unix server bound, known by its (device, inode).
 
-    Only that file is removed at the end: if another server replaced it
-    meanwhile (it found ours stale after we closed, or someone moved it), the
-    path now names *their* socket and must be left alone. The path is kept
+    Only that file is removed at the end: if someone replaced it meanwhile
+    (moved another socket over it, or deleted ours and bound anew), the path
+    names *their* socket now and must be left alone. Inode numbers are reused
+    once a file is gone, so the comparison is exact only while the inode is
+    pinned: a bound socket holds a reference to its file, hence ``remove()``
+    must run while the listening socket is still open. The path is kept
     absolute, so a later ``os.chdir`` does not send the removal elsewhere.
     """
 
@@ -168,14 +171,15 @@ class UnixSocketFile:
         self._identity: Optional[Tuple[int, int]] = _identity(self.path)
 
     def remove(self) -> None:
-        """Unlink the file if it is still ours; at most once. Never raises:
-        a file we cannot remove is only left behind (the next server replaces it)."""
+        """Unlink the file if it is still ours; at most once. Call it before
+        closing the socket (see the class). Never raises: a file we cannot
+        remove is only left behind, and the next server replaces it as stale."""
         identity, self._identity = self._identity, None
         if identity is None or _identity(self.path) != identity:
             return
         try:
             os.unlink(self.path)
-        except FileNotFoundError:
+        except OSError:
             pass
 
 
