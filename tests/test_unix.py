@@ -210,16 +210,6 @@ def test_misuse_raises_before_binding_and_leaves_no_file(path):
         assert not os.path.exists(path)
 
 
-def test_a_server_on_a_closed_reactor_is_a_runtime_error_that_leaks_nothing():
-    # The autouse no_leaks fixture fails the test if a listening socket stays open.
-    closed = netmux.Reactor()
-    closed.close()
-    with pytest.raises(RuntimeError):
-        netmux.TCPServer(("127.0.0.1", 0), Echo, reactor=closed)
-    with pytest.raises(RuntimeError):
-        netmux.UDPServer(("127.0.0.1", 0), netmux.DatagramHandler, reactor=closed)
-
-
 def test_an_abstract_name_serves_without_a_file():
     name = f"\0netmux-test-{os.getpid()}-{time.monotonic_ns()}"
     with netmux.UnixServer(name, Echo) as server:
