@@ -1,4 +1,4 @@
-"""netmux: many TCP/UDP clients at once on one thread, with the standard library only.
+"""netmux: many TCP/UDP/Unix-socket clients at once on one thread, with the standard library only.
 
 A hand-written reactor around ``selectors.DefaultSelector`` drives non-blocking
 sockets; handlers use asyncio's Protocol names and servers socketserver's shape.
@@ -9,7 +9,8 @@ The layers, bottom to top (one module each):
     interface.py  the Transport interface every stream transport and layer honours
     handler.py    user code: the pluggable interface (asyncio Protocol names)
     framing.py    sans-IO: bytes in -> whole frames out
-    server.py     TCPServer: the front door wiring the above together
+    sockets.py    socket plumbing the front doors share: addresses, binding, socket files
+    server.py     TCPServer, UnixServer: the front doors wiring the above together
     udp.py        DatagramTransport and UDPServer: the same for datagrams
     client.py     connect(), connect_socket(), open_datagram(): the outgoing front doors
     layer.py      Layer: a handler below and a transport above, stacked by a factory
@@ -20,7 +21,7 @@ The layers, bottom to top (one module each):
 """
 from .handler import DatagramHandler, FramedHandler, Handler, LineHandler
 from .reactor import Reactor, Timer
-from .server import TCPServer
+from .server import TCPServer, UnixServer
 from .interface import Transport
 from .transport import TCPTransport
 from .layer import ByteCounter, CountingLayer, Layer
@@ -34,7 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Reactor", "Timer", "Handler", "DatagramHandler", "TCPTransport", "Transport", "TCPServer",
-    "UDPServer", "DatagramTransport", "connect", "connect_socket", "open_datagram",
+    "UnixServer", "UDPServer", "DatagramTransport", "connect", "connect_socket", "open_datagram",
     "Layer", "CountingLayer", "ByteCounter",
     "FramedHandler", "FramingError", "LengthPrefixFramer", "LineFramer", "LineHandler", "NetstringFramer",
     "StreamHandler", "IncompleteReadError", "CancelledError", "Task", "sleep", "timeout",

@@ -35,6 +35,8 @@ def _add_common_options(parser: argparse.ArgumentParser, defaults: bool) -> None
     parser.add_argument("--host", default=default("127.0.0.1"), help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=apps.port_number, default=default(None),
                         help="port to bind, 0 for any free one (default: the server's own)")
+    parser.add_argument("--unix", default=default(None), metavar="PATH",
+                        help="serve on the Unix socket PATH instead of a port (stream servers)")
     parser.add_argument("--max-connections", type=apps.positive_int, default=default(None), metavar="N",
                         help="stop accepting at N open connections (TCP; default: no limit)")
     parser.add_argument("--idle-timeout", type=apps.positive_seconds, default=default(None), metavar="S",
@@ -81,9 +83,19 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         parser.exit(1, f"netmux: {unavailable[args.server]}\n")
     if unknown:
         parser.error("unrecognized arguments: " + " ".join(unknown))
+    app = apps.load(args.server)
+    if args.unix is not None and not getattr(app, "UNIX_SOCKETS", False):
+        children[args.server].error(f"{args.server} cannot serve on a Unix socket (--unix)")
     if args.port is None:
-        args.port = apps.load(args.server).DEFAULT_PORT
+        args.port = app.DEFAULT_PORT
     return args
+
+
+def _where(address: Any) -> str:
+    """A server address for the log: ``host:port``, or a Unix socket's path."""
+    if isinstance(address, tuple):
+        return f"{address[0]}:{address[1]}"
+    return address if isinstance(address, str) else repr(address)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -95,7 +107,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         server = apps.load(args.server).make_server(args, reactor)
     except (OSError, ValueError) as exc:     # an address in use, a damaged kv dump file
         reactor.close()
-        print(f"netmux: cannot start {args.server} on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        where = _where(args.unix if args.unix is not None else (args.host, args.port))
+        print(f"netmux: cannot start {args.server} on {where}: {exc}", file=sys.stderr)
         return 1
 
     def stop(signum: int, frame: Any) -> None:
@@ -105,8 +118,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         server.shutdown()
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    host, port = server.server_address[:2]
-    logger.info("netmux %s server on %s:%d (Ctrl-C stops it)", args.server, host, port)
+    where = _where(server.server_address)
+    logger.info("netmux %s server on %s (Ctrl-C stops it)", args.server, where)
     try:
         server.serve_forever()
     finally:
@@ -114,5 +127,5 @@ def main(argv: Optional[List[str]] = None) -> int:
         reactor.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        logger.info("netmux %s server on %s:%d stopped", args.server, host, port)
+        logger.info("netmux %s server on %s stopped", args.server, where)
     return 0

@@ -1,4 +1,4 @@
-"""Clients: outgoing TCP connections and datagram endpoints on a reactor.
+"""Clients: outgoing TCP and Unix connections and datagram endpoints on a reactor.
 
 Where it sits: beside the servers, on top of the reactor. ``connect()`` turns
 an address into a connected socket without ever blocking the loop, then hands
@@ -24,13 +24,21 @@ How a non-blocking connect works, and why the code below looks the way it does:
    while the server listens on 127.0.0.1 only); the timeout, if any, covers
    every attempt together.
 
+A Unix socket path (a str, bytes or PathLike address) takes the same road
+with one address and no handshake: the kernel answers ``connect`` at once,
+connected, or ECONNREFUSED/ENOENT. One case differs: a listener whose backlog
+is full makes a non-blocking Unix connect fail with EAGAIN instead of waiting
+(TCP would keep retrying its SYN), and the socket is not left connecting, so
+its writability means nothing. We try again on a timer, as a blocking
+connect would wait; the timeout, if any, bounds it.
+
 What it never does: raise a connection failure at the caller. The outcome
 always arrives on the loop, exactly once: ``connection_made(transport)``, or
 ``connection_lost(exc)`` with the OSError (a ``socket.gaierror`` when the name
 does not resolve, ``TimeoutError`` when the timeout elapses,
 ``ConnectionAbortedError`` when the reactor is closed first), and no socket is
 left open behind it. Only a misuse (a factory that is not callable, an address
-that is not a pair, a closed reactor) raises at once.
+that is neither a pair nor a path, a closed reactor) raises at once.
 
 Pinned by tests/test_client.py.
 """
@@ -43,7 +51,8 @@ import socket
 from typing import Any, Callable, List, Optional, Tuple
 
 from .reactor import PROPAGATE, Reactor, positive_seconds
-from .server import _address_family
+from .sockets import (address_family, check_handler_factory, check_reactor_open, is_unix_address,
+                      set_nodelay, split_host_port, unix_path)
 from .transport import TCPTransport
 from .udp import DatagramTransport
 
@@ -51,18 +60,23 @@ __all__ = ["connect", "connect_socket", "open_datagram"]
 
 logger = logging.getLogger("netmux")
 
-_AddressInfo = Tuple[int, int, int, str, Any]
+# How long a Unix connect waits before trying a full backlog again.
+_UNIX_RETRY_DELAY = 0.02
 
 
-def connect(address: Tuple[Any, ...], handler_factory: Callable[[], Any], *,
+def connect(address: Any, handler_factory: Callable[[], Any], *,
             reactor: Reactor, timeout: Optional[float] = None) -> Any:
-    """Start a TCP connection to ``address`` (``(host, port)``, or an IPv6
-    ``(host, port, flowinfo, scope_id)``, kept whole) on ``reactor``; return the handler.
+    """Start a connection to ``address`` on ``reactor``; return the handler.
+
+    ``address`` is ``(host, port)`` for TCP (or an IPv6 ``(host, port,
+    flowinfo, scope_id)``, kept whole), or a str, bytes or PathLike for a Unix
+    socket path.
 
     The handler is made at once with ``handler_factory()``; it hears
     ``connection_made(transport)`` once the connection is up, or
     ``connection_lost(exc)`` if it cannot be made: the OSError of the last
-    attempt (ConnectionRefusedError for a closed port, ``socket.gaierror`` for
+    attempt (ConnectionRefusedError for a closed port or a socket file nobody
+    listens on, FileNotFoundError for a missing path, ``socket.gaierror`` for
     a name that does not resolve), or ``TimeoutError`` once ``timeout`` seconds
     have passed. Either call comes from the reactor loop, never from inside
     ``connect()``, and exactly one of them comes.
@@ -71,46 +85,38 @@ def connect(address: Tuple[Any, ...], handler_factory: Callable[[], Any], *,
     literal such as ``"127.0.0.1"`` or ``"::1"`` does not. ``timeout`` starts
     once the name is resolved and covers every address tried.
 
-    Raises TypeError for a factory that is not callable, ValueError for a
-    timeout that is not positive (NaN included; inf means none), RuntimeError
-    on a closed reactor (before anything is made or opened); the factory's own
-    exception propagates.
+    Raises TypeError for a factory that is not callable or an address that is
+    neither a pair nor a path, ValueError for a timeout that is not positive
+    (NaN included; inf means none) or an empty path, RuntimeError on a closed
+    reactor (before anything is made or opened); the factory's own exception
+    propagates.
     """
-    if not callable(handler_factory):
-        raise TypeError(f"handler_factory must be callable, not {type(handler_factory).__name__}")
-    host, port = _split_address(address)
+    check_handler_factory(handler_factory)
+    connector: _Connector
+    if is_unix_address(address):
+        connector = _UnixConnector(reactor, unix_path(address), timeout)
+    else:
+        host, port = split_host_port(address)
+        connector = _Connector(reactor, host, port, timeout)
+        connector.ipv6_extra = tuple(address[2:4])
     positive_seconds("timeout", timeout)
-    _check_open(reactor)
-    handler = handler_factory()
-    connector = _Connector(reactor, handler, host, port, timeout)
-    connector.ipv6_extra = tuple(address[2:4])
+    check_reactor_open(reactor)
+    connector.handler = handler_factory()
     connector._begin()
-    return handler
-
-
-def _split_address(address: Any) -> Tuple[Any, int]:
-    if not isinstance(address, (tuple, list)) or len(address) < 2:
-        raise TypeError(f"address must be a (host, port) tuple, not {address!r}")
-    return address[0], address[1]
-
-
-def _check_open(reactor: Reactor) -> None:
-    """A front door refuses a closed reactor before it makes a handler or a socket."""
-    if reactor.is_closed():
-        raise RuntimeError("the reactor is closed")
+    return connector.handler
 
 
 class _Connector:
-    """One pending connect: tries each resolved address in turn, then hands over."""
+    """One pending TCP connect: tries each resolved address in turn, then hands over."""
 
-    def __init__(self, reactor: Reactor, handler: Any, host: Any, port: int,
-                 timeout: Optional[float]) -> None:
+    def __init__(self, reactor: Reactor, host: Any, port: Any, timeout: Optional[float]) -> None:
         self.reactor = reactor
-        self.handler = handler
+        self.handler: Any = None          # set by connect() once the arguments are checked
         self.host = host
         self.port = port
         self.timeout = timeout
         self._addresses: List[Any] = []   # getaddrinfo() entries
+        self._retry_timer: Any = None     # armed while a Unix backlog is full
         self._errors: List[OSError] = []
         self._sock: Optional[socket.socket] = None
         self._timer: Any = None
@@ -121,12 +127,20 @@ class _Connector:
         self.ipv6_extra: Tuple[int, ...] = ()
 
     def __repr__(self) -> str:
-        return f"<connect to {self.host}:{self.port}>"
+        return f"<connect to {self._target()}>"
+
+    def _target(self) -> str:
+        """The address for messages."""
+        return f"{self.host}:{self.port}"
+
+    def _resolve(self) -> List[Any]:
+        """getaddrinfo() entries to try in turn (this call may block on DNS)."""
+        return socket.getaddrinfo(self.host, self.port, socket.AF_UNSPEC,
+                                  socket.SOCK_STREAM, socket.IPPROTO_TCP)
 
     def _begin(self) -> None:
         try:
-            self._addresses = socket.getaddrinfo(self.host, self.port, socket.AF_UNSPEC,
-                                                 socket.SOCK_STREAM, socket.IPPROTO_TCP)
+            self._addresses = self._resolve()
         except OSError as exc:             # socket.gaierror: the name does not resolve
             self._fail(exc)
             return
@@ -152,6 +166,10 @@ class _Connector:
                     sock.close()
                 self._errors.append(exc)
                 continue
+            if code == errno.EAGAIN and family == socket.AF_UNIX:
+                sock.close()
+                self._retry_later((family, type_, proto, "", sockaddr))
+                return
             if code in (0, errno.EINPROGRESS):
                 self._sock = sock
                 self.reactor.track_in_flight(sock.fileno(), self._abandon)
@@ -171,7 +189,7 @@ class _Connector:
         try:
             if code:
                 # OSError(code, ...) builds the matching subclass: ConnectionRefusedError, ...
-                raise OSError(code, f"connect to {self.host}:{self.port}: {os.strerror(code)}")
+                raise OSError(code, f"connect to {self._target()}: {os.strerror(code)}")
             peername = sock.getpeername()
         except OSError as exc:
             if exc.errno == errno.ENOTCONN:
@@ -191,21 +209,38 @@ class _Connector:
         self._sock = None
         if self._timer is not None:
             self._timer.cancel()
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass    # the connection broke already; the transport's first recv will say so
+        set_nodelay(sock)
         transport = TCPTransport(self.reactor, sock, self.handler, peername=peername)
         transport._start()
+
+    def _retry_later(self, address_info: Any) -> None:
+        """A Unix listener's backlog is full (see the top of this module): try
+        the same path again shortly."""
+        self._addresses.insert(0, address_info)
+        self._retry_timer = self.reactor.call_later(_UNIX_RETRY_DELAY, self._retry)
+        self.reactor._orphans[self] = self._abandon    # no socket is in flight meanwhile
+
+    def _retry(self) -> None:
+        self._retry_timer = None
+        self.reactor._orphans.pop(self, None)
+        self._try_next()
+
+    def _stop_trying(self) -> None:
+        """Close the attempt in flight and forget the addresses left."""
+        if self._sock is not None:
+            self._let_go(self._sock).close()
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
+            self._retry_timer = None
+            self.reactor._orphans.pop(self, None)
+        self._addresses = []
 
     def _timed_out(self) -> None:
         self._timer = None
         if self._done:
             return
-        if self._sock is not None:
-            self._let_go(self._sock).close()
-        self._addresses = []
-        self._fail(TimeoutError(f"connect to {self.host}:{self.port} timed out after {self.timeout} s"))
+        self._stop_trying()
+        self._fail(TimeoutError(f"connect to {self._target()} timed out after {self.timeout} s"))
 
     def _let_go(self, sock: socket.socket) -> socket.socket:
         """Stop watching the attempt's socket; the caller closes it or hands it on."""
@@ -217,10 +252,8 @@ class _Connector:
     def _abandon(self) -> None:
         """The reactor is closing with this connect in flight: close its socket and
         tell the handler at once, since no loop turn will come."""
-        if self._sock is not None:
-            self._let_go(self._sock).close()
-        self._addresses = []
-        self._fail(ConnectionAbortedError(f"connect to {self.host}:{self.port}: the reactor was closed"),
+        self._stop_trying()
+        self._fail(ConnectionAbortedError(f"connect to {self._target()}: the reactor was closed"),
                    now=True)
 
     def _combined_error(self) -> OSError:
@@ -230,7 +263,7 @@ class _Connector:
             return OSError(f"getaddrinfo returned no address for {self.host!r}")
         if len({str(error) for error in errors}) == 1 or len({error.errno for error in errors}) == 1:
             return errors[0]
-        return OSError(f"connect to {self.host}:{self.port} failed: "
+        return OSError(f"connect to {self._target()} failed: "
                        + "; ".join(str(error) for error in errors))
 
     def _fail(self, exc: BaseException, now: bool = False) -> None:
@@ -260,6 +293,22 @@ class _Connector:
             logger.exception("%r: handler connection_lost() raised", self)
 
 
+
+class _UnixConnector(_Connector):
+    """One pending Unix connect: a path resolves to itself, and no handshake
+    runs, so the outcome is known at the first try (or EAGAIN: try again)."""
+
+    def __init__(self, reactor: Reactor, path: Any, timeout: Optional[float]) -> None:
+        super().__init__(reactor, None, None, timeout)
+        self.path = path
+
+    def _target(self) -> str:
+        return repr(self.path)
+
+    def _resolve(self) -> List[Any]:
+        return [(socket.AF_UNIX, socket.SOCK_STREAM, 0, "", self.path)]
+
+
 def connect_socket(sock: socket.socket, handler_factory: Callable[[], Any], *,
                    reactor: Reactor) -> Any:
     """Drive a stream socket that is already connected (a ``socketpair()`` end, a
@@ -271,16 +320,11 @@ def connect_socket(sock: socket.socket, handler_factory: Callable[[], Any], *,
     the handler. A failing factory raises here, with the socket left open and
     untouched by the reactor, since the caller still owns it.
     """
-    if not callable(handler_factory):
-        raise TypeError(f"handler_factory must be callable, not {type(handler_factory).__name__}")
-    _check_open(reactor)
+    check_handler_factory(handler_factory)
+    check_reactor_open(reactor)
     handler = handler_factory()
     sock.setblocking(False)
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass    # already broken: the transport's first recv will say so
+    set_nodelay(sock)
     TCPTransport(reactor, sock, handler)._start()
     return handler
 
@@ -307,15 +351,14 @@ def open_datagram(remote_address: Optional[Tuple[Any, int]], handler_factory: Ca
     ``transport.close()`` or ``abort()`` on a later turn. Resolving a host name
     blocks (``getaddrinfo``); an IP literal does not.
     """
-    if not callable(handler_factory):
-        raise TypeError(f"handler_factory must be callable, not {type(handler_factory).__name__}")
-    _check_open(reactor)
+    check_handler_factory(handler_factory)
+    check_reactor_open(reactor)
     family: int = socket.AF_INET
     if local_address is not None:
-        family = _address_family(_split_address(local_address)[0])
+        family = address_family(split_host_port(local_address)[0])
     target = None
     if remote_address is not None:
-        host, port = _split_address(remote_address)
+        host, port = split_host_port(remote_address)
         infos = socket.getaddrinfo(host, port, family if local_address is not None else socket.AF_UNSPEC,
                                    socket.SOCK_DGRAM, socket.IPPROTO_UDP)
         family, target = infos[0][0], infos[0][4]

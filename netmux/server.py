@@ -1,29 +1,37 @@
 """Servers: the front doors that wire a listening socket to transports and handlers.
 
-Where it sits: beside the transports, on top of the reactor. ``TCPServer`` owns
-the listening socket and the set of open connections; for each accepted
+Where it sits: beside the transports, on top of the reactor. A stream server
+owns the listening socket and the set of open connections; for each accepted
 socket it makes a handler with the user's factory and a ``TCPTransport`` to
 drive it. Its shape is socketserver's (``serve_forever``, ``shutdown``,
 ``server_close``, a context manager), so a blocking server moves over with few
 edits.
 
+Three classes, one job each: ``_ServerLifecycle`` (serving and stopping, shared
+with ``UDPServer``), ``_StreamServer`` (accepting, limits, closing), and the
+two front doors that differ only in how they listen: ``TCPServer`` on a port,
+``UnixServer`` on a socket file. Binding itself, and a socket file's life,
+are ``sockets.py``'s.
+
 What it never does: read or write a connection's bytes (the transport does),
 or install signal handlers (the command line does that).
+Pinned by tests/test_server.py and tests/test_unix.py.
 """
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
 import socket
 import threading
 from typing import Any, Callable, Optional, Set, TypeVar
 
 from .reactor import PROPAGATE, Reactor, Timer, positive_seconds
+from .sockets import (UnixSocketFile, bound_address, check_handler_factory, check_reactor_open,
+                      listen_tcp, listen_unix, set_nodelay, unix_path)
 from .stream import StreamHandler
 from .transport import TCPTransport
 
-__all__ = ["TCPServer"]
+__all__ = ["TCPServer", "UnixServer"]
 
 logger = logging.getLogger("netmux")
 
@@ -33,46 +41,6 @@ logger = logging.getLogger("netmux")
 _RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 1.0
-
-
-def _address_family(host: Any) -> int:
-    """IPv6 for an IPv6 literal, IPv4 for '' and IPv4 literals; a name is resolved,
-    preferring IPv4 as socketserver does."""
-    if host in ("", None):
-        return socket.AF_INET
-    try:
-        return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-    except ValueError:
-        pass
-    infos = socket.getaddrinfo(host, None, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
-    families = [info[0] for info in infos]
-    return socket.AF_INET if socket.AF_INET in families else families[0]
-
-
-def _bound_socket(address: tuple, kind: int, *, reuse_address: bool, reuse_port: bool) -> socket.socket:
-    """A non-blocking socket of ``kind`` bound to ``address``, its family chosen by the
-    host; closed again if any step fails, so a failed constructor leaks nothing."""
-    sock = socket.socket(_address_family(address[0]), kind)
-    try:
-        if reuse_address:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _bound_address(sock: socket.socket) -> tuple:
-    """``(host, port)`` of a bound socket, port resolved. IPv6 gives the same pair
-    (flow info and a zero scope dropped) so ``socket.create_connection`` takes it."""
-    address = sock.getsockname()
-    if sock.family == socket.AF_INET6 and address[3] == 0:
-        return address[:2]
-    return address
 
 
 _Server = TypeVar("_Server", bound="_ServerLifecycle")
@@ -160,27 +128,30 @@ class _ServerLifecycle:
         raise NotImplementedError
 
 
-class TCPServer(_ServerLifecycle):
-    """A TCP server: one handler per connection, all on one reactor.
+class _StreamServer(_ServerLifecycle):
+    """What every stream server does once it listens: accepting (in batches,
+    backing off when out of descriptors), the set of open connections,
+    ``max_connections``, ``idle_timeout``, and closing them all.
 
-    Binds and listens in the constructor (SO_REUSEADDR on); ``("::1", 0)`` is
-    IPv6. ``handler_factory`` is any zero-argument callable returning a handler.
+    A subclass says only how it listens: ``_listen()`` binds
+    ``self.server_address`` (socketserver's ``server_bind``), may replace it
+    with the address actually bound, and returns the listening socket.
     """
 
-    def __init__(self, server_address: tuple, handler_factory: Callable[[], Any], *,
-                 reactor: Optional[Reactor] = None, backlog: int = 128, reuse_port: bool = False,
-                 max_connections: Optional[int] = None, idle_timeout: Optional[float] = None) -> None:
-        if not callable(handler_factory):
-            raise TypeError(f"handler_factory must be callable, not {type(handler_factory).__name__}")
+    def __init__(self, server_address: Any, handler_factory: Callable[[], Any], *,
+                 reactor: Optional[Reactor], backlog: int,
+                 max_connections: Optional[int], idle_timeout: Optional[float]) -> None:
+        check_handler_factory(handler_factory)
+        check_reactor_open(reactor)
         if max_connections is not None and max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         positive_seconds("idle_timeout", idle_timeout)     # NaN too; inf: never
         self.handler_factory = handler_factory
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
+        self.server_address = server_address
         self._backlog = backlog
-        self.socket = self._listen(server_address, backlog, reuse_port)
-        self.server_address = _bound_address(self.socket)
+        self.socket = self._listen()
         self._connections: Set[TCPTransport] = set()
         self._accepting = False
         self._backoff: Optional[float] = None   # seconds, while out of descriptors
@@ -188,17 +159,8 @@ class TCPServer(_ServerLifecycle):
         self._init_lifecycle(reactor)
         self._update_accepting()
 
-    @staticmethod
-    def _listen(address: tuple, backlog: int, reuse_port: bool) -> socket.socket:
-        # SO_REUSEADDR: a restarted server binds at once, its predecessor's
-        # connections still in TIME_WAIT notwithstanding.
-        sock = _bound_socket(address, socket.SOCK_STREAM, reuse_address=True, reuse_port=reuse_port)
-        try:
-            sock.listen(backlog)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+    def _listen(self) -> socket.socket:  # pragma: no cover - every server defines it
+        raise NotImplementedError
 
     def fileno(self) -> int:
         """The listening socket's descriptor, as socketserver offers it."""
@@ -255,8 +217,7 @@ class TCPServer(_ServerLifecycle):
     def _new_connection(self, conn: socket.socket, address: Any) -> None:
         try:
             conn.setblocking(False)
-            if conn.family in (socket.AF_INET, socket.AF_INET6):
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            set_nodelay(conn)
             handler = self.handler_factory()
             if isinstance(handler, StreamHandler):
                 handler.server = self          # socketserver's name; is_closed() ends handle()
@@ -299,10 +260,65 @@ class TCPServer(_ServerLifecycle):
         for transport in list(self._connections):
             transport._close_now()
             transport._call_connection_lost()
-        self.socket.close()
+        self._close_listening_socket()
         self._close_owned_reactor()
+
+    def _close_listening_socket(self) -> None:
+        self.socket.close()
 
     @property
     def connections(self) -> int:
         """How many connections are open now."""
         return len(self._connections)
+
+
+class TCPServer(_StreamServer):
+    """A TCP server: one handler per connection, all on one reactor.
+
+    Binds and listens in the constructor (SO_REUSEADDR on); ``("::1", 0)`` is
+    IPv6. ``handler_factory`` is any zero-argument callable returning a handler.
+    """
+
+    def __init__(self, server_address: tuple, handler_factory: Callable[[], Any], *,
+                 reactor: Optional[Reactor] = None, backlog: int = 128, reuse_port: bool = False,
+                 max_connections: Optional[int] = None, idle_timeout: Optional[float] = None) -> None:
+        self.reuse_port = reuse_port
+        super().__init__(server_address, handler_factory, reactor=reactor, backlog=backlog,
+                         max_connections=max_connections, idle_timeout=idle_timeout)
+
+    def _listen(self) -> socket.socket:
+        sock = listen_tcp(self.server_address, self._backlog, reuse_port=self.reuse_port)
+        self.server_address = bound_address(sock)      # the port resolved when 0 was asked
+        return sock
+
+
+class UnixServer(_StreamServer):
+    """A Unix domain stream server: TCPServer's lifecycle, limits and idle
+    timeout, on a socket file instead of a port.
+
+    ``path`` is a str, bytes or PathLike (``server_address`` is it as a str or
+    bytes); a leading NUL names Linux's abstract namespace (no file). A socket
+    file left by a dead server is replaced; a live server's is OSError
+    (EADDRINUSE), and so is a path that exists but is not a socket, which is
+    left alone. ``server_close()`` removes the file, if it is still the one
+    this server created. Connections use the same ``TCPTransport`` (minus
+    TCP_NODELAY); their ``peername`` is what the kernel gives, usually ``''``.
+    """
+
+    def __init__(self, path: Any, handler_factory: Callable[[], Any], *,
+                 reactor: Optional[Reactor] = None, backlog: int = 128,
+                 max_connections: Optional[int] = None, idle_timeout: Optional[float] = None) -> None:
+        self._socket_file: Optional[UnixSocketFile] = None
+        super().__init__(unix_path(path), handler_factory, reactor=reactor, backlog=backlog,
+                         max_connections=max_connections, idle_timeout=idle_timeout)
+
+    def _listen(self) -> socket.socket:
+        sock, self._socket_file = listen_unix(self.server_address, self._backlog)
+        return sock
+
+    def _close_listening_socket(self) -> None:
+        # The file first: while our socket is open, no other server can find
+        # the file stale and take the path, and its inode cannot be reused.
+        if self._socket_file is not None:
+            self._socket_file.remove()
+        super()._close_listening_socket()

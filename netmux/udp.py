@@ -41,7 +41,8 @@ from collections import deque
 from typing import Any, Callable, Deque, Optional, Tuple
 
 from .reactor import PROPAGATE, Reactor
-from .server import _bound_address, _bound_socket, _ServerLifecycle
+from .server import _ServerLifecycle
+from .sockets import bound_address, bound_socket, check_handler_factory, check_reactor_open
 from .transport import _byte_view, _SocketTransport
 
 __all__ = ["DatagramTransport", "UDPServer"]
@@ -280,11 +281,11 @@ class UDPServer(_ServerLifecycle):
 
     def __init__(self, server_address: tuple, handler_factory: Callable[[], Any], *,
                  reactor: Optional[Reactor] = None, reuse_port: bool = False) -> None:
-        if not callable(handler_factory):
-            raise TypeError(f"handler_factory must be callable, not {type(handler_factory).__name__}")
+        check_handler_factory(handler_factory)
+        check_reactor_open(reactor)
         self.handler_factory = handler_factory
         self.socket = self._bind(server_address, reuse_port)
-        self.server_address = _bound_address(self.socket)
+        self.server_address = bound_address(self.socket)
         self._init_lifecycle(reactor)
         try:
             self.handler = handler_factory()
@@ -300,7 +301,7 @@ class UDPServer(_ServerLifecycle):
         # No SO_REUSEADDR, unlike TCP: on a datagram socket it lets a second
         # server bind the same port and silently steal half the traffic.
         # There is no TIME_WAIT to step over, so a restart binds at once.
-        return _bound_socket(address, socket.SOCK_DGRAM, reuse_address=False, reuse_port=reuse_port)
+        return bound_socket(address, socket.SOCK_DGRAM, reuse_address=False, reuse_port=reuse_port)
 
     def fileno(self) -> int:
         """The socket's descriptor, as socketserver offers it."""

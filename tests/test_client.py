@@ -361,12 +361,24 @@ def test_a_raising_connection_made_is_logged_and_costs_that_connection(reactor, 
 def test_misuse_raises_at_once(reactor):
     with pytest.raises(TypeError):
         netmux.connect(("127.0.0.1", 9), Recorder(), reactor=reactor)
-    with pytest.raises(TypeError):
-        netmux.connect("127.0.0.1:9", Recorder, reactor=reactor)
+    for not_an_address in (9, ("127.0.0.1",), None):
+        with pytest.raises(TypeError):
+            netmux.connect(not_an_address, Recorder, reactor=reactor)
     with pytest.raises(ValueError):
         netmux.connect(("127.0.0.1", 9), Recorder, reactor=reactor, timeout=0)
     with pytest.raises(ZeroDivisionError):
         netmux.connect(("127.0.0.1", 9), lambda: 1 / 0, reactor=reactor)
+
+
+def test_a_host_port_string_is_a_unix_path_and_fails_on_the_loop(reactor, tmp_path, monkeypatch):
+    # A str address means a Unix socket path now: "127.0.0.1:9" is a file
+    # name, and no such file exists here.
+    monkeypatch.chdir(tmp_path)
+    handler = netmux.connect("127.0.0.1:9", Recorder, reactor=reactor)
+    assert handler.events == []              # never from inside connect()
+    run_until(reactor, lambda: handler.lost)
+    assert handler.events == ["lost"]
+    assert isinstance(handler.lost[0], FileNotFoundError)
 
 
 def test_connect_socket_drives_an_already_connected_socket():

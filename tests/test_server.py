@@ -554,3 +554,13 @@ def test_backlog_zero_still_accepts(serve):
         with server.connect() as client:
             client.sendall(b"hello")
             assert recv_exactly(client, 5) == b"hello"
+
+
+def test_a_server_on_a_closed_reactor_is_a_runtime_error_that_leaks_nothing():
+    # The autouse no_leaks fixture fails the test if a listening socket stays open.
+    closed = netmux.Reactor()
+    closed.close()
+    with pytest.raises(RuntimeError):
+        netmux.TCPServer(("127.0.0.1", 0), Echo, reactor=closed)
+    with pytest.raises(RuntimeError):
+        netmux.UDPServer(("127.0.0.1", 0), netmux.DatagramHandler, reactor=closed)

@@ -13,10 +13,16 @@ The interface every app module follows (kept small so a new server is one file):
     the port used when ``--port`` is not given.
 ``add_arguments(parser: argparse.ArgumentParser) -> None``
     adds the app's own options (the command line adds ``--host``, ``--port``,
-    ``--max-connections``, ``--idle-timeout`` and ``--log-level`` itself).
+    ``--unix``, ``--max-connections``, ``--idle-timeout`` and ``--log-level``
+    itself).
 ``make_server(args: argparse.Namespace, reactor: netmux.Reactor)``
     returns a server (``serve_forever``/``shutdown``/``server_close``/
-    ``server_address``) bound to ``(args.host, args.port)`` on ``reactor``.
+    ``server_address``) bound to ``(args.host, args.port)`` on ``reactor``,
+    or to the Unix socket ``args.unix`` if the app serves one (a stream app
+    gets both, and the limits, from ``stream_server``).
+``UNIX_SOCKETS: bool`` (optional, default False)
+    True when ``make_server`` honours ``--unix``; for the others the command
+    line refuses ``--unix`` with a usage error rather than bind a port.
 
 Modules are imported only when asked for (``load``), so importing ``netmux``
 or its command line never imports an app's optional dependency (h11 for
@@ -31,9 +37,11 @@ import importlib
 import logging
 import math
 from types import ModuleType
-from typing import Dict
+from typing import Any, Callable, Dict
 
-__all__ = ["SERVERS", "AppUnavailable", "load", "port_number", "positive_int",
+import netmux
+
+__all__ = ["SERVERS", "AppUnavailable", "load", "stream_server", "port_number", "positive_int",
            "positive_seconds", "log_level"]
 
 # server name -> module in this package, in the order --help lists them.
@@ -64,6 +72,21 @@ def load(name: str) -> ModuleType:
                                  f"(no module {module_name})") from None
         hint = f": pip install 'netmux[{_EXTRAS[name]}]'" if name in _EXTRAS else ""
         raise AppUnavailable(f"the {name} server needs {exc.name or exc}{hint}") from None
+
+
+def stream_server(args: argparse.Namespace, handler_factory: Callable[[], Any],
+                  reactor: netmux.Reactor, **kwargs: Any) -> Any:
+    """The stream server the common options ask for, on ``reactor``: a
+    ``UnixServer`` on ``args.unix`` when it is given, else a ``TCPServer`` on
+    ``(args.host, args.port)``; either with ``--max-connections`` and
+    ``--idle-timeout``. ``kwargs`` go to the server as they are. An app's own
+    ``main`` may lack the common options: missing ones mean the defaults."""
+    limits = dict(reactor=reactor, max_connections=getattr(args, "max_connections", None),
+                  idle_timeout=getattr(args, "idle_timeout", None), **kwargs)
+    path = getattr(args, "unix", None)
+    if path is not None:
+        return netmux.UnixServer(path, handler_factory, **limits)
+    return netmux.TCPServer((args.host, args.port), handler_factory, **limits)
 
 
 # ---------------------------------------------------------------------------

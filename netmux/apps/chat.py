@@ -30,13 +30,14 @@ import argparse
 import itertools
 import logging
 import unicodedata
-from typing import Dict, Iterator, Optional, Set
+from typing import Any, Dict, Iterator, Optional, Set
 
 import netmux
-from netmux.apps import positive_int
+from netmux.apps import positive_int, stream_server
 
 DESCRIPTION = "line-based chat rooms for nc/telnet: /nick, /join, /who, /quit"
 DEFAULT_PORT = 8008
+UNIX_SOCKETS = True
 DEFAULT_ROOM = "lobby"
 MAX_LINE = 4096          # bytes: longer lines end the connection (framing error)
 MAX_MESSAGE = 1000       # characters in one message
@@ -229,8 +230,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="drop a member holding more than BYTES of unsent output (default: 65536)")
 
 
-def make_server(args: argparse.Namespace, reactor: netmux.Reactor) -> netmux.TCPServer:
-    """A TCPServer for one chat: its rooms live as long as the server."""
+def make_server(args: argparse.Namespace, reactor: netmux.Reactor) -> Any:
+    """A TCPServer (or a UnixServer, ``--unix``) for one chat: its rooms live as long as the server."""
     chat = Chat(args.max_backlog)
-    return netmux.TCPServer((args.host, args.port), lambda: ChatMember(chat), reactor=reactor,
-                            max_connections=args.max_connections, idle_timeout=args.idle_timeout)
+    return stream_server(args, lambda: ChatMember(chat), reactor)

@@ -11,9 +11,11 @@ import argparse
 from typing import Any
 
 import netmux
+from netmux.apps import stream_server
 
 DESCRIPTION = "TCP echo: writes back what it reads"
 DEFAULT_PORT = 8007
+UNIX_SOCKETS = True
 
 
 class EchoHandler(netmux.Handler):
@@ -28,6 +30,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def make_server(args: argparse.Namespace, reactor: netmux.Reactor) -> Any:
-    """A TCPServer echoing on ``(args.host, args.port)``."""
-    return netmux.TCPServer((args.host, args.port), EchoHandler, reactor=reactor,
-                            max_connections=args.max_connections, idle_timeout=args.idle_timeout)
+    """A TCPServer echoing on ``(args.host, args.port)``, or a UnixServer on ``args.unix``."""
+    return stream_server(args, EchoHandler, reactor)

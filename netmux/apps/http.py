@@ -49,6 +49,7 @@ from typing import Any, List, Optional, Tuple
 from urllib.parse import unquote_to_bytes
 
 import netmux
+from netmux.apps import stream_server
 
 try:
     import h11
@@ -59,6 +60,7 @@ __all__ = ["DESCRIPTION", "DEFAULT_PORT", "HELLO_PAGE", "add_arguments", "make_s
 
 DESCRIPTION = "HTTP/1.1: a hello page, or static files below --root (needs h11)"
 DEFAULT_PORT = 8080
+UNIX_SOCKETS = True
 
 logger = logging.getLogger("netmux.http")
 
@@ -442,13 +444,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest request body declared (default: 1 MiB; over: 413)")
 
 
-def make_server(args: argparse.Namespace, reactor: netmux.Reactor) -> netmux.TCPServer:
-    """A TCPServer serving HTTP on ``(args.host, args.port)`` on ``reactor``."""
+def make_server(args: argparse.Namespace, reactor: netmux.Reactor) -> Any:
+    """A TCPServer serving HTTP on ``(args.host, args.port)`` (or a UnixServer
+    on ``args.unix``) on ``reactor``."""
     site = Site(getattr(args, "root", None), getattr(args, "max_header_size", 16384),
                 getattr(args, "max_body", 1 << 20))
-    return netmux.TCPServer((args.host, args.port), lambda: HTTPHandler(site), reactor=reactor,
-                            max_connections=getattr(args, "max_connections", None),
-                            idle_timeout=getattr(args, "idle_timeout", None))
+    return stream_server(args, lambda: HTTPHandler(site), reactor)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -2,7 +2,7 @@
 
 One handler serves the one socket: every datagram goes back to its sender.
 ``--max-connections`` and ``--idle-timeout`` mean nothing without connections
-and are ignored here. Pinned by tests/test_cli.py.
+and are ignored here; ``--unix`` (a stream socket) is refused. Pinned by tests/test_cli.py.
 """
 from __future__ import annotations
 
