@@ -218,11 +218,11 @@ class _Connector:
         the same path again shortly."""
         self._addresses.insert(0, address_info)
         self._retry_timer = self.reactor.call_later(_UNIX_RETRY_DELAY, self._retry)
-        self.reactor._orphans[self] = self._abandon    # no socket is in flight meanwhile
+        self.reactor.track_in_flight(self, self._abandon)    # no socket is in flight meanwhile
 
     def _retry(self) -> None:
         self._retry_timer = None
-        self.reactor._orphans.pop(self, None)
+        self.reactor.forget_in_flight(self)
         self._try_next()
 
     def _stop_trying(self) -> None:
@@ -232,7 +232,7 @@ class _Connector:
         if self._retry_timer is not None:
             self._retry_timer.cancel()
             self._retry_timer = None
-            self.reactor._orphans.pop(self, None)
+            self.reactor.forget_in_flight(self)
         self._addresses = []
 
     def _timed_out(self) -> None:
