@@ -86,6 +86,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     app = apps.load(args.server)
     if args.unix is not None and not getattr(app, "UNIX_SOCKETS", False):
         children[args.server].error(f"{args.server} cannot serve on a Unix socket (--unix)")
+    if not getattr(app, "CONNECTIONS", True):
+        for option, value in (("--max-connections", args.max_connections),
+                              ("--idle-timeout", args.idle_timeout)):
+            if value is not None:       # silently ignoring a limit would be a lie
+                children[args.server].error(f"{args.server} has no connections to limit ({option})")
     if args.port is None:
         args.port = app.DEFAULT_PORT
     return args

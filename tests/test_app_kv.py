@@ -75,7 +75,8 @@ def test_pipelined_replies_are_the_same_under_any_chunking(points):
 
 @pytest.fixture
 def kv_server() -> Iterator[ServingThread]:
-    server = KVServer(("127.0.0.1", 0), Store(), max_request=1000)
+    store = Store()
+    server = KVServer(netmux.TCPServer(("127.0.0.1", 0), lambda: KVHandler(store, 1000)), store)
     serving = ServingThread(server)
     yield serving
     serving.stop()
@@ -354,3 +355,42 @@ def test_module_interface_for_the_command_line():
         server.server_close()
     finally:
         reactor.close()
+
+
+# ======================================================================
+# Found by attacking kv (the hostile-user pass)
+# ======================================================================
+@pytest.mark.clients
+def test_kv_serves_redis_cli_on_a_unix_socket_and_saves_its_dump_at_sigterm(tmp_path):
+    path, dump = str(tmp_path / "kv.sock"), str(tmp_path / "kv.dump")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    process = subprocess.Popen([sys.executable, "-m", "netmux", "kv", "--unix", path, "--dump", dump],
+                               stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    log = bytearray()
+
+    def read_log() -> bytes:
+        log.extend(process.stderr.read() or b"")
+        return bytes(log)
+
+    os.set_blocking(process.stderr.fileno(), False)
+    try:
+        wait_until(lambda: b"server on" in read_log() or process.poll() is not None, timeout=10)
+        assert f"kv server on {path} ".encode() in read_log(), read_log()
+
+        def unix_cli(*words: str) -> str:
+            return subprocess.run(["redis-cli", "-s", path, *words], capture_output=True,
+                                  timeout=30, check=True).stdout.decode()
+
+        assert unix_cli("SET", "k", "over unix") == "OK\n"
+        assert unix_cli("GET", "k") == "over unix\n"
+        assert "tcp_port:0" in unix_cli("INFO")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+        assert b"saved 1 keys" in read_log() and not os.path.exists(path)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stderr.close()
+    restored = Store(dump_path=dump)
+    assert restored.load() == 1 and restored.data == {b"k": b"over unix"}

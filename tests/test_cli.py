@@ -282,6 +282,16 @@ def test_bad_option_value_is_a_usage_error_not_a_traceback_or_a_running_server(a
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize("args", [["--max-connections", "5"], ["--idle-timeout", "3"]])
+def test_udp_echo_refuses_the_connection_limits_instead_of_ignoring_them(args):
+    for argv in (["udp-echo", *args], [*args, "udp-echo"]):
+        result = _run_cli(*argv)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.splitlines()
+        assert lines[0].startswith("usage: python -m netmux udp-echo") and len(lines) == 2, result.stderr
+        assert lines[1] == f"python -m netmux udp-echo: error: udp-echo has no connections to limit ({args[0]})"
+
+
 def test_an_unknown_server_is_a_usage_error():
     result = _run_cli("gopher")
     assert result.returncode == 2 and "invalid choice: 'gopher'" in result.stderr

@@ -23,6 +23,10 @@ The interface every app module follows (kept small so a new server is one file):
 ``UNIX_SOCKETS: bool`` (optional, default False)
     True when ``make_server`` honours ``--unix``; for the others the command
     line refuses ``--unix`` with a usage error rather than bind a port.
+``CONNECTIONS: bool`` (optional, default True)
+    False for a server without connections (UDP): the command line refuses
+    ``--max-connections`` and ``--idle-timeout`` with a usage error rather
+    than ignore them.
 
 Modules are imported only when asked for (``load``), so importing ``netmux``
 or its command line never imports an app's optional dependency (h11 for

@@ -10,8 +10,9 @@ in three modules, bottom to top:
 * this module -- the network side: ``KVHandler``, one per connection, runs each
   command the parser hands up and writes the replies of one read in one
   ``write`` (pipelining costs one ``send`` per batch, replies stay in order);
-  ``KVServer``, a ``netmux.TCPServer`` that also sweeps expired keys on a
-  reactor timer and saves the dump when it is closed; and the command-line
+  ``KVServer``, which wraps a ``netmux.TCPServer`` or ``netmux.UnixServer``
+  (``--unix``) and also sweeps expired keys on a reactor timer and saves the
+  dump when it is closed; and the command-line
   interface the ``python -m netmux`` front end calls (``add_arguments``,
   ``make_server``).
 
@@ -31,11 +32,13 @@ import signal
 from typing import Any, List, Optional
 
 import netmux
+from netmux.apps import stream_server
 from netmux.apps.kvstore import CommandError, Store, execute
 from netmux.apps.resp import RespParser, bulk, error
 
 DESCRIPTION = "key-value store speaking the Redis protocol (redis-cli, redis-benchmark)"
 DEFAULT_PORT = 6379                 # Redis's: redis-cli and redis-benchmark find it unasked
+UNIX_SOCKETS = True                 # redis-cli -s PATH
 
 logger = logging.getLogger("netmux")
 
@@ -146,30 +149,62 @@ class KVHandler(netmux.Handler):
 # ======================================================================
 # The server and the command-line interface
 # ======================================================================
-class KVServer(netmux.TCPServer):
-    """A TCPServer serving one ``Store``: sweeps expired keys, saves the dump on close."""
+class KVServer:
+    """A stream server serving one ``Store``: sweeps expired keys on a reactor
+    timer and saves the dump when closed.
 
-    def __init__(self, server_address: tuple, store: Store, *, max_request: int = 1 << 20,
-                 **kwargs: Any) -> None:
-        super().__init__(server_address, lambda: KVHandler(store, max_request), **kwargs)
+    It wraps the server rather than subclassing one, so the same store runs on
+    TCP or on a Unix socket: ``server`` is a ``netmux.TCPServer`` or a
+    ``netmux.UnixServer`` (as ``apps.stream_server`` builds from the command
+    line) whose handlers are ``KVHandler(store, ...)``. Every attribute not
+    defined here (``stats()``, ``reactor``, ...) is that server's.
+    """
+
+    def __init__(self, server: Any, store: Store) -> None:
+        self.server = server
         self.store = store
-        self._sweep_timer = self.reactor.call_later(_SWEEP_INTERVAL, self._sweep)
+        self._saved = False
+        self._sweep_timer = server.reactor.call_later(_SWEEP_INTERVAL, self._sweep)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for names not found on KVServer itself: the wrapped server's.
+        return getattr(self.server, name)
+
+    @property
+    def server_address(self) -> Any:
+        """The wrapped server's bound address: ``(host, port)`` or the socket's path."""
+        return self.server.server_address
+
+    def serve_forever(self) -> None:
+        """Serve until ``shutdown()``, as the wrapped server does."""
+        self.server.serve_forever()
+
+    def shutdown(self, *args: Any, **kwargs: Any) -> None:
+        """The wrapped server's ``shutdown()`` (thread-safe)."""
+        self.server.shutdown(*args, **kwargs)
 
     def _sweep(self) -> None:
         more = self.store.sweep()
-        self._sweep_timer = self.reactor.call_later(0 if more else _SWEEP_INTERVAL, self._sweep)
+        self._sweep_timer = self.server.reactor.call_later(0 if more else _SWEEP_INTERVAL, self._sweep)
 
     def server_close(self) -> None:
-        """Close like TCPServer, then save the dump (once): a graceful stop loses nothing."""
-        first = not self._closed
+        """Close the wrapped server, then save the dump (once): a graceful stop loses nothing."""
         self._sweep_timer.cancel()
-        super().server_close()
-        if first and self.store.dump_path is not None:
-            try:
-                self.store.save()
-                logger.info("kv: saved %d keys to %s", len(self.store.data), self.store.dump_path)
-            except OSError as exc:
-                logger.error("kv: could not save %s: %s", self.store.dump_path, exc)
+        self.server.server_close()
+        if self._saved or self.store.dump_path is None:
+            return
+        self._saved = True
+        try:
+            self.store.save()
+            logger.info("kv: saved %d keys to %s", len(self.store.data), self.store.dump_path)
+        except OSError as exc:
+            logger.error("kv: could not save %s: %s", self.store.dump_path, exc)
+
+    def __enter__(self) -> "KVServer":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.server_close()
 
 
 def _byte_count(text: str) -> int:
@@ -200,10 +235,12 @@ def make_server(args: argparse.Namespace, reactor: netmux.Reactor) -> KVServer:
         if not os.access(directory, os.W_OK | os.X_OK):
             raise PermissionError(errno.EACCES, "cannot write the dump's directory", directory)
         logger.info("kv: loaded %d keys from %s", store.load(), args.dump)
-    server = KVServer((args.host, args.port), store, max_request=args.max_request, reactor=reactor,
-                      max_connections=getattr(args, "max_connections", None),
-                      idle_timeout=getattr(args, "idle_timeout", None))
-    store.port = server.server_address[1]
+    max_request = args.max_request
+    server = KVServer(stream_server(args, lambda: KVHandler(store, max_request), reactor), store)
+    if isinstance(server.server_address, tuple):
+        store.port = server.server_address[1]
+    else:
+        store.port = 0          # Redis's INFO says tcp_port:0 when it serves a Unix socket only
     return server
 
 

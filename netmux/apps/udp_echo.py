@@ -1,8 +1,9 @@
 """``python -m netmux udp-echo``: the UDP echo server.
 
 One handler serves the one socket: every datagram goes back to its sender.
-``--max-connections`` and ``--idle-timeout`` mean nothing without connections
-and are ignored here; ``--unix`` (a stream socket) is refused. Pinned by tests/test_cli.py.
+``--max-connections`` and ``--idle-timeout`` mean nothing without connections,
+and ``--unix`` is a stream socket: the command line refuses all three with a
+usage error. Pinned by tests/test_cli.py.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import netmux
 
 DESCRIPTION = "UDP echo: sends every datagram back"
 DEFAULT_PORT = 8007
+CONNECTIONS = False
 
 
 class UDPEchoHandler(netmux.DatagramHandler):
