@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from netmux.apps import kvstore
-from netmux.apps.kvstore import Store, read_dump, write_dump
+from netmux.apps.kvstore import Store, _glob, read_dump, write_dump
 
 
 class Clock:
@@ -74,9 +74,9 @@ def test_set_options_nx_xx_get_keepttl(store, clock):
     (("foo", "bar", "baz"), b"-ERR unknown command 'foo', with args beginning with: 'bar' 'baz' \r\n"),
     (("SELECT", "1"), b"-ERR DB index is out of range\r\n"),
     (("SELECT", "x"), b"-ERR value is not an integer or out of range\r\n"),
-    (("EXPIRE", "k", "1", "NX"), b"-ERR syntax error\r\n"),
+    (("EXPIRE", "k", "1", "BOGUS"), b"-ERR Unsupported option BOGUS\r\n"),
     (("EXPIRE", "k", "9223372036854775807"), b"-ERR invalid expire time in 'expire' command\r\n"),
-    (("PEXPIRE", "k", "-9223372036854775808"), b"-ERR invalid expire time in 'pexpire' command\r\n"),
+    (("PEXPIRE", "k", "9223372036854775807"), b"-ERR invalid expire time in 'pexpire' command\r\n"),
     (("SAVE",), b"-ERR no dump file: start kv with --dump FILE\r\n"),
     (("HELLO", "3"), b"-NOPROTO sorry, this protocol version is not supported.\r\n"),
 ])
@@ -238,3 +238,69 @@ def test_a_damaged_dump_is_refused_not_half_loaded(tmp_path, damage):
 def test_save_failure_is_an_error_reply_and_leaves_no_temp_file(tmp_path, store):
     store.dump_path = str(tmp_path / "missing-dir" / "kv.dump")
     assert run(store, "SAVE").startswith(b"-ERR saving failed")
+
+
+# ----------------------------------------------------------------------
+# Found by the differential test against redis-server (tests/test_app_kv.py)
+# ----------------------------------------------------------------------
+@pytest.mark.parametrize("pattern", [b"[^]", b"[]]", b"[", b"[a-", b"a[", b"[\\"])
+def test_keys_with_an_odd_bracket_answers_instead_of_dropping_the_connection(store, pattern):
+    # "[^]" raised ValueError in the glob: the handler's exception aborted the connection.
+    run(store, "SET", "k", "v")
+    assert run(store, "KEYS", pattern).startswith(b"*")
+    assert run(store, "CONFIG", "GET", pattern).startswith(b"*")
+
+
+@pytest.mark.parametrize("pattern, key, matches", [
+    (b"[^]", b"x", True), (b"[]]", b"]", False), (b"[]]", b"", False), (b"[z-a]", b"c", True),
+    (b"[a-]", b"^", True), (b"[a-]", b"b", False), (b"[abc", b"b", True), (b"[", b"[", False),
+    (b"[\\]]", b"]", True), (b"a[^b]c", b"abc", False), (b"a[^b]c", b"a\nc", True),
+])
+def test_glob_sets_read_as_redis_stringmatchlen_reads_them(pattern, key, matches):
+    assert _glob(pattern)(key) is matches
+
+
+@pytest.mark.parametrize("words, reply", [
+    (("SET", "k", "v", "NX", "NX"), b"+OK\r\n"),                 # a repeated option is allowed
+    (("SET", "k", "v", "EX", "abc", "EX", "10"), b"+OK\r\n"),    # the last EX wins, checked at the end
+    (("SET", "k", "v", "EX", "abc", "BOGUS"), b"-ERR syntax error\r\n"),
+    (("SET", "k", "v", "EXAT", "1"), b"+OK\r\n"),
+    (("SET", "k", "v", "EX", "9223372036854775"), b"-ERR invalid expire time in 'set' command\r\n"),
+    (("SET", "k", "v", "EX", "70368744177665"), b"+OK\r\n"),     # was refused above 2**46 s
+    (("SET", "k", "v", "PXAT", "9223372036854775807"), b"+OK\r\n"),
+    (("INCRBY", "n", "-0"), b"-ERR value is not an integer or out of range\r\n"),
+    (("DECRBY", "n", "-9223372036854775808"), b"-ERR decrement would overflow\r\n"),
+    (("PEXPIRE", "missing", "-9223372036854775808"), b":0\r\n"),
+    (("EXPIRE", "k", "-9223372036854776"), b"-ERR invalid expire time in 'expire' command\r\n"),
+    (("EXPIRE", "k", "1", "NX", "GT"), b"-ERR NX and XX, GT or LT options at the same time are not compatible\r\n"),
+    (("EXPIRE", "k", "1", "GT", "LT"), b"-ERR GT and LT options at the same time are not compatible\r\n"),
+    (("EXPIRE", "k", "x", "BOGUS"), b"-ERR Unsupported option BOGUS\r\n"),
+    (("PING", "a", "b"), b"-ERR wrong number of arguments for 'ping' command\r\n"),
+    (("CONFIG", "GET"), b"-ERR wrong number of arguments for 'config|get' command\r\n"),
+    (("CONFIG", "bogus"), b"-ERR unknown subcommand 'bogus'. Try CONFIG HELP.\r\n"),
+    (("COMMAND", "bogus"), b"-ERR unknown subcommand 'bogus'. Try COMMAND HELP.\r\n"),
+    (("COMMAND", "COUNT", "x"), b"-ERR wrong number of arguments for 'command|count' command\r\n"),
+    (("INFO", "nothing"), b"$0\r\n\r\n"),
+])
+def test_replies_found_to_differ_from_redis_now_match_it(store, words, reply):
+    assert run(store, *words) == reply
+
+
+def test_expire_nx_xx_gt_lt(store, clock):
+    run(store, "SET", "k", "v")
+    assert run(store, "EXPIRE", "k", "10", "XX") == b":0\r\n"
+    assert run(store, "EXPIRE", "k", "10", "GT") == b":0\r\n"       # no TTL counts as infinite
+    assert run(store, "EXPIRE", "k", "10", "NX") == b":1\r\n"
+    assert run(store, "EXPIRE", "k", "20", "NX") == b":0\r\n"
+    assert run(store, "EXPIRE", "k", "5", "GT") == b":0\r\n"
+    assert run(store, "EXPIRE", "k", "30", "gt") == b":1\r\n"
+    assert run(store, "EXPIRE", "k", "40", "LT") == b":0\r\n"
+    assert run(store, "EXPIRE", "k", "7", "XX", "LT") == b":1\r\n"
+    assert run(store, "TTL", "k") == b":7\r\n"
+
+
+def test_info_sections(store):
+    assert run(store, "INFO", "clients") == b"$32\r\n# Clients\r\nconnected_clients:0\r\n\r\n"
+    both = run(store, "INFO", "CLIENTS", "keyspace")
+    assert both.endswith(b"connected_clients:0\r\n\r\n# Keyspace\r\n\r\n") and b"# Server" not in both
+    assert run(store, "INFO", "all") == run(store, "INFO")

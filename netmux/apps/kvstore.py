@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from netmux import __version__
 from netmux.apps.resp import array, bulk, error, integer
 
-__all__ = ["Store", "CommandError", "CommandTable", "execute", "write_dump", "read_dump"]
+__all__ = ["Store", "CommandError", "CommandTable", "execute", "subcommand", "write_dump", "read_dump"]
 
 logger = logging.getLogger("netmux")
 
@@ -40,10 +40,11 @@ _OK = b"+OK\r\n"
 _PONG = b"+PONG\r\n"
 _NULL = b"$-1\r\n"
 _EMPTY_ARRAY = b"*0\r\n"
+_SET_EXPIRES = (b"EX", b"PX", b"EXAT", b"PXAT")
 _SWEEP_BUDGET = 1000                # expired keys deleted per sweep() at most
 _MAX_VALUE = 512 * 1024 * 1024      # Redis's proto-max-bulk-len: APPEND stops here
-_MAX_DEADLINE = 1 << 62             # Unix ms; far beyond any real deadline, within int64
-_INTEGER = re.compile(rb"-?(?:0|[1-9][0-9]{0,18})")   # Redis's string2ll: no sign, space, zeros
+_INTEGER = re.compile(rb"0|-?[1-9][0-9]{0,18}")   # Redis's string2ll: no "+", space, zeros, "-0"
+_LLONG_MAX = (1 << 63) - 1          # C's long long: Redis's integers and deadlines
 
 
 # name -> (do_NAME method, Redis's arity)
@@ -63,20 +64,44 @@ def _to_int(value: bytes) -> int:
     raise CommandError("ERR value is not an integer or out of range")
 
 
-def _bracket(body: bytes, negate: bool) -> bytes:
-    """A glob ``[...]`` set as a regex set; a reversed range is taken literally."""
-    caret = b"^" if negate else b""
-    escaped = re.sub(rb"([\\\]\[^])", rb"\\\1", body)
-    try:
-        re.compile(b"[" + caret + escaped + b"]")
-    except re.error:
-        escaped = re.escape(body)
-    return b"[" + caret + escaped + b"]"
+def _bracket(pattern: bytes, index: int) -> Tuple[bytes, int]:
+    """The glob set opening at ``pattern[index - 1]`` (a ``[``) as a regex, and the index
+    after it, read exactly as Redis's ``stringmatchlen`` reads it: ``^`` negates, ``\\x``
+    is a literal x, ``a-z`` a range (``z-a`` too: the ends are swapped), ``]`` ends the
+    set even first (``[]`` is empty, matching nothing), and a set the pattern never
+    closes runs to the pattern's end."""
+    size = len(pattern)
+    negate = pattern[index:index + 1] == b"^"
+    index += negate
+    ranges: List[Tuple[int, int]] = []
+    while index < size:
+        byte = pattern[index]
+        if byte == 0x5C and size - index >= 2:                 # backslash: the next byte, literally
+            index += 1
+            ranges.append((pattern[index], pattern[index]))
+        elif byte == 0x5D:                                      # "]"
+            return _byte_class(ranges, negate), index + 1
+        elif size - index >= 3 and pattern[index + 1] == 0x2D:  # "a-z"
+            low, high = sorted((byte, pattern[index + 2]))
+            ranges.append((low, high))
+            index += 2
+        else:
+            ranges.append((byte, byte))
+        index += 1
+    return _byte_class(ranges, negate), index
+
+
+def _byte_class(ranges: List[Tuple[int, int]], negate: bool) -> bytes:
+    """A regex matching one byte in (or, negated, not in) ``ranges``."""
+    if not ranges:
+        return b"." if negate else b"(?!)"        # "[^]" is any byte; "[]" none
+    body = b"".join(b"\\x%02x-\\x%02x" % pair for pair in ranges)
+    return b"[" + (b"^" if negate else b"") + body + b"]"
 
 
 def _glob(pattern: bytes) -> Callable[[bytes], bool]:
     """Redis's KEYS glob as a matcher on bytes: ``*``, ``?``, ``[a-z]``, ``[^...]`` and
-    ``\\x`` (a literal x), as Redis's ``stringmatchlen`` reads them (``fnmatch`` knows
+    ``\\x`` (a literal x), as Redis's ``stringmatchlen`` reads them, odd corners included (``fnmatch`` knows
     ``[!...]`` and no escapes).
 
     Not one regex: ``.*a.*a.*a.*b`` backtracks for ages on a long key of a's (Redis had
@@ -96,11 +121,9 @@ def _glob(pattern: bytes) -> Callable[[bytes], bool]:
         elif char == b"\\" and index < size:
             pieces[-1].append(re.escape(pattern[index:index + 1]))
             index += 1
-        elif char == b"[" and b"]" in pattern[index + 1:]:
-            negate = pattern[index:index + 1] == b"^"
-            end = pattern.index(b"]", index + 1 + negate)   # "[]..." : that first ] is literal
-            pieces[-1].append(_bracket(pattern[index + negate:end], negate))
-            index = end + 1
+        elif char == b"[":
+            regex, index = _bracket(pattern, index)
+            pieces[-1].append(regex)
         else:
             pieces[-1].append(re.escape(char))
     compiled = [(re.compile(b"".join(piece), re.DOTALL), len(piece)) for piece in pieces]
@@ -209,12 +232,26 @@ class Store:
         return integer(max(0, deadline - self._now_ms() + unit // 2) // unit)
 
     def _expire(self, args: List[bytes], unit: int) -> bytes:
-        if len(args) > 3:
-            raise CommandError("ERR syntax error")
-        deadline = self._now_ms() + _to_int(args[2]) * unit
-        if not -_MAX_DEADLINE <= deadline <= _MAX_DEADLINE:       # the dump stores an int64
+        # Redis's order: the options first, then the number, then the key.
+        options = {option.upper() for option in args[3:]}
+        for option in args[3:]:
+            if option.upper() not in (b"NX", b"XX", b"GT", b"LT"):
+                raise CommandError(f"ERR Unsupported option {option.decode('utf-8', 'replace')}")
+        if b"NX" in options and len(options) > 1:
+            raise CommandError("ERR NX and XX, GT or LT options at the same time are not compatible")
+        if {b"GT", b"LT"} <= options:
+            raise CommandError("ERR GT and LT options at the same time are not compatible")
+        amount = _to_int(args[2])
+        # A negative time is allowed (the key is deleted); an overflow of C's long long is not.
+        deadline = self._now_ms() + amount * unit
+        if (unit > 1 and abs(amount) > _LLONG_MAX // unit) or deadline > _LLONG_MAX:
             raise CommandError(f"ERR invalid expire time in '{args[0].lower().decode()}' command")
         if self.lookup(args[1]) is None:
+            return b":0\r\n"
+        current = self.expires.get(args[1])
+        if ((b"NX" in options and current is not None) or (b"XX" in options and current is None)
+                or (b"GT" in options and (current is None or deadline <= current))
+                or (b"LT" in options and current is not None and deadline >= current)):
             return b":0\r\n"
         self.set_deadline(args[1], deadline)
         return b":1\r\n"
@@ -246,6 +283,8 @@ class Store:
     # Commands: do_NAME(args) -> reply, args[0] being the name
     # ------------------------------------------------------------------
     def do_ping(self, args: List[bytes]) -> bytes:
+        if len(args) > 2:
+            raise _arity_error(args)
         return _PONG if len(args) == 1 else bulk(args[1])
 
     def do_echo(self, args: List[bytes]) -> bytes:
@@ -276,28 +315,41 @@ class Store:
         return bulk(old) if get else _OK
 
     def _set_options(self, args: List[bytes]) -> Tuple[Optional[int], bytes, bool, bool]:
-        deadline: Optional[int] = None
+        """SET's options, read as Redis reads them: a repeated option is allowed (the
+        last EX wins), conflicting ones (NX XX, EX PX, KEEPTTL EX) are a syntax error,
+        and the expire time is checked only once every option has been read."""
+        expire: Optional[Tuple[bytes, bytes]] = None        # (EX, PX, EXAT or PXAT; its argument)
         condition = b""
         keep_ttl = get = False
         index = 3
         while index < len(args):
             option = args[index].upper()
-            if option in (b"NX", b"XX") and not condition:
+            if option in (b"NX", b"XX") and condition in (b"", option):
                 condition = option
-            elif option == b"GET" and not get:
+            elif option == b"GET":
                 get = True
-            elif option == b"KEEPTTL" and deadline is None and not keep_ttl:
+            elif option == b"KEEPTTL" and expire is None:
                 keep_ttl = True
-            elif option in (b"EX", b"PX") and deadline is None and not keep_ttl and index + 1 < len(args):
+            elif (option in _SET_EXPIRES and not keep_ttl and (expire is None or expire[0] == option)
+                  and index + 1 < len(args)):
                 index += 1
-                amount = _to_int(args[index])
-                if amount <= 0 or amount > (1 << 46):
-                    raise CommandError("ERR invalid expire time in 'set' command")
-                deadline = self._now_ms() + amount * (1000 if option == b"EX" else 1)
+                expire = (option, args[index])
             else:
                 raise CommandError("ERR syntax error")
             index += 1
+        deadline = None if expire is None else self._set_deadline(*expire)
         return deadline, condition, keep_ttl, get
+
+    def _set_deadline(self, option: bytes, argument: bytes) -> int:
+        """The Unix ms deadline SET's ``option`` (EX, PX, EXAT, PXAT) and its argument give."""
+        amount = _to_int(argument)
+        unit = 1000 if option in (b"EX", b"EXAT") else 1
+        if amount <= 0 or amount > _LLONG_MAX // unit:
+            raise CommandError("ERR invalid expire time in 'set' command")
+        deadline = amount * unit + (self._now_ms() if option in (b"EX", b"PX") else 0)
+        if deadline > _LLONG_MAX:                    # Redis: the long long overflowed
+            raise CommandError("ERR invalid expire time in 'set' command")
+        return deadline
 
     def do_del(self, args: List[bytes]) -> bytes:
         return integer(sum(self.lookup(key) is not None and self._delete(key) for key in args[1:]))
@@ -324,7 +376,10 @@ class Store:
         return self._add(args[1], _to_int(args[2]))
 
     def do_decrby(self, args: List[bytes]) -> bytes:
-        return self._add(args[1], -_to_int(args[2]))
+        decrement = _to_int(args[2])
+        if decrement == -(1 << 63):         # its negation is no long long: Redis's own message
+            raise CommandError("ERR decrement would overflow")
+        return self._add(args[1], -decrement)
 
     def do_mget(self, args: List[bytes]) -> bytes:
         return array([bulk(self.lookup(key)) for key in args[1:]])
@@ -394,21 +449,28 @@ class Store:
         return _OK
 
     def do_info(self, args: List[bytes]) -> bytes:
-        lines = ["# Server", "redis_version:7.0.0", "redis_mode:standalone", "netmux_version:"
-                 + __version__, f"process_id:{os.getpid()}", f"tcp_port:{self.port}",
-                 f"uptime_in_seconds:{int(self.clock() - self._started)}", "", "# Clients",
-                 f"connected_clients:{self.clients}", "", "# Keyspace"]
-        if self.data:
-            lines.append(f"db0:keys={len(self.data)},expires={len(self.expires)},avg_ttl=0")
-        return bulk(("\r\n".join(lines) + "\r\n").encode())
+        sections = {
+            b"server": ["# Server", "redis_version:7.0.0", "redis_mode:standalone",
+                        "netmux_version:" + __version__, f"process_id:{os.getpid()}",
+                        f"tcp_port:{self.port}", f"uptime_in_seconds:{int(self.clock() - self._started)}"],
+            b"clients": ["# Clients", f"connected_clients:{self.clients}"],
+            b"keyspace": ["# Keyspace"] + ([f"db0:keys={len(self.data)},expires={len(self.expires)},avg_ttl=0"]
+                                          if self.data else []),
+        }
+        wanted = {name.lower() for name in args[1:]} or {b"default"}
+        if wanted & {b"all", b"everything", b"default"}:
+            wanted = set(sections)
+        text = "\r\n".join("\r\n".join(lines) + "\r\n" for name, lines in sections.items() if name in wanted)
+        return bulk(text.encode())
 
     def do_config(self, args: List[bytes]) -> bytes:
         # redis-benchmark asks for "save" and "appendonly" before it starts.
-        if args[1].upper() != b"GET" or len(args) != 3:
+        if subcommand(args, {b"GET": -3, b"SET": -4, b"RESETSTAT": 2, b"REWRITE": 2}) != b"GET":
             raise CommandError("ERR CONFIG: only CONFIG GET parameter is supported")
         known = {b"save": b"", b"appendonly": b"no", b"databases": b"1"}
-        match = _glob(args[2].lower())
-        return array([bulk(item) for name, value in known.items() if match(name) for item in (name, value)])
+        matchers = [_glob(pattern.lower()) for pattern in args[2:]]
+        return array([bulk(item) for name, value in known.items()
+                      if any(match(name) for match in matchers) for item in (name, value)])
 
     def do_hello(self, args: List[bytes]) -> bytes:
         # RESP2 only: clients that ask for RESP3 (redis-py 8 by default) must fall back.
@@ -420,7 +482,7 @@ class Store:
 
     def do_command(self, args: List[bytes]) -> bytes:
         # redis-cli asks for COMMAND DOCS to show hints; an empty answer is enough.
-        if len(args) > 1 and args[1].upper() == b"COUNT":
+        if len(args) > 1 and subcommand(args, {b"COUNT": 2, b"DOCS": -2, b"INFO": -2, b"LIST": -2}) == b"COUNT":
             return integer(len(_ARITY))
         return _EMPTY_ARRAY
 
@@ -442,13 +504,36 @@ def execute(table: CommandTable, args: List[bytes]) -> bytes:
     if entry is None:
         return _unknown_command(args)
     function, arity = entry
-    count = len(args)
-    if count != arity and (arity > 0 or count < -arity):
-        return b"-ERR wrong number of arguments for '%s' command\r\n" % args[0].lower()
+    if not _arity_holds(len(args), arity):
+        return error(str(_arity_error(args)))
     try:
         return function(args)
     except CommandError as exc:
         return error(str(exc))
+
+
+def _arity_holds(count: int, arity: int) -> bool:
+    """Redis's arity: ``n`` means exactly ``n`` words with the name, ``-n`` at least ``n``."""
+    return count == arity or (arity < 0 and count >= -arity)
+
+
+def _arity_error(args: List[bytes], subcommand: bool = False) -> CommandError:
+    """Redis's wording; a subcommand is named ``command|subcommand``."""
+    name = args[0].lower() + (b"|" + args[1].lower() if subcommand else b"")
+    return CommandError(f"ERR wrong number of arguments for '{name.decode('utf-8', 'replace')}' command")
+
+
+def subcommand(args: List[bytes], arities: Dict[bytes, int]) -> bytes:
+    """``args[1]`` upper-cased, once it is one of ``arities`` (name -> Redis's arity,
+    the command's name counted) and its arity holds: else Redis's CommandError."""
+    name = args[1].upper()
+    arity = arities.get(name)
+    if arity is None:
+        raise CommandError(f"ERR unknown subcommand '{args[1][:128].decode('utf-8', 'replace')}'. "
+                           f"Try {args[0].upper().decode('utf-8', 'replace')} HELP.")
+    if not _arity_holds(len(args), arity):
+        raise _arity_error(args, subcommand=True)
+    return name
 
 
 def _unknown_command(args: List[bytes]) -> bytes:
