@@ -394,3 +394,134 @@ def test_kv_serves_redis_cli_on_a_unix_socket_and_saves_its_dump_at_sigterm(tmp_
         process.stderr.close()
     restored = Store(dump_path=dump)
     assert restored.load() == 1 and restored.data == {b"k": b"over unix"}
+
+
+# ----------------------------------------------------------------------
+# Differential: the same commands to kv and to a real redis-server
+# ----------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RespConnection:
+    """A blocking RESP2 client that returns each reply as its raw bytes, parsed for comparison."""
+
+    def __init__(self, address: tuple) -> None:
+        self.sock = socket.create_connection(address, timeout=10)
+        self.file = self.sock.makefile("rb")
+
+    def call(self, *args: bytes) -> Any:
+        return self.pipeline([list(args)])[0]
+
+    def pipeline(self, commands: List[List[bytes]]) -> List[Any]:
+        """Send every command in one write, then read their replies."""
+        self.sock.sendall(b"".join(b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+                                   for args in commands))
+        return [self.read() for _ in commands]
+
+    def read(self) -> Any:
+        line = self.file.readline()
+        kind, rest = line[:1], line[1:-2]
+        if kind in (b"+", b"-"):
+            return line
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            return None if int(rest) < 0 else self.file.read(int(rest) + 2)[:-2]
+        assert kind == b"*", line
+        return [self.read() for _ in range(int(rest))]
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def kv_and_redis() -> Iterator[Any]:
+    port = _free_port()
+    redis_server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                     "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    store = Store()
+    serving = ServingThread(KVServer(netmux.TCPServer(("127.0.0.1", 0), lambda: KVHandler(store, 1 << 20)),
+                                     store))
+    connections: List[RespConnection] = []
+    try:
+        def connect_redis() -> Any:
+            try:
+                connections.append(RespConnection(("127.0.0.1", port)))
+                return True
+            except OSError:
+                return False
+
+        wait_until(connect_redis, timeout=10)
+        connections.append(RespConnection(serving.address))
+        assert connections[-1].call(b"PING") == b"+PONG\r\n"     # accepted: its socket counts from now
+        yield connections
+    finally:
+        for connection in connections:
+            connection.close()
+        serving.stop()
+        redis_server.terminate()
+        redis_server.wait(10)
+
+
+KEYS_ = st.sampled_from([b"a", b"b", b"n"])
+VALUES = st.sampled_from([b"", b"0", b"1", b"-1", b"-0", b"+1", b" 1", b"01", b"abc", b"1000", b"1.5",
+                          b"9223372036854775807", b"-9223372036854775808", b"9223372036854775808",
+                          b"9223372036854775", b"-9223372036854776", b"[^]", b"*"])
+WORDS = st.sampled_from([b"NX", b"XX", b"GT", b"LT", b"EX", b"PX", b"EXAT", b"PXAT", b"KEEPTTL", b"GET",
+                         b"nx", b"ex", b"BOGUS"])
+ARGUMENT = st.one_of(KEYS_, VALUES, WORDS)
+ODD_NAMES = [b"GET", b"SET", b"DEL", b"INCR", b"INCRBY", b"DECRBY", b"MSET", b"APPEND", b"EXPIRE", b"TTL",
+             b"PERSIST", b"KEYS", b"DBSIZE", b"ECHO", b"PING", b"SELECT", b"FLUSHDB", b"CONFIG", b"COMMAND",
+             b"CLIENT", b"NOSUCH", b"set", b"get"]
+
+
+def _shaped(name: bytes, *parts: Any) -> Any:
+    """``name`` with the arguments ``parts`` draw, then up to two trailing option words."""
+    return st.tuples(*parts, st.lists(st.one_of(WORDS, VALUES), max_size=2)).map(
+        lambda drawn: [name, *drawn[:-1], *drawn[-1]])
+
+
+COMMAND_ = st.one_of(
+    _shaped(b"SET", KEYS_, VALUES), _shaped(b"GET", KEYS_), _shaped(b"INCR", KEYS_),
+    _shaped(b"INCRBY", KEYS_, VALUES), _shaped(b"DECRBY", KEYS_, VALUES), _shaped(b"APPEND", KEYS_, VALUES),
+    _shaped(b"EXPIRE", KEYS_, VALUES), _shaped(b"PEXPIRE", KEYS_, VALUES), _shaped(b"TTL", KEYS_),
+    _shaped(b"PERSIST", KEYS_), _shaped(b"KEYS", VALUES), _shaped(b"MGET", KEYS_, KEYS_),
+    _shaped(b"MSET", KEYS_, VALUES), _shaped(b"DEL", KEYS_), _shaped(b"EXISTS", KEYS_, KEYS_),
+    _shaped(b"STRLEN", KEYS_), _shaped(b"DECR", KEYS_),
+    st.builds(lambda name, args: [name, *args], st.sampled_from(ODD_NAMES), st.lists(ARGUMENT, max_size=5)),
+)
+
+
+def _comparable(command: List[bytes], reply: Any) -> Any:
+    name = command[0].upper()
+    if name == b"KEYS" and isinstance(reply, list):
+        return sorted(reply)                       # a hash table's order
+    if name in (b"CONFIG", b"COMMAND", b"SELECT") and not (isinstance(reply, bytes) and reply.startswith(b"-")):
+        return "not compared"                      # kv: a few parameters, no docs, db 0 only
+    if name == b"CLIENT" and len(command) > 1 and command[1].upper() in (b"SETINFO", b"HELP", b"ID",
+                                                                          b"LIST", b"INFO"):
+        return "not compared"                      # kv: only what redis-cli and redis-py send
+    return reply
+
+
+@pytest.mark.clients
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(COMMAND_, min_size=1, max_size=12))
+def test_kv_replies_as_redis_server_does(kv_and_redis, commands):
+    redis_connection, kv_connection = kv_and_redis
+    assert redis_connection.call(b"FLUSHALL") == kv_connection.call(b"FLUSHALL") == b"+OK\r\n"
+    for command in commands:
+        expected, got = redis_connection.call(*command), kv_connection.call(*command)
+        if command[0].upper() == b"TTL" and isinstance(expected, int) and expected >= 0:
+            assert abs(expected - got) <= 1, (command, expected, got)     # a second may tick between
+            continue
+        assert _comparable(command, got) == _comparable(command, expected), command
+    # Pipelined, good and bad mixed: the same replies, in order.
+    assert redis_connection.call(b"FLUSHALL") == kv_connection.call(b"FLUSHALL")
+    commands = [command for command in commands if command[0].upper() not in (b"TTL", b"PTTL")]
+    expected, got = redis_connection.pipeline(commands), kv_connection.pipeline(commands)
+    assert [_comparable(*pair) for pair in zip(commands, got)] == [_comparable(*pair) for pair in zip(commands, expected)]
