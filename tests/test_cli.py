@@ -272,6 +272,7 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess:
     ["--idle-timeout", "inf"], ["--idle-timeout", "-inf"], ["--idle-timeout", "soon"],
     ["echo", "--port", "70000"], ["udp-echo", "--idle-timeout", "nan"],
     ["chat", "--max-backlog", "0"], ["chat", "--max-backlog", "x"],
+    ["kv", "--max-request", "-1"], ["kv", "--max-request", "x"],
 ])
 def test_bad_option_value_is_a_usage_error_not_a_traceback_or_a_running_server(args):
     result = _run_cli(*args)
@@ -279,6 +280,7 @@ def test_bad_option_value_is_a_usage_error_not_a_traceback_or_a_running_server(a
     lines = result.stderr.splitlines()
     assert len(lines) == 2 and lines[0].startswith("usage: python -m netmux"), result.stderr
     assert "error: argument --" in lines[1] and "Traceback" not in result.stderr
+    assert "_" not in lines[1].split(":", 2)[2], lines[1]       # no private function's name
     assert result.stdout == ""
 
 

@@ -46,7 +46,7 @@ from typing import Any, Callable, Dict
 import netmux
 
 __all__ = ["SERVERS", "AppUnavailable", "load", "stream_server", "port_number", "positive_int",
-           "positive_seconds", "log_level"]
+           "byte_count", "positive_seconds", "log_level"]
 
 # server name -> module in this package, in the order --help lists them.
 SERVERS: Dict[str, str] = {
@@ -117,6 +117,14 @@ def positive_int(text: str) -> int:
     value = int(_number(text, int))
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def byte_count(text: str) -> int:
+    """A whole number of bytes, 0 or more."""
+    value = int(_number(text, int))
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, not {value}")
     return value
 
 

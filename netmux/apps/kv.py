@@ -32,7 +32,7 @@ import signal
 from typing import Any, List, Optional
 
 import netmux
-from netmux.apps import stream_server
+from netmux.apps import byte_count, stream_server
 from netmux.apps.kvstore import CommandError, Store, execute, subcommand
 from netmux.apps.resp import RespParser, bulk, error
 
@@ -205,16 +205,9 @@ class KVServer:
         self.server_close()
 
 
-def _byte_count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """kv's own options (the command line adds --host, --port and the rest)."""
-    parser.add_argument("--max-request", type=_byte_count, default=1 << 20, metavar="BYTES",
+    parser.add_argument("--max-request", type=byte_count, default=1 << 20, metavar="BYTES",
                         help="largest bulk string a client may send (default: 1048576)")
     parser.add_argument("--dump", metavar="FILE", default=None,
                         help="load FILE at start, save it on SAVE and on a graceful stop")
@@ -230,6 +223,8 @@ def make_server(args: argparse.Namespace, reactor: netmux.Reactor) -> KVServer:
     if args.dump is not None:
         # Fail now, not at the stop, when the dump could not be written.
         directory = os.path.dirname(os.path.abspath(args.dump))
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(errno.ENOENT, "the dump's directory does not exist", directory)
         if not os.access(directory, os.W_OK | os.X_OK):
             raise PermissionError(errno.EACCES, "cannot write the dump's directory", directory)
         logger.info("kv: loaded %d keys from %s", store.load(), args.dump)
