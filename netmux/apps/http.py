@@ -231,7 +231,7 @@ class HTTPHandler(netmux.Handler):
 
     def _request(self, request: Any) -> None:
         method = self._method = request.method
-        self._target = request.target
+        self._target = target = _origin_form(request.target)
         self._body_seen = 0
         if request.http_version not in (b"1.1", b"1.0"):
             return self._error(505, close=True)
@@ -251,10 +251,10 @@ class HTTPHandler(netmux.Handler):
         if method != b"GET" and method != b"HEAD":
             return self._error(405, extra=[(b"allow", _ALLOWED)])
         if self.site.root is None:
-            if request.target == b"/" or request.target.startswith(b"/?"):
+            if target == b"/" or target.startswith(b"/?"):
                 return self._send_hello()
             return self._error(404)
-        self._serve_file(request, request.target)
+        self._serve_file(request, target)
 
     # ------------------------------------------------------------------
     # Static files
@@ -282,9 +282,9 @@ class HTTPHandler(netmux.Handler):
             raise
 
     def _serve_directory(self, request: Any, target: bytes, path: str) -> None:
-        target = target.split(b"?", 1)[0]
+        target, mark, query = target.partition(b"?")
         if not target.endswith(b"/"):
-            return self._respond(301, [(b"location", target + b"/")], b"")
+            return self._respond(301, [(b"location", target + b"/" + mark + query)], b"")
         index = os.path.join(path, "index.html")
         if not os.path.isfile(index):
             return self._error(404)
@@ -297,7 +297,8 @@ class HTTPHandler(netmux.Handler):
         since = _header(headers, b"if-modified-since")
         since_time = None if since is None else _parse_date(since)
         modified = [(b"last-modified", email.utils.formatdate(mtime, usegmt=True).encode())]
-        if since_time is not None and mtime <= since_time:
+        # A date in the future is invalid (RFC 9110 13.1.3): ignored, else it would pin a 304.
+        if since_time is not None and mtime <= since_time <= time.time():
             file.close()
             return self._respond(304, modified, b"")
         size = info.st_size
@@ -321,6 +322,9 @@ class HTTPHandler(netmux.Handler):
                 return self._error(500, close=True)          # the file shrank under us
             return self._respond(status, fields, body, length=count)
         self._respond(status, fields, _Region(count))
+        if self.transport.is_closing():       # the peer reset while the headers went out
+            file.close()
+            return
         self._files.append(file)
         self.transport.sendfile(file, offset, count)
 
@@ -395,6 +399,20 @@ def _header(headers: Any, name: bytes) -> Optional[bytes]:
         if key == name:
             return value
     return None
+
+
+def _origin_form(target: bytes) -> bytes:
+    """The path and query of a request target: an absolute-form target
+    (``http://host/path``, which a server must accept, RFC 9112 3.2.2) loses its
+    scheme and authority; any other target is returned as it is."""
+    scheme, separator, rest = target.partition(b"://")
+    if not separator or scheme.lower() not in (b"http", b"https"):
+        return target
+    slash = rest.find(b"/")
+    if slash < 0:
+        question = rest.find(b"?")
+        return b"/" if question < 0 else b"/" + rest[question:]
+    return rest[slash:]
 
 
 def _parse_date(value: bytes) -> Optional[int]:
