@@ -712,9 +712,9 @@ def test_transport_write_buffer_size_counts_unsent_bytes(r, pair):
     assert t.get_write_buffer_size() == 0
     t.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    t.write(b"w" * (4 << 20))
-    assert 0 < t.get_write_buffer_size() <= 4 << 20
-    read_all(r, sock, 4 << 20)
+    t.write(b"w" * (1 << 20))
+    assert 0 < t.get_write_buffer_size() <= 1 << 20
+    read_all(r, sock, 1 << 20)
     run_until(r, lambda: t.get_write_buffer_size() == 0)
 
 
@@ -1435,8 +1435,653 @@ def test_framing_framed_handler_framing_error_logs_warning_closes_without_reply(
             assert read_to_eof(r, sock) == b"OK\n"
         warned = [rec for rec in caplog.records if rec.name.startswith("netmux")
                   and rec.levelno == logging.WARNING]
-        assert warned and any("ramingError" in rec.getMessage() or (rec.exc_info and rec.exc_info[0] is netmux.FramingError)
+        assert warned and any("framing" in rec.getMessage().lower() or (rec.exc_info and rec.exc_info[0] is netmux.FramingError)
                               for rec in warned)
         with client(srv) as sock:
             sock.sendall(b"again\n")
             assert read_all(r, sock, 6) == b"AGAIN\n"
+
+
+# --------------------------------------------------------------------------- coroutine handlers
+
+class StreamEcho(netmux.StreamHandler):
+    async def handle(self) -> None:
+        while True:
+            data = await self.recv(1024)
+            if not data:
+                break
+            await self.sendall(data)
+
+
+def test_stream_echo_example_over_real_sockets(r):
+    with netmux.TCPServer(LOOP, StreamEcho, reactor=r) as srv, client(srv) as sock:
+        payload = os.urandom(300_000)
+        sock.sendall(payload[:1000])
+        assert read_all(r, sock, 1000) == payload[:1000]
+        sock.setblocking(True)
+        sock.sendall(b"bye")
+        sock.shutdown(socket.SHUT_WR)
+        assert read_to_eof(r, sock) == b"bye"
+
+
+def test_stream_recv_returns_up_to_n_and_empty_at_every_call_after_eof():
+    got: List[bytes] = []
+
+    class H(netmux.StreamHandler):
+        async def handle(self) -> None:
+            got.append(await self.recv(3))
+            got.append(await self.recv(100))
+            got.append(await self.recv(100))
+            got.append(await self.recv(100))
+    conv = netmux.testing.drive(H, [b"abcdef"], eof=True)
+    assert got == [b"abc", b"def", b"", b""]
+    assert conv.closed and conv.lost_exc is None
+
+
+def test_stream_recv_exactly_and_incomplete_read_error():
+    got: List[Any] = []
+
+    class H(netmux.StreamHandler):
+        async def handle(self) -> None:
+            got.append(await self.recv_exactly(4))
+            try:
+                await self.recv_exactly(10)
+            except netmux.IncompleteReadError as exc:
+                got.append((exc.partial, exc.expected, isinstance(exc, EOFError)))
+    netmux.testing.drive(H, [b"ab", b"cd", b"efg"], eof=True)
+    assert got == [b"abcd", (b"efg", 10, True)]
+
+
+def test_stream_readline_lines_rest_then_empty():
+    got: List[bytes] = []
+
+    class H(netmux.StreamHandler):
+        async def handle(self) -> None:
+            for _ in range(4):
+                got.append(await self.readline())
+    netmux.testing.drive(H, [b"one\ntw", b"o\nrest"], eof=True)
+    assert got == [b"one\n", b"two\n", b"rest", b""]
+
+
+def test_stream_readline_limit_is_exact_like_line_framer():
+    got: List[Any] = []
+
+    class H(netmux.StreamHandler):
+        async def handle(self) -> None:
+            got.append(await self.readline(limit=5))
+            try:
+                await self.readline(limit=5)
+            except netmux.FramingError as exc:
+                got.append(type(exc))
+    netmux.testing.drive(H, [b"12345\n123456\n"])
+    assert got == [b"12345\n", netmux.FramingError]
+
+
+def test_stream_readline_limit_raises_without_waiting_for_newline():
+    got: List[Any] = []
+
+    class H(netmux.StreamHandler):
+        async def handle(self) -> None:
+            try:
+                await self.readline(limit=5)
+            except ValueError as exc:
+                got.append(type(exc))
+    netmux.testing.drive(H, [b"123456"])     # no newline, no EOF
+    assert got == [netmux.FramingError]
+
+
+def test_stream_sendall_waits_until_at_or_below_low_water(r):
+    seen: List[int] = []
+
+    class H(netmux.StreamHandler):
+        async def handle(self) -> None:
+            self.transport.set_write_buffer_limits(high=8000)
+            self.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            await self.sendall(b"s" * 500_000)
+            seen.append(self.transport.get_write_buffer_size())
+    with netmux.TCPServer(LOOP, H, reactor=r) as srv, client(srv) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        spin(r, 10)
+        assert seen == []
+        assert read_to_eof(r, sock) == b"s" * 500_000
+        assert seen and seen[0] <= 2000
+
+
+def test_stream_names_client_address_server_transport(r):
+    seen: List[Any] = []
+
+    class H(netmux.StreamHandler):
+        async def handle(self) -> None:
+            seen.append((self.client_address, self.server, self.transport))
+    with netmux.TCPServer(LOOP, H, reactor=r) as srv, client(srv) as sock:
+        run_until(r, lambda: seen)
+        address, server, transport = seen[0]
+        assert tuple(address[:2]) == sock.getsockname()
+        assert server is srv
+        assert isinstance(transport, netmux.Transport)
+
+
+def test_stream_handler_works_for_connect_with_server_none(r):
+    seen: List[Any] = []
+
+    class H(netmux.StreamHandler):
+        async def handle(self) -> None:
+            seen.append(self.server)
+            await self.sendall(b"hello")
+            seen.append(await self.recv_exactly(5))
+    with netmux.TCPServer(LOOP, StreamEcho, reactor=r) as srv:
+        netmux.connect(srv.server_address, H, reactor=r)
+        run_until(r, lambda: len(seen) == 2)
+        assert seen == [None, b"hello"]
+
+
+def test_stream_close_then_recv_gives_empty_and_handle_goes_on(r):
+    seen: List[Any] = []
+
+    class H(netmux.StreamHandler):
+        async def handle(self) -> None:
+            await self.sendall(b"last words")
+            self.close()
+            seen.append(await self.recv(10))
+            seen.append("after")
+    with netmux.TCPServer(LOOP, H, reactor=r) as srv, client(srv) as sock:
+        sock.sendall(b"unread")
+        assert read_to_eof(r, sock) == b"last words"
+        run_until(r, lambda: len(seen) == 2)
+        assert seen == [b"", "after"]
+
+
+def test_stream_handle_return_closes_after_flush(r):
+    class H(netmux.StreamHandler):
+        async def handle(self) -> None:
+            self.transport.write(b"y" * 3_000_000)
+    with netmux.TCPServer(LOOP, H, reactor=r) as srv, client(srv) as sock:
+        assert read_to_eof(r, sock) == b"y" * 3_000_000
+
+
+def test_stream_exception_is_logged_once_with_traceback_and_aborts_only_that_one(r, caplog):
+    caplog.set_level(logging.DEBUG, logger="netmux")
+
+    class H(netmux.StreamHandler):
+        async def handle(self) -> None:
+            data = await self.recv(10)
+            if data == b"boom":
+                self.transport.write(b"buffered")
+                raise Boom("handle")
+            await self.sendall(data)
+    with netmux.TCPServer(LOOP, H, reactor=r) as srv, client(srv) as bad, client(srv) as good:
+        bad.sendall(b"boom")
+        read_to_eof(r, bad)
+        good.sendall(b"fine")
+        assert read_all(r, good, 4) == b"fine"
+        assert [rec.exc_info[0] for rec in warnings_with_traceback(caplog)] == [Boom]
+
+
+def test_stream_peer_reset_is_a_connection_error_at_the_await_logged_at_debug(r, caplog):
+    caplog.set_level(logging.DEBUG, logger="netmux")
+    seen: List[Any] = []
+
+    class H(netmux.StreamHandler):
+        async def handle(self) -> None:
+            try:
+                await self.recv(10)
+                await self.recv(10)
+            except BaseException as exc:
+                seen.append(type(exc))
+                raise
+    with netmux.TCPServer(LOOP, H, reactor=r) as srv:
+        sock = client(srv)
+        sock.sendall(b"x")
+        spin(r, 5)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+        run_until(r, lambda: seen)
+        spin(r, 3)
+        assert issubclass(seen[0], ConnectionError)
+        assert not [rec for rec in caplog.records if rec.name.startswith("netmux") and rec.levelno >= logging.WARNING]
+
+
+def test_stream_server_close_closes_running_handle_coroutines(r):
+    seen: List[Any] = []
+
+    class H(netmux.StreamHandler):
+        async def handle(self) -> None:
+            try:
+                seen.append("started")
+                await self.recv(10)
+            except GeneratorExit:
+                seen.append("generator exit")
+                raise
+            finally:
+                seen.append("finally")
+    srv = netmux.TCPServer(LOOP, H, reactor=r)
+    sock = client(srv)
+    run_until(r, lambda: seen)
+    srv.server_close()
+    assert seen == ["started", "generator exit", "finally"]
+    sock.close()
+
+
+def test_stream_max_buffer_class_attribute_bounds_an_unread_peer(r):
+    assert netmux.StreamHandler.max_buffer == 65536
+    seen: List[int] = []
+
+    class Lazy(netmux.StreamHandler):
+        max_buffer = 4096
+
+        async def handle(self) -> None:
+            await netmux.sleep(3600)
+    with netmux.TCPServer(LOOP, Lazy, reactor=r) as srv, client(srv) as sock:
+        sock.setblocking(False)
+        sent = 0
+        stalled = 0
+        deadline = time.monotonic() + 20
+        while sent < (256 << 20) and stalled < 50 and time.monotonic() < deadline:
+            r.run_once(0.002)
+            try:
+                sent += sock.send(b"m" * 65536)
+                stalled = 0
+            except BlockingIOError:
+                stalled += 1
+        assert stalled >= 50, f"the handler took {sent} bytes without reading"
+
+
+def test_stream_handler_reads_everything_after_backpressure(r):
+    total = 2_000_000
+    seen: List[int] = []
+
+    class Slow(netmux.StreamHandler):
+        async def handle(self) -> None:
+            await netmux.sleep(0.2)
+            data = await self.recv_exactly(total)
+            seen.append(len(data))
+            await self.sendall(b"done")
+    with netmux.TCPServer(LOOP, Slow, reactor=r) as srv, client(srv) as sock:
+        sock.setblocking(False)
+        view = memoryview(b"k" * total)
+        deadline = time.monotonic() + 20
+        while view:
+            assert time.monotonic() < deadline
+            r.run_once(0.002)
+            try:
+                view = view[sock.send(view):]
+            except BlockingIOError:
+                pass
+        assert read_to_eof(r, sock) == b"done"
+        assert seen == [total]
+
+
+def test_tasks_sleep_timeout_spawn_result(r):
+    async def work() -> str:
+        await netmux.sleep(0.01)
+        async with netmux.timeout(5):
+            await netmux.sleep(0.01)
+        return "ok"
+    task = r.spawn(work())
+    run_until(r, task.done)
+    assert task.result() == "ok" and task.exception() is None
+
+
+def test_tasks_timeout_raises_builtin_timeout_error(r):
+    async def work() -> Any:
+        start = r.time()
+        try:
+            async with netmux.timeout(0.05):
+                await netmux.sleep(10)
+        except TimeoutError as exc:
+            return r.time() - start
+    task = r.spawn(work())
+    run_until(r, task.done)
+    assert 0.04 <= task.result() < 2
+
+
+def test_tasks_cancel_runs_finally_and_result_raises_cancelled_error(r):
+    seen: List[str] = []
+
+    async def work() -> None:
+        try:
+            await netmux.sleep(10)
+        finally:
+            seen.append("finally")
+    task = r.spawn(work())
+    r.run_once(0)
+    task.cancel()
+    run_until(r, task.done)
+    assert seen == ["finally"]
+    with pytest.raises(netmux.CancelledError):
+        task.result()
+    with pytest.raises(netmux.CancelledError):
+        task.exception()
+
+
+def test_tasks_exception_is_available_and_logged_once_at_error(r, caplog):
+    caplog.set_level(logging.DEBUG, logger="netmux")
+
+    async def work() -> None:
+        await netmux.sleep(0)
+        raise Boom("task")
+    task = r.spawn(work())
+    run_until(r, task.done)
+    spin(r, 2)
+    assert isinstance(task.exception(), Boom)
+    with pytest.raises(Boom):
+        task.result()
+    errors = [rec for rec in caplog.records if rec.name.startswith("netmux") and rec.levelno == logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info and errors[0].exc_info[0] is Boom
+
+
+def test_tasks_result_before_done_is_an_error(r):
+    task = r.spawn(netmux.sleep(1))
+    assert not task.done()
+    with pytest.raises(Exception):
+        task.result()
+    task.cancel()
+    run_until(r, task.done)
+
+
+def test_tasks_reactor_close_closes_pending_coroutines():
+    r = netmux.Reactor()
+    seen: List[str] = []
+
+    async def work() -> None:
+        try:
+            await netmux.sleep(100)
+        finally:
+            seen.append("finally")
+    r.spawn(work())
+    r.run_once(0)
+    r.close()
+    assert seen == ["finally"]
+
+
+def test_tasks_no_never_awaited_warnings(recwarn):
+    r = netmux.Reactor()
+
+    async def work() -> None:
+        await netmux.sleep(100)
+    r.spawn(work())          # never started
+    r.spawn(work())
+    r.run_once(0)
+    r.close()
+    conv = netmux.testing.drive(StreamEcho, [b"x"])
+    del conv
+    gc.collect()
+    assert not [w for w in recwarn.list if "never awaited" in str(w.message)]
+
+
+def test_tasks_no_timer_left_armed_after_the_coroutine_ended():
+    class H(netmux.StreamHandler):
+        async def handle(self) -> None:
+            async with netmux.timeout(30):
+                await self.recv(10)
+    conv = netmux.testing.drive(H, [b"x"])
+    assert conv.time < 30
+    assert conv.closed
+
+
+def test_tasks_cancel_a_finished_task_is_harmless(r):
+    async def work() -> int:
+        return 7
+    task = r.spawn(work())
+    run_until(r, task.done)
+    task.cancel()
+    assert task.result() == 7
+
+
+# --------------------------------------------------------------------------- Unix domain sockets
+
+@pytest.fixture
+def sock_path():
+    with tempfile.TemporaryDirectory() as d:
+        yield os.path.join(d, "netmux.sock")
+
+
+def test_unix_server_serves_and_removes_its_file(r, sock_path):
+    srv = netmux.UnixServer(sock_path, Echo, reactor=r)
+    assert srv.server_address == sock_path
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(sock_path)
+        sock.sendall(b"unix")
+        assert read_all(r, sock, 4) == b"unix"
+    srv.server_close()
+    assert not os.path.exists(sock_path)
+
+
+def test_unix_stale_file_is_replaced(r, sock_path):
+    dead = socket.socket(socket.AF_UNIX)
+    dead.bind(sock_path)
+    dead.close()
+    assert os.path.exists(sock_path)
+    with netmux.UnixServer(sock_path, Echo, reactor=r) as srv:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(sock_path)
+
+
+def test_unix_live_server_is_eaddrinuse(r, sock_path):
+    with netmux.UnixServer(sock_path, Echo, reactor=r):
+        with pytest.raises(OSError) as info:
+            netmux.UnixServer(sock_path, Echo, reactor=r)
+        assert info.value.errno == errno.EADDRINUSE
+        assert os.path.exists(sock_path)
+
+
+def test_unix_connect_path_str_and_pathlike_and_peername(r, sock_path):
+    handlers: List[Any] = []
+    with netmux.UnixServer(sock_path, made_factory(handlers, Echo), reactor=r, backlog=4,
+                           max_connections=10, idle_timeout=30):
+        for address in (sock_path, pathlib.Path(sock_path)):
+            h = netmux.connect(address, Record, reactor=r, timeout=5)
+            run_until(r, lambda: h.events == ["made"])
+            h.transport.write(b"ping")
+            run_until(r, lambda: h.data == b"ping")
+            h.transport.close()
+            run_until(r, lambda: h.events[-1][0] == "lost")
+        assert isinstance(handlers[0].transport.get_extra_info("peername"), (str, bytes))
+        assert isinstance(handlers[0].transport, netmux.Transport)
+
+
+def test_unix_connect_to_missing_path_calls_connection_lost(r, sock_path):
+    h = netmux.connect(sock_path, Record, reactor=r)
+    run_until(r, lambda: h.events)
+    assert h.events[0][0] == "lost" and isinstance(h.events[0][1], OSError)
+
+
+# --------------------------------------------------------------------------- netmux.testing
+
+class MyLineHandler(netmux.LineHandler):
+    def line_received(self, line: bytes) -> None:
+        self.send_line(line.upper())
+
+
+@given(netmux.testing.chunkings(b"one\ntwo\n"))
+def test_mine(chunks):
+    from netmux.testing import drive
+    assert drive(MyLineHandler, chunks).written == b"ONE\nTWO\n"
+
+
+def test_testing_drive_example_and_fields():
+    from netmux.testing import drive
+
+    class Http(netmux.Handler):
+        def data_received(self, data: bytes) -> None:
+            self.buf = getattr(self, "buf", b"") + data
+            if self.buf.endswith(b"\r\n\r\n"):
+                self.transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+                self.transport.close()
+    conv = drive(Http, [b"GET ", b"/ HTTP/1.1\r\n\r\n"], eof=True)
+    assert conv.written == b"HTTP/1.1 200 OK\r\n\r\n"
+    assert conv.closed is True
+    assert conv.lost_exc is None
+    assert isinstance(conv.handler, Http)
+    assert conv.time == 0
+
+
+def test_testing_chunkings_cover_every_cut():
+    seen = set()
+
+    @given(netmux.testing.chunkings(b"abc"))
+    @settings(max_examples=200)
+    def collect(chunks):
+        assert b"".join(chunks) == b"abc"
+        seen.add(tuple(chunks))
+    collect()
+    assert len(seen) >= 3
+
+
+def test_testing_virtual_time_runs_a_30_second_timer_instantly():
+    class Late(netmux.Handler):
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            transport.reactor.call_later(30, self.fire)
+
+        def fire(self) -> None:
+            self.transport.write(b"fired")
+            self.transport.close()
+    start = time.monotonic()
+    conv = netmux.testing.drive(Late, [])
+    assert time.monotonic() - start < 5
+    assert conv.written == b"fired" and conv.closed and conv.time >= 30
+
+
+def test_testing_stream_handler_with_sleep_and_timeout():
+    class H(netmux.StreamHandler):
+        async def handle(self) -> None:
+            await netmux.sleep(10)
+            try:
+                async with netmux.timeout(30):
+                    await self.recv(10)
+                    await self.recv(10)
+            except TimeoutError:
+                await self.sendall(b"timed out")
+    conv = netmux.testing.drive(H, [b"x"])
+    assert conv.written == b"timed out" and conv.closed
+    assert 39 <= conv.time < 41
+
+
+def test_testing_no_eof_leaves_connection_open():
+    conv = netmux.testing.drive(Upper, [b"a\n"])
+    assert conv.written == b"A\n" and conv.closed is False
+
+
+def test_testing_handler_exception_is_lost_exc_or_closed():
+    class Bad(netmux.Handler):
+        def data_received(self, data: bytes) -> None:
+            raise Boom("x")
+    conv = netmux.testing.drive(Bad, [b"x"])
+    assert conv.closed
+
+
+def test_testing_imports_without_hypothesis():
+    code = ("import sys; sys.modules['hypothesis'] = None\n"
+            "from netmux.testing import drive\n"
+            "import netmux\n"
+            "print(drive(netmux.Handler, [b'x'], eof=True).closed)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"
+
+
+# --------------------------------------------------------------------------- command line
+
+def _cli(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "netmux", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _stop(proc: subprocess.Popen, sig: int = signal.SIGINT) -> int:
+    proc.send_signal(sig)
+    try:
+        code = proc.wait(15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        proc.stdout.close()
+        proc.stderr.close()
+    return code
+
+
+def _connect_retry(address: Any, family: int = socket.AF_INET) -> socket.socket:
+    deadline = time.monotonic() + 15
+    while True:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.settimeout(5)
+        try:
+            sock.connect(address)
+            return sock
+        except OSError:
+            sock.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def test_cli_help_lists_servers_and_options():
+    out = subprocess.run([sys.executable, "-m", "netmux", "--help"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0
+    for word in ["echo", "udp-echo", "chat", "kv", "http", "--host", "--port", "--unix", "8007", "127.0.0.1"]:
+        assert word in out.stdout, word
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_cli_default_is_echo_and_signals_exit_zero(sig):
+    port = free_port()
+    proc = _cli("--port", str(port))
+    try:
+        with _connect_retry(("127.0.0.1", port)) as sock:
+            sock.sendall(b"cli echo")
+            assert sock.recv(100) == b"cli echo"
+    finally:
+        assert _stop(proc, sig) == 0
+
+
+@pytest.mark.parametrize("server", ["echo", "chat", "kv", "http"])
+def test_cli_each_tcp_server_starts_and_stops_cleanly(server):
+    port = free_port()
+    proc = _cli(server, "--host", "127.0.0.1", "--port", str(port))
+    try:
+        _connect_retry(("127.0.0.1", port)).close()
+    finally:
+        assert _stop(proc) == 0
+
+
+def test_cli_kv_speaks_resp():
+    port = free_port()
+    proc = _cli("kv", "--port", str(port))
+    try:
+        with _connect_retry(("127.0.0.1", port)) as sock:
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+            assert sock.recv(100) == b"+PONG\r\n"
+    finally:
+        assert _stop(proc, signal.SIGTERM) == 0
+
+
+def test_cli_udp_echo():
+    port = free_port()
+    proc = _cli("udp-echo", "--port", str(port))
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.settimeout(0.2)
+            deadline = time.monotonic() + 15
+            while True:
+                u.sendto(b"u", ("127.0.0.1", port))
+                try:
+                    assert u.recvfrom(10)[0] == b"u"
+                    break
+                except socket.timeout:
+                    assert time.monotonic() < deadline
+    finally:
+        assert _stop(proc) == 0
+
+
+def test_cli_unix_echo(sock_path):
+    proc = _cli("echo", "--unix", sock_path)
+    try:
+        with _connect_retry(sock_path, socket.AF_UNIX) as sock:
+            sock.sendall(b"over unix")
+            assert sock.recv(100) == b"over unix"
+    finally:
+        assert _stop(proc) == 0
+    assert not os.path.exists(sock_path)
