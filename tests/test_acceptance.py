@@ -711,10 +711,9 @@ def test_transport_write_buffer_size_counts_unsent_bytes(r, pair):
     t = handler.transport
     assert t.get_write_buffer_size() == 0
     t.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    t.write(b"w" * (1 << 20))
-    assert 0 < t.get_write_buffer_size() <= 1 << 20
-    read_all(r, sock, 1 << 20)
+    t.write(b"w" * (4 << 20))
+    assert 0 < t.get_write_buffer_size() <= 4 << 20
+    assert read_all(r, sock, 4 << 20) == b"w" * (4 << 20)
     run_until(r, lambda: t.get_write_buffer_size() == 0)
 
 
@@ -1939,7 +1938,7 @@ def test_testing_virtual_time_runs_a_30_second_timer_instantly():
             self.transport.write(b"fired")
             self.transport.close()
     start = time.monotonic()
-    conv = netmux.testing.drive(Late, [])
+    conv = netmux.testing.drive(Late, [], eof=False)
     assert time.monotonic() - start < 5
     assert conv.written == b"fired" and conv.closed and conv.time >= 30
 
@@ -1954,13 +1953,13 @@ def test_testing_stream_handler_with_sleep_and_timeout():
                     await self.recv(10)
             except TimeoutError:
                 await self.sendall(b"timed out")
-    conv = netmux.testing.drive(H, [b"x"])
+    conv = netmux.testing.drive(H, [b"x"], eof=False)
     assert conv.written == b"timed out" and conv.closed
     assert 39 <= conv.time < 41
 
 
 def test_testing_no_eof_leaves_connection_open():
-    conv = netmux.testing.drive(Upper, [b"a\n"])
+    conv = netmux.testing.drive(Upper, [b"a\n"], eof=False)
     assert conv.written == b"A\n" and conv.closed is False
 
 
