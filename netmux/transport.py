@@ -226,6 +226,9 @@ class _SocketTransport:
         (at once when the reactor is closed: no turn will come)."""
         if self._lost:
             return
+        # Kept past the close, as asyncio does: connection_lost may log who it was.
+        self.get_extra_info("peername")
+        self.get_extra_info("sockname")
         self._lost = True
         self._closing = True
         self._lost_exc = exc

@@ -2084,3 +2084,51 @@ def test_cli_unix_echo(sock_path):
     finally:
         assert _stop(proc) == 0
     assert not os.path.exists(sock_path)
+
+
+# --------------------------------------------------------------------------- found while probing
+
+class NamesAtLost(Record):
+    def connection_lost(self, exc: Any) -> None:
+        super().connection_lost(exc)
+        self.names = (self.transport.get_extra_info("peername"), self.transport.get_extra_info("sockname"))
+
+
+@pytest.mark.parametrize("how", ["peer closes", "close", "abort"])
+def test_transport_names_are_still_known_in_connection_lost_on_a_server(r, how):
+    handlers: List[Any] = []
+    with netmux.TCPServer(LOOP, made_factory(handlers, NamesAtLost), reactor=r) as srv:
+        sock = client(srv)
+        run_until(r, lambda: handlers)
+        expected = (sock.getsockname(), sock.getpeername())
+        if how == "peer closes":
+            sock.close()
+        else:
+            getattr(handlers[0].transport, how)()
+        run_until(r, lambda: hasattr(handlers[0], "names"))
+        sock.close()
+        assert handlers[0].names == expected
+
+
+def test_transport_names_are_still_known_in_connection_lost_on_a_client(r):
+    with netmux.TCPServer(LOOP, Echo, reactor=r) as srv:
+        handler = netmux.connect(srv.server_address, NamesAtLost, reactor=r)
+        run_until(r, lambda: handler.events == ["made"])
+        handler.transport.close()
+        run_until(r, lambda: hasattr(handler, "names"))
+        assert handler.names[0] == srv.server_address
+        assert handler.names[1][0] == "127.0.0.1" and handler.names[1][1] > 0
+
+
+@pytest.mark.parametrize("method,args", [
+    ("call_soon", ()), ("call_later", (0.1,)), ("call_at", (0.0,)), ("call_soon_threadsafe", ()),
+])
+def test_reactor_non_callable_callback_is_a_type_error_at_once(r, method, args):
+    with pytest.raises(TypeError):
+        getattr(r, method)(*args, 42)
+
+
+@pytest.mark.parametrize("bad", [0, -1, math.nan])
+def test_server_max_connections_below_one_or_nan_is_a_value_error(r, bad):
+    with pytest.raises(ValueError):
+        netmux.TCPServer(LOOP, Echo, reactor=r, max_connections=bad)
