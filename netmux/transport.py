@@ -226,9 +226,6 @@ class _SocketTransport:
         (at once when the reactor is closed: no turn will come)."""
         if self._lost:
             return
-        # Kept past the close, as asyncio does: connection_lost may log who it was.
-        self.get_extra_info("peername")
-        self.get_extra_info("sockname")
         self._lost = True
         self._closing = True
         self._lost_exc = exc
@@ -570,6 +567,12 @@ class TCPTransport(_SocketTransport):
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
+
+    def _force_close(self, exc: Optional[BaseException], graceful: bool = False) -> None:
+        if not self._lost:      # both names outlive the socket, as in asyncio: connection_lost may log them
+            self.get_extra_info("peername")
+            self.get_extra_info("sockname")
+        super()._force_close(exc, graceful)
 
     def _close_socket(self, graceful: bool) -> None:
         """A flushed ``close()`` waits for the peer's FIN, unless it came already."""
