@@ -102,6 +102,8 @@ class Timer:
 
     def __init__(self, when: float, callback: Callable[..., Any], args: tuple,
                  reactor: "Reactor") -> None:
+        if not callable(callback):      # at the call site, as asyncio: not turns later in the loop
+            raise TypeError(f"a callable is needed, not {callback!r}")
         self.when = when
         # Released (None and ()) once the timer has run or was cancelled.
         self._callback: Optional[Callable[..., Any]] = callback

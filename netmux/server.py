@@ -143,7 +143,7 @@ class _StreamServer(_ServerLifecycle):
                  max_connections: Optional[int], idle_timeout: Optional[float]) -> None:
         check_handler_factory(handler_factory)
         check_reactor_open(reactor)
-        if max_connections is not None and max_connections < 1:
+        if max_connections is not None and not max_connections >= 1:    # NaN too
             raise ValueError("max_connections must be at least 1")
         positive_seconds("idle_timeout", idle_timeout)     # NaN too; inf: never
         self.handler_factory = handler_factory

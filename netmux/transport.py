@@ -568,6 +568,12 @@ class TCPTransport(_SocketTransport):
             self._idle_timer.cancel()
             self._idle_timer = None
 
+    def _force_close(self, exc: Optional[BaseException], graceful: bool = False) -> None:
+        if not self._lost:      # both names outlive the socket, as in asyncio: connection_lost may log them
+            self.get_extra_info("peername")
+            self.get_extra_info("sockname")
+        super()._force_close(exc, graceful)
+
     def _close_socket(self, graceful: bool) -> None:
         """A flushed ``close()`` waits for the peer's FIN, unless it came already."""
         if graceful and not self._eof_received:
