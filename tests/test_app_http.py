@@ -460,13 +460,16 @@ def test_running_the_module_logs_start_and_stop_and_exits_0_on_sigterm():
 
 
 def test_without_h11_importing_netmux_works_and_the_app_says_what_to_install():
-    code = ("import sys; sys.modules['h11'] = None\n"
-            "import netmux\n"
-            "from netmux.apps import http\n"
-            "try:\n    http.Site()\nexcept RuntimeError as exc:\n    print(exc)\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT_DIR, capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0, out.stderr
-    assert "pip install 'netmux[http]'" in out.stdout
+    """No h11: netmux imports, --help marks http unavailable, and running it is one line
+    naming the extra, exit 1, no traceback."""
+    block = "import sys; sys.modules['h11'] = None\nimport netmux\nfrom netmux import cli\n"
+    listing = subprocess.run([sys.executable, "-c", block + "cli.main(['--help'])"], cwd=ROOT_DIR,
+                             capture_output=True, text=True, timeout=30)
+    assert "unavailable: the http server needs h11: pip install 'netmux[http]'" in " ".join(listing.stdout.split())
+    run = subprocess.run([sys.executable, "-c", block + "sys.exit(cli.main(['http', '--port', '0']))"],
+                         cwd=ROOT_DIR, capture_output=True, text=True, timeout=30)
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == ["netmux: the http server needs h11: pip install 'netmux[http]'"]
 
 
 def test_bad_options_are_clear_errors(tmp_path):

@@ -51,10 +51,10 @@ from urllib.parse import unquote_to_bytes
 import netmux
 from netmux.apps import stream_server
 
-try:
-    import h11
-except ImportError:  # pragma: no cover - the extra is part of the test set-up
-    h11 = None  # type: ignore[assignment]
+# The optional extra (pip install 'netmux[http]'). Without it this import fails,
+# and the command line's registry (apps.load) turns that into one line naming the
+# extra; `import netmux` never imports this module.
+import h11
 
 __all__ = ["DESCRIPTION", "DEFAULT_PORT", "HELLO_PAGE", "add_arguments", "make_server", "HTTPHandler", "Site"]
 
@@ -74,9 +74,8 @@ _ALLOWED = b"GET, HEAD"
 HELLO_PAGE = (b"<!doctype html>\n<html><head><title>netmux</title></head>\n"
               b"<body><h1>Hello from netmux</h1><p>A single-threaded reactor, h11 for HTTP.</p></body></html>\n")
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
-if h11 is not None:
-    _HELLO_DATA = h11.Data(data=HELLO_PAGE)     # events are immutable: made once, sent many times
-    _END = h11.EndOfMessage()
+_HELLO_DATA = h11.Data(data=HELLO_PAGE)         # events are immutable: made once, sent many times
+_END = h11.EndOfMessage()
 
 
 class Site:
@@ -84,8 +83,6 @@ class Site:
 
     def __init__(self, root: Optional[str] = None, max_header_size: int = 16384,
                  max_body: int = 1 << 20) -> None:
-        if h11 is None:
-            raise RuntimeError("the http server needs h11: pip install 'netmux[http]'")
         if max_header_size < 1 or max_body < 0:
             raise ValueError("max_header_size must be >= 1 and max_body >= 0")
         self.root = None if root is None else os.path.realpath(root)
