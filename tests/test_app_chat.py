@@ -632,3 +632,57 @@ def test_one_member_flooding_ten_thousand_lines_reaches_the_readers_in_order(cha
     sender.join(10)
     expected = [f"<guest5> flood {number:05d} {'.' * 200}" for number in range(10_000)]
     assert all(lines == expected for lines in heard.values())
+
+
+class _SlowTransport(_FakeTransport):
+    """A transport whose close() waits for a flush that never comes (a peer that never
+    reads), and which calls pause_writing past its high-water mark, as the real one does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handler: Optional[chat.ChatMember] = None
+        self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if len(self.written) > self.high and self.handler is not None:
+            self.handler.pause_writing()
+
+    def abort(self) -> None:
+        self.aborted = self.closing = True
+
+
+def _fake_room(max_backlog: int = 1 << 20):
+    room = chat.Chat(max_backlog=max_backlog)
+    stayer, leaver = chat.ChatMember(room), chat.ChatMember(room)
+    stayer_transport, leaver_transport = _FakeTransport(), _SlowTransport()
+    stayer.connection_made(stayer_transport)
+    leaver.connection_made(leaver_transport)
+    leaver_transport.handler = leaver
+    return room, stayer, stayer_transport, leaver, leaver_transport
+
+
+def test_quit_leaves_the_room_at_once_even_if_the_goodbye_cannot_be_flushed():
+    """A member that /quit but does not read used to stay in /who, and keep its nick,
+    until its unsent output drained: possibly forever."""
+    room, stayer, stayer_transport, leaver, leaver_transport = _fake_room()
+    leaver.data_received(b"/nick Leaver\n/quit\n")
+    assert leaver_transport.closing and not leaver_transport.aborted
+    assert stayer_transport.written.endswith(b"* guest2 is now Leaver\r\n* Leaver left\r\n")
+    assert room.rooms == {"lobby": {stayer}} and list(room.nicks) == ["guest1"]
+    stayer.data_received(b"/nick leaver\n")       # the nick is free at once
+    assert stayer_transport.written.endswith(b"* guest1 is now leaver\r\n")
+    leaver.connection_lost(None)                  # the flush ends, much later
+    assert room.nicks == {"leaver": stayer}       # the new owner keeps the nick
+    assert stayer_transport.written.count(b"left") == 1
+
+
+def test_a_slow_member_dropped_by_its_own_goodbye_is_announced_once_as_too_slow():
+    room, stayer, stayer_transport, leaver, leaver_transport = _fake_room(max_backlog=200)
+    leaver_transport.written += b"x" * 195        # unsent output just under the backlog
+    leaver.data_received(b"/quit\n")              # "* bye" takes it over: dropped mid-quit
+    assert leaver_transport.aborted
+    leaver.connection_lost(None)
+    assert stayer_transport.written.endswith(b"* guest2 left (too slow)\r\n")
+    assert stayer_transport.written.count(b"left") == 1
+    assert room.rooms == {"lobby": {stayer}} and list(room.nicks) == ["guest1"]

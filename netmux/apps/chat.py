@@ -22,7 +22,9 @@ write buffer's high-water mark is set to ``--max-backlog``; when a member goes
 over it, ``pause_writing`` (which by default would stop reading that member,
 no help here) aborts it: its buffer is dropped, no more is written to it, and
 on the next turn ``connection_lost`` takes it out of its room, which hears
-``* nick left (too slow)``. The others never wait for it.
+``* nick left (too slow)``. The others never wait for it. For the same reason
+``/quit`` leaves the room and frees the nick at once, not when its ``* bye``
+has been flushed.
 
 Built on ``netmux.LineHandler`` and ``netmux.TCPServer`` only.
 Pinned by tests/test_app_chat.py.
@@ -118,11 +120,8 @@ class ChatMember(netmux.LineHandler):
         self._enter(DEFAULT_ROOM)
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
-        """The one place a member leaves for good: free its nick, tell its room."""
-        room = self._leave()
-        self.chat.nicks.pop(self.nick.casefold(), None)
-        if room is not None:
-            self.chat.say(room, f"* {self.nick} {self.farewell}")
+        """The connection is gone: leave, unless ``/quit`` already did."""
+        self._depart()
 
     def pause_writing(self) -> None:
         """Over ``--max-backlog`` unsent bytes: drop this member, never wait for it."""
@@ -213,7 +212,10 @@ class ChatMember(netmux.LineHandler):
 
     def _quit(self, argument: str) -> None:
         self.send_notice("bye")
-        self.transport.close()          # connection_lost tells the room
+        # Leave now: close() waits for "bye" to be flushed, which a member that
+        # does not read may never allow; its nick and place must not wait too.
+        self._depart()
+        self.transport.close()
 
     def _help(self, argument: str) -> None:
         self.send_raw(HELP.encode() + b"\r\n")
@@ -227,6 +229,15 @@ class ChatMember(netmux.LineHandler):
         self.room = room
         members.add(self)
         self.chat.say(room, f"* {self.nick} joined {room}")
+
+    def _depart(self) -> None:
+        """Leave for good (once): free the nick, and tell the room with ``farewell``."""
+        room = self._leave()
+        key = self.nick.casefold()
+        if self.chat.nicks.get(key) is self:        # not if another member took it since
+            del self.chat.nicks[key]
+        if room is not None:
+            self.chat.say(room, f"* {self.nick} {self.farewell}")
 
     def _leave(self) -> Optional[str]:
         """Leave the current room (forgetting it when empty); return its name."""
