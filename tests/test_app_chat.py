@@ -8,6 +8,7 @@ import selectors
 import socket
 import subprocess
 import sys
+import threading
 import time
 import unicodedata
 from typing import Dict, Iterator, List, Optional
@@ -444,3 +445,244 @@ def test_any_bytes_in_any_chunks_reach_the_others_only_as_clean_utf8_lines(piece
         assert not any(unicodedata.category(char) == "Cc" for char in text), text
     for line in bytes(speaker_transport.written)[:-2].split(b"\r\n"):
         assert line.startswith((b"* ", b"! error: ", b"<")), line
+
+
+# ---------------------------------------------------------------------------
+# A hostile user's attacks (each pinned a defect or a promise).
+
+def _two_in_the_lobby(join) -> tuple:
+    alice, bob = join(), join()
+    alice.welcome(), bob.welcome()
+    alice.expect("* guest2 joined lobby")
+    return alice, bob
+
+
+@pytest.mark.parametrize("end", [b"\n", b"\r\n"])
+def test_a_line_of_exactly_max_line_bytes_is_answered_whatever_its_line_end(chat_server, end):
+    """MAX_LINE counts the text, not the line end: CRLF used to cost the connection at 4096."""
+    alice, bob = _two_in_the_lobby(chat_server())
+    alice.sock.sendall("é".encode() * (chat.MAX_LINE // 2) + end)     # 4096 bytes, 2048 characters
+    alice.expect(f"! error: a message is at most {chat.MAX_MESSAGE} characters")
+    alice.sock.sendall("€".encode() * chat.MAX_MESSAGE + end)         # 3000 bytes: said
+    bob.expect("<guest1> " + "€" * chat.MAX_MESSAGE)
+
+
+@pytest.mark.parametrize("end", [b"\n", b"\r\n"])
+def test_a_line_one_byte_over_max_line_ends_the_connection(chat_server, end):
+    alice, bob = _two_in_the_lobby(chat_server())
+    alice.sock.sendall(b"z" * (chat.MAX_LINE + 1) + end)
+    alice.assert_closed()
+    bob.expect("* guest1 left")
+
+
+def test_renaming_to_your_own_nick_is_an_error_not_news_but_a_new_case_is_news(chat_server):
+    alice, bob = _two_in_the_lobby(chat_server())
+    alice.send("/nick guest1")
+    alice.expect("! error: you are already guest1")
+    alice.send("/nick GUEST1")
+    alice.expect("* guest1 is now GUEST1")
+    bob.expect("* guest1 is now GUEST1")          # and nothing before it
+
+
+def test_a_nick_is_free_again_as_soon_as_its_owner_left(chat_server):
+    join = chat_server()
+    alice, bob = _two_in_the_lobby(join)
+    alice.send("/nick alice")
+    bob.expect("* guest1 is now alice")
+    alice.send("/quit")
+    bob.expect("* alice left")
+    bob.send("/nick ALICE")
+    bob.expect("* guest2 is now ALICE")
+
+
+def test_room_names_are_case_insensitive_like_nicks(chat_server):
+    """'/join Kitchen' used to open a second room beside 'kitchen'."""
+    alice, bob = _two_in_the_lobby(chat_server())
+    alice.send("/join Kitchen")
+    alice.expect("* guest1 joined Kitchen")
+    bob.expect("* guest1 went to Kitchen")
+    bob.send("/join KITCHEN")
+    bob.expect("* guest2 joined Kitchen")         # the room keeps the name it was opened with
+    alice.expect("* guest2 joined Kitchen")
+    alice.send("/join kitchen")
+    alice.expect("! error: you are already in Kitchen")
+    bob.send("/JOIN LOBBY")
+    bob.expect("* guest2 joined LOBBY")           # lobby had emptied: LOBBY opens it anew
+    alice.send("/who")
+    alice.expect("* guest2 went to LOBBY", "* in Kitchen: guest1")
+
+
+@pytest.mark.parametrize("line", ["   ", "/", "/who ", "/WHO", "/Who   "])
+def test_blank_messages_are_not_said_and_commands_ignore_case_and_trailing_spaces(chat_server, line):
+    alice, bob = _two_in_the_lobby(chat_server())
+    alice.send(line)
+    alice.send("marker")
+    if line.strip().lower() == "/who":
+        alice.expect("* in lobby: guest1, guest2")
+    elif line == "/":
+        alice.expect("! error: unknown command / (/help lists them)")
+    bob.expect("<guest1> marker")                 # nothing blank came before it
+
+
+def test_a_double_slash_alone_says_a_slash(chat_server):
+    alice, bob = _two_in_the_lobby(chat_server())
+    alice.send("//")
+    bob.expect("<guest1> /")
+
+
+def test_a_room_emptied_and_rejoined_lists_only_who_is_there(chat_server):
+    join = chat_server()
+    alice, bob = _two_in_the_lobby(join)
+    alice.send("/join attic")
+    bob.expect("* guest1 went to attic")
+    bob.send("/join attic")
+    alice.expect("* guest1 joined attic", "* guest2 joined attic")
+    alice.send("/quit")
+    bob.expect("* guest2 joined attic", "* guest1 left")
+    bob.send("/join lobby")
+    bob.send("/join attic")
+    bob.send("/who")
+    bob.expect("* guest2 joined lobby", "* guest2 joined attic", "* in attic: guest2")
+
+
+def test_members_in_different_rooms_do_not_hear_each_other(chat_server):
+    join = chat_server()
+    alice, bob = _two_in_the_lobby(join)
+    alice.send("/join red")
+    bob.expect("* guest1 went to red")
+    bob.send("/join blue")
+    alice.expect("* guest1 joined red")
+    bob.expect("* guest2 joined blue")
+    alice.send("in red")
+    bob.send("in blue")
+    alice.send("/nick Alice")                     # a rename is news to one's own room only
+    alice.send("/who")
+    alice.expect("* guest1 is now Alice", "* in red: Alice")
+    bob.send("/who")
+    bob.expect("* in blue: guest2")
+
+
+def test_bad_utf8_then_good_lines_in_one_chunk(chat_server):
+    alice, bob = _two_in_the_lobby(chat_server())
+    alice.sock.sendall(b"\xff bad\r\ngood one\r\n\xc3\r\nmixed \xe2\x82\nafter\n")
+    alice.expect(*["! error: a line must be UTF-8 text"] * 3)
+    bob.expect("<guest1> good one", "<guest1> after")
+
+
+def test_a_member_leaving_mid_line_is_never_heard_and_the_room_is_told(chat_server, caplog):
+    alice, bob = _two_in_the_lobby(chat_server())
+    with caplog.at_level(logging.WARNING, logger="netmux"):
+        alice.sock.sendall(b"whole\r\nhalf a li")
+        alice.close()
+        bob.expect("<guest1> whole", "* guest1 left")
+    bob.send("/who")
+    bob.expect("* in lobby: guest2")
+    assert any("middle of a frame: 9 bytes dropped" in r.getMessage() for r in caplog.records)
+
+
+def test_a_hundred_members_join_and_leave_quickly_and_who_stays_accurate(chat_server, caplog):
+    join = chat_server()
+    alice = join()
+    alice.welcome()
+    with caplog.at_level(logging.WARNING, logger="netmux"):
+        crowd = [join() for _ in range(100)]
+        for index, member in enumerate(crowd):
+            if index % 2:
+                member.sock.sendall(b"/join side\r\nhi\r\n/quit\r\n")
+            else:
+                member.close()
+        for member in crowd[1::2]:
+            member.assert_closed()
+        deadline = time.monotonic() + 10
+        while True:
+            alice.send("/who")
+            line = alice.line()
+            while not line.startswith("* in lobby:"):
+                line = alice.line()
+            if line == "* in lobby: guest1" or time.monotonic() > deadline:
+                break
+        assert line == "* in lobby: guest1"
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_one_member_flooding_ten_thousand_lines_reaches_the_readers_in_order(chat_server):
+    join = chat_server()
+    readers = [join() for _ in range(4)]
+    for reader in readers:
+        reader.welcome()
+    flooder = join()
+    flooder.welcome()
+    payload = b"".join(b"flood %05d %s\n" % (number, b"." * 200) for number in range(10_000))
+    sender = threading.Thread(target=flooder.sock.sendall, args=(payload,), daemon=True)
+    sender.start()
+    heard: Dict[int, List[str]] = {index: [] for index in range(4)}
+    deadline = time.monotonic() + 30
+    with selectors.DefaultSelector() as selector:
+        for index, reader in enumerate(readers):
+            reader.sock.setblocking(False)
+            selector.register(reader.sock, selectors.EVENT_READ, index)
+        while any(len(lines) < 10_000 for lines in heard.values()):
+            assert time.monotonic() < deadline, {index: len(lines) for index, lines in heard.items()}
+            for key, _ in selector.select(0.5):
+                reader = readers[key.data]
+                data = reader.sock.recv(1 << 20)
+                assert data, f"reader {key.data} was dropped"
+                reader.pending += data
+                heard[key.data] += [line for line in reader.take_lines() if line.startswith("<")]
+    sender.join(10)
+    expected = [f"<guest5> flood {number:05d} {'.' * 200}" for number in range(10_000)]
+    assert all(lines == expected for lines in heard.values())
+
+
+class _SlowTransport(_FakeTransport):
+    """A transport whose close() waits for a flush that never comes (a peer that never
+    reads), and which calls pause_writing past its high-water mark, as the real one does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handler: Optional[chat.ChatMember] = None
+        self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if len(self.written) > self.high and self.handler is not None:
+            self.handler.pause_writing()
+
+    def abort(self) -> None:
+        self.aborted = self.closing = True
+
+
+def _fake_room(max_backlog: int = 1 << 20):
+    room = chat.Chat(max_backlog=max_backlog)
+    stayer, leaver = chat.ChatMember(room), chat.ChatMember(room)
+    stayer_transport, leaver_transport = _FakeTransport(), _SlowTransport()
+    stayer.connection_made(stayer_transport)
+    leaver.connection_made(leaver_transport)
+    leaver_transport.handler = leaver
+    return room, stayer, stayer_transport, leaver, leaver_transport
+
+
+def test_quit_leaves_the_room_at_once_even_if_the_goodbye_cannot_be_flushed():
+    """A member that /quit but does not read used to stay in /who, and keep its nick,
+    until its unsent output drained: possibly forever."""
+    room, stayer, stayer_transport, leaver, leaver_transport = _fake_room()
+    leaver.data_received(b"/nick Leaver\n/quit\n")
+    assert leaver_transport.closing and not leaver_transport.aborted
+    assert stayer_transport.written.endswith(b"* guest2 is now Leaver\r\n* Leaver left\r\n")
+    assert room.rooms == {"lobby": {stayer}} and list(room.nicks) == ["guest1"]
+    stayer.data_received(b"/nick leaver\n")       # the nick is free at once
+    assert stayer_transport.written.endswith(b"* guest1 is now leaver\r\n")
+    leaver.connection_lost(None)                  # the flush ends, much later
+    assert room.nicks == {"leaver": stayer}       # the new owner keeps the nick
+    assert stayer_transport.written.count(b"left") == 1
+
+
+def test_a_slow_member_dropped_by_its_own_goodbye_is_announced_once_as_too_slow():
+    room, stayer, stayer_transport, leaver, leaver_transport = _fake_room(max_backlog=200)
+    leaver_transport.written += b"x" * 195        # unsent output just under the backlog
+    leaver.data_received(b"/quit\n")              # "* bye" takes it over: dropped mid-quit
+    assert leaver_transport.aborted
+    leaver.connection_lost(None)
+    assert stayer_transport.written.endswith(b"* guest2 left (too slow)\r\n")
+    assert stayer_transport.written.count(b"left") == 1
+    assert room.rooms == {"lobby": {stayer}} and list(room.nicks) == ["guest1"]

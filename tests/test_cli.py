@@ -388,3 +388,79 @@ def test_importing_netmux_and_its_command_line_does_not_import_h11():
     code = "import sys, netmux, netmux.cli, netmux.apps; print('h11' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert result.stdout.strip() == "False", result.stderr
+
+
+@pytest.mark.parametrize("server, own_options", [
+    ("kv", ["--max-request", "--dump"]),
+    ("http", ["--root", "--max-header-size", "--max-body"]),
+])
+def test_kv_and_http_help_show_their_own_options_and_only_theirs(server, own_options):
+    result = _run_cli(server, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: python -m netmux {server} [options]")
+    for option in ("--host", "--port", "--unix", *own_options):
+        assert option in result.stdout
+    others = _run_cli("chat" if server == "http" else "http", "--help").stdout
+    assert all(option not in others for option in own_options)
+
+
+def _assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode in (1, 2), result
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("netmux: cannot start"), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("server", ["echo", "chat", "kv", "http"])
+@pytest.mark.parametrize("case", ["too long", "missing directory", "regular file"])
+def test_a_bad_unix_path_is_a_one_line_error_and_leaves_the_file_alone(tmp_path, server, case):
+    regular = tmp_path / "regular"
+    regular.write_bytes(b"precious\n")
+    path = {"too long": str(tmp_path / ("x" * 200)),
+            "missing directory": str(tmp_path / "no-such-directory" / "socket"),
+            "regular file": str(regular)}[case]
+    result = _run_cli(server, "--unix", path)
+    _assert_one_line_error(result, {"too long": "too long", "missing directory": "No such file",
+                                    "regular file": "not a socket"}[case])
+    assert regular.read_bytes() == b"precious\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["regular"]
+
+
+@pytest.mark.parametrize("case", ["missing", "regular file"])
+def test_http_root_that_is_not_a_directory_is_a_one_line_error(tmp_path, case):
+    regular = tmp_path / "regular"
+    regular.write_bytes(b"x")
+    root = str(tmp_path / "missing") if case == "missing" else str(regular)
+    _assert_one_line_error(_run_cli("http", "--port", "0", "--root", root), "is not a directory")
+
+
+@pytest.mark.parametrize("server_name", ["echo", "chat"])
+def test_sigterm_while_clients_are_connected_and_sending_exits_zero(cli, server_name):
+    server = cli(server_name, "--port", "0")
+    clients = [socket.create_connection(server.address, timeout=5) for _ in range(5)]
+    try:
+        for client in clients:
+            client.setblocking(False)
+        line = b"still talking, still talking\n"
+        deadline = time.monotonic() + 10
+        stopped = False
+        while server.process.poll() is None:
+            assert time.monotonic() < deadline, "the server did not stop"
+            for client in clients:
+                try:
+                    client.send(line)
+                    client.recv(1 << 16)
+                except (BlockingIOError, ConnectionError):
+                    pass
+            if not stopped and time.monotonic() > deadline - 9.5:      # some traffic first
+                server.process.send_signal(signal.SIGTERM)
+                stopped = True
+            time.sleep(0.001)
+        assert server.process.wait(10) == 0, server.log
+        server.wait_for_log(rf"netmux {server_name} server on \S+ stopped")
+        assert "Traceback" not in server.log and " ERROR " not in server.log, server.log
+    finally:
+        for client in clients:
+            client.close()

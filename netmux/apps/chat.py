@@ -5,13 +5,16 @@ Each connection is a member with a nick (``guest1``, ``guest2``, ... until
 goes to every other member of the room as ``<nick> text``. Commands:
 ``/nick NAME``, ``/join ROOM``, ``/who``, ``/quit``, ``/help``; a line starting
 with ``//`` sends the rest as text. Notices start with ``"* "``, errors with
-``"! error: "`` and never end the connection.
+``"! error: "`` and never end the connection. Nicks and room names are
+case-insensitive (``/join Kitchen`` finds ``kitchen``; a room keeps the name it
+was opened with). An empty or blank message is not said.
 
 What it checks: every line is UTF-8 without control characters (an escape
 sequence from one member must not drive another's terminal), a message is at
 most ``MAX_MESSAGE`` characters, a name ``MAX_NAME`` printable characters
-without spaces. A line over ``MAX_LINE`` bytes is a framing error: the framer
-refuses to buffer it, and the connection ends (see ``netmux.LineHandler``).
+without spaces. A line over ``MAX_LINE`` bytes (its ``\r\n`` or ``\n`` not
+counted) is a framing error: the framer refuses to buffer it, and the
+connection ends (see ``netmux.LineHandler``).
 
 Why a slow member is dropped: broadcasting writes to every member's transport,
 and a member that does not read keeps those bytes in its write buffer. The
@@ -19,7 +22,9 @@ write buffer's high-water mark is set to ``--max-backlog``; when a member goes
 over it, ``pause_writing`` (which by default would stop reading that member,
 no help here) aborts it: its buffer is dropped, no more is written to it, and
 on the next turn ``connection_lost`` takes it out of its room, which hears
-``* nick left (too slow)``. The others never wait for it.
+``* nick left (too slow)``. The others never wait for it. For the same reason
+``/quit`` leaves the room and frees the nick at once, not when its ``* bye``
+has been flushed.
 
 Built on ``netmux.LineHandler`` and ``netmux.TCPServer`` only.
 Pinned by tests/test_app_chat.py.
@@ -39,7 +44,7 @@ DESCRIPTION = "line-based chat rooms for nc/telnet: /nick, /join, /who, /quit"
 DEFAULT_PORT = 8008
 UNIX_SOCKETS = True
 DEFAULT_ROOM = "lobby"
-MAX_LINE = 4096          # bytes: longer lines end the connection (framing error)
+MAX_LINE = 4096          # bytes before the line end: longer lines end the connection
 MAX_MESSAGE = 1000       # characters in one message
 MAX_NAME = 24            # characters in a nick or a room name
 HELP = ("* commands: /nick NAME, /join ROOM, /who, /quit, /help; "
@@ -69,7 +74,7 @@ class Chat:
 
     def __init__(self, max_backlog: int) -> None:
         self.max_backlog = max_backlog
-        self.rooms: Dict[str, Set["ChatMember"]] = {}
+        self.rooms: Dict[str, Set["ChatMember"]] = {}   # casefolded room name -> members
         self.nicks: Dict[str, "ChatMember"] = {}        # casefolded nick -> member
         self._guests: Iterator[int] = itertools.count(1)
 
@@ -80,10 +85,14 @@ class Chat:
             if nick.casefold() not in self.nicks:
                 return nick
 
+    def members(self, room: Optional[str]) -> Set["ChatMember"]:
+        """Who is in ``room`` (any case) now: an empty set for a room nobody is in."""
+        return self.rooms.get((room or "").casefold(), set())
+
     def say(self, room: Optional[str], line: str, exclude: Optional["ChatMember"] = None) -> None:
         """Send ``line`` to every member of ``room`` (but ``exclude``)."""
         data = line.encode() + b"\r\n"
-        for member in list(self.rooms.get(room or "", ())):   # a copy: a slow member leaves mid-loop
+        for member in list(self.members(room)):   # a copy: a slow member leaves mid-loop
             if member is not exclude:
                 member.send_raw(data)
 
@@ -91,7 +100,7 @@ class Chat:
 class ChatMember(netmux.LineHandler):
     """One connection: its nick, its room, and the commands it types."""
 
-    max_length = MAX_LINE
+    max_length = MAX_LINE + 1       # the "\r" of a "\r\n" line end is not the member's text
 
     def __init__(self, chat: Chat) -> None:
         self.chat = chat
@@ -111,11 +120,8 @@ class ChatMember(netmux.LineHandler):
         self._enter(DEFAULT_ROOM)
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
-        """The one place a member leaves for good: free its nick, tell its room."""
-        room = self._leave()
-        self.chat.nicks.pop(self.nick.casefold(), None)
-        if room is not None:
-            self.chat.say(room, f"* {self.nick} {self.farewell}")
+        """The connection is gone: leave, unless ``/quit`` already did."""
+        self._depart()
 
     def pause_writing(self) -> None:
         """Over ``--max-backlog`` unsent bytes: drop this member, never wait for it."""
@@ -126,8 +132,15 @@ class ChatMember(netmux.LineHandler):
 
     def line_received(self, line: bytes) -> None:
         """One line, ``\r\n`` or ``\n`` ended: a command or a message; a mistake is answered."""
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if len(line) > MAX_LINE:        # a bare "\n" after MAX_LINE + 1 bytes: as the framer would
+            logger.warning("chat: %s sent a line over %d bytes, closing the connection",
+                           self.transport.get_extra_info("peername"), MAX_LINE)
+            self.transport.close()
+            return
         try:
-            text = line.rstrip(b"\r").decode("utf-8")
+            text = line.decode("utf-8")
         except UnicodeDecodeError:
             self.send_error("a line must be UTF-8 text")
             return
@@ -167,6 +180,8 @@ class ChatMember(netmux.LineHandler):
         handler(self, argument.strip())
 
     def _message(self, text: str) -> None:
+        if not text.strip():
+            return                      # "//" or spaces: nothing to say
         if len(text) > MAX_MESSAGE:
             raise ChatError(f"a message is at most {MAX_MESSAGE} characters")
         self.chat.say(self.room, f"<{self.nick}> {text}", exclude=self)
@@ -176,6 +191,8 @@ class ChatMember(netmux.LineHandler):
         owner = self.chat.nicks.get(name.casefold())
         if owner is not None and owner is not self:
             raise ChatError(f"the nick {name} is taken")
+        if name == self.nick:
+            raise ChatError(f"you are already {name}")     # a change of case is news, this is not
         old, self.nick = self.nick, name
         del self.chat.nicks[old.casefold()]
         self.chat.nicks[name.casefold()] = self
@@ -183,19 +200,22 @@ class ChatMember(netmux.LineHandler):
 
     def _join(self, room: str) -> None:
         _check_name(room, "room name")
-        if room == self.room:
-            raise ChatError(f"you are already in {room}")
+        if self.room is not None and room.casefold() == self.room.casefold():
+            raise ChatError(f"you are already in {self.room}")
         old = self._leave()
         self.chat.say(old, f"* {self.nick} went to {room}")
         self._enter(room)
 
     def _who(self, argument: str) -> None:
-        names = sorted(member.nick for member in self.chat.rooms.get(self.room or "", ()))
+        names = sorted(member.nick for member in self.chat.members(self.room))
         self.send_notice(f"in {self.room}: {', '.join(names)}")
 
     def _quit(self, argument: str) -> None:
         self.send_notice("bye")
-        self.transport.close()          # connection_lost tells the room
+        # Leave now: close() waits for "bye" to be flushed, which a member that
+        # does not read may never allow; its nick and place must not wait too.
+        self._depart()
+        self.transport.close()
 
     def _help(self, argument: str) -> None:
         self.send_raw(HELP.encode() + b"\r\n")
@@ -203,18 +223,29 @@ class ChatMember(netmux.LineHandler):
     # -- rooms -----------------------------------------------------------------
 
     def _enter(self, room: str) -> None:
+        members = self.chat.rooms.setdefault(room.casefold(), set())
+        if members:
+            room = next(iter(members)).room or room     # the name the room was opened with
         self.room = room
-        self.chat.rooms.setdefault(room, set()).add(self)
+        members.add(self)
         self.chat.say(room, f"* {self.nick} joined {room}")
+
+    def _depart(self) -> None:
+        """Leave for good (once): free the nick, and tell the room with ``farewell``."""
+        room = self._leave()
+        key = self.nick.casefold()
+        if self.chat.nicks.get(key) is self:        # not if another member took it since
+            del self.chat.nicks[key]
+        if room is not None:
+            self.chat.say(room, f"* {self.nick} {self.farewell}")
 
     def _leave(self) -> Optional[str]:
         """Leave the current room (forgetting it when empty); return its name."""
         room, self.room = self.room, None
-        members = self.chat.rooms.get(room or "")
-        if room is not None and members is not None:
-            members.discard(self)
-            if not members:
-                del self.chat.rooms[room]
+        members = self.chat.members(room)
+        members.discard(self)
+        if room is not None and not members:
+            self.chat.rooms.pop(room.casefold(), None)
         return room
 
 
