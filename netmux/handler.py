@@ -123,12 +123,23 @@ class FramedHandler(Handler):
         except FramingError as error:
             self._framing_failed = True
             self._deliver(error.frames)
-            peer = transport.get_extra_info("peername") if transport is not None else None
-            logger.warning("framing error from %s, closing the connection: %s", peer, error)
-            if transport is not None and not transport.is_closing():
-                transport.close()
+            if transport is None or not transport.is_closing():
+                self.framing_error(error)
             return
         self._deliver(frames)
+
+    def framing_error(self, error: FramingError) -> None:
+        """The peer broke the framing (a frame over ``max_length``, a bad header):
+        the stream cannot be trusted any more. Logged once at WARNING, then the
+        connection is closed without a reply. A subclass that wants to answer
+        first (a line protocol's ``error: line too long``) writes its reply,
+        then calls ``super().framing_error(error)``; frames that came before the
+        bad bytes have already been delivered."""
+        transport = self.transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        logger.warning("framing error from %s, closing the connection: %s", peer, error)
+        if transport is not None and not transport.is_closing():
+            transport.close()
 
     def eof_received(self) -> Optional[bool]:
         """The peer closed its side: say so if it left an incomplete frame behind

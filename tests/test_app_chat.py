@@ -471,6 +471,7 @@ def test_a_line_of_exactly_max_line_bytes_is_answered_whatever_its_line_end(chat
 def test_a_line_one_byte_over_max_line_ends_the_connection(chat_server, end):
     alice, bob = _two_in_the_lobby(chat_server())
     alice.sock.sendall(b"z" * (chat.MAX_LINE + 1) + end)
+    alice.expect(f"! error: line too long (over {chat.MAX_LINE} bytes); closing the connection")
     alice.assert_closed()
     bob.expect("* guest1 left")
 

@@ -690,3 +690,26 @@ def test_framed_handlers_still_import_from_netmux_framing():
     import netmux.framing
     assert netmux.framing.LineHandler is netmux.LineHandler
     assert netmux.framing.FramedHandler is netmux.FramedHandler
+
+
+def test_a_framed_handler_may_answer_a_framing_error_before_the_default_close():
+    """framing_error() is the one place the default lives (log, close without reply);
+    a subclass answers first, then calls it."""
+    import netmux
+    from netmux.testing import drive
+
+    class Polite(netmux.LineHandler):
+        max_length = 4
+
+        def line_received(self, line):
+            self.send_line(line)
+
+        def framing_error(self, error):
+            self.transport.write(b"ERR too long\n")      # longer than a frame may be: raw
+            super().framing_error(error)
+
+    conversation = drive(Polite, [b"ok\ntoolong\n", b"never\n"], eof=False)
+    assert conversation.written == b"ok\nERR too long\n"
+    assert conversation.closed and conversation.lost_exc is None
+    silent = drive(type("Silent", (netmux.LineHandler,), {"max_length": 4}), [b"toolong\n"], eof=False)
+    assert silent.written == b"" and silent.closed

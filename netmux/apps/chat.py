@@ -13,8 +13,9 @@ What it checks: every line is UTF-8 without control characters (an escape
 sequence from one member must not drive another's terminal), a message is at
 most ``MAX_MESSAGE`` characters, a name ``MAX_NAME`` printable characters
 without spaces. A line over ``MAX_LINE`` bytes (its ``\r\n`` or ``\n`` not
-counted) is a framing error: the framer refuses to buffer it, and the
-connection ends (see ``netmux.LineHandler``).
+counted) is a framing error: the framer refuses to buffer it, the member
+hears ``! error: line too long`` and the connection ends (see
+``netmux.FramedHandler.framing_error``).
 
 Why a slow member is dropped: broadcasting writes to every member's transport,
 and a member that does not read keeps those bytes in its write buffer. The
@@ -135,9 +136,7 @@ class ChatMember(netmux.LineHandler):
         if line.endswith(b"\r"):
             line = line[:-1]
         if len(line) > MAX_LINE:        # a bare "\n" after MAX_LINE + 1 bytes: as the framer would
-            logger.warning("chat: %s sent a line over %d bytes, closing the connection",
-                           self.transport.get_extra_info("peername"), MAX_LINE)
-            self.transport.close()
+            self.framing_error(netmux.FramingError(f"a line over {MAX_LINE} bytes"))
             return
         try:
             text = line.decode("utf-8")
@@ -148,6 +147,11 @@ class ChatMember(netmux.LineHandler):
             self._dispatch(text)
         except ChatError as error:
             self.send_error(str(error))
+
+    def framing_error(self, error: netmux.FramingError) -> None:
+        """A line too long to buffer: say why before the connection ends (logged, closed)."""
+        self.send_error(f"line too long (over {MAX_LINE} bytes); closing the connection")
+        super().framing_error(error)
 
     # -- output ----------------------------------------------------------------
 
