@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from .reactor import Reactor
+from .transport import water_marks
 
 __all__ = [
     "drive", "pair", "Conversation", "Pair", "MemoryTransport", "VirtualClock",
@@ -164,7 +165,7 @@ class MemoryTransport:
         #: ``(virtual time, event, detail)`` for each thing that happened.
         self.events: List[Tuple[float, str, Any]] = []
         self._buffer = bytearray()
-        self._high_water, self._low_water = 64 * 1024, 16 * 1024
+        self._high_water, self._low_water = water_marks()
         self._writing_paused = False
         self._reading = True
         self._closing = self._lost = self._lost_called = False
@@ -358,13 +359,7 @@ class MemoryTransport:
 
     def set_write_buffer_limits(self, high: Optional[int] = None, low: Optional[int] = None) -> None:
         """Set the marks (default high 64 KiB, low ``high // 4``); may pause or resume at once."""
-        if high is None:
-            high = 64 * 1024 if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not 0 <= low <= high:
-            raise ValueError(f"need 0 <= low <= high, got high={high!r} low={low!r}")
-        self._high_water, self._low_water = high, low
+        self._high_water, self._low_water = high, low = water_marks(high, low)
         if len(self._buffer) > high:
             self._pause_writing()
         else:

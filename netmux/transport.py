@@ -64,7 +64,7 @@ import logging
 import os
 import socket
 from collections import deque
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Tuple
 
 from .reactor import PROPAGATE
 
@@ -83,6 +83,23 @@ def _byte_view(data: Any) -> memoryview:
     except TypeError:
         raise TypeError(f"data must be a bytes-like object, not {type(data).__name__}") from None
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+#: Every write buffer's default high-water mark (asyncio's); the low one is a quarter of it.
+DEFAULT_HIGH_WATER = 64 * 1024
+
+
+def water_marks(high: Optional[int] = None, low: Optional[int] = None) -> Tuple[int, int]:
+    """``(high, low)`` from what ``set_write_buffer_limits`` was given: high defaults
+    to ``DEFAULT_HIGH_WATER`` (or ``4 * low``), low to ``high // 4``; ValueError
+    unless ``0 <= low <= high`` (NaN included)."""
+    if high is None:
+        high = DEFAULT_HIGH_WATER if low is None else 4 * low
+    if low is None:
+        low = high // 4
+    if not 0 <= low <= high:
+        raise ValueError(f"need 0 <= low <= high, got high={high!r} low={low!r}")
+    return high, low
 
 
 class _SocketTransport:
@@ -114,8 +131,7 @@ class _SocketTransport:
         self._lost = False
         self._lost_exc: Optional[BaseException] = None
         self._lost_called = False
-        self._high_water = 64 * 1024
-        self._low_water = 16 * 1024
+        self._high_water, self._low_water = water_marks()
         self._writing_paused = False
         self._peername = peername
         self._sockname = None
@@ -172,13 +188,7 @@ class _SocketTransport:
 
     def set_write_buffer_limits(self, high: Optional[int] = None, low: Optional[int] = None) -> None:
         """Set the flow-control marks: default high 64 KiB, low ``high // 4``."""
-        if high is None:
-            high = 64 * 1024 if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not 0 <= low <= high:
-            raise ValueError(f"need 0 <= low <= high, got high={high!r} low={low!r}")
-        self._high_water, self._low_water = high, low
+        self._high_water, self._low_water = high, low = water_marks(high, low)
         size = self.get_write_buffer_size()
         if size > high and not self._writing_paused:
             self._writing_paused = True
