@@ -456,7 +456,7 @@ def test_running_the_module_logs_start_and_stop_and_exits_0_on_sigterm():
             process.kill()
             process.wait()
         _, stderr = process.communicate()
-    assert b"http server on http://127.0.0.1:" in stderr and b"http server stopped" in stderr
+    assert b"netmux http server on 127.0.0.1:" in stderr and b"stopped" in stderr
 
 
 def test_without_h11_importing_netmux_works_and_the_app_says_what_to_install():

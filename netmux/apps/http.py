@@ -43,6 +43,7 @@ import logging
 import mimetypes
 import os
 import stat
+import sys
 import time
 from http import HTTPStatus
 from typing import Any, List, Optional, Tuple
@@ -468,31 +469,10 @@ def make_server(args: argparse.Namespace, reactor: netmux.Reactor) -> Any:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run the server on its own until SIGINT or SIGTERM (the command line does the same)."""
-    import signal
-    parser = argparse.ArgumentParser(prog="python -m netmux.apps.http", description=DESCRIPTION)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument("--log-level", default="INFO")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    server = make_server(args, netmux.Reactor())
-
-    def stop(signum: int, frame: Any) -> None:
-        server.shutdown()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, stop)
-    host, port = server.server_address[:2]
-    logger.info("http server on http://%s:%d/ (%s)", host, port, args.root or "hello page")
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
-        server.reactor.close()
-    logger.info("http server stopped")
-    return 0
+    """``python -m netmux.apps.http``: the same as ``python -m netmux http`` (one
+    command line, one place for options, logging and signals)."""
+    from netmux.cli import main as command_line
+    return command_line(["http", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

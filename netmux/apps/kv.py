@@ -28,7 +28,7 @@ import argparse
 import errno
 import logging
 import os
-import signal
+import sys
 from typing import Any, List, Optional
 
 import netmux
@@ -238,31 +238,10 @@ def make_server(args: argparse.Namespace, reactor: netmux.Reactor) -> KVServer:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """``python -m netmux.apps.kv``: serve until SIGINT or SIGTERM, then exit 0."""
-    parser = argparse.ArgumentParser(prog="python -m netmux.apps.kv", description=DESCRIPTION)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument("--log-level", default="INFO")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    reactor = netmux.Reactor()
-    try:
-        server = make_server(args, reactor)
-    except (OSError, ValueError) as exc:        # address in use, unusable or damaged dump
-        reactor.close()
-        logger.error("kv: cannot start on %s:%d: %s", args.host, args.port, exc)
-        return 1
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: server.shutdown())
-    logger.info("kv server on %s:%d", *server.server_address[:2])
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
-        reactor.close()
-        logger.info("kv: stopped")
-    return 0
+    """``python -m netmux.apps.kv``: the same as ``python -m netmux kv`` (one
+    command line, one place for options, logging and signals)."""
+    from netmux.cli import main as command_line
+    return command_line(["kv", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
