@@ -43,7 +43,7 @@ from __future__ import annotations
 import logging
 import re
 import struct
-from typing import Any, Callable, List, Optional, Union
+from typing import Any, List, Optional, Union
 
 __all__ = [
     "FramingError",

@@ -69,7 +69,7 @@ def _check_address(family: Any, addr: Any) -> None:
         return
     if not isinstance(addr, tuple) or not 2 <= len(addr) <= longest:
         raise TypeError(f"{family.name} address must be a {kind} tuple, not {addr!r}")
-    host, port = addr[0], addr[1]
+    host = addr[0]
     if not isinstance(host, (str, bytes, bytearray)):
         raise TypeError(f"host must be str, bytes or bytearray, not {type(host).__name__}")
     for name, value, top in zip(("port", "flowinfo", "scope_id"), addr[1:], (0xFFFF, 0xFFFFF, 0xFFFFFFFF)):
