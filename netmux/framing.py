@@ -40,7 +40,6 @@ framer into a handler, live beside the other handlers in ``handler.py``.
 
 from __future__ import annotations
 
-import logging
 import re
 import struct
 from typing import Any, List, Optional, Union
@@ -51,8 +50,6 @@ __all__ = [
     "NetstringFramer",
     "LengthPrefixFramer",
 ]
-
-logger = logging.getLogger("netmux")
 
 # What feed() and encode() accept: anything exposing the buffer protocol.
 BytesLike = Union[bytes, bytearray, memoryview]

@@ -4,7 +4,9 @@ Where it sits: at the top of a connection. A transport calls these methods as
 events happen; a handler answers through ``self.transport``. The names are
 asyncio's ``Protocol`` and ``DatagramProtocol`` names on purpose, so an
 ``asyncio.Protocol`` subclass runs on netmux unchanged and what a reader knows
-of asyncio carries over.
+of asyncio carries over. ``FramedHandler`` and ``LineHandler`` plug a sans-IO
+framer (framing.py) into ``data_received`` and hand up whole frames; on a
+``FramingError`` their ``framing_error`` logs it once and closes.
 
 What this layer never does: touch a socket or the reactor. Exceptions raised
 here are caught one layer down, by the transport, which logs them once and
