@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from .reactor import Reactor
-from .transport import water_marks
+from .transport import check_file_region, water_marks
 
 __all__ = [
     "drive", "pair", "Conversation", "Pair", "MemoryTransport", "VirtualClock",
@@ -292,13 +292,13 @@ class MemoryTransport:
 
     def sendfile(self, file: Any, offset: int = 0, count: Optional[int] = None) -> None:
         """Write ``count`` bytes of ``file`` from ``offset`` (to its end when None), read
-        now; the file stays open and its position is unchanged."""
+        now; the file stays open and its position is unchanged. TCPTransport's errors,
+        in its order."""
+        check_file_region(file, offset, count)
         if self._closing:
             raise ConnectionError(f"sendfile() on a closed or closing transport: {self!r}")
         if self._eof_requested:
             raise RuntimeError("sendfile() after write_eof()")
-        if offset < 0 or (count is not None and count < 0):
-            raise ValueError(f"offset and count must not be negative: {offset!r}, {count!r}")
         self.write(_read_region(file, offset, count))
 
     def _flush(self) -> None:

@@ -102,6 +102,20 @@ def water_marks(high: Optional[int] = None, low: Optional[int] = None) -> Tuple[
     return high, low
 
 
+def check_file_region(file: Any, offset: int, count: Optional[int]) -> None:
+    """The argument check of every ``sendfile()``: TypeError or ValueError for a text
+    file, an ``offset`` that is not an int >= 0, a ``count`` neither None nor an int > 0."""
+    if isinstance(file, io.TextIOBase):
+        raise ValueError("sendfile() needs a file opened in binary mode")
+    for name, value in (("offset", offset), ("count", count)):
+        if value is not None and (value.__class__ is bool or not isinstance(value, int)):
+            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0, got {offset}")
+    if count is not None and count <= 0:
+        raise ValueError(f"count must be a positive int or None, got {count}")
+
+
 class _SocketTransport:
     """What every socket transport shares: reading on and off, the flow-control
     marks, closing exactly once, and asyncio's introspection names.
@@ -481,15 +495,7 @@ class TCPTransport(_SocketTransport):
         out shorter than the region, or is closed before it is sent, aborts the
         connection (logged once): the peer was promised those bytes.
         """
-        if isinstance(file, io.TextIOBase):
-            raise ValueError("sendfile() needs a file opened in binary mode")
-        for name, value in (("offset", offset), ("count", count)):
-            if value is not None and (value.__class__ is bool or not isinstance(value, int)):
-                raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-        if offset < 0:
-            raise ValueError(f"offset must be >= 0, got {offset}")
-        if count is not None and count <= 0:
-            raise ValueError(f"count must be a positive int or None, got {count}")
+        check_file_region(file, offset, count)
         if self._closing:
             raise ConnectionError(f"sendfile() on a closed or closing transport: {self!r}")
         if self._eof_requested:
