@@ -11,8 +11,10 @@ What it lends the layers above, by name and with an invariant each (never a
 ``_private`` attribute): ``read_buffer``, the one receive buffer its transports
 share; ``turn_time``, the clock read once per turn for activity stamps; and
 the registry of sockets in flight (``track_in_flight``/``forget_in_flight``),
-which ``close()`` finishes so nothing outlives the reactor. ``statistics()``
-counts what it holds.
+which ``close()`` finishes so nothing outlives the reactor (with the coroutines still
+pending, ``pending_tasks``). ``statistics()`` counts what it holds. Its clock
+is ``time.monotonic`` unless one is handed in (``Reactor(clock=...)``, a
+virtual clock for ``netmux.testing``).
 
 One turn of the loop (``run_once``), the same shape as redis' ``ae.c``:
 
@@ -560,9 +562,8 @@ class Reactor:
             # 0.4 ms would make the loop spin until it is due (as selectors does).
             timeout = math.ceil(timeout * 1e3) * 1e-3
         events = self._epoll.poll(timeout)
-        # Read the clock, then call it: ``self._clock()`` would be a method-call
-        # lookup that CPython cannot specialise for an instance attribute, a
-        # cost per turn the instruction bench shows (bench/README.md).
+        # The turn's one clock read: every transport stamps its activity with
+        # it, instead of one clock call per message (bench/README.md).
         self.turn_time = self._clock()
         table = self._callbacks
         for fd, mask in events:
