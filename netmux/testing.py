@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from .reactor import Reactor
-from .transport import check_file_region, water_marks
+from .transport import _byte_view, check_file_region, water_marks
 
 __all__ = [
     "drive", "pair", "Conversation", "Pair", "MemoryTransport", "VirtualClock",
@@ -73,11 +73,8 @@ SERVER_ADDRESS = ("192.0.2.1", 8007)
 
 
 def _as_bytes(data: Any) -> bytes:
-    """A copy of any bytes-like object; TypeError, as TCPTransport gives, for anything else."""
-    try:
-        return bytes(memoryview(data))
-    except TypeError:
-        raise TypeError(f"data must be a bytes-like object, not {type(data).__name__}") from None
+    """A copy of any bytes-like object; TCPTransport's TypeError for anything else."""
+    return bytes(_byte_view(data))
 
 
 # ----------------------------------------------------------------------
