@@ -18,6 +18,7 @@ Design notes, the why of the code below:
   million small ones cost linear time.
 * **Flow control.** Above the high-water mark the handler hears
   ``pause_writing``; at or below the low-water mark, ``resume_writing``.
+  The marks' default and rule are ``water_marks()``'s, for every transport.
   ``Handler``'s defaults pause reading meanwhile, which bounds an echo's memory
   against a peer that never reads.
 * **EAGAIN and EINTR are silent**: the socket was not ready after all (another
