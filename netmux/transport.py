@@ -203,14 +203,22 @@ class _SocketTransport:
 
     def set_write_buffer_limits(self, high: Optional[int] = None, low: Optional[int] = None) -> None:
         """Set the flow-control marks: default high 64 KiB, low ``high // 4``."""
-        self._high_water, self._low_water = high, low = water_marks(high, low)
-        size = self.get_write_buffer_size()
-        if size > high and not self._writing_paused:
+        self._high_water, self._low_water = water_marks(high, low)
+        self._follow_water_marks(self.get_write_buffer_size())
+
+    def _follow_water_marks(self, size: int) -> None:
+        """Flow control, the one place it is decided: ``pause_writing`` once ``size``
+        (what is buffered) rises above the high-water mark, ``resume_writing`` once it
+        drains to the low one after a pause; each once per crossing. Called where the
+        size changes the way that matters (a write buffers, a flush drains, the marks
+        move); the resumed handler may write again at once."""
+        if self._writing_paused:
+            if size <= self._low_water:
+                self._writing_paused = False
+                self._call_handler("resume_writing")
+        elif size > self._high_water:
             self._writing_paused = True
             self._call_handler("pause_writing")
-        elif size <= low and self._writing_paused:
-            self._writing_paused = False
-            self._call_handler("resume_writing")
 
     def _call_handler(self, method: str, *args: Any) -> None:  # pragma: no cover
         raise NotImplementedError
@@ -418,9 +426,8 @@ class TCPTransport(_SocketTransport):
                 data = memoryview(data)[sent:]
             self.reactor.add_writer(self._fileno, self._write_ready)
         buffer += data                      # copies: the caller may reuse its bytearray
-        if len(buffer) > self._high_water and not self._writing_paused:
-            self._writing_paused = True
-            self._call_handler("pause_writing")
+        if len(buffer) > self._high_water:
+            self._follow_water_marks(len(buffer))
 
     def writelines(self, chunks: Any) -> None:
         """Write every bytes-like object of an iterable, in order: joined first, so
@@ -440,9 +447,8 @@ class TCPTransport(_SocketTransport):
             return
         del buffer[:sent]
         self._last_activity = self.reactor.turn_time
-        if self._writing_paused and len(buffer) <= self._low_water:
-            self._writing_paused = False
-            self._call_handler("resume_writing")    # it may write more
+        if self._writing_paused:
+            self._follow_water_marks(len(buffer))   # resume_writing: it may write more
         if buffer or self._lost or self._buffer is not buffer:   # resume_writing may have sendfile()d
             return
         self.reactor.remove_writer(self._fileno)
@@ -510,9 +516,7 @@ class TCPTransport(_SocketTransport):
             queue = self._buffer = _SendQueue(queue)
             self.reactor.add_writer(self._fileno, self._send_queued)   # replaces _write_ready
         queue.add_region(_FileRegion(file, offset, count))
-        if len(queue) > self._high_water and not self._writing_paused:
-            self._writing_paused = True
-            self._call_handler("pause_writing")
+        self._follow_water_marks(len(queue))
 
     def _send_queued(self) -> None:
         """Writable while the write buffer is a queue: send until the kernel is full."""
@@ -529,9 +533,7 @@ class TCPTransport(_SocketTransport):
         if not queue:
             self._buffer = bytearray()                  # drained: back to the bytes path
             self.reactor.remove_writer(self._fileno)
-        if self._writing_paused and len(self._buffer) <= self._low_water:
-            self._writing_paused = False
-            self._call_handler("resume_writing")       # it may write or queue more
+        self._follow_water_marks(len(self._buffer))    # resume_writing: it may write or queue more
         if self._buffer or self._lost:
             return
         if self._closing:

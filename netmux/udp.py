@@ -183,9 +183,7 @@ class DatagramTransport(_SocketTransport):
                 self._retry_later()
         self._queue.append((data, addr))
         self._queue_size += len(data)
-        if self._queue_size > self._high_water and not self._writing_paused:
-            self._writing_paused = True
-            self._call_handler("pause_writing")
+        self._follow_water_marks(self._queue_size)
 
     def _send(self, data: bytes, addr: Any) -> None:
         if addr is None:
@@ -217,9 +215,7 @@ class DatagramTransport(_SocketTransport):
             else:
                 queue.popleft()
                 self._queue_size -= len(data)
-            if self._writing_paused and self._queue_size <= self._low_water:
-                self._writing_paused = False
-                self._call_handler("resume_writing")
+            self._follow_water_marks(self._queue_size)
         if queue or self._lost:
             return
         self._set_writer(False)
