@@ -216,6 +216,7 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess:
     ["echo", "--port", "70000"], ["udp-echo", "--idle-timeout", "nan"],
     ["chat", "--max-backlog", "0"], ["chat", "--max-backlog", "x"],
     ["kv", "--max-request", "-1"], ["kv", "--max-request", "x"],
+    ["http", "--max-header-size", "0"], ["http", "--max-body", "-1"],
 ])
 def test_bad_option_value_is_a_usage_error_not_a_traceback_or_a_running_server(args):
     result = _run_cli(*args)
