@@ -293,7 +293,6 @@ class _Connector:
             logger.exception("%r: handler connection_lost() raised", self)
 
 
-
 class _UnixConnector(_Connector):
     """One pending Unix connect: a path resolves to itself, and no handshake
     runs, so the outcome is known at the first try (or EAGAIN: try again)."""

@@ -77,12 +77,15 @@ class FramingError(ValueError):
 # ---------------------------------------------------------------------------
 
 
-def _check_max_length(max_length: int) -> int:
-    if isinstance(max_length, bool) or not isinstance(max_length, int):
-        raise TypeError(f"max_length must be an int, not {type(max_length).__name__}")
-    if max_length < 0:
-        raise ValueError(f"max_length must be >= 0, got {max_length}")
-    return max_length
+def check_count(name: str, value: int) -> int:
+    """``value`` when it is an int >= 0 (a length limit, a byte count), else
+    TypeError or ValueError naming ``name``. The one such check: the framers'
+    ``max_length`` and StreamHandler's ``recv``/``readline`` arguments."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
 
 
 class _Framer:
@@ -96,7 +99,7 @@ class _Framer:
     """
 
     def __init__(self, max_length: int) -> None:
-        self._max_length = _check_max_length(max_length)
+        self._max_length = check_count("max_length", max_length)
         self._buffer = bytearray()
         self._offset = 0  # stream offset of self._buffer[0]
         self._error: Optional[FramingError] = None

@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Optional
 
-from .framing import FramingError
+from .framing import FramingError, check_count
 from .handler import Handler
 from .tasks import Task, _park
 
@@ -57,14 +57,6 @@ class IncompleteReadError(EOFError):
 
     def __reduce__(self) -> Any:
         return type(self), (self.partial, self.expected)
-
-
-def _check_count(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return value
 
 
 class StreamHandler(Handler):
@@ -93,7 +85,7 @@ class StreamHandler(Handler):
         """Up to ``n`` bytes as soon as any are there; ``b""`` at EOF and at every
         later call (and for ``n == 0``). ConnectionError if the connection was lost."""
         if n.__class__ is not int or n < 0:
-            _check_count("n", n)
+            check_count("n", n)
         while not self._buffer:
             if n == 0 or self._at_end():
                 return b""
@@ -106,7 +98,7 @@ class StreamHandler(Handler):
 
     async def recv_exactly(self, n: int) -> bytes:
         """Exactly ``n`` bytes; IncompleteReadError (an EOFError) if EOF comes first."""
-        _check_count("n", n)
+        check_count("n", n)
         buffer = self._buffer
         while len(buffer) < n:
             if self._at_end():
@@ -122,7 +114,7 @@ class StreamHandler(Handler):
         FramingError (a ValueError) for a line longer than ``limit`` bytes, the
         ``b"\\n"`` not counted (``LineFramer``'s ``max_length``): the stream is bad.
         """
-        _check_count("limit", limit)
+        check_count("limit", limit)
         buffer = self._buffer
         start = 0                          # bytes already searched: each byte is looked at once
         while True:
@@ -206,19 +198,13 @@ class StreamHandler(Handler):
             self._task.cancel()            # server_close(): close handle() now, finally blocks run
             return
         self._wake_reader()
-        writer = self._writer
-        if writer is not None:
-            self._disarm_writer()
-            writer._resume()
+        self._wake_writer()
 
     def pause_writing(self) -> None:
         """sendall() does the waiting: reading goes on."""
 
     def resume_writing(self) -> None:
-        writer = self._writer
-        if writer is not None:
-            self._disarm_writer()
-            writer._resume()
+        self._wake_writer()
 
     # ------------------------------------------------------------------
     # Running handle()
@@ -327,3 +313,9 @@ class StreamHandler(Handler):
         self._writer = None
         low, high = self._saved_low_high
         self.transport.set_write_buffer_limits(high=high, low=low)
+
+    def _wake_writer(self) -> None:
+        writer = self._writer
+        if writer is not None:
+            self._disarm_writer()
+            writer._resume()

@@ -1,16 +1,24 @@
-"""Shared fixtures: servers in a background thread, polling with a deadline, leak checks."""
+"""Shared fixtures: servers in a background thread or a subprocess, polling with a deadline, leak checks."""
 from __future__ import annotations
 
 import gc
 import os
+import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
-from typing import Any, Callable, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
 
 import netmux
+
+# The repository root: the working directory and PYTHONPATH of every child
+# process, since netmux is not installed.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.005) -> Any:
@@ -146,6 +154,78 @@ class ServingThread:
         self.thread.join(5)
         assert not self.thread.is_alive(), "serve_forever() did not return"
         self.server.server_close()
+
+
+def child_env() -> Dict[str, str]:
+    """The environment for a Python child process that imports netmux from ROOT."""
+    return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+class ServerProcess:
+    """A netmux command line in a subprocess (``python -m netmux ARGS``, or
+    ``python -c CODE ARGS``), its stderr read as a log without blocking.
+
+    ``address_pattern`` (a regex with the host and port as groups) is waited
+    for in the log and gives ``address``; None waits for nothing.
+    """
+
+    def __init__(self, args: List[str], code: Optional[str] = None,
+                 address_pattern: Optional[str] = r"server on (\S+):(\d+)") -> None:
+        command = [sys.executable, "-c", code] if code else [sys.executable, "-m", "netmux"]
+        self.process = subprocess.Popen(command + args, stderr=subprocess.PIPE, env=child_env(), cwd=ROOT)
+        os.set_blocking(self.process.stderr.fileno(), False)
+        self.log = ""
+        if address_pattern is not None:
+            match = self.wait_for_log(address_pattern)
+            self.address = (match.group(1), int(match.group(2)))
+
+    def read_log(self) -> str:
+        """Everything the child has logged so far."""
+        chunk = self.process.stderr.read()
+        if chunk:
+            self.log += chunk.decode(errors="replace")
+        return self.log
+
+    def wait_for_log(self, pattern: str, timeout: float = 10.0) -> "re.Match[str]":
+        """Read the child's stderr until ``pattern`` appears (bounded in time)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            exited = self.process.poll() is not None     # before the read: then it has all the output
+            seen = len(self.log)
+            match = re.search(pattern, self.read_log())
+            if match:
+                return match
+            if time.monotonic() > deadline or exited:
+                raise AssertionError(f"no {pattern!r} in the server's log:\n{self.log}")
+            if len(self.log) == seen:
+                time.sleep(0.01)
+
+    def cpu_seconds(self) -> float:
+        with open(f"/proc/{self.process.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_bytes(self) -> int:
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
+
+    def stop(self, signum: int = signal.SIGINT) -> int:
+        """Send ``signum`` unless it has exited, wait for the exit code (killing
+        at the deadline), and read the rest of the log. Safe to call again."""
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        try:
+            return self.process.wait(10)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            if not self.process.stderr.closed:
+                self.read_log()
+                self.process.stderr.close()
 
 
 @pytest.fixture

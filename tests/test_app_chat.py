@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 import selectors
+import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import unicodedata
@@ -18,11 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import netmux
-from conftest import ServingThread
+from conftest import ServerProcess, ServingThread
 from netmux.apps import chat
 from netmux.cli import parse_args
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Member:
@@ -344,17 +342,10 @@ def test_twenty_members_one_never_reads_the_others_get_everything_in_order(chat_
 
 @pytest.mark.clients
 def test_nc_talks_to_python_m_netmux_chat():
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    server = subprocess.Popen([sys.executable, "-m", "netmux", "chat", "--port", "0"], cwd=ROOT, env=env,
-                              stderr=subprocess.PIPE, text=True)
+    server = ServerProcess(["chat", "--port", "0"], address_pattern=r"server on (127\.0\.0\.1):(\d+)")
     listener = None
     try:
-        log = ""
-        while "server on" not in log:
-            line = server.stderr.readline()
-            assert line, f"the server ended: {log}"
-            log += line
-        port = int(re.search(r"server on 127\.0\.0\.1:(\d+)", log).group(1))
+        port = server.address[1]
         listener = Member(("127.0.0.1", port))
         listener.welcome()
         nc = subprocess.run(["nc", "-N", "-q", "1", "127.0.0.1", str(port)],
@@ -364,16 +355,12 @@ def test_nc_talks_to_python_m_netmux_chat():
         assert b"* guest2 is now netcat\r\n" in nc.stdout and nc.stdout.endswith(b"* bye\r\n")
         listener.expect("* guest2 joined lobby", "* guest2 is now netcat", "<netcat> hello from nc",
                         "* netcat left")
-        server.send_signal(2)
-        assert server.wait(10) == 0
-        assert "stopped" in server.stderr.read()
+        assert server.stop(signal.SIGINT) == 0
+        assert "stopped" in server.log
     finally:
         if listener is not None:
             listener.close()
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-        server.stderr.close()
+        server.stop(signal.SIGKILL)
 
 
 # ---------------------------------------------------------------------------

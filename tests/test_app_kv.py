@@ -16,8 +16,7 @@ import netmux
 from netmux.apps import kv
 from netmux.apps.kv import KVHandler, KVServer
 from netmux.apps.kvstore import Store
-from conftest import ServingThread, recv_until_eof, wait_until
-from test_cli import ROOT, ServerProcess
+from conftest import ROOT, ServerProcess, ServingThread, recv_until_eof, wait_until
 
 RUNNER = "import sys; from netmux.apps.kv import main; sys.exit(main(sys.argv[1:]))"
 
@@ -241,9 +240,8 @@ def test_dump_survives_a_sigterm_restart(kv_process, tmp_path):
     assert cli(first, "SET", "ttl", "v2", "EX", "1000") == "OK\n"
     assert cli(first, "SAVE") == "OK\n"
     assert cli(first, "SET", "after-save", "v3") == "OK\n"
-    first.process.send_signal(signal.SIGTERM)
-    assert first.process.wait(10) == 0
-    assert "saved 3 keys" in first.log + (first.process.stderr.read() or b"").decode()
+    assert first.stop(signal.SIGTERM) == 0
+    assert "saved 3 keys" in first.log
     second = kv_process("--dump", path)
     assert cli(second, "MGET", "k", "ttl", "after-save") == "v1\nv2\nv3\n"
     assert 990 <= int(cli(second, "TTL", "ttl")) <= 1000
@@ -363,19 +361,10 @@ def test_module_interface_for_the_command_line():
 @pytest.mark.clients
 def test_kv_serves_redis_cli_on_a_unix_socket_and_saves_its_dump_at_sigterm(tmp_path):
     path, dump = str(tmp_path / "kv.sock"), str(tmp_path / "kv.dump")
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    process = subprocess.Popen([sys.executable, "-m", "netmux", "kv", "--unix", path, "--dump", dump],
-                               stderr=subprocess.PIPE, env=env, cwd=ROOT)
-    log = bytearray()
-
-    def read_log() -> bytes:
-        log.extend(process.stderr.read() or b"")
-        return bytes(log)
-
-    os.set_blocking(process.stderr.fileno(), False)
+    server = ServerProcess(["kv", "--unix", path, "--dump", dump], address_pattern=None)
     try:
-        wait_until(lambda: b"server on" in read_log() or process.poll() is not None, timeout=10)
-        assert f"kv server on {path} ".encode() in read_log(), read_log()
+        server.wait_for_log("server on")
+        assert f"kv server on {path} " in server.read_log(), server.log
 
         def unix_cli(*words: str) -> str:
             return subprocess.run(["redis-cli", "-s", path, *words], capture_output=True,
@@ -384,14 +373,10 @@ def test_kv_serves_redis_cli_on_a_unix_socket_and_saves_its_dump_at_sigterm(tmp_
         assert unix_cli("SET", "k", "over unix") == "OK\n"
         assert unix_cli("GET", "k") == "over unix\n"
         assert "tcp_port:0" in unix_cli("INFO")
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(10) == 0
-        assert b"saved 1 keys" in read_log() and not os.path.exists(path)
+        assert server.stop(signal.SIGTERM) == 0
+        assert "saved 1 keys" in server.log and not os.path.exists(path)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        process.stderr.close()
+        server.stop(signal.SIGKILL)
     restored = Store(dump_path=dump)
     assert restored.load() == 1 and restored.data == {b"k": b"over unix"}
 

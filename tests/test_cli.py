@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import selectors
 import signal
 import socket
@@ -14,62 +13,7 @@ from typing import List, Optional
 
 import pytest
 
-from conftest import recv_exactly
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-class ServerProcess:
-    """A netmux command line in a subprocess, its port read from its log."""
-
-    def __init__(self, args: List[str], code: Optional[str] = None) -> None:
-        command = [sys.executable, "-c", code] if code else [sys.executable, "-m", "netmux"]
-        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        self.process = subprocess.Popen(command + args, stderr=subprocess.PIPE, env=env, cwd=ROOT)
-        self.log = ""
-        match = self.wait_for_log(r"server on (\S+):(\d+)")
-        self.address = (match.group(1), int(match.group(2)))
-
-    def wait_for_log(self, pattern: str, timeout: float = 10.0):
-        """Read the child's stderr until ``pattern`` appears (bounded in time)."""
-        deadline = time.monotonic() + timeout
-        stream = self.process.stderr
-        os.set_blocking(stream.fileno(), False)
-        while True:
-            exited = self.process.poll() is not None     # before the read: then it has all the output
-            chunk = stream.read()
-            if chunk:
-                self.log += chunk.decode(errors="replace")
-            match = re.search(pattern, self.log)
-            if match:
-                return match
-            if time.monotonic() > deadline or exited:
-                raise AssertionError(f"no {pattern!r} in the server's log:\n{self.log}")
-            if not chunk:
-                time.sleep(0.01)
-
-    def cpu_seconds(self) -> float:
-        with open(f"/proc/{self.process.pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def rss_bytes(self) -> int:
-        with open(f"/proc/{self.process.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise AssertionError("no VmRSS")
-
-    def stop(self, signum: int = signal.SIGINT) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signum)
-        try:
-            return self.process.wait(10)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
-            self.process.stderr.close()
+from conftest import ROOT, ServerProcess, child_env, recv_exactly
 
 
 @pytest.fixture
@@ -259,8 +203,7 @@ def test_readme_examples_run():
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "netmux", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "netmux", *args], cwd=ROOT, env=child_env(),
                           capture_output=True, text=True, timeout=30)
 
 
@@ -273,6 +216,7 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess:
     ["echo", "--port", "70000"], ["udp-echo", "--idle-timeout", "nan"],
     ["chat", "--max-backlog", "0"], ["chat", "--max-backlog", "x"],
     ["kv", "--max-request", "-1"], ["kv", "--max-request", "x"],
+    ["http", "--max-header-size", "0"], ["http", "--max-body", "-1"],
 ])
 def test_bad_option_value_is_a_usage_error_not_a_traceback_or_a_running_server(args):
     result = _run_cli(*args)

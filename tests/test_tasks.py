@@ -9,7 +9,7 @@ import sys
 import types
 import warnings
 from pathlib import Path
-from typing import Any, List
+from typing import Any
 
 import pytest
 
@@ -204,9 +204,9 @@ def test_outer_timeout_passes_through_the_inner_one(reactor):
     log = []
 
     async def main():
-        async with netmux.timeout(0.02) as outer:
+        async with netmux.timeout(0.02):
             try:
-                async with netmux.timeout(5) as inner:
+                async with netmux.timeout(5):
                     await netmux.sleep(10)
             except TimeoutError:
                 log.append("inner block saw a TimeoutError")   # must not: it was not its own

@@ -4,11 +4,8 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import re
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from typing import Any, Callable, Iterator, List
@@ -16,9 +13,7 @@ from typing import Any, Callable, Iterator, List
 import pytest
 
 import netmux
-from conftest import ServingThread, needs_ipv6, run_until, wait_until
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ServerProcess, ServingThread, needs_ipv6, run_until, wait_until
 
 
 
@@ -479,32 +474,15 @@ def test_open_datagram_without_addresses_is_bound_by_the_kernel_on_first_send(re
 # python -m netmux udp-echo
 # ----------------------------------------------------------------------
 def test_command_line_udp_echo_echoes_and_stops_on_sigint():
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    process = subprocess.Popen([sys.executable, "-m", "netmux", "udp-echo", "--port", "0"],
-                               stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    server = ServerProcess(["udp-echo", "--port", "0"])
     try:
-        os.set_blocking(process.stderr.fileno(), False)
-        log = ""
-        deadline = time.monotonic() + 10
-        while not re.search(r"server on (\S+):(\d+)", log):
-            assert time.monotonic() < deadline and process.poll() is None, log
-            chunk = process.stderr.read()
-            if chunk:
-                log += chunk.decode(errors="replace")
-            else:
-                time.sleep(0.01)
-        match = re.search(r"server on (\S+):(\d+)", log)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
             client.settimeout(5)
-            client.sendto(b"ping", (match.group(1), int(match.group(2))))
+            client.sendto(b"ping", server.address)
             assert client.recv(100) == b"ping"
-        process.send_signal(signal.SIGINT)
-        assert process.wait(10) == 0
+        assert server.stop(signal.SIGINT) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(5)
-        process.stderr.close()
+        server.stop(signal.SIGKILL)
 
 
 def test_udp_echo_is_registered_on_the_default_port():

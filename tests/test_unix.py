@@ -16,9 +16,8 @@ from typing import Any, Iterator, List
 import pytest
 
 import netmux
-from conftest import Echo, Recorder, ServingThread, recv_exactly, recv_until_eof, run_until, wait_until
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import (ROOT, Echo, Recorder, ServerProcess, ServingThread, child_env, recv_exactly,
+                      recv_until_eof, run_until, wait_until)
 
 
 @pytest.fixture
@@ -309,39 +308,25 @@ def test_connect_to_a_full_backlog_times_out_or_is_abandoned_with_the_reactor(pa
 # The command line
 # ----------------------------------------------------------------------
 def test_python_m_netmux_echo_unix_answers_and_removes_the_file_at_sigterm(path):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    process = subprocess.Popen([sys.executable, "-m", "netmux", "echo", "--unix", path],
-                               stderr=subprocess.PIPE, env=env, cwd=ROOT)
-    log = bytearray()
-
-    def read_log() -> bytes:
-        log.extend(process.stderr.read() or b"")
-        return bytes(log)
-
-    os.set_blocking(process.stderr.fileno(), False)
+    server = ServerProcess(["echo", "--unix", path], address_pattern=None)
     try:
         # The file appears at bind(), a moment before listen(): wait for the log.
-        wait_until(lambda: b"server on" in read_log() or process.poll() is not None, timeout=10)
-        assert f"echo server on {path} ".encode() in read_log(), read_log()
+        server.wait_for_log("server on")
+        assert f"echo server on {path} " in server.read_log(), server.log
         with unix_client(path) as client:
             client.sendall(b"over unix")
             assert recv_exactly(client, 9) == b"over unix"
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(10) == 0
-        assert f"echo server on {path} stopped".encode() in read_log()
+        assert server.stop(signal.SIGTERM) == 0
+        assert f"echo server on {path} stopped" in server.log
         assert not os.path.exists(path)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        process.stderr.close()
+        server.stop(signal.SIGKILL)
 
 
 @pytest.mark.parametrize("server", ["udp-echo"])
 def test_servers_without_unix_sockets_refuse_unix_with_a_usage_error(server, path):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     result = subprocess.run([sys.executable, "-m", "netmux", server, "--unix", path], cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=30)
+                            env=child_env(), capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "--unix" in result.stderr and "Traceback" not in result.stderr
     assert not os.path.exists(path)

@@ -83,8 +83,9 @@ def stream_server(args: argparse.Namespace, handler_factory: Callable[[], Any],
     """The stream server the common options ask for, on ``reactor``: a
     ``UnixServer`` on ``args.unix`` when it is given, else a ``TCPServer`` on
     ``(args.host, args.port)``; either with ``--max-connections`` and
-    ``--idle-timeout``. ``kwargs`` go to the server as they are. An app's own
-    ``main`` may lack the common options: missing ones mean the defaults."""
+    ``--idle-timeout``. ``kwargs`` go to the server as they are. A Namespace built
+    without the common options (an app's own parser, in a test) means the
+    defaults for those missing."""
     limits = dict(reactor=reactor, max_connections=getattr(args, "max_connections", None),
                   idle_timeout=getattr(args, "idle_timeout", None), **kwargs)
     path = getattr(args, "unix", None)

@@ -27,7 +27,8 @@ on the next turn ``connection_lost`` takes it out of its room, which hears
 ``/quit`` leaves the room and frees the nick at once, not when its ``* bye``
 has been flushed.
 
-Built on ``netmux.LineHandler`` and ``netmux.TCPServer`` only.
+Built on the public API only: ``netmux.LineHandler`` on a ``TCPServer``, or a
+``UnixServer`` with ``--unix``.
 Pinned by tests/test_app_chat.py.
 """
 from __future__ import annotations

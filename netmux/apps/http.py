@@ -50,7 +50,7 @@ from typing import Any, List, Optional, Tuple
 from urllib.parse import unquote_to_bytes
 
 import netmux
-from netmux.apps import stream_server
+from netmux.apps import byte_count, positive_int, stream_server
 
 # The optional extra (pip install 'netmux[http]'). Without it this import fails,
 # and the command line's registry (apps.load) turns that into one line naming the
@@ -454,9 +454,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add http's own options."""
     parser.add_argument("--root", default=None, metavar="DIR",
                         help="serve the files below DIR (default: a hello page at /)")
-    parser.add_argument("--max-header-size", type=int, default=16384, metavar="BYTES",
+    parser.add_argument("--max-header-size", type=positive_int, default=16384, metavar="BYTES",
                         help="longest request line plus headers (default: 16384; over: 414 or 431)")
-    parser.add_argument("--max-body", type=int, default=1 << 20, metavar="BYTES",
+    parser.add_argument("--max-body", type=byte_count, default=1 << 20, metavar="BYTES",
                         help="largest request body declared (default: 1 MiB; over: 413)")
 
 

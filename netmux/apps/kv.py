@@ -155,7 +155,7 @@ class KVServer:
     TCP or on a Unix socket: ``server`` is a ``netmux.TCPServer`` or a
     ``netmux.UnixServer`` (as ``apps.stream_server`` builds from the command
     line) whose handlers are ``KVHandler(store, ...)``. Every attribute not
-    defined here (``stats()``, ``reactor``, ...) is that server's.
+    defined here (``reactor``, ``connections``, ...) is that server's.
     """
 
     def __init__(self, server: Any, store: Store) -> None:
