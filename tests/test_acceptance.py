@@ -9,7 +9,6 @@ import asyncio
 import errno
 import functools
 import gc
-import io
 import logging
 import math
 import os
@@ -22,8 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List
 
 import pytest
 from hypothesis import given, settings
@@ -552,7 +550,7 @@ def test_handler_connection_lost_exception_is_logged_once(r, caplog):
     handlers: List[Any] = []
     srv = netmux.TCPServer(LOOP, made_factory(handlers, _failing("connection_lost")), reactor=r)
     try:
-        with client(srv) as sock:
+        with client(srv):
             run_until(r, lambda: handlers)
         run_until(r, lambda: warnings_with_traceback(caplog))
         spin(r, 3)
@@ -742,7 +740,6 @@ def _fill_until_paused(handler: Any, step: int = 1024, limit: int = 16 << 20) ->
     t = handler.transport
     written = 0
     while not any(e[0] == "pause" for e in handler.events if isinstance(e, tuple)) and written < limit:
-        before = t.get_write_buffer_size()
         t.write(b"p" * step)
         written += step
     return written
@@ -1663,7 +1660,6 @@ def test_stream_server_close_closes_running_handle_coroutines(r):
 
 def test_stream_max_buffer_class_attribute_bounds_an_unread_peer(r):
     assert netmux.StreamHandler.max_buffer == 65536
-    seen: List[int] = []
 
     class Lazy(netmux.StreamHandler):
         max_buffer = 4096
@@ -1727,7 +1723,7 @@ def test_tasks_timeout_raises_builtin_timeout_error(r):
         try:
             async with netmux.timeout(0.05):
                 await netmux.sleep(10)
-        except TimeoutError as exc:
+        except TimeoutError:
             return r.time() - start
     task = r.spawn(work())
     run_until(r, task.done)
@@ -1853,8 +1849,9 @@ def test_unix_stale_file_is_replaced(r, sock_path):
     dead.close()
     assert os.path.exists(sock_path)
     with netmux.UnixServer(sock_path, Echo, reactor=r) as srv:
+        assert srv.server_address == sock_path
         with socket.socket(socket.AF_UNIX) as sock:
-            sock.connect(sock_path)
+            sock.connect(sock_path)                 # a stale file would refuse (ECONNREFUSED)
 
 
 def test_unix_live_server_is_eaddrinuse(r, sock_path):

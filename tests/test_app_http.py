@@ -8,7 +8,6 @@ import hashlib
 import logging
 import os
 import re
-import shutil
 import signal
 import socket
 import struct
