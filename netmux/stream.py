@@ -38,7 +38,7 @@ from typing import Any, Callable, Optional
 from .errors import PROPAGATE
 from .framing import FramingError, check_count
 from .handler import Handler
-from .tasks import Task, _park
+from .tasks import Task, park
 
 __all__ = ["StreamHandler", "IncompleteReadError"]
 
@@ -145,7 +145,7 @@ class StreamHandler(Handler):
             while transport.get_write_buffer_size() > low:
                 if self._writer is not None:
                     raise RuntimeError("another task is already waiting in sendall()")
-                await _park(self._arm_writer)
+                await park(self._arm_writer)
                 self._raise_if_lost()
         if transport.is_closing():        # the send failed (a reset): the data is lost
             self._raise_if_lost()
@@ -179,7 +179,7 @@ class StreamHandler(Handler):
         reader = self._reader
         if reader is not None and not self._buffer:
             self._reader = None
-            reader._step(data, None)       # straight to the waiting recv: no copy
+            reader.wake(data)              # straight to the waiting recv: no copy
             return
         self._buffer += data
         if reader is not None:
@@ -234,7 +234,7 @@ class StreamHandler(Handler):
         only the state changed (more buffered, EOF, lost, closed)."""
         if self._reader is not None:
             raise RuntimeError("another task is already waiting to read")
-        return _park(self._arm_reader)
+        return park(self._arm_reader)
 
     def _arm_reader(self, task: Task) -> Callable[[], None]:
         self._reader = task
@@ -250,7 +250,7 @@ class StreamHandler(Handler):
         reader = self._reader
         if reader is not None:
             self._reader = None
-            reader._resume()
+            reader.wake()
 
     def _update_reading(self) -> None:
         """Read from the socket exactly while a recv waits or the buffer has room."""
@@ -319,4 +319,4 @@ class StreamHandler(Handler):
         writer = self._writer
         if writer is not None:
             self._disarm_writer()
-            writer._resume()
+            writer.wake()

@@ -54,7 +54,7 @@ from typing import Any, Callable, Deque, Iterable, List, NamedTuple, Optional, S
 
 from .errors import PROPAGATE, lost_reason
 from .reactor import Reactor
-from .transport import _byte_view, check_file_region, water_marks
+from .transport import byte_view, check_file_region, water_marks
 
 __all__ = [
     "drive", "pair", "Conversation", "Pair", "MemoryTransport", "VirtualClock",
@@ -75,7 +75,7 @@ SERVER_ADDRESS = ("192.0.2.1", 8007)
 
 def _as_bytes(data: Any) -> bytes:
     """A copy of any bytes-like object; TCPTransport's TypeError for anything else."""
-    return bytes(_byte_view(data))
+    return bytes(byte_view(data))
 
 
 # ----------------------------------------------------------------------
@@ -208,7 +208,7 @@ class MemoryTransport:
             self._force_close(exc)
             return False, None
 
-    def _start(self) -> None:
+    def start(self) -> None:
         """``connection_made``, then deliver whatever is queued, from the next turn on."""
         self._log("connection_made")
         ok, _ = self._call("connection_made", self)
@@ -567,7 +567,7 @@ def drive(handler_factory: Callable[[], Any], chunks: Iterable[Any], *, eof: boo
             transport._receive_eof()
         if delay is not None:
             reactor.call_later(delay, transport._peer_starts_reading)
-        transport._start()
+        transport.start()
         run_until_quiet(reactor, clock, until=until, max_jumps=max_jumps)
         return Conversation._of(transport, clock.now)
     finally:
@@ -652,8 +652,8 @@ def pair(client_factory: Callable[[], Any], server_factory: Callable[[], Any], *
         client_side = MemoryTransport(reactor, client, peername=SERVER_ADDRESS, sockname=CLIENT_ADDRESS)
         _wire(server_side, client_side, cut, failures)
         _wire(client_side, server_side, cut, failures)
-        server_side._start()
-        client_side._start()
+        server_side.start()
+        client_side.start()
         run_until_quiet(reactor, clock, until=until, max_jumps=max_jumps)
         if failures:
             raise failures[0]

@@ -61,7 +61,7 @@ Design notes, the why of the code below:
   most ``LINGER_SECONDS``), so unread input cannot turn into an RST that
   destroys the tail of the reply (``_close_after_peer``).
 
-``_SocketTransport`` holds what the TCP and UDP transports share (reading on
+``SocketTransport`` holds what the TCP and UDP transports share (reading on
 and off, water marks, closing exactly once); ``DatagramTransport`` in
 ``udp.py`` is the UDP counterpart.
 """
@@ -85,7 +85,7 @@ logger = logging.getLogger("netmux")
 _PEER_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, TimeoutError)
 
 
-def _byte_view(data: Any) -> memoryview:
+def byte_view(data: Any) -> memoryview:
     """A flat byte view of any bytes-like object; TypeError for anything else (str, int)."""
     try:
         view = memoryview(data)
@@ -125,7 +125,7 @@ def check_file_region(file: Any, offset: int, count: Optional[int]) -> None:
         raise ValueError(f"count must be a positive int or None, got {count}")
 
 
-class _SocketTransport:
+class SocketTransport:
     """What every socket transport shares: reading on and off, the flow-control
     marks, closing exactly once, and asyncio's introspection names.
 
@@ -252,6 +252,18 @@ class _SocketTransport:
         """Close now, dropping anything buffered."""
         self._force_close(None)
 
+    def close_now(self) -> None:
+        """Close at once and tell the handler before returning: for a front door
+        that is closing (``server_close()``). What the kernel takes at once is
+        still handed to it (``_send_what_fits``); the rest is dropped."""
+        if not self._lost:
+            self._send_what_fits()
+        self.abort()
+        self._call_connection_lost()
+
+    def _send_what_fits(self) -> None:
+        """Hand the kernel what it takes now, never waiting (a subclass's)."""
+
     def is_closing(self) -> bool:
         """True once ``close()`` or ``abort()`` was called or the connection was lost."""
         return self._closing
@@ -328,7 +340,7 @@ class _SocketTransport:
         return self._handler
 
 
-class TCPTransport(_SocketTransport):
+class TCPTransport(SocketTransport):
     """A connected stream socket driven by a reactor, delivering to one handler.
 
     Built by ``TCPServer`` and ``connect()``; user code gets it in
@@ -355,8 +367,9 @@ class TCPTransport(_SocketTransport):
     # ------------------------------------------------------------------
     # Start-up
     # ------------------------------------------------------------------
-    def _start(self) -> None:
-        """Tell the handler, then start reading: called once by the front door."""
+    def start(self) -> None:
+        """Tell the handler ``connection_made``, then start reading (and the idle
+        timer): called once, by the front door that made the transport."""
         try:
             self._handler.connection_made(self)
         except BaseException as exc:
@@ -446,7 +459,7 @@ class TCPTransport(_SocketTransport):
         transport is closing or lost, RuntimeError after ``write_eof()``.
         """
         if data.__class__ is not bytes:
-            data = _byte_view(data)
+            data = byte_view(data)
         if self._closing:
             raise ConnectionError(f"write() on a closed or closing transport: {self!r}")
         if self._eof_requested:
@@ -588,10 +601,9 @@ class TCPTransport(_SocketTransport):
     # ------------------------------------------------------------------
     # Closing
     # ------------------------------------------------------------------
-    def _close_now(self) -> None:
-        """Close at once, for a server that is closing: hand the kernel what it
-        takes now (never waiting), then abort; what it did not take is logged."""
-        if self._buffer and not self._lost:
+    def _send_what_fits(self) -> None:
+        """``close_now()``'s last flush: what the kernel did not take is logged."""
+        if self._buffer:
             if self._buffer.__class__ is _SendQueue:
                 self._send_queued()
             else:
@@ -599,7 +611,6 @@ class TCPTransport(_SocketTransport):
         unsent = len(self._buffer)
         if unsent and not self._lost:
             logger.warning("%r: closed with the server; %d buffered bytes dropped", self, unsent)
-        self.abort()
 
     def _fatal_error(self, exc: BaseException, where: str) -> None:
         if isinstance(exc, _PEER_GONE):
