@@ -29,7 +29,6 @@ from .errors import PROPAGATE
 from .reactor import Reactor, Timer, positive_seconds
 from .sockets import (UnixSocketFile, bound_address, check_handler_factory, check_reactor_open,
                       listen_tcp, listen_unix, set_nodelay, unix_path)
-from .stream import StreamHandler
 from .transport import TCPTransport
 
 __all__ = ["TCPServer", "UnixServer"]
@@ -220,8 +219,6 @@ class _StreamServer(ServerLifecycle):
             conn.setblocking(False)
             set_nodelay(conn)
             handler = self.handler_factory()
-            if isinstance(handler, StreamHandler):
-                handler.server = self          # socketserver's name; is_closed() ends handle()
         except PROPAGATE:
             conn.close()
             raise
@@ -231,7 +228,8 @@ class _StreamServer(ServerLifecycle):
             conn.close()
             return
         transport = TCPTransport(self.reactor, conn, handler, peername=address,
-                                 idle_timeout=self.idle_timeout, on_lost=self._connection_lost)
+                                 idle_timeout=self.idle_timeout, on_lost=self._connection_lost,
+                                 server=self)
         self._connections.add(transport)
         self._update_accepting()
         transport.start()

@@ -165,6 +165,7 @@ class MemoryTransport:
         self._buffer = bytearray()
         self._high_water, self._low_water = water_marks()
         self._writing_paused = False
+        self._drain_waiters: List[List[Any]] = []    # when_drained() callbacks waiting
         self._reading = True
         self._closing = self._lost = self._lost_called = False
         self._lost_exc: Optional[BaseException] = None
@@ -397,11 +398,26 @@ class MemoryTransport:
             self._call("pause_writing")
 
     def _resume_writing(self) -> None:
-        """``resume_writing`` once the buffer is at or below the low mark again."""
+        """``resume_writing`` once the buffer is at or below the low mark again; then
+        the ``when_drained`` callbacks."""
         if self._writing_paused and len(self._buffer) <= self._low_water:
             self._writing_paused = False
             self._log("resume_writing")
             self._call("resume_writing")
+        if self._drain_waiters and len(self._buffer) <= self._low_water and not self._lost:
+            waiters, self._drain_waiters = self._drain_waiters, []
+            for entry in waiters:
+                if entry and not self._lost:
+                    self._call_function(entry[0], "when_drained callback")
+
+    def when_drained(self, callback: Callable[[], Any]) -> Callable[[], None]:
+        """``callback()`` once the buffer is at or below the low mark (next turn if
+        it is already); returns a cancel. TCPTransport's contract."""
+        if len(self._buffer) <= self._low_water:
+            return self.reactor.call_soon(callback).cancel
+        entry: List[Any] = [callback]
+        self._drain_waiters.append(entry)
+        return entry.clear
 
     # ------------------------------------------------------------------
     # Closing, exactly once
@@ -433,6 +449,7 @@ class MemoryTransport:
         self._lost_exc = lost_reason(exc)
         self._buffer.clear()
         self._inbound.clear()
+        self._drain_waiters = []
         self._send_fin()
         if self.reactor.is_closed():
             self._call_connection_lost()

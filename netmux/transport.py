@@ -73,7 +73,7 @@ import logging
 import os
 import socket
 from collections import deque
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 from .errors import PROPAGATE, lost_reason
 
@@ -138,7 +138,7 @@ class SocketTransport:
     __slots__ = (
         "reactor", "_sock", "_fileno", "_handler", "_on_lost", "_reading", "_registered_reader",
         "_closing", "_lost", "_lost_exc", "_lost_called", "_high_water", "_low_water",
-        "_writing_paused", "_peername", "_sockname", "__weakref__",
+        "_writing_paused", "_drain_waiters", "_peername", "_sockname", "__weakref__",
     )
 
     def __init__(self, reactor: Any, sock: socket.socket, handler: Any, peername: Any,
@@ -156,6 +156,7 @@ class SocketTransport:
         self._lost_called = False
         self._high_water, self._low_water = water_marks()
         self._writing_paused = False
+        self._drain_waiters: Optional[List[List[Any]]] = None   # when_drained(), while any wait
         self._peername = peername
         self._sockname = None
 
@@ -227,6 +228,36 @@ class SocketTransport:
         elif size > self._high_water:
             self._writing_paused = True
             self._call_handler("pause_writing")
+        if self._drain_waiters is not None and size <= self._low_water and not self._lost:
+            self._drained()
+
+    def when_drained(self, callback: Callable[[], Any]) -> Callable[[], None]:
+        """Call ``callback()`` once the write buffer is at or below the low-water mark,
+        the marks as they stand then (on the next turn if it is already); returns a
+        zero-argument cancel. What ``sendall()`` waits for: no ``resume_writing``
+        comes for a buffer that never rose above the high mark, and borrowing the
+        marks to make one would change what the user set. A transport that closes
+        drops the callbacks uncalled (its handler hears ``connection_lost``); an
+        exception from one is a handler error."""
+        if self.get_write_buffer_size() <= self._low_water:
+            return self.reactor.call_soon(callback).cancel
+        entry = [callback]
+        if self._drain_waiters is None:
+            self._drain_waiters = []
+        self._drain_waiters.append(entry)
+        return entry.clear
+
+    def _drained(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters or [], None
+        for entry in waiters:
+            if entry and not self._lost:
+                try:
+                    entry[0]()
+                except BaseException as exc:
+                    self._handler_failed(exc, "when_drained callback")
+
+    def _handler_failed(self, exc: BaseException, method: str) -> None:  # pragma: no cover
+        raise NotImplementedError
 
     def _call_handler(self, method: str, *args: Any) -> None:  # pragma: no cover
         raise NotImplementedError
@@ -349,11 +380,11 @@ class TCPTransport(SocketTransport):
 
     __slots__ = (
         "_buffer", "_eof_received", "_eof_requested", "_last_activity", "_idle_timeout",
-        "_idle_timer", "_yields",
+        "_idle_timer", "_yields", "_server",
     )
 
     def __init__(self, reactor: Any, sock: socket.socket, handler: Any, *,
-                 peername: Any = None, idle_timeout: Optional[float] = None,
+                 peername: Any = None, idle_timeout: Optional[float] = None, server: Any = None,
                  on_lost: Optional[Callable[["TCPTransport"], None]] = None) -> None:
         super().__init__(reactor, sock, handler, peername, on_lost)
         self._buffer: Any = bytearray()    # a _SendQueue while a file region is queued
@@ -363,6 +394,7 @@ class TCPTransport(SocketTransport):
         self._idle_timeout = idle_timeout
         self._idle_timer = None
         self._yields = 0                   # continuations queued by yield_turn()
+        self._server = server              # get_extra_info("server"): None for connect()
 
     # ------------------------------------------------------------------
     # Start-up
@@ -504,7 +536,7 @@ class TCPTransport(SocketTransport):
             return
         del buffer[:sent]
         self._last_activity = self.reactor.turn_time
-        if self._writing_paused:
+        if self._writing_paused or self._drain_waiters is not None:
             self._follow_water_marks(len(buffer))   # resume_writing: it may write more
         if buffer or self._lost or self._buffer is not buffer:   # resume_writing may have sendfile()d
             return
@@ -601,6 +633,15 @@ class TCPTransport(SocketTransport):
     # ------------------------------------------------------------------
     # Closing
     # ------------------------------------------------------------------
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """``'peername'``, ``'sockname'``, ``'socket'``, and ``'server'``: the server
+        that accepted the connection (None for ``connect()``), which a handler asks
+        ``is_closed()`` when its connection ends (how ``server_close()`` ends a
+        StreamHandler's ``handle()``, through any layers: they pass the name down)."""
+        if name == "server":
+            return self._server if self._server is not None else default
+        return super().get_extra_info(name, default)
+
     def _send_what_fits(self) -> None:
         """``close_now()``'s last flush: what the kernel did not take is logged."""
         if self._buffer:
@@ -638,6 +679,7 @@ class TCPTransport(SocketTransport):
 
     def _drop_pending(self) -> None:
         self._buffer = bytearray()      # file regions too; their files stay open (the caller's)
+        self._drain_waiters = None
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None

@@ -250,13 +250,16 @@ class DatagramTransport(SocketTransport):
     # Closing
     # ------------------------------------------------------------------
     def _call_handler(self, method: str, *args: Any) -> None:
-        """One place where a handler's exception is logged, once; the endpoint goes on."""
         try:
             getattr(self._handler, method)(*args)
-        except PROPAGATE:
-            raise
         except BaseException as exc:
-            logger.error("%r: handler %s() raised; endpoint stays open", self, method, exc_info=exc)
+            self._handler_failed(exc, method)
+
+    def _handler_failed(self, exc: BaseException, method: str) -> None:
+        """One place where a handler's exception is logged, once; the endpoint goes on."""
+        if isinstance(exc, PROPAGATE):
+            raise exc
+        logger.error("%r: handler %s() raised; endpoint stays open", self, method, exc_info=exc)
 
     def _drop_pending(self) -> None:
         self._queue.clear()
