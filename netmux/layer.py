@@ -31,8 +31,9 @@ socket or the reactor's internals; it only has the transport below.
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Callable, Iterable, Optional, Tuple
+
+from .sendfile import region_count
 
 __all__ = ["Layer", "CountingLayer", "ByteCounter"]
 
@@ -209,7 +210,5 @@ class CountingLayer(Layer):
         self.counter.bytes_out += memoryview(data).nbytes
 
     def sendfile(self, file: Any, offset: int = 0, count: Optional[int] = None) -> None:
-        if count is None:
-            count = max(os.fstat(file.fileno()).st_size - offset, 0)
-        self.transport.sendfile(file, offset, count)
-        self.counter.bytes_out += count
+        self.transport.sendfile(file, offset, count)   # refuses a bad argument first
+        self.counter.bytes_out += region_count(file, offset, count)

@@ -19,8 +19,8 @@ virtual clock for ``netmux.testing``).
 One turn of the loop (``run_once``), the same shape as redis' ``ae.c``:
 
 1. sleep in ``select`` until a descriptor is ready, or the nearest timer is due,
-   or for no time at all when callbacks are already queued (on Linux it waits
-   on the selector's epoll object itself: see ``_poll_epoll``);
+   or for no time at all when callbacks are already queued (on Linux it owns
+   an epoll object and waits on it: see ``_poll_epoll``);
 2. call the reader, then the writer, of every ready descriptor, directly: the
    hot path (readable -> recv -> handler -> send) never goes through a queue;
 3. move every timer that has come due to the ready queue;
@@ -58,6 +58,9 @@ logger = logging.getLogger("netmux")
 
 _EVENT_READ = selectors.EVENT_READ
 _EVENT_WRITE = selectors.EVENT_WRITE
+# selectors' EVENT_READ/EVENT_WRITE bits as epoll's.
+_EPOLL_EVENTS = {_EVENT_READ: getattr(select, "EPOLLIN", 0), _EVENT_WRITE: getattr(select, "EPOLLOUT", 0),
+                 _EVENT_READ | _EVENT_WRITE: getattr(select, "EPOLLIN", 0) | getattr(select, "EPOLLOUT", 0)}
 # Which epoll bits wake a reader and a writer: the same split as EpollSelector's.
 _EPOLL_READ_MASK = ~getattr(select, "EPOLLOUT", 0)
 _EPOLL_WRITE_MASK = ~getattr(select, "EPOLLIN", 0)
@@ -70,6 +73,11 @@ _MIN_CANCELLED_TO_PURGE = 100
 # month (or at inf, "never") must not overflow epoll's int milliseconds.
 _MAXIMUM_SELECT_TIMEOUT = 24 * 3600
 
+
+
+def _events_of(callbacks: List[Any]) -> int:
+    """The selector events a ``[reader, writer]`` pair needs watched."""
+    return (_EVENT_READ if callbacks[0] is not None else 0) | (_EVENT_WRITE if callbacks[1] is not None else 0)
 
 
 def _check_deadline(when: float) -> float:
@@ -161,7 +169,7 @@ class _WakeupSocketPair:
 
 
 class Reactor:
-    """A single-threaded event loop around ``selectors.DefaultSelector``.
+    """A single-threaded event loop: epoll on Linux, ``selectors`` elsewhere.
 
     Everything but ``call_soon_threadsafe`` and ``stop`` must be called from the
     thread that runs the reactor (or before it runs).
@@ -191,17 +199,21 @@ class Reactor:
         if clock is not None and not callable(clock):
             raise TypeError(f"clock must be a callable returning seconds, not {type(clock).__name__}")
         self._clock: Callable[[], float] = time.monotonic if clock is None else clock
-        self._selector = selectors.DefaultSelector() if selector is None else selector
-        # fd -> [reader, writer]: what _poll_epoll dispatches by. A descriptor
+        # fd -> [reader, writer]: what the loop dispatches by. A descriptor
         # registered since the last wait waits in _new_callbacks until the next
         # wait begins, so no event of a batch can reach it (see _poll_epoll).
         self._callbacks: Dict[int, List[Any]] = {}
         self._new_callbacks: Dict[int, List[Any]] = {}
-        epoll = getattr(self._selector, "_selector", None)   # EpollSelector's own epoll object
-        if isinstance(self._selector, getattr(selectors, "EpollSelector", ())) and epoll is not None:
-            self._epoll = epoll
+        # On Linux, unless a selector is handed in, the reactor owns an epoll
+        # object, as trio does: registering is one system call, and the wait
+        # reads the kernel's (fd, mask) list with no selectors layer between.
+        self._epoll: Any = None
+        self._selector: Optional[selectors.BaseSelector] = None
+        if selector is None and hasattr(select, "epoll"):
+            self._epoll = select.epoll()
             self._poll = self._poll_epoll
         else:
+            self._selector = selectors.DefaultSelector() if selector is None else selector
             self._poll = self._poll_selector
         #: The reactor's time when the last wait returned: read once per turn,
         #: so every transport of the turn stamps its activity with it for free.
@@ -345,27 +357,54 @@ class Reactor:
             if callback is None:
                 return False
             raise RuntimeError("the reactor is closed")
-        try:
-            key = self._selector.get_key(fileobj)
-        except KeyError:
+        fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+        data = self._callbacks.get(fd)
+        if data is None:
+            data = self._new_callbacks.get(fd)
+        if data is None:
             if callback is None:
                 return False
-            data: List[Any] = [None, None]
+            data = [None, None]
             data[slot] = callback
-            key = self._selector.register(fileobj, _EVENT_READ if slot == 0 else _EVENT_WRITE, data)
-            self._new_callbacks[key.fd] = data
+            self._watch(fd, fileobj, _EVENT_READ if slot == 0 else _EVENT_WRITE, data)
+            self._new_callbacks[fd] = data
             return True
-        data = key.data
+        before = _events_of(data)
         had = data[slot] is not None
         data[slot] = callback
-        events = (_EVENT_READ if data[0] is not None else 0) | (_EVENT_WRITE if data[1] is not None else 0)
+        events = _events_of(data)
         if events == 0:
-            self._selector.unregister(fileobj)
-            if self._callbacks.pop(key.fd, None) is None:
-                del self._new_callbacks[key.fd]
-        elif events != key.events:
-            self._selector.modify(fileobj, events, data)
+            self._unwatch(fd, fileobj)
+            if self._callbacks.pop(fd, None) is None:
+                del self._new_callbacks[fd]
+        elif events != before:
+            self._rewatch(fd, fileobj, events, data)
         return had
+
+    # What the kernel (or the selector) is told: one call each way.
+    def _watch(self, fd: int, fileobj: Any, events: int, data: List[Any]) -> None:
+        if self._epoll is not None:
+            self._epoll.register(fd, _EPOLL_EVENTS[events])
+        else:
+            assert self._selector is not None
+            self._selector.register(fileobj, events, data)
+
+    def _rewatch(self, fd: int, fileobj: Any, events: int, data: List[Any]) -> None:
+        if self._epoll is not None:
+            self._epoll.modify(fd, _EPOLL_EVENTS[events])
+        else:
+            assert self._selector is not None
+            self._selector.modify(fileobj, events, data)
+
+    def _unwatch(self, fd: int, fileobj: Any) -> None:
+        if self._epoll is not None:
+            try:
+                self._epoll.unregister(fd)
+            except OSError:
+                pass        # closed first: the kernel dropped it from the set already
+        else:
+            assert self._selector is not None
+            self._selector.unregister(fileobj)
 
     # ------------------------------------------------------------------
     # In flight: what close() must finish, and statistics
@@ -491,7 +530,11 @@ class Reactor:
         self._ready.clear()
         self._timers.clear()
         self._cancelled_timers = 0
-        self._selector.close()
+        if self._epoll is not None:
+            self._epoll.close()
+        else:
+            assert self._selector is not None
+            self._selector.close()
         self._callbacks.clear()         # the selector watches nothing now
         self._new_callbacks.clear()
         self._wakeup.close()
@@ -513,7 +556,8 @@ class Reactor:
     # by an earlier callback of the same batch has its list emptied
     # ([None, None]) and is skipped.
     def _poll_selector(self, timeout: Optional[float]) -> None:
-        """Wait with the selector: the portable path."""
+        """Wait with the selector: the portable path (and a selector handed in)."""
+        assert self._selector is not None
         events = self._selector.select(timeout)
         self.turn_time = self._clock()
         for key, mask in events:
@@ -529,13 +573,16 @@ class Reactor:
                 logger.exception("exception in I/O callback for %r", key.fileobj)
 
     def _poll_epoll(self, timeout: Optional[float]) -> None:
-        """Wait on the selector's epoll object itself: the same loop, a shorter path.
+        """Wait on the reactor's own epoll object: the same loop, a shorter path.
 
         ``EpollSelector.select()`` turns every kernel event into a ``(key,
         events)`` pair in Python before we see it; reading the kernel's
         ``(fd, mask)`` list directly cuts the reactor's instructions per echoed
-        message by about 15 % (bench/README.md). Registrations still go through
-        the selector, which stays the one record of what is watched.
+        message by about 15 % (bench/README.md). The reactor owns the epoll
+        object (as trio does, instead of reaching into EpollSelector's private
+        one); the ``[reader, writer]`` table is the one record of what is
+        watched. (This function and ``TCPTransport.write`` stay whole although
+        long: they are the hot path, and a split costs a call per event.)
 
         Reading by fd has a trap that the selector's keys do not (they are
         looked up before any callback runs): a callback may close descriptor

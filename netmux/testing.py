@@ -54,7 +54,8 @@ from typing import Any, Callable, Deque, Iterable, List, NamedTuple, Optional, S
 
 from .errors import PROPAGATE, lost_reason
 from .reactor import Reactor
-from .transport import byte_view, check_file_region, water_marks
+from .sendfile import check_file_region
+from .transport import byte_view, water_marks
 
 __all__ = [
     "drive", "pair", "Conversation", "Pair", "MemoryTransport", "VirtualClock",

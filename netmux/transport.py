@@ -51,12 +51,12 @@ Design notes, the why of the code below:
   (why one shared buffer: ``Reactor.read_buffer``). Activity stamps read
   ``reactor.turn_time``, one clock read per turn, not one per message.
 * **Files queue behind bytes, at no cost to bytes.** ``sendfile()`` queues a
-  file region that ``os.sendfile`` hands to the kernel without copying it
-  through Python (read and send where it cannot). Only then does the write
-  buffer become a ``_SendQueue`` (bytes and file regions, in order), which
-  answers what ``write()`` asks of a bytearray (truth, ``len``, ``+=``): the
-  plain bytes path does not even test for it. Once drained, it is a bytearray
-  again.
+  file region (``sendfile.py``: ``os.sendfile`` without copying it through
+  Python, or read and send where it cannot). The one hook here is a named
+  mode, ``_files_queued``: while it is on, the write buffer is a
+  ``SendQueue`` (bytes and regions, in order) flushed by ``_send_queued``;
+  once drained, a bytearray again. ``write()`` does not know: the queue
+  answers what it asks of a bytearray (truth, ``len``, ``+=``).
 * **close() waits for the peer's FIN** before releasing the descriptor (at
   most ``LINGER_SECONDS``), so unread input cannot turn into an RST that
   destroys the tail of the reply (``_close_after_peer``).
@@ -67,17 +67,14 @@ and off, water marks, closing exactly once); ``DatagramTransport`` in
 """
 from __future__ import annotations
 
-import errno
-import io
 import logging
-import os
 import socket
-from collections import deque
 from typing import Any, Callable, List, Optional, Tuple
 
 from .errors import PROPAGATE, lost_reason
+from .sendfile import FileRegion, SendQueue, check_file_region, region_count
 
-__all__ = ["TCPTransport"]
+__all__ = ["TCPTransport", "check_file_region"]
 
 logger = logging.getLogger("netmux")
 
@@ -109,20 +106,6 @@ def water_marks(high: Optional[int] = None, low: Optional[int] = None) -> Tuple[
     if not 0 <= low <= high:
         raise ValueError(f"need 0 <= low <= high, got high={high!r} low={low!r}")
     return high, low
-
-
-def check_file_region(file: Any, offset: int, count: Optional[int]) -> None:
-    """The argument check of every ``sendfile()``: TypeError or ValueError for a text
-    file, an ``offset`` that is not an int >= 0, a ``count`` neither None nor an int > 0."""
-    if isinstance(file, io.TextIOBase):
-        raise ValueError("sendfile() needs a file opened in binary mode")
-    for name, value in (("offset", offset), ("count", count)):
-        if value is not None and (value.__class__ is bool or not isinstance(value, int)):
-            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if offset < 0:
-        raise ValueError(f"offset must be >= 0, got {offset}")
-    if count is not None and count <= 0:
-        raise ValueError(f"count must be a positive int or None, got {count}")
 
 
 class SocketTransport:
@@ -380,14 +363,15 @@ class TCPTransport(SocketTransport):
 
     __slots__ = (
         "_buffer", "_eof_received", "_eof_requested", "_last_activity", "_idle_timeout",
-        "_idle_timer", "_yields", "_server",
+        "_idle_timer", "_yields", "_server", "_files_queued",
     )
 
     def __init__(self, reactor: Any, sock: socket.socket, handler: Any, *,
                  peername: Any = None, idle_timeout: Optional[float] = None, server: Any = None,
                  on_lost: Optional[Callable[["TCPTransport"], None]] = None) -> None:
         super().__init__(reactor, sock, handler, peername, on_lost)
-        self._buffer: Any = bytearray()    # a _SendQueue while a file region is queued
+        self._buffer: Any = bytearray()    # a SendQueue while files are queued
+        self._files_queued = False         # sendfile()'s mode: the buffer is a SendQueue
         self._eof_received = False
         self._eof_requested = False
         self._last_activity = reactor.time()     # the reactor's clock: virtual in tests
@@ -538,7 +522,7 @@ class TCPTransport(SocketTransport):
         self._last_activity = self.reactor.turn_time
         if self._writing_paused or self._drain_waiters is not None:
             self._follow_water_marks(len(buffer))   # resume_writing: it may write more
-        if buffer or self._lost or self._buffer is not buffer:   # resume_writing may have sendfile()d
+        if buffer or self._lost or self._files_queued:   # resume_writing may have sendfile()d
             return
         self.reactor.remove_writer(self._fileno)
         if self._closing:
@@ -596,21 +580,21 @@ class TCPTransport(SocketTransport):
             raise ConnectionError(f"sendfile() on a closed or closing transport: {self!r}")
         if self._eof_requested:
             raise RuntimeError("sendfile() after write_eof()")
-        if count is None:
-            count = _file_size(file) - offset
-            if count <= 0:
-                return
-        queue = self._buffer
-        if queue.__class__ is not _SendQueue:
-            queue = self._buffer = _SendQueue(queue)
+        count = region_count(file, offset, count)
+        if not count:
+            return
+        if not self._files_queued:          # the hook: from now on the queue's writer
+            self._files_queued = True
+            self._buffer = SendQueue(self._buffer)
             self.reactor.add_writer(self._fileno, self._send_queued)   # replaces _write_ready
-        queue.add_region(_FileRegion(file, offset, count))
+        queue = self._buffer
+        queue.add_region(FileRegion(file, offset, count))
         self._follow_water_marks(len(queue))
 
     def _send_queued(self) -> None:
         """Writable while the write buffer is a queue: send until the kernel is full."""
         queue = self._buffer
-        if self._lost or queue.__class__ is not _SendQueue:
+        if self._lost or not self._files_queued:
             return
         try:
             sent = queue.send(self._sock)
@@ -621,6 +605,7 @@ class TCPTransport(SocketTransport):
             self._last_activity = self.reactor.turn_time
         if not queue:
             self._buffer = bytearray()                  # drained: back to the bytes path
+            self._files_queued = False
             self.reactor.remove_writer(self._fileno)
         self._follow_water_marks(len(self._buffer))    # resume_writing: it may write or queue more
         if self._buffer or self._lost:
@@ -645,7 +630,7 @@ class TCPTransport(SocketTransport):
     def _send_what_fits(self) -> None:
         """``close_now()``'s last flush: what the kernel did not take is logged."""
         if self._buffer:
-            if self._buffer.__class__ is _SendQueue:
+            if self._files_queued:
                 self._send_queued()
             else:
                 self._write_ready()
@@ -679,6 +664,7 @@ class TCPTransport(SocketTransport):
 
     def _drop_pending(self) -> None:
         self._buffer = bytearray()      # file regions too; their files stay open (the caller's)
+        self._files_queued = False
         self._drain_waiters = None
         if self._idle_timer is not None:
             self._idle_timer.cancel()
@@ -766,154 +752,3 @@ def _close_after_peer(reactor: Any, sock: socket.socket) -> None:
     reactor.add_reader(fileno, discard)
     timer = reactor.call_later(LINGER_SECONDS, finish)
     reactor.track_in_flight(fileno, finish)
-
-
-# ----------------------------------------------------------------------
-# The write buffer while files are queued (TCPTransport.sendfile)
-# ----------------------------------------------------------------------
-#: os.sendfile's ways of saying "not for this pair of descriptors": read and send instead.
-_SENDFILE_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS, errno.ENOTSOCK, errno.EOPNOTSUPP,
-                                   errno.ESPIPE, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)})
-_READ_CHUNK = 256 * 1024
-
-
-def _has_descriptor(file: Any) -> bool:
-    """True for a file on a descriptor; False for io.BytesIO and its like. A
-    closed file raises ValueError: the caller hears of it at once."""
-    try:
-        file.fileno()
-    except (AttributeError, io.UnsupportedOperation):
-        return False
-    return True
-
-
-def _file_size(file: Any) -> int:
-    """The size of ``file`` now: fstat where it has a descriptor, else seek to its end."""
-    if _has_descriptor(file):
-        return os.fstat(file.fileno()).st_size
-    position = file.tell()
-    size = file.seek(0, io.SEEK_END)
-    file.seek(position)
-    return size
-
-
-class _SendQueue:
-    """Bytes (bytearrays) and ``_FileRegion``s, sent in order.
-
-    It stands in for the transport's bytearray, so it answers what ``write()``
-    asks of one: truth (anything left?), ``len()`` (bytes left, file bytes
-    included) and ``+=`` (bytes join the tail).
-    """
-
-    __slots__ = ("_items", "_size")
-
-    def __init__(self, buffer: bytearray) -> None:
-        self._items: Any = deque()
-        self._size = 0
-        if buffer:
-            self += buffer
-
-    def __bool__(self) -> bool:
-        return bool(self._items)
-
-    def __len__(self) -> int:
-        return self._size
-
-    def __iadd__(self, data: Any) -> "_SendQueue":
-        items = self._items
-        if items and items[-1].__class__ is bytearray:
-            items[-1] += data
-        else:
-            items.append(bytearray(data))
-        self._size += len(data)
-        return self
-
-    def add_region(self, region: "_FileRegion") -> None:
-        self._items.append(region)
-        self._size += region.remaining
-
-    def send(self, sock: socket.socket) -> int:
-        """Hand the kernel what it takes now, in order; the count sent.
-
-        A partial send means the socket buffer is full: stop there rather than
-        pay for a call that would only say EAGAIN.
-        """
-        items = self._items
-        total = 0
-        while items:
-            item = items[0]
-            try:
-                if item.__class__ is bytearray:
-                    sent = sock.send(item)
-                    del item[:sent]
-                    done = not item
-                else:
-                    sent = item.send(sock)
-                    done = not item.remaining
-            except (BlockingIOError, InterruptedError):
-                break
-            total += sent
-            self._size -= sent
-            if not done:
-                break
-            items.popleft()
-        return total
-
-
-class _FileRegion:
-    """``remaining`` bytes of ``file`` from ``offset``, sent piece by piece.
-
-    Zero-copy with ``os.sendfile`` while the kernel accepts it; at its first
-    refusal (or with no descriptor at all) it falls back for good to reading a
-    piece (``os.pread``, or seek and read) and sending that, keeping what the
-    socket did not take: one piece of memory at most per region.
-    """
-
-    __slots__ = ("file", "offset", "remaining", "_native", "_pending")
-
-    def __init__(self, file: Any, offset: int, count: int) -> None:
-        self.file = file
-        self.offset = offset          # of the next byte to read from the file
-        self.remaining = count        # bytes not yet handed to the kernel
-        self._native = hasattr(os, "sendfile") and _has_descriptor(file)
-        self._pending: Any = b""      # read from the file, not yet taken by the socket
-
-    def send(self, sock: socket.socket) -> int:
-        """Hand the kernel what it takes now and return that count. BlockingIOError
-        when it takes nothing; EOFError when the file ends early; OSError or
-        ValueError (a closed file) from either side."""
-        if self._native and not self._pending:
-            try:
-                # The descriptor is asked for each time: a closed file is then a
-                # ValueError, not a read from whatever reused its number.
-                sent = os.sendfile(sock.fileno(), self.file.fileno(), self.offset, self.remaining)
-            except OSError as exc:
-                if exc.errno not in _SENDFILE_UNSUPPORTED:
-                    raise               # EAGAIN (BlockingIOError), EPIPE, EBADF...
-                self._native = False
-            else:
-                if sent == 0:
-                    raise self._ended_early()
-                self.offset += sent
-                self.remaining -= sent
-                return sent
-        if not self._pending:
-            self._pending = self._read(min(self.remaining, _READ_CHUNK))
-        sent = sock.send(self._pending)
-        self._pending = self._pending[sent:]
-        self.remaining -= sent
-        return sent
-
-    def _read(self, size: int) -> memoryview:
-        if _has_descriptor(self.file):
-            data = os.pread(self.file.fileno(), size, self.offset)
-        else:                                        # io.BytesIO and friends
-            self.file.seek(self.offset)
-            data = self.file.read(size)
-        if not data:
-            raise self._ended_early()
-        self.offset += len(data)
-        return memoryview(data)
-
-    def _ended_early(self) -> EOFError:
-        return EOFError(f"the file ended {self.remaining} bytes before its sendfile() region did")
