@@ -163,12 +163,11 @@ class FramedHandler(Handler):
     def _deliver(self, frames: List[bytes], error: Optional[FramingError]) -> None:
         """Hand up ``frames`` (then report ``error``), at most a turn's share now."""
         if len(frames) <= self.frames_per_turn and not self._backlog:
-            transport = self.transport
             for frame in frames:           # the common case: no backlog, no queue
-                if transport is not None and transport.is_closing():
+                if self._is_closing():
                     return
                 self.frame_received(frame)
-            if error is not None and not (transport is not None and transport.is_closing()):
+            if error is not None and not self._is_closing():
                 self.framing_error(error)
             return
         if self._backlog is None:
@@ -178,24 +177,33 @@ class FramedHandler(Handler):
         self._deliver_backlog()
 
     def _deliver_backlog(self) -> None:
-        """One turn's share of the backlog; the rest on the next turn. A transport
-        without ``yield_turn`` (not netmux's) gets everything now, as before."""
-        backlog, transport = self._backlog, self.transport
-        assert backlog is not None
-        budget = self.frames_per_turn
-        yield_turn = getattr(transport, "yield_turn", None)
-        while backlog:
-            for _ in range(min(budget, len(backlog)) if budget >= 1 else 1):
-                if transport is not None and transport.is_closing():
-                    backlog.clear()
-                    return
-                self.frame_received(backlog.popleft())
-            if backlog and yield_turn is not None:
+        """One turn's share of the backlog, the rest on the next turn (a transport
+        without ``yield_turn``, not netmux's, gets everything now, as before);
+        then the framing error that ended the stream, if one did."""
+        yield_turn = getattr(self.transport, "yield_turn", None)
+        while self._backlog:
+            if not self._deliver_share(self._backlog):
+                return
+            if self._backlog and yield_turn is not None:
                 yield_turn(self._deliver_backlog)
                 return
         error, self._backlog_error = self._backlog_error, None
-        if error is not None and not (transport is not None and transport.is_closing()):
+        if error is not None and not self._is_closing():
             self.framing_error(error)
+
+    def _deliver_share(self, backlog: Deque[bytes]) -> bool:
+        """Up to ``frames_per_turn`` frames (at least one); False once closing."""
+        budget = self.frames_per_turn
+        for _ in range(min(budget, len(backlog)) if budget >= 1 else 1):
+            if self._is_closing():
+                backlog.clear()
+                return False
+            self.frame_received(backlog.popleft())
+        return True
+
+    def _is_closing(self) -> bool:
+        transport = self.transport
+        return transport is not None and bool(transport.is_closing())
 
     def frame_received(self, frame: bytes) -> None:
         """Called once per whole frame, in stream order. Override it."""

@@ -358,17 +358,11 @@ class Reactor:
                 return False
             raise RuntimeError("the reactor is closed")
         fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
-        data = self._callbacks.get(fd)
+        data = self._callbacks.get(fd) or self._new_callbacks.get(fd)
         if data is None:
-            data = self._new_callbacks.get(fd)
-        if data is None:
-            if callback is None:
-                return False
-            data = [None, None]
-            data[slot] = callback
-            self._watch(fd, fileobj, _EVENT_READ if slot == 0 else _EVENT_WRITE, data)
-            self._new_callbacks[fd] = data
-            return True
+            if callback is not None:
+                self._add_descriptor(fd, fileobj, slot, callback)
+            return False
         before = _events_of(data)
         had = data[slot] is not None
         data[slot] = callback
@@ -380,6 +374,13 @@ class Reactor:
         elif events != before:
             self._rewatch(fd, fileobj, events, data)
         return had
+
+    def _add_descriptor(self, fd: int, fileobj: Any, slot: int, callback: Callable[[], Any]) -> None:
+        """Watch a descriptor not watched yet; it joins the table at the next wait."""
+        data: List[Any] = [None, None]
+        data[slot] = callback
+        self._watch(fd, fileobj, _EVENT_READ if slot == 0 else _EVENT_WRITE, data)
+        self._new_callbacks[fd] = data
 
     # What the kernel (or the selector) is told: one call each way.
     def _watch(self, fd: int, fileobj: Any, events: int, data: List[Any]) -> None:
@@ -628,38 +629,47 @@ class Reactor:
                 logger.exception("exception in I/O callback for fd %d", fd)
 
     def _run_once(self, timeout: Optional[float]) -> None:
-        ready = self._ready
+        """One turn: wait, then the due timers join the ready queue, which runs."""
+        self._poll(self._wait_time(timeout))
+        if self._timers:
+            self._queue_due_timers()
+        if self._ready:
+            self._run_ready()
+
+    def _wait_time(self, timeout: Optional[float]) -> Optional[float]:
+        """How long this turn may sleep in the poller: the one place a wait is
+        normalised. None waits for an event; the rest lands in [0, a day]. A
+        negative timeout means "poll" (epoll would take it for "forever"), and
+        inf or a timer a month away is capped, as asyncio does, so the poller
+        never overflows. Queued callbacks (or a stop) mean no sleep at all."""
+        if self._ready or self._stopping:
+            return 0
         timers = self._timers
-        if ready or self._stopping:
-            timeout = 0
-        else:
-            if timers:
-                delay = timers[0][0] - self._clock()
-                if timeout is None or delay < timeout:
-                    timeout = delay
-            # The one place a wait is normalised: None waits for an event, the
-            # rest lands in [0, a day]. A negative timeout means "poll" (epoll
-            # would take it for "forever"), and inf or a timer a month away is
-            # capped, as asyncio does, so the poller never overflows.
-            if timeout is not None:
-                if timeout <= 0:
-                    timeout = 0
-                elif timeout > _MAXIMUM_SELECT_TIMEOUT:
-                    timeout = _MAXIMUM_SELECT_TIMEOUT
-
-        self._poll(timeout)
-
         if timers:
-            now = self.turn_time
-            while timers and timers[0][0] <= now:
-                timer = heapq.heappop(timers)[2]
-                timer._in_heap = False
-                if timer._cancelled:
-                    self._cancelled_timers -= 1
-                else:
-                    ready.append(timer)
+            delay = timers[0][0] - self._clock()
+            if timeout is None or delay < timeout:
+                timeout = delay
+        if timeout is None:
+            return None
+        if timeout <= 0:
+            return 0
+        return min(timeout, _MAXIMUM_SELECT_TIMEOUT)
 
-        # Only what is queued now: callbacks queued by these run next turn.
+    def _queue_due_timers(self) -> None:
+        """Move every timer due at ``turn_time`` to the ready queue, in deadline order."""
+        timers, ready, now = self._timers, self._ready, self.turn_time
+        while timers and timers[0][0] <= now:
+            timer = heapq.heappop(timers)[2]
+            timer._in_heap = False
+            if timer._cancelled:
+                self._cancelled_timers -= 1
+            else:
+                ready.append(timer)
+
+    def _run_ready(self) -> None:
+        """Run what is queued now: callbacks queued by these run next turn, so one
+        busy callback cannot starve I/O."""
+        ready = self._ready
         for _ in range(len(ready)):
             timer = ready.popleft()
             callback, args = timer._callback, timer._args

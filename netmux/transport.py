@@ -108,6 +108,14 @@ def water_marks(high: Optional[int] = None, low: Optional[int] = None) -> Tuple[
     return high, low
 
 
+def _ask_socket(question: Callable[[], Any]) -> Any:
+    """``getpeername()`` or ``getsockname()``, None where the socket cannot say."""
+    try:
+        return question()
+    except OSError:
+        return None
+
+
 class SocketTransport:
     """What every socket transport shares: reading on and off, the flow-control
     marks, closing exactly once, and asyncio's introspection names.
@@ -335,17 +343,11 @@ class SocketTransport:
             return self._sock
         if name == "peername":
             if self._peername is None and not self._lost:
-                try:
-                    self._peername = self._sock.getpeername()
-                except OSError:
-                    return default
+                self._peername = _ask_socket(self._sock.getpeername)
             return default if self._peername is None else self._peername
         if name == "sockname":
             if not self._lost:   # not cached while open: a UDP socket is bound by its first send
-                try:
-                    self._sockname = self._sock.getsockname()
-                except OSError:
-                    return default
+                self._sockname = _ask_socket(self._sock.getsockname)
             return default if self._sockname is None else self._sockname
         return default
 
@@ -474,6 +476,8 @@ class TCPTransport(SocketTransport):
         Raises TypeError for anything not bytes-like, ConnectionError once the
         transport is closing or lost, RuntimeError after ``write_eof()``.
         """
+        # The hot path, kept whole (radon C): each check costs every message, a
+        # helper call would cost more than the branches it hides.
         if data.__class__ is not bytes:
             data = byte_view(data)
         if self._closing:
@@ -525,6 +529,10 @@ class TCPTransport(SocketTransport):
         if buffer or self._lost or self._files_queued:   # resume_writing may have sendfile()d
             return
         self.reactor.remove_writer(self._fileno)
+        self._flushed()
+
+    def _flushed(self) -> None:
+        """Everything written has reached the kernel: what waited for that now happens."""
         if self._closing:
             self._force_close(None, graceful=True)
         elif self._eof_requested:
@@ -608,12 +616,8 @@ class TCPTransport(SocketTransport):
             self._files_queued = False
             self.reactor.remove_writer(self._fileno)
         self._follow_water_marks(len(self._buffer))    # resume_writing: it may write or queue more
-        if self._buffer or self._lost:
-            return
-        if self._closing:
-            self._force_close(None, graceful=True)
-        elif self._eof_requested:
-            self._shutdown_write()
+        if not (self._buffer or self._lost):
+            self._flushed()
 
     # ------------------------------------------------------------------
     # Closing

@@ -7,7 +7,7 @@ import logging
 import socket
 import threading
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, List, Optional
 
 import pytest
 
