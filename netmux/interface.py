@@ -14,7 +14,7 @@ contract written in each docstring below and pinned by tests/test_interface.py.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Protocol, Tuple, runtime_checkable
+from typing import Any, Callable, Iterable, Optional, Protocol, Tuple, runtime_checkable
 
 __all__ = ["Transport", "EXTRA_INFO_NAMES"]
 
@@ -71,6 +71,10 @@ class Transport(Protocol):
 
     def is_reading(self) -> bool:
         """True while incoming data is delivered."""
+
+    def yield_turn(self, callback: Callable[..., Any], *args: Any) -> None:
+        """Run ``callback(*args)`` on the next turn and read nothing until it has
+        run (fairness: a handler's share of a turn; see TCPTransport's)."""
 
     def get_write_buffer_size(self) -> int:
         """Bytes queued but not yet handed to the layer or socket below."""

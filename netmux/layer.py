@@ -32,7 +32,7 @@ socket or the reactor's internals; it only has the transport below.
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Optional, Tuple
+from typing import Any, Callable, Iterable, Optional, Tuple
 
 __all__ = ["Layer", "CountingLayer", "ByteCounter"]
 
@@ -142,6 +142,10 @@ class Layer:
     def is_reading(self) -> bool:
         """True while the transport below delivers data."""
         return bool(self.transport.is_reading())
+
+    def yield_turn(self, callback: Callable[..., Any], *args: Any) -> None:
+        """Go on next turn, reading nothing below meanwhile (the transport's fairness)."""
+        self.transport.yield_turn(callback, *args)
 
     def get_write_buffer_size(self) -> int:
         """Bytes queued below (a buffering layer adds its own)."""

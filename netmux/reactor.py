@@ -173,9 +173,13 @@ class Reactor:
     thread that runs the reactor (or before it runs).
     """
 
-    #: Size of the buffer every transport of this reactor reads into (at least
-    #: 64 KiB: a UDP datagram must fit whole).
-    read_buffer_size = 256 * 1024
+    #: Size of the buffer every transport of this reactor reads into, hence the
+    #: most one read event hands a stream handler: its share of a turn, the
+    #: first bound of fairness (transport.py's design note). At least 64 KiB, so
+    #: any UDP datagram fits whole. 64 KiB, not asyncio's 256 KiB: a pipelining
+    #: client's read then holds a quarter of the requests, and the echo
+    #: scenarios did not slow down (bench/README.md).
+    read_buffer_size = 64 * 1024
 
     def __init__(self, selector: Optional[selectors.BaseSelector] = None, *,
                  clock: Optional[Callable[[], float]] = None) -> None:

@@ -52,7 +52,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
-from .reactor import Reactor
+from .reactor import PROPAGATE, Reactor
 from .transport import _byte_view, check_file_region, water_marks
 
 __all__ = [
@@ -173,6 +173,7 @@ class MemoryTransport:
         self._inbound: Deque[bytes] = deque()
         self._inbound_eof = False
         self._pump_queued = False
+        self._yields = 0                  # continuations queued by yield_turn()
         # Where bytes and our FIN go once sent (pair() wires these to the other end).
         self._on_sent: Optional[Callable[[bytes], None]] = None
         self._on_eof: Optional[Callable[[], None]] = None
@@ -189,12 +190,20 @@ class MemoryTransport:
     # Handler calls: one place catches, logs once, aborts
     # ------------------------------------------------------------------
     def _call(self, method: str, *args: Any) -> Tuple[bool, Any]:
+        return self._call_function(getattr(self._handler, method), method, *args)
+
+    def _call_function(self, function: Callable[..., Any], name: str, *args: Any) -> Tuple[bool, Any]:
+        """TCPTransport's rule: any exception costs the connection (logged once);
+        SystemExit and KeyboardInterrupt abort it too, then propagate."""
         try:
-            return True, getattr(self._handler, method)(*args)
-        except Exception as exc:
-            logger.error("%r: handler %s() raised; aborting this connection", self, method, exc_info=exc)
+            return True, function(*args)
+        except BaseException as exc:
             self._log("handler_error", exc)
             self.aborted = True
+            if isinstance(exc, PROPAGATE):
+                self._force_close(exc)
+                raise
+            logger.error("%r: handler %s() raised; aborting this connection", self, name, exc_info=exc)
             self._force_close(exc)
             return False, None
 
@@ -219,14 +228,14 @@ class MemoryTransport:
             self._queue_pump()
 
     def _queue_pump(self) -> None:
-        if (not self._pump_queued and self.is_reading() and not self._eof_received
-                and (self._inbound or self._inbound_eof)):
+        if (not self._pump_queued and self.is_reading() and not self._yields
+                and not self._eof_received and (self._inbound or self._inbound_eof)):
             self._pump_queued = True
             self.reactor.call_soon(self._pump)
 
     def _pump(self) -> None:
         self._pump_queued = False
-        if not self.is_reading() or self._eof_received:
+        if not self.is_reading() or self._yields or self._eof_received:
             return
         if self._inbound:
             chunk = self._inbound.popleft()
@@ -260,6 +269,24 @@ class MemoryTransport:
     def is_reading(self) -> bool:
         """True while incoming data is delivered (not paused, not closing)."""
         return self._reading and not self._closing
+
+    def yield_turn(self, callback: Callable[..., Any], *args: Any) -> None:
+        """``callback(*args)`` on the next turn, no chunk delivered until it has run
+        without yielding again (TCPTransport's fairness contract)."""
+        if self._closing:
+            return
+        self._log("yield_turn")
+        self._yields += 1
+        self.reactor.call_soon(self._continue_turn, callback, args)
+
+    def _continue_turn(self, callback: Callable[..., Any], args: tuple) -> None:
+        self._yields -= 1
+        if self._closing:
+            return
+        name = getattr(callback, "__name__", "yield_turn callback")
+        ok, _ = self._call_function(callback, name, *args)
+        if ok and not self._lost:
+            self._queue_pump()
 
     # ------------------------------------------------------------------
     # Outgoing
@@ -418,7 +445,9 @@ class MemoryTransport:
         self._log("connection_lost", self._lost_exc)
         try:
             self._handler.connection_lost(self._lost_exc)
-        except Exception:
+        except PROPAGATE:
+            raise
+        except BaseException:
             logger.exception("%r: handler connection_lost() raised", self)
 
     # ------------------------------------------------------------------

@@ -35,6 +35,13 @@ Design notes, the why of the code below:
   then propagate out of the reactor: whatever escapes a handler, the
   transport is left closed and consistent, and ``connection_lost`` follows on
   the next turn the loop makes (or in ``server_close()``/``Reactor.close()``).
+* **Fairness: a handler's share of a turn.** One read hands the handler at
+  most ``Reactor.read_buffer_size`` (64 KiB); a handler with more work than a
+  turn's share (pipelined requests, a fan-out) does a share, calls
+  ``yield_turn(callback)`` and returns: reading stops and ``callback`` goes
+  on next turn, after the other connections had theirs. It is a state of
+  its own (``_yields``), beside the handler's ``pause_reading``, so neither
+  undoes the other. Pinned by tests/test_fairness.py.
 * **A closed reactor**: no loop will flush, so ``close()`` then acts as
   ``abort()`` (the descriptor is released, ``connection_lost`` runs at once).
 
@@ -329,7 +336,7 @@ class TCPTransport(_SocketTransport):
 
     __slots__ = (
         "_buffer", "_eof_received", "_eof_requested", "_last_activity", "_idle_timeout",
-        "_idle_timer",
+        "_idle_timer", "_yields",
     )
 
     def __init__(self, reactor: Any, sock: socket.socket, handler: Any, *,
@@ -342,6 +349,7 @@ class TCPTransport(_SocketTransport):
         self._last_activity = reactor.time()     # the reactor's clock: virtual in tests
         self._idle_timeout = idle_timeout
         self._idle_timer = None
+        self._yields = 0                   # continuations queued by yield_turn()
 
     # ------------------------------------------------------------------
     # Start-up
@@ -390,7 +398,42 @@ class TCPTransport(_SocketTransport):
             self.close()
 
     def _wants_reading(self) -> bool:
-        return self._reading and not self._closing and not self._eof_received
+        return self._reading and not self._closing and not self._eof_received and not self._yields
+
+    # ------------------------------------------------------------------
+    # Fairness: a handler's share of a turn
+    # ------------------------------------------------------------------
+    def yield_turn(self, callback: Callable[..., Any], *args: Any) -> None:
+        """Go on with ``callback(*args)`` on the next turn, reading nothing meanwhile.
+
+        For a handler with more work than its share of one turn (a batch of
+        pipelined requests, a fan-out): it does its share, calls this and
+        returns, and the reactor serves the other connections first. Reading
+        stops until every continuation queued this way has run without
+        yielding again, so nothing new piles up behind the work left, and EOF
+        cannot overtake it; the handler's own ``pause_reading()`` state is not
+        touched (``is_reading()`` still reports it). Continuations run FIFO; a
+        transport closing or lost before its turn drops them uncalled (no work
+        is left on a closed connection). An exception from ``callback`` is a
+        handler error: logged once, it aborts this connection only.
+        """
+        if self._closing:
+            return
+        self._yields += 1
+        self._update_reader()
+        self.reactor.call_soon(self._continue_turn, callback, args)
+
+    def _continue_turn(self, callback: Callable[..., Any], args: tuple) -> None:
+        self._yields -= 1
+        if self._closing:
+            return
+        try:
+            callback(*args)
+        except BaseException as exc:
+            self._handler_failed(exc, getattr(callback, "__name__", "yield_turn callback"))
+            return
+        if not self._lost:
+            self._update_reader()
 
     # ------------------------------------------------------------------
     # Writing: send at once, buffer the rest, flush when writable
