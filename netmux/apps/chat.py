@@ -110,6 +110,11 @@ class Chat:
         self.nicks: Dict[str, "ChatMember"] = {}        # casefolded nick -> member
         self._guests: Iterator[int] = itertools.count(1)
 
+    @classmethod
+    def from_arguments(cls, args: argparse.Namespace) -> "Chat":
+        """A chat with the limits of the command line (``add_arguments``)."""
+        return cls(args.max_backlog, args.max_line_rate, args.line_burst, args.flood_timeout)
+
     def guest_nick(self) -> str:
         """A free ``guestN``."""
         while True:
@@ -120,6 +125,14 @@ class Chat:
     def members(self, room: Optional[str]) -> Set["ChatMember"]:
         """Who is in ``room`` (any case) now: an empty set for a room nobody is in."""
         return self.rooms.get((room or "").casefold(), set())
+
+    def share_turns(self, room: Optional[str]) -> None:
+        """After ``room`` grew or shrank: each member's lines per turn, so that one member's
+        share of a turn costs about WRITES_PER_TURN writes of fan-out (one line at least)."""
+        members = self.members(room)
+        share = max(1, min(netmux.FramedHandler.frames_per_turn, WRITES_PER_TURN // max(1, len(members))))
+        for member in members:
+            member.frames_per_turn = share
 
     def say(self, room: Optional[str], line: str, exclude: Optional["ChatMember"] = None) -> None:
         """Send ``line`` to every member of ``room`` (but ``exclude``)."""
@@ -195,7 +208,6 @@ class ChatMember(netmux.LineHandler):
 
     def line_received(self, line: bytes) -> None:
         """One line: handled now if the member's budget allows, else held back in order."""
-        self.frames_per_turn = self._lines_per_turn()
         assert self._budget is not None
         if self._waiting or not self._budget.take(self.transport.reactor.time()):
             self._hold(line)
@@ -222,11 +234,6 @@ class ChatMember(netmux.LineHandler):
 
     # -- the rate limit --------------------------------------------------------
 
-    def _lines_per_turn(self) -> int:
-        """This member's share of a turn: about WRITES_PER_TURN writes of fan-out, 1 line at least."""
-        listeners = max(1, len(self.chat.members(self.room)))
-        return max(1, min(netmux.FramedHandler.frames_per_turn, WRITES_PER_TURN // listeners))
-
     def _hold(self, line: bytes) -> None:
         """Keep ``line`` for later, stop reading, and drop a member that cannot catch up in time."""
         now = self.transport.reactor.time()
@@ -252,7 +259,7 @@ class ChatMember(netmux.LineHandler):
         self._release = None
         assert self._budget is not None
         now = self.transport.reactor.time()
-        for _ in range(self._lines_per_turn()):
+        for _ in range(self.frames_per_turn):
             if not self._waiting or self.transport.is_closing() or not self._budget.take(now):
                 break
             self._handle(self._waiting.popleft())
@@ -369,6 +376,7 @@ class ChatMember(netmux.LineHandler):
             room = next(iter(members)).room or room     # the name the room was opened with
         self.room = room
         members.add(self)
+        self.chat.share_turns(room)
         self.chat.say(room, f"* {self.nick} joined {room}")
 
     def _depart(self) -> None:
@@ -387,6 +395,7 @@ class ChatMember(netmux.LineHandler):
         members.discard(self)
         if room is not None and not members:
             self.chat.rooms.pop(room.casefold(), None)
+        self.chat.share_turns(room)
         return room
 
 
@@ -412,5 +421,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def make_server(args: argparse.Namespace, reactor: netmux.Reactor) -> Any:
     """A TCPServer (or a UnixServer, ``--unix``) for one chat: its rooms live as long as the server."""
-    chat = Chat(args.max_backlog, args.max_line_rate, args.line_burst, args.flood_timeout)
+    chat = Chat.from_arguments(args)
     return stream_server(args, lambda: ChatMember(chat), reactor)
