@@ -50,7 +50,8 @@ import os
 import socket
 from typing import Any, Callable, List, Optional, Tuple
 
-from .reactor import PROPAGATE, Reactor, positive_seconds
+from .errors import PROPAGATE
+from .reactor import Reactor, positive_seconds
 from .sockets import (address_family, check_handler_factory, check_reactor_open, is_unix_address,
                       set_nodelay, split_host_port, unix_path)
 from .transport import TCPTransport

@@ -49,6 +49,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Coroutine, Deque, Dict, List, Optional, Set, Tuple
 
+from .errors import PROPAGATE
 from .tasks import Task
 
 __all__ = ["Reactor", "Timer"]
@@ -69,13 +70,6 @@ _MIN_CANCELLED_TO_PURGE = 100
 # month (or at inf, "never") must not overflow epoll's int milliseconds.
 _MAXIMUM_SELECT_TIMEOUT = 24 * 3600
 
-#: The exceptions from user code (a callback, a handler, a factory) that stop
-#: the program instead of costing one callback or one connection: they
-#: propagate, as in asyncio. Every other BaseException (asyncio.CancelledError
-#: from an asyncio.Protocol run unchanged, say) is caught like an Exception.
-#: Every layer that calls user code writes ``except PROPAGATE: raise`` before
-#: its ``except BaseException``, or tests ``isinstance(exc, PROPAGATE)``.
-PROPAGATE = (SystemExit, KeyboardInterrupt)
 
 
 def _check_deadline(when: float) -> float:

@@ -25,7 +25,8 @@ import socket
 import threading
 from typing import Any, Callable, Optional, Set, TypeVar
 
-from .reactor import PROPAGATE, Reactor, Timer, positive_seconds
+from .errors import PROPAGATE
+from .reactor import Reactor, Timer, positive_seconds
 from .sockets import (UnixSocketFile, bound_address, check_handler_factory, check_reactor_open,
                       listen_tcp, listen_unix, set_nodelay, unix_path)
 from .stream import StreamHandler

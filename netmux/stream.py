@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Optional
 
+from .errors import PROPAGATE
 from .framing import FramingError, check_count
 from .handler import Handler
 from .tasks import Task, _park
@@ -212,16 +213,16 @@ class StreamHandler(Handler):
     async def _serve(self) -> None:
         try:
             await self.handle()
-        except Exception as exc:
+        except (GeneratorExit, *PROPAGATE):
+            self.transport.abort()      # closed (server or reactor closing) or interrupted
+            raise
+        except BaseException as exc:    # errors.py's rule: it costs this connection
             if isinstance(exc, ConnectionError) and self.transport.is_closing():
                 logger.debug("%r: handle() ended: the peer went away (%s)", self.transport, exc)
             else:
                 logger.error("%r: handle() raised; aborting this connection", self.transport,
                              exc_info=exc)
             self.transport.abort()
-        except BaseException:
-            self.transport.abort()      # closed (server or reactor closing) or interrupted
-            raise
         else:
             self.transport.close()
 

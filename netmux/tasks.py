@@ -45,6 +45,8 @@ import numbers
 import types
 from typing import TYPE_CHECKING, Any, Callable, Coroutine, Generator, Optional
 
+from .errors import PROPAGATE
+
 if TYPE_CHECKING:   # a type only: the reactor imports this module, not the reverse
     from .reactor import Reactor
 
@@ -160,7 +162,7 @@ class Task:
                     return
                 except BaseException as exc:
                     self._finish(None, exc)
-                    if not isinstance(exc, Exception):
+                    if isinstance(exc, PROPAGATE):
                         raise           # KeyboardInterrupt, SystemExit: the loop's caller decides
                     return
                 value, error = None, None
@@ -182,7 +184,7 @@ class Task:
         self._done = True
         self._result, self._exception = result, exception
         self.reactor.pending_tasks.discard(self)
-        if isinstance(exception, Exception):
+        if exception is not None and not isinstance(exception, PROPAGATE):
             logger.error("task %r raised", self, exc_info=exception)
 
     # -- cancelling --------------------------------------------------------
@@ -216,7 +218,9 @@ class Task:
                     if error is CancelledError:
                         logger.error("task %r swallowed GeneratorExit while being closed", self)
                     return
-                except Exception:
+                except PROPAGATE:
+                    raise
+                except BaseException:
                     logger.exception("task %r raised while being closed", self)
                     return
             logger.error("task %r kept awaiting while being closed; abandoned", self)

@@ -52,7 +52,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
-from .reactor import PROPAGATE, Reactor
+from .errors import PROPAGATE, lost_reason
+from .reactor import Reactor
 from .transport import _byte_view, check_file_region, water_marks
 
 __all__ = [
@@ -429,7 +430,7 @@ class MemoryTransport:
         if self._lost:
             return
         self._lost = self._closing = True
-        self._lost_exc = exc
+        self._lost_exc = lost_reason(exc)
         self._buffer.clear()
         self._inbound.clear()
         self._send_fin()

@@ -28,13 +28,14 @@ Design notes, the why of the code below:
   closes. ``abort()`` drops the buffer. Either way ``connection_lost`` runs
   exactly once, on a later turn of the loop, never from inside the handler
   method that asked for it.
-* **Handler errors cost one connection**: any exception raised by a handler
-  method (any BaseException: asyncio.CancelledError too) is logged once on the
-  ``netmux`` logger with its traceback, and that connection alone is aborted.
-  SystemExit and KeyboardInterrupt (``reactor.PROPAGATE``) abort it too, and
-  then propagate out of the reactor: whatever escapes a handler, the
-  transport is left closed and consistent, and ``connection_lost`` follows on
-  the next turn the loop makes (or in ``server_close()``/``Reactor.close()``).
+* **Handler errors cost one connection**, by errors.py's one rule: any
+  exception raised by a handler method (any BaseException: asyncio.CancelledError
+  too) is logged once on the ``netmux`` logger with its traceback, and that
+  connection alone is aborted. SystemExit and KeyboardInterrupt
+  (``errors.PROPAGATE``) abort it too, and then propagate out of the reactor:
+  whatever escapes a handler, the transport is left closed and consistent, and
+  ``connection_lost`` follows on the next turn the loop makes (or in
+  ``server_close()``/``Reactor.close()``), told an Exception (``lost_reason``).
 * **Fairness: a handler's share of a turn.** One read hands the handler at
   most ``Reactor.read_buffer_size`` (64 KiB); a handler with more work than a
   turn's share (pipelined requests, a fan-out) does a share, calls
@@ -74,7 +75,7 @@ import socket
 from collections import deque
 from typing import Any, Callable, Optional, Tuple
 
-from .reactor import PROPAGATE
+from .errors import PROPAGATE, lost_reason
 
 __all__ = ["TCPTransport"]
 
@@ -268,7 +269,7 @@ class _SocketTransport:
             return
         self._lost = True
         self._closing = True
-        self._lost_exc = exc
+        self._lost_exc = lost_reason(exc)     # an Exception or None, as asyncio types it
         self._drop_pending()
         reactor = self.reactor
         if self._registered_reader:

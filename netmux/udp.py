@@ -40,7 +40,8 @@ import socket
 from collections import deque
 from typing import Any, Callable, Deque, Optional, Tuple
 
-from .reactor import PROPAGATE, Reactor
+from .errors import PROPAGATE
+from .reactor import Reactor
 from .server import _ServerLifecycle
 from .sockets import bound_address, bound_socket, check_handler_factory, check_reactor_open
 from .transport import _byte_view, _SocketTransport
