@@ -832,6 +832,8 @@ def test_a_flooder_among_ten_readers_is_told_and_dropped_and_the_room_never_wait
                                for notices in readers.notices), timeout=10)
         latencies += _probes(join, asker, 2)
         readers.stop()
+    print(f"\nslowest welcome {max(w for w, _ in latencies) * 1000:.1f} ms, "
+          f"slowest /who {max(w for _, w in latencies) * 1000:.1f} ms, flooder sent {flooder.sent} bytes")
     assert max(welcome for welcome, _ in latencies) < 0.5, latencies
     assert max(who for _, who in latencies) < 0.5, latencies
     assert flooder.dropped and flooder.ended_at - flooder.started_at < 2.9   # dropped, not timed out
@@ -863,6 +865,8 @@ def test_a_flooder_under_its_flood_timeout_is_paused_to_the_rate_and_the_room_ne
     flooder.join(10)
     elapsed = flooder.ended_at - flooder.started_at
     readers.stop()
+    print(f"\nslowest welcome {max(w for w, _ in latencies) * 1000:.1f} ms, "
+          f"slowest /who {max(w for _, w in latencies) * 1000:.1f} ms, flooder sent {flooder.sent} bytes")
     assert max(welcome for welcome, _ in latencies) < 0.5, latencies
     assert max(who for _, who in latencies) < 0.5, latencies
     assert not flooder.dropped and b"! error" not in flooder.told
