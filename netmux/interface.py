@@ -20,7 +20,7 @@ __all__ = ["Transport", "EXTRA_INFO_NAMES"]
 
 #: The ``get_extra_info`` names every stream transport answers (a layer may add
 #: its own, such as ``'ssl_object'``, and passes the rest down).
-EXTRA_INFO_NAMES = ("peername", "sockname", "socket")
+EXTRA_INFO_NAMES = ("peername", "sockname", "socket", "server")
 
 
 @runtime_checkable
@@ -71,6 +71,10 @@ class Transport(Protocol):
 
     def is_reading(self) -> bool:
         """True while incoming data is delivered."""
+
+    def when_drained(self, callback: Callable[[], Any]) -> Callable[[], None]:
+        """Call ``callback()`` once the write buffer is at or below the low-water
+        mark (next turn if it already is); returns a zero-argument cancel."""
 
     def yield_turn(self, callback: Callable[..., Any], *args: Any) -> None:
         """Run ``callback(*args)`` on the next turn and read nothing until it has

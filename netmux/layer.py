@@ -143,6 +143,11 @@ class Layer:
         """True while the transport below delivers data."""
         return bool(self.transport.is_reading())
 
+    def when_drained(self, callback: Callable[[], Any]) -> Callable[[], None]:
+        """``callback()`` once the buffer below is at or below its low mark; a cancel."""
+        cancel: Callable[[], None] = self.transport.when_drained(callback)
+        return cancel
+
     def yield_turn(self, callback: Callable[..., Any], *args: Any) -> None:
         """Go on next turn, reading nothing below meanwhile (the transport's fairness)."""
         self.transport.yield_turn(callback, *args)

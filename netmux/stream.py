@@ -21,8 +21,9 @@ How the end of a connection reaches ``handle()``:
 * the connection lost (a reset, a broken pipe): ``ConnectionError`` at the
   next ``await`` of ``recv``/``sendall``; the coroutine is never cancelled
   behind its back, so it can log, clean up, or return;
-* ``server_close()``: the server sets ``self.server`` on each StreamHandler it
-  accepts and is ``is_closed()`` when it closes the connections; the
+* ``server_close()``: ``self.server`` is the transport's
+  ``get_extra_info("server")`` (a name every layer passes down unchanged), and
+  it is ``is_closed()`` when it closes the connections; the
   connection's ``connection_lost`` then *closes* the coroutine (GeneratorExit
   at its ``await``: ``finally`` blocks and context managers run before
   ``server_close()`` returns; an ``await`` inside such a ``finally`` raises
@@ -38,11 +39,15 @@ from typing import Any, Callable, Optional
 from .errors import PROPAGATE
 from .framing import FramingError, check_count
 from .handler import Handler
-from .tasks import Task, _park
+from .tasks import Task, park
 
 __all__ = ["StreamHandler", "IncompleteReadError"]
 
 logger = logging.getLogger("netmux")
+
+
+def _nothing() -> None:
+    pass
 
 
 class IncompleteReadError(EOFError):
@@ -140,13 +145,11 @@ class StreamHandler(Handler):
             raise self._connection_error()
         transport = self.transport
         transport.write(data)             # ConnectionError itself once closing
-        if transport.get_write_buffer_size():
-            low = transport.get_write_buffer_limits()[0]
-            while transport.get_write_buffer_size() > low:
-                if self._writer is not None:
-                    raise RuntimeError("another task is already waiting in sendall()")
-                await _park(self._arm_writer)
-                self._raise_if_lost()
+        if transport.get_write_buffer_size() > transport.get_write_buffer_limits()[0]:
+            if self._writer is not None:
+                raise RuntimeError("another task is already waiting in sendall()")
+            await park(self._arm_writer)
+            self._raise_if_lost()
         if transport.is_closing():        # the send failed (a reset): the data is lost
             self._raise_if_lost()
 
@@ -164,6 +167,7 @@ class StreamHandler(Handler):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         self.client_address = transport.get_extra_info("peername")
+        self.server = transport.get_extra_info("server")
         self._buffer = bytearray()
         self._reading = True               # what we last told the transport
         self._eof = False
@@ -172,14 +176,14 @@ class StreamHandler(Handler):
         self._lost_exc: Optional[BaseException] = None
         self._reader: Optional[Task] = None   # the task waiting for data, if any
         self._writer: Optional[Task] = None   # the task waiting for the buffer to drain
-        self._saved_low_high: Any = None
+        self._cancel_drain_wait: Callable[[], None] = _nothing
         self._task = transport.reactor.spawn(self._serve())
 
     def data_received(self, data: bytes) -> None:
         reader = self._reader
         if reader is not None and not self._buffer:
             self._reader = None
-            reader._step(data, None)       # straight to the waiting recv: no copy
+            reader.wake(data)              # straight to the waiting recv: no copy
             return
         self._buffer += data
         if reader is not None:
@@ -205,7 +209,7 @@ class StreamHandler(Handler):
         """sendall() does the waiting: reading goes on."""
 
     def resume_writing(self) -> None:
-        self._wake_writer()
+        """sendall() waits with the transport's when_drained instead."""
 
     # ------------------------------------------------------------------
     # Running handle()
@@ -234,7 +238,7 @@ class StreamHandler(Handler):
         only the state changed (more buffered, EOF, lost, closed)."""
         if self._reader is not None:
             raise RuntimeError("another task is already waiting to read")
-        return _park(self._arm_reader)
+        return park(self._arm_reader)
 
     def _arm_reader(self, task: Task) -> Callable[[], None]:
         self._reader = task
@@ -250,7 +254,7 @@ class StreamHandler(Handler):
         reader = self._reader
         if reader is not None:
             self._reader = None
-            reader._resume()
+            reader.wake()
 
     def _update_reading(self) -> None:
         """Read from the socket exactly while a recv waits or the buffer has room."""
@@ -300,23 +304,20 @@ class StreamHandler(Handler):
             raise self._connection_error()
 
     def _arm_writer(self, task: Task) -> Callable[[], None]:
-        # The transport calls resume_writing only after pause_writing, which
-        # comes above the high-water mark; sendall waits for low water from
-        # anywhere above it, so while it waits the high mark is the low one.
+        # resume_writing comes only after a pause above the high mark; sendall
+        # waits for the low one from anywhere above it: the transport's
+        # when_drained, at the marks the user set (and sets meanwhile).
         self._writer = task
-        transport = self.transport
-        low, high = transport.get_write_buffer_limits()
-        self._saved_low_high = (low, high)
-        transport.set_write_buffer_limits(high=low, low=low)
+        self._cancel_drain_wait = self.transport.when_drained(self._wake_writer)
         return self._disarm_writer
 
     def _disarm_writer(self) -> None:
         self._writer = None
-        low, high = self._saved_low_high
-        self.transport.set_write_buffer_limits(high=high, low=low)
+        self._cancel_drain_wait()
 
     def _wake_writer(self) -> None:
+        """The buffer drained, or the connection ended: sendall's wait is over."""
         writer = self._writer
         if writer is not None:
             self._disarm_writer()
-            writer._resume()
+            writer.wake()

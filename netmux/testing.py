@@ -54,7 +54,7 @@ from typing import Any, Callable, Deque, Iterable, List, NamedTuple, Optional, S
 
 from .errors import PROPAGATE, lost_reason
 from .reactor import Reactor
-from .transport import _byte_view, check_file_region, water_marks
+from .transport import byte_view, check_file_region, water_marks
 
 __all__ = [
     "drive", "pair", "Conversation", "Pair", "MemoryTransport", "VirtualClock",
@@ -75,7 +75,7 @@ SERVER_ADDRESS = ("192.0.2.1", 8007)
 
 def _as_bytes(data: Any) -> bytes:
     """A copy of any bytes-like object; TCPTransport's TypeError for anything else."""
-    return bytes(_byte_view(data))
+    return bytes(byte_view(data))
 
 
 # ----------------------------------------------------------------------
@@ -165,6 +165,7 @@ class MemoryTransport:
         self._buffer = bytearray()
         self._high_water, self._low_water = water_marks()
         self._writing_paused = False
+        self._drain_waiters: List[List[Any]] = []    # when_drained() callbacks waiting
         self._reading = True
         self._closing = self._lost = self._lost_called = False
         self._lost_exc: Optional[BaseException] = None
@@ -208,7 +209,7 @@ class MemoryTransport:
             self._force_close(exc)
             return False, None
 
-    def _start(self) -> None:
+    def start(self) -> None:
         """``connection_made``, then deliver whatever is queued, from the next turn on."""
         self._log("connection_made")
         ok, _ = self._call("connection_made", self)
@@ -397,11 +398,26 @@ class MemoryTransport:
             self._call("pause_writing")
 
     def _resume_writing(self) -> None:
-        """``resume_writing`` once the buffer is at or below the low mark again."""
+        """``resume_writing`` once the buffer is at or below the low mark again; then
+        the ``when_drained`` callbacks."""
         if self._writing_paused and len(self._buffer) <= self._low_water:
             self._writing_paused = False
             self._log("resume_writing")
             self._call("resume_writing")
+        if self._drain_waiters and len(self._buffer) <= self._low_water and not self._lost:
+            waiters, self._drain_waiters = self._drain_waiters, []
+            for entry in waiters:
+                if entry and not self._lost:
+                    self._call_function(entry[0], "when_drained callback")
+
+    def when_drained(self, callback: Callable[[], Any]) -> Callable[[], None]:
+        """``callback()`` once the buffer is at or below the low mark (next turn if
+        it is already); returns a cancel. TCPTransport's contract."""
+        if len(self._buffer) <= self._low_water:
+            return self.reactor.call_soon(callback).cancel
+        entry: List[Any] = [callback]
+        self._drain_waiters.append(entry)
+        return entry.clear
 
     # ------------------------------------------------------------------
     # Closing, exactly once
@@ -433,6 +449,7 @@ class MemoryTransport:
         self._lost_exc = lost_reason(exc)
         self._buffer.clear()
         self._inbound.clear()
+        self._drain_waiters = []
         self._send_fin()
         if self.reactor.is_closed():
             self._call_connection_lost()
@@ -567,7 +584,7 @@ def drive(handler_factory: Callable[[], Any], chunks: Iterable[Any], *, eof: boo
             transport._receive_eof()
         if delay is not None:
             reactor.call_later(delay, transport._peer_starts_reading)
-        transport._start()
+        transport.start()
         run_until_quiet(reactor, clock, until=until, max_jumps=max_jumps)
         return Conversation._of(transport, clock.now)
     finally:
@@ -652,8 +669,8 @@ def pair(client_factory: Callable[[], Any], server_factory: Callable[[], Any], *
         client_side = MemoryTransport(reactor, client, peername=SERVER_ADDRESS, sockname=CLIENT_ADDRESS)
         _wire(server_side, client_side, cut, failures)
         _wire(client_side, server_side, cut, failures)
-        server_side._start()
-        client_side._start()
+        server_side.start()
+        client_side.start()
         run_until_quiet(reactor, clock, until=until, max_jumps=max_jumps)
         if failures:
             raise failures[0]

@@ -61,7 +61,7 @@ Design notes, the why of the code below:
   most ``LINGER_SECONDS``), so unread input cannot turn into an RST that
   destroys the tail of the reply (``_close_after_peer``).
 
-``_SocketTransport`` holds what the TCP and UDP transports share (reading on
+``SocketTransport`` holds what the TCP and UDP transports share (reading on
 and off, water marks, closing exactly once); ``DatagramTransport`` in
 ``udp.py`` is the UDP counterpart.
 """
@@ -73,7 +73,7 @@ import logging
 import os
 import socket
 from collections import deque
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 from .errors import PROPAGATE, lost_reason
 
@@ -85,7 +85,7 @@ logger = logging.getLogger("netmux")
 _PEER_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, TimeoutError)
 
 
-def _byte_view(data: Any) -> memoryview:
+def byte_view(data: Any) -> memoryview:
     """A flat byte view of any bytes-like object; TypeError for anything else (str, int)."""
     try:
         view = memoryview(data)
@@ -125,7 +125,7 @@ def check_file_region(file: Any, offset: int, count: Optional[int]) -> None:
         raise ValueError(f"count must be a positive int or None, got {count}")
 
 
-class _SocketTransport:
+class SocketTransport:
     """What every socket transport shares: reading on and off, the flow-control
     marks, closing exactly once, and asyncio's introspection names.
 
@@ -138,7 +138,7 @@ class _SocketTransport:
     __slots__ = (
         "reactor", "_sock", "_fileno", "_handler", "_on_lost", "_reading", "_registered_reader",
         "_closing", "_lost", "_lost_exc", "_lost_called", "_high_water", "_low_water",
-        "_writing_paused", "_peername", "_sockname", "__weakref__",
+        "_writing_paused", "_drain_waiters", "_peername", "_sockname", "__weakref__",
     )
 
     def __init__(self, reactor: Any, sock: socket.socket, handler: Any, peername: Any,
@@ -156,6 +156,7 @@ class _SocketTransport:
         self._lost_called = False
         self._high_water, self._low_water = water_marks()
         self._writing_paused = False
+        self._drain_waiters: Optional[List[List[Any]]] = None   # when_drained(), while any wait
         self._peername = peername
         self._sockname = None
 
@@ -227,6 +228,36 @@ class _SocketTransport:
         elif size > self._high_water:
             self._writing_paused = True
             self._call_handler("pause_writing")
+        if self._drain_waiters is not None and size <= self._low_water and not self._lost:
+            self._drained()
+
+    def when_drained(self, callback: Callable[[], Any]) -> Callable[[], None]:
+        """Call ``callback()`` once the write buffer is at or below the low-water mark,
+        the marks as they stand then (on the next turn if it is already); returns a
+        zero-argument cancel. What ``sendall()`` waits for: no ``resume_writing``
+        comes for a buffer that never rose above the high mark, and borrowing the
+        marks to make one would change what the user set. A transport that closes
+        drops the callbacks uncalled (its handler hears ``connection_lost``); an
+        exception from one is a handler error."""
+        if self.get_write_buffer_size() <= self._low_water:
+            return self.reactor.call_soon(callback).cancel
+        entry = [callback]
+        if self._drain_waiters is None:
+            self._drain_waiters = []
+        self._drain_waiters.append(entry)
+        return entry.clear
+
+    def _drained(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters or [], None
+        for entry in waiters:
+            if entry and not self._lost:
+                try:
+                    entry[0]()
+                except BaseException as exc:
+                    self._handler_failed(exc, "when_drained callback")
+
+    def _handler_failed(self, exc: BaseException, method: str) -> None:  # pragma: no cover
+        raise NotImplementedError
 
     def _call_handler(self, method: str, *args: Any) -> None:  # pragma: no cover
         raise NotImplementedError
@@ -251,6 +282,18 @@ class _SocketTransport:
     def abort(self) -> None:
         """Close now, dropping anything buffered."""
         self._force_close(None)
+
+    def close_now(self) -> None:
+        """Close at once and tell the handler before returning: for a front door
+        that is closing (``server_close()``). What the kernel takes at once is
+        still handed to it (``_send_what_fits``); the rest is dropped."""
+        if not self._lost:
+            self._send_what_fits()
+        self.abort()
+        self._call_connection_lost()
+
+    def _send_what_fits(self) -> None:
+        """Hand the kernel what it takes now, never waiting (a subclass's)."""
 
     def is_closing(self) -> bool:
         """True once ``close()`` or ``abort()`` was called or the connection was lost."""
@@ -328,7 +371,7 @@ class _SocketTransport:
         return self._handler
 
 
-class TCPTransport(_SocketTransport):
+class TCPTransport(SocketTransport):
     """A connected stream socket driven by a reactor, delivering to one handler.
 
     Built by ``TCPServer`` and ``connect()``; user code gets it in
@@ -337,11 +380,11 @@ class TCPTransport(_SocketTransport):
 
     __slots__ = (
         "_buffer", "_eof_received", "_eof_requested", "_last_activity", "_idle_timeout",
-        "_idle_timer", "_yields",
+        "_idle_timer", "_yields", "_server",
     )
 
     def __init__(self, reactor: Any, sock: socket.socket, handler: Any, *,
-                 peername: Any = None, idle_timeout: Optional[float] = None,
+                 peername: Any = None, idle_timeout: Optional[float] = None, server: Any = None,
                  on_lost: Optional[Callable[["TCPTransport"], None]] = None) -> None:
         super().__init__(reactor, sock, handler, peername, on_lost)
         self._buffer: Any = bytearray()    # a _SendQueue while a file region is queued
@@ -351,12 +394,14 @@ class TCPTransport(_SocketTransport):
         self._idle_timeout = idle_timeout
         self._idle_timer = None
         self._yields = 0                   # continuations queued by yield_turn()
+        self._server = server              # get_extra_info("server"): None for connect()
 
     # ------------------------------------------------------------------
     # Start-up
     # ------------------------------------------------------------------
-    def _start(self) -> None:
-        """Tell the handler, then start reading: called once by the front door."""
+    def start(self) -> None:
+        """Tell the handler ``connection_made``, then start reading (and the idle
+        timer): called once, by the front door that made the transport."""
         try:
             self._handler.connection_made(self)
         except BaseException as exc:
@@ -446,7 +491,7 @@ class TCPTransport(_SocketTransport):
         transport is closing or lost, RuntimeError after ``write_eof()``.
         """
         if data.__class__ is not bytes:
-            data = _byte_view(data)
+            data = byte_view(data)
         if self._closing:
             raise ConnectionError(f"write() on a closed or closing transport: {self!r}")
         if self._eof_requested:
@@ -491,7 +536,7 @@ class TCPTransport(_SocketTransport):
             return
         del buffer[:sent]
         self._last_activity = self.reactor.turn_time
-        if self._writing_paused:
+        if self._writing_paused or self._drain_waiters is not None:
             self._follow_water_marks(len(buffer))   # resume_writing: it may write more
         if buffer or self._lost or self._buffer is not buffer:   # resume_writing may have sendfile()d
             return
@@ -588,10 +633,18 @@ class TCPTransport(_SocketTransport):
     # ------------------------------------------------------------------
     # Closing
     # ------------------------------------------------------------------
-    def _close_now(self) -> None:
-        """Close at once, for a server that is closing: hand the kernel what it
-        takes now (never waiting), then abort; what it did not take is logged."""
-        if self._buffer and not self._lost:
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """``'peername'``, ``'sockname'``, ``'socket'``, and ``'server'``: the server
+        that accepted the connection (None for ``connect()``), which a handler asks
+        ``is_closed()`` when its connection ends (how ``server_close()`` ends a
+        StreamHandler's ``handle()``, through any layers: they pass the name down)."""
+        if name == "server":
+            return self._server if self._server is not None else default
+        return super().get_extra_info(name, default)
+
+    def _send_what_fits(self) -> None:
+        """``close_now()``'s last flush: what the kernel did not take is logged."""
+        if self._buffer:
             if self._buffer.__class__ is _SendQueue:
                 self._send_queued()
             else:
@@ -599,7 +652,6 @@ class TCPTransport(_SocketTransport):
         unsent = len(self._buffer)
         if unsent and not self._lost:
             logger.warning("%r: closed with the server; %d buffered bytes dropped", self, unsent)
-        self.abort()
 
     def _fatal_error(self, exc: BaseException, where: str) -> None:
         if isinstance(exc, _PEER_GONE):
@@ -627,6 +679,7 @@ class TCPTransport(_SocketTransport):
 
     def _drop_pending(self) -> None:
         self._buffer = bytearray()      # file regions too; their files stay open (the caller's)
+        self._drain_waiters = None
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None

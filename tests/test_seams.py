@@ -50,7 +50,9 @@ def _reaches(path: str, tree: ast.Module) -> List[str]:
                 if _private(alias.name):
                     found.append(f"{path}:{node.lineno} imports {alias.name} from {node.module}")
         elif isinstance(node, ast.Attribute) and _private(node.attr) and node.attr not in own:
-            found.append(f"{path}:{node.lineno} touches .{node.attr}")
+            # self._x of a public base class is the subclass's own business.
+            if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                found.append(f"{path}:{node.lineno} touches .{node.attr}")
         elif isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("getattr", "setattr"):
             if len(node.args) > 1 and isinstance(node.args[1], ast.Constant):
                 name = node.args[1].value
@@ -60,5 +62,7 @@ def _reaches(path: str, tree: ast.Module) -> List[str]:
 
 
 def test_no_module_reaches_into_another_modules_private_names():
+    """What one module lends another has a public name; a subclass may use its
+    public base class's ``self._x`` (udp.py's transport and server)."""
     reaches = [line for path, tree in sorted(_modules().items()) for line in _reaches(path, tree)]
     assert reaches == [], "private names crossing modules:\n" + "\n".join(reaches)
