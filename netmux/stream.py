@@ -287,7 +287,7 @@ class StreamHandler(Handler):
         return self._lost
 
     # ------------------------------------------------------------------
-    # Waiting for the write buffer to drain
+    # The connection's end, as the waiting coroutine hears it
     # ------------------------------------------------------------------
     def _connection_error(self) -> ConnectionError:
         exc = self._lost_exc
@@ -303,6 +303,9 @@ class StreamHandler(Handler):
                 (self._lost or self.transport.is_closing()) and not self._close_requested):
             raise self._connection_error()
 
+    # ------------------------------------------------------------------
+    # Waiting for the write buffer to drain
+    # ------------------------------------------------------------------
     def _arm_writer(self, task: Task) -> Callable[[], None]:
         # resume_writing comes only after a pause above the high mark; sendall
         # waits for the low one from anywhere above it: the transport's

@@ -61,6 +61,11 @@ Design notes, the why of the code below:
   most ``LINGER_SECONDS``), so unread input cannot turn into an RST that
   destroys the tail of the reply (``_close_after_peer``).
 
+What it never does: parse or frame the bytes (handlers and framers do), block
+(every socket call is non-blocking; EAGAIN waits for the next readiness),
+read while the handler has paused it or yielded its turn, or let a handler's
+exception reach the reactor (errors.py's rule, applied in ``_handler_failed``).
+
 ``SocketTransport`` holds what the TCP and UDP transports share (reading on
 and off, water marks, closing exactly once); ``DatagramTransport`` in
 ``udp.py`` is the UDP counterpart.
@@ -268,7 +273,7 @@ class SocketTransport:
         self._closing = True
         self._update_reader()
         if not self.get_write_buffer_size():
-            self._force_close(None, graceful=True)
+            self._force_close(None, linger=True)
 
     def abort(self) -> None:
         """Close now, dropping anything buffered."""
@@ -293,11 +298,12 @@ class SocketTransport:
     def _drop_pending(self) -> None:
         """Forget what waits to be sent, and any timer of the subclass's."""
 
-    def _close_socket(self, graceful: bool) -> None:
+    def _close_socket(self, linger: bool) -> None:
         self._sock.close()
 
-    def _force_close(self, exc: Optional[BaseException], graceful: bool = False) -> None:
-        """Release the socket now; ``connection_lost(exc)`` runs on the next turn
+    def _force_close(self, exc: Optional[BaseException], linger: bool = False) -> None:
+        """Release the socket now (``linger``: after the peer's FIN, see
+        ``_close_after_peer``, for a flushed ``close()``); ``connection_lost(exc)`` runs on the next turn
         (at once when the reactor is closed: no turn will come)."""
         if self._lost:
             return
@@ -311,7 +317,7 @@ class SocketTransport:
         reactor.remove_writer(self._fileno)
         self._registered_reader = False
         closed = reactor.is_closed()
-        self._close_socket(graceful and not closed)
+        self._close_socket(linger and not closed)
         if closed:
             self._call_connection_lost()
         else:
@@ -357,10 +363,13 @@ class SocketTransport:
 
 
 class TCPTransport(SocketTransport):
-    """A connected stream socket driven by a reactor, delivering to one handler.
+    """A connected stream socket, TCP or Unix, driven by a reactor, delivering to
+    one handler.
 
-    Built by ``TCPServer`` and ``connect()``; user code gets it in
-    ``handler.connection_made(transport)``.
+    Built by ``TCPServer``, ``UnixServer`` and ``connect()``; user code gets it in
+    ``handler.connection_made(transport)``. The name is asyncio's and API.md's:
+    a Unix connection differs only in having no TCP_NODELAY and a ``peername``
+    that is usually ``''``.
     """
 
     __slots__ = (
@@ -534,7 +543,7 @@ class TCPTransport(SocketTransport):
     def _flushed(self) -> None:
         """Everything written has reached the kernel: what waited for that now happens."""
         if self._closing:
-            self._force_close(None, graceful=True)
+            self._force_close(None, linger=True)
         elif self._eof_requested:
             self._shutdown_write()
 
@@ -674,15 +683,15 @@ class TCPTransport(SocketTransport):
             self._idle_timer.cancel()
             self._idle_timer = None
 
-    def _force_close(self, exc: Optional[BaseException], graceful: bool = False) -> None:
+    def _force_close(self, exc: Optional[BaseException], linger: bool = False) -> None:
         if not self._lost:      # both names outlive the socket, as in asyncio: connection_lost may log them
             self.get_extra_info("peername")
             self.get_extra_info("sockname")
-        super()._force_close(exc, graceful)
+        super()._force_close(exc, linger)
 
-    def _close_socket(self, graceful: bool) -> None:
+    def _close_socket(self, linger: bool) -> None:
         """A flushed ``close()`` waits for the peer's FIN, unless it came already."""
-        if graceful and not self._eof_received:
+        if linger and not self._eof_received:
             _close_after_peer(self.reactor, self._sock)
         else:
             self._sock.close()

@@ -247,7 +247,7 @@ class DatagramTransport(SocketTransport):
         return self._queue_size
 
     # ------------------------------------------------------------------
-    # Closing
+    # Handler calls: errors.py's rule, the endpoint goes on
     # ------------------------------------------------------------------
     def _call_handler(self, method: str, *args: Any) -> None:
         try:
@@ -261,6 +261,9 @@ class DatagramTransport(SocketTransport):
             raise exc
         logger.error("%r: handler %s() raised; endpoint stays open", self, method, exc_info=exc)
 
+    # ------------------------------------------------------------------
+    # Closing
+    # ------------------------------------------------------------------
     def _drop_pending(self) -> None:
         self._queue.clear()
         self._queue_size = 0
