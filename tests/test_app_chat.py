@@ -980,3 +980,12 @@ def test_who_in_a_crowded_room_names_the_first_hundred_and_counts_the_rest():
     answer = bytes(members[0].transport.written).split(b"\r\n")[-2].decode()
     names = sorted(f"guest{number}" for number in range(1, 251))[:chat.MAX_WHO]
     assert answer == f"* in lobby: {', '.join(names)} and 150 more"
+
+
+def test_help_names_every_command_the_dispatcher_knows():
+    """A chat command is one method marked with its name and usage: /help is made
+    from the same registry, so no command can be missing from it."""
+    from netmux.apps.chat import _COMMANDS, HELP
+    assert set(_COMMANDS) == {"/nick", "/join", "/who", "/quit", "/help"}
+    for name in _COMMANDS:
+        assert name in HELP

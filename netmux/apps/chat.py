@@ -60,7 +60,7 @@ import itertools
 import logging
 import unicodedata
 from collections import deque
-from typing import Any, Deque, Dict, Iterator, Optional, Set
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Set
 
 import netmux
 from netmux.apps import positive_int, positive_seconds, stream_server
@@ -77,10 +77,22 @@ LINE_RATE = 20           # lines a member may send per second, on average (--max
 LINE_BURST = 100         # lines it may send at once before the rate applies (--line-burst)
 FLOOD_TIMEOUT = 30.0     # seconds held back in a row before it is dropped (--flood-timeout)
 WRITES_PER_TURN = 1000   # fan-out writes one member's lines may cost in one turn of the loop
-HELP = ("* commands: /nick NAME, /join ROOM, /who, /quit, /help; "
-        "anything else is said to your room (//text says /text)")
 
 logger = logging.getLogger("netmux")
+
+
+# The commands: each is one method marked with @_command, its name and usage
+# beside it; /help's line is made from them, so a new command cannot be missing.
+_COMMANDS: Dict[str, Callable[..., None]] = {}
+_USAGES: List[str] = []
+
+
+def _command(name: str, usage: str = "") -> Callable[[Callable[..., None]], Callable[..., None]]:
+    def register(method: Callable[..., None]) -> Callable[..., None]:
+        _COMMANDS[name] = method
+        _USAGES.append(f"{name} {usage}".rstrip())
+        return method
+    return register
 
 
 class ChatError(ValueError):
@@ -330,6 +342,7 @@ class ChatMember(netmux.LineHandler):
             raise ChatError(f"a message is at most {MAX_MESSAGE} characters")
         self.chat.say(self.room, f"<{self.nick}> {text}", exclude=self)
 
+    @_command("/nick", "NAME")
     def _nick(self, name: str) -> None:
         _check_name(name, "nick")
         owner = self.chat.nicks.get(name.casefold())
@@ -342,6 +355,7 @@ class ChatMember(netmux.LineHandler):
         self.chat.nicks[name.casefold()] = self
         self.chat.say(self.room, f"* {old} is now {name}")
 
+    @_command("/join", "ROOM")
     def _join(self, room: str) -> None:
         _check_name(room, "room name")
         if self.room is not None and room.casefold() == self.room.casefold():
@@ -350,6 +364,7 @@ class ChatMember(netmux.LineHandler):
         self.chat.say(old, f"* {self.nick} went to {room}")
         self._enter(room)
 
+    @_command("/who")
     def _who(self, argument: str) -> None:
         members = self.chat.members(self.room)
         # The first MAX_WHO names in order: a crowded room's answer stays one short line
@@ -358,6 +373,7 @@ class ChatMember(netmux.LineHandler):
         more = f" and {len(members) - len(names)} more" if len(members) > len(names) else ""
         self.send_notice(f"in {self.room}: {', '.join(names)}{more}")
 
+    @_command("/quit")
     def _quit(self, argument: str) -> None:
         self.send_notice("bye")
         # Leave now: close() waits for "bye" to be flushed, which a member that
@@ -365,6 +381,7 @@ class ChatMember(netmux.LineHandler):
         self._depart()
         self.transport.close()
 
+    @_command("/help")
     def _help(self, argument: str) -> None:
         self.send_raw(HELP.encode() + b"\r\n")
 
@@ -399,10 +416,8 @@ class ChatMember(netmux.LineHandler):
         return room
 
 
-_COMMANDS = {
-    "/nick": ChatMember._nick, "/join": ChatMember._join, "/who": ChatMember._who,
-    "/quit": ChatMember._quit, "/help": ChatMember._help,
-}
+HELP = ("* commands: " + ", ".join(_USAGES) + "; "
+        "anything else is said to your room (//text says /text)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
