@@ -39,7 +39,7 @@ from typing import Any, Callable, Optional
 from .errors import PROPAGATE
 from .framing import FramingError, check_count
 from .handler import Handler
-from .tasks import Task, park
+from .tasks import Task, park, sleep
 
 __all__ = ["StreamHandler", "IncompleteReadError"]
 
@@ -77,6 +77,12 @@ class StreamHandler(Handler):
     #: Stop reading from the socket while this many bytes wait unread in the
     #: receive buffer (and no recv waits): a handler that does not read stops its peer.
     max_buffer = 64 * 1024
+    #: Fairness: at most this many ``recv``/``recv_exactly``/``readline`` calls in a
+    #: row are answered from the buffer without waiting; the next one lets the
+    #: other connections have their turn first (as ``await netmux.sleep(0)``).
+    #: 64 KiB of pipelined one-byte lines would otherwise all be served in one turn.
+    reads_per_turn = 64
+    _streak = 0                            # reads answered since the task last waited
 
     server: Any = None
     client_address: Any = None
@@ -92,6 +98,9 @@ class StreamHandler(Handler):
         later call (and for ``n == 0``). ConnectionError if the connection was lost."""
         if n.__class__ is not int or n < 0:
             check_count("n", n)
+        if self._streak >= self.reads_per_turn:    # fairness: see reads_per_turn
+            await self._next_turn()
+        self._streak += 1
         while not self._buffer:
             if n == 0 or self._at_end():
                 return b""
@@ -105,6 +114,9 @@ class StreamHandler(Handler):
     async def recv_exactly(self, n: int) -> bytes:
         """Exactly ``n`` bytes; IncompleteReadError (an EOFError) if EOF comes first."""
         check_count("n", n)
+        if self._streak >= self.reads_per_turn:    # fairness: see reads_per_turn
+            await self._next_turn()
+        self._streak += 1
         buffer = self._buffer
         while len(buffer) < n:
             if self._at_end():
@@ -121,6 +133,9 @@ class StreamHandler(Handler):
         ``b"\\n"`` not counted (``LineFramer``'s ``max_length``): the stream is bad.
         """
         check_count("limit", limit)
+        if self._streak >= self.reads_per_turn:    # fairness: see reads_per_turn
+            await self._next_turn()
+        self._streak += 1
         buffer = self._buffer
         start = 0                          # bytes already searched: each byte is looked at once
         while True:
@@ -145,13 +160,19 @@ class StreamHandler(Handler):
             raise self._connection_error()
         transport = self.transport
         transport.write(data)             # ConnectionError itself once closing
-        if transport.get_write_buffer_size() > transport.get_write_buffer_limits()[0]:
+        size = transport.get_write_buffer_size()
+        if size and size > transport.get_write_buffer_limits()[0]:
             if self._writer is not None:
                 raise RuntimeError("another task is already waiting in sendall()")
             await park(self._arm_writer)
             self._raise_if_lost()
         if transport.is_closing():        # the send failed (a reset): the data is lost
             self._raise_if_lost()
+
+    async def _next_turn(self) -> None:
+        """``reads_per_turn`` reads in a row answered at once: let the others go first."""
+        await sleep(0)
+        self._streak = 0
 
     def close(self) -> None:
         """Close after flushing what was sent; ``handle()`` may go on, and a later
@@ -242,6 +263,7 @@ class StreamHandler(Handler):
 
     def _arm_reader(self, task: Task) -> Callable[[], None]:
         self._reader = task
+        self._streak = 1                   # a new turn when it wakes: this read is its first
         if not self._reading:
             self._update_reading()
         return self._disarm_reader

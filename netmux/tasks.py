@@ -139,24 +139,22 @@ class Task:
         return f"<Task {name} {state}>"
 
     # -- stepping ----------------------------------------------------------
-    def wake(self, value: Any = None) -> None:
-        """Resume a parked task with ``value`` (what its ``await park(arm)``
-        evaluates to), running it to its next ``await`` now. Called by the waker
-        that its arm registered, which forgets its registration first (the
-        task's disarm is not called). RuntimeError if the task is not parked."""
-        self._step(value, None)
-
     def _throw(self, error: BaseException) -> None:
         """Wake a parked task by raising ``error`` at its ``await``; its wait is disarmed first."""
         self._disarm_wait()
-        self._step(None, error)
+        self.wake(None, error)
 
     def _disarm_wait(self) -> None:
         disarm, self._disarm = self._disarm, None
         if disarm is not None:
             disarm()
 
-    def _step(self, value: Any, error: Optional[BaseException]) -> None:
+    def wake(self, value: Any = None, error: Optional[BaseException] = None) -> None:
+        """Resume a parked task with ``value`` (what its ``await park(arm)``
+        evaluates to), or by raising ``error`` at that ``await``, running it to its
+        next ``await`` now. Called by the waker that its arm registered, which
+        forgets its registration first (the task's disarm is not called).
+        RuntimeError if the task is not parked."""
         if self._done or self._running:
             raise RuntimeError(f"{self!r} woken while it was not waiting")
         self._disarm = None

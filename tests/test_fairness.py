@@ -249,3 +249,43 @@ def test_one_read_hands_a_stream_handler_at_most_the_reactors_read_size():
         server.server_close()
         reactor.close()
     assert max(sizes) <= netmux.Reactor.read_buffer_size == 64 * 1024
+
+
+class StreamJournal(netmux.StreamHandler):
+    """Echoes lines in upper case, noting on which turn each was read."""
+
+    lost = False
+    lost_exc = None
+
+    async def handle(self) -> None:
+        self.events: List[Any] = []
+        self.turns = 0
+        self._tick()
+        while True:
+            line = await self.readline()
+            if not line:
+                break
+            self.events.append((self.turns, line))
+            self.transport.write(line.upper())
+
+    def _tick(self) -> None:
+        if not self.lost:
+            self.turns += 1
+            self.transport.reactor.call_soon(self._tick)
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        super().connection_lost(exc)
+        self.lost, self.lost_exc = True, exc
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_a_stream_handler_reads_a_turns_share_then_lets_the_others_go(way):
+    lines = [b"line %d\n" % i for i in range(3000)]
+    outcome = run(way, StreamJournal, b"".join(lines))
+    events = outcome.handler.events
+    assert [line for _, line in events] == lines
+    per_turn: dict = {}
+    for turn, _ in events:
+        per_turn[turn] = per_turn.get(turn, 0) + 1
+    assert max(per_turn.values()) <= StreamJournal.reads_per_turn
+    assert outcome.written == b"".join(line.upper() for line in lines)
