@@ -1,0 +1,1088 @@
+#!/usr/bin/env python3
+"""Fairness: a well-behaved client's latency beside each hostile client (issue 16).
+
+    python bench/fairness.py                                        # every scenario, every server (~3-4 min)
+    python bench/fairness.py --netmux-root /work/wt-before --label before
+    python bench/fairness.py --scenarios kv-pipeline,kv-append --servers netmux,redis
+    python bench/fairness.py --label after --extra-args 'netmux-http=--header-timeout 3'
+
+For each scenario and server: a fresh server process pinned to core 0
+(``taskset -c 0``), then the hostile client(s) on core 1 at ``nice 10``; after
+a 1 s head start the well-behaved client (this process, on core 1 at normal
+priority, so the hostile's CPU use on its own core does not delay it) times
+its requests for a few seconds while the hostile goes on; then everything is
+stopped. A measured request that gets no answer within its cap counts as the
+cap and as a failure. The report gives, per scenario and server, the
+well-behaved client's p50/p99/max latency, its failures, how many requests
+took over 50 ms, and what the hostile achieved; it is printed and written to
+bench/results/fairness.md, one section per ``--label`` (results of other
+labels are kept, from bench/results/fairness.json, and compared in a table).
+
+Servers: netmux's ready-made servers, run as ``python -m netmux APP`` with
+``PYTHONPATH=--netmux-root`` from a temporary directory (so the checkout
+named is the one imported), beside redis-server (kv), nginx (one worker,
+``client_header_timeout 3s``) and uvicorn+h11 (http, the hello page of
+bench/servers/asgi_hello.py); nginx and netmux serve the same file. Only
+127.0.0.1 is used; every client loop is bounded in count and time, and every
+process started is killed on the way out (also on Ctrl-C or an error).
+
+A hostile client runs as a child of this script (``--hostile KIND``, an
+internal option) and prints one JSON line about what it did when it is
+stopped (SIGTERM) or reaches its own deadline.
+"""
+import argparse
+import ctypes
+import datetime
+import json
+import os
+import platform
+import math
+import re
+import select
+import selectors
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+RESULTS = os.path.join(HERE, "results")
+HOST = "127.0.0.1"
+
+SERVER_CORE = "0"
+CLIENT_CORE = "1"
+HOSTILE_NICE = "10"
+HEAD_START = 1.0          # seconds the hostile runs before the measurement starts
+STALL = 0.050             # a request slower than this is a stall (the issue's bound)
+
+KV_PATTERN = b"a*" * (512 * 1024)        # 1 MiB: netmux kv's default --max-request, inclusive
+HTTP_GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+HTTP_GET_CLOSE = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+# ======================================================================
+# Child processes: every one we start is killed on the way out
+# ======================================================================
+_children: List[subprocess.Popen] = []
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL it when this script dies, even by SIGKILL (Linux)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)     # PR_SET_PDEATHSIG
+    except (AttributeError, OSError):
+        pass
+
+
+def spawn(argv: List[str], **kwargs: Any) -> subprocess.Popen:
+    """Start ``argv`` in a session of its own (a terminal's Ctrl-C reaches only us, and
+    ``stop`` can end the whole group, nginx's worker too), remembered for ``stop_all``."""
+    proc = subprocess.Popen(argv, start_new_session=True, preexec_fn=_die_with_parent, **kwargs)
+    _children.append(proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen, grace: float = 3.0) -> None:
+    """SIGTERM the process group of ``proc`` (one we started), SIGKILL it after ``grace``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if proc.poll() is not None:
+            break
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            continue
+    else:
+        proc.wait()
+    try:                                    # a worker left behind by a killed master
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    if proc in _children:
+        _children.remove(proc)
+
+
+def stop_all() -> None:
+    for proc in list(_children):
+        stop(proc, grace=1.0)
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+# ======================================================================
+# Small blocking clients, shared by the measurer and the hostile clients
+# ======================================================================
+def resp_command(*words: bytes) -> bytes:
+    """One request in RESP, the protocol of redis and netmux kv."""
+    return b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(word), word) for word in words)
+
+
+class RespReader:
+    """Reads whole RESP replies from a blocking socket, each within a deadline."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray()
+
+    def _fill(self, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise socket.timeout("no reply in time")
+        self.sock.settimeout(remaining)
+        data = self.sock.recv(1 << 20)
+        if not data:
+            raise ConnectionError("the server closed the connection")
+        self.buffer += data
+
+    def _line(self, deadline: float) -> bytes:
+        while True:
+            end = self.buffer.find(b"\r\n")
+            if end >= 0:
+                line = bytes(self.buffer[:end])
+                del self.buffer[:end + 2]
+                return line
+            self._fill(deadline)
+
+    def reply(self, deadline: float) -> Any:
+        """The next reply: bytes, int, a list, None, or an ``Exception`` for an error reply."""
+        line = self._line(deadline)
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest
+        if kind == b"-":
+            return Exception(rest.decode(errors="replace"))
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            size = int(rest)
+            if size < 0:
+                return None
+            while len(self.buffer) < size + 2:
+                self._fill(deadline)
+            value = bytes(self.buffer[:size])
+            del self.buffer[:size + 2]
+            return value
+        if kind == b"*":
+            count = int(rest)
+            return None if count < 0 else [self.reply(deadline) for _ in range(count)]
+        raise ConnectionError(f"not RESP: {line[:40]!r}")
+
+    def lines(self, count: int, deadline: float) -> None:
+        """Skip ``count`` one-line replies (+OK, :1), as a pipelined batch gets them."""
+        while True:
+            found = self.buffer.count(b"\r\n")
+            if found >= count:
+                for _ in range(count):
+                    del self.buffer[:self.buffer.find(b"\r\n") + 2]
+                return
+            self._fill(deadline)
+
+
+def http_get(port: int, cap: float) -> None:
+    """One ``GET /`` with Connection: close on a new connection; raises unless a 200 comes whole."""
+    deadline = time.monotonic() + cap
+    with socket.create_connection((HOST, port), timeout=cap) as sock:
+        sock.sendall(HTTP_GET_CLOSE)
+        answer = bytearray()
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise socket.timeout("no answer in time")
+            sock.settimeout(remaining)
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+    if not answer.startswith(b"HTTP/1.1 200"):
+        raise ConnectionError(f"answer {bytes(answer[:20])!r}")
+
+
+# ======================================================================
+# The well-behaved client: a timed series of requests
+# ======================================================================
+class Samples:
+    """Latencies of the measured requests (seconds), each a failure when it hit its cap."""
+
+    def __init__(self, metric: str) -> None:
+        self.metric = metric
+        self.latencies: List[float] = []
+        self.stamps: List[float] = []        # wall-clock start of each request
+        self.failures = 0
+        self.errors: Dict[str, int] = {}
+
+    def add(self, started: float, latency: float) -> None:
+        self.stamps.append(started)
+        self.latencies.append(latency)
+
+    def fail(self, started: float, cap: float, error: BaseException) -> None:
+        self.add(started, cap)
+        self.failures += 1
+        name = type(error).__name__
+        self.errors[name] = self.errors.get(name, 0) + 1
+
+    def summary(self) -> Dict[str, Any]:
+        ordered = sorted(self.latencies)
+
+        def rank(fraction: float) -> Optional[float]:        # nearest rank
+            if not ordered:
+                return None
+            return ordered[min(len(ordered), max(1, math.ceil(fraction * len(ordered)))) - 1]
+
+        return {"metric": self.metric, "n": len(ordered), "failures": self.failures,
+                "errors": self.errors, "p50": rank(0.50), "p99": rank(0.99),
+                "max": ordered[-1] if ordered else None,
+                "stalls": sum(1 for latency in ordered if latency > STALL)}
+
+
+def timed_series(metric: str, attempt: Callable[[float], None], window: float, cap: float,
+                 gap: float) -> Samples:
+    """Call ``attempt(cap)`` every ``gap`` seconds for ``window`` seconds; an attempt that
+    raises (its own cap included) counts as ``cap``. Bounded: at most window / gap attempts."""
+    samples = Samples(metric)
+    end = time.monotonic() + window
+    for _ in range(int(window / gap) + 1):
+        if time.monotonic() >= end:
+            break
+        started, begin = time.time(), time.perf_counter()
+        try:
+            attempt(cap)
+            samples.add(started, time.perf_counter() - begin)
+        except (OSError, ConnectionError, ValueError) as error:
+            samples.fail(started, cap, error)
+        time.sleep(gap)
+    return samples
+
+
+def measure_http(port: int, window: float, cap: float, gap: float) -> List[Samples]:
+    return [timed_series("GET / (new conn)", lambda limit: http_get(port, limit), window, cap, gap)]
+
+
+def measure_ping(port: int, window: float, cap: float, gap: float) -> List[Samples]:
+    """PING on one connection of its own, every ``gap``; a new connection after a failure."""
+    connection: List[Optional[RespReader]] = [None]
+
+    def ping(limit: float) -> None:
+        deadline = time.monotonic() + limit
+        try:
+            if connection[0] is None:
+                sock = socket.create_connection((HOST, port), timeout=limit)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                connection[0] = RespReader(sock)
+            reader = connection[0]
+            reader.sock.sendall(b"PING\r\n")
+            if reader.reply(deadline) != b"PONG":
+                raise ConnectionError("not PONG")
+        except (OSError, ConnectionError, ValueError):
+            if connection[0] is not None:
+                connection[0].sock.close()
+                connection[0] = None
+            raise
+
+    try:
+        return [timed_series("PING", ping, window, cap, gap)]
+    finally:
+        if connection[0] is not None:
+            connection[0].sock.close()
+
+
+def measure_chat(port: int, window: float, cap: float, gap: float) -> List[Samples]:
+    """A new member each time: connect until its welcome line, then ``/who`` until its answer."""
+    welcome, who = Samples("welcome (new member)"), Samples("/who")
+    end = time.monotonic() + window
+    for _ in range(int(window / gap) + 1):
+        if time.monotonic() >= end:
+            break
+        started, begin = time.time(), time.perf_counter()
+        deadline = time.monotonic() + cap
+        step = welcome
+        try:
+            with socket.create_connection((HOST, port), timeout=cap) as sock:
+                buffer = bytearray()
+                _read_until(sock, buffer, b"* welcome", deadline)
+                welcome.add(started, time.perf_counter() - begin)
+                step, started, begin = who, time.time(), time.perf_counter()
+                deadline = time.monotonic() + cap
+                sock.sendall(b"/who\r\n")
+                _read_until(sock, buffer, b"* in lobby:", deadline)
+                who.add(started, time.perf_counter() - begin)
+        except (OSError, ConnectionError) as error:
+            step.fail(started, cap, error)
+        time.sleep(gap)
+    return [welcome, who]
+
+
+def _read_until(sock: socket.socket, buffer: bytearray, marker: bytes, deadline: float) -> None:
+    """Read into ``buffer`` until ``marker`` starts a line; drop what came before it."""
+    searched = 0
+    while True:
+        found = buffer.find(b"\n" + marker, max(0, searched - len(marker)))
+        if found >= 0 or buffer.startswith(marker):
+            del buffer[:found + 1 if found >= 0 else len(marker)]
+            return
+        searched = len(buffer)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise socket.timeout("no answer in time")
+        sock.settimeout(remaining)
+        data = sock.recv(1 << 18)
+        if not data:
+            raise ConnectionError("the server closed the connection")
+        buffer += data
+
+
+# ======================================================================
+# Hostile clients (run in a child: python bench/fairness.py --hostile KIND)
+# ======================================================================
+class _Stop(Exception):
+    """SIGTERM from the parent: report and leave."""
+
+
+def hostile_pipeline(port: int, deadline: float, stats: Dict[str, Any], request: bytes = HTTP_GET,
+                     token: bytes = b"HTTP/1.1 ", batch: int = 10000) -> None:
+    """Send ``batch`` pipelined requests per send, at most two batches unanswered, and read
+    the answers (counting ``token``); a new connection when the server closes one."""
+    payload = request * batch
+    stats.update(connections=0, requests=0, responses=0, closed_by_server=0)
+    selector = selectors.DefaultSelector()
+    while time.monotonic() < deadline and stats["connections"] < 10000:
+        sock = socket.create_connection((HOST, port), timeout=2)
+        sock.setblocking(False)
+        stats["connections"] += 1
+        selector.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+        pending, outstanding, tail = memoryview(b""), 0, b""
+        try:
+            while time.monotonic() < deadline:
+                writing = bool(pending) or outstanding < 2 * batch
+                selector.modify(sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if writing else 0))
+                for _, events in selector.select(0.2):
+                    if events & selectors.EVENT_READ:
+                        data = sock.recv(1 << 18)
+                        if not data:
+                            raise ConnectionError("closed")
+                        chunk = tail + data
+                        answered = chunk.count(token)
+                        tail = chunk[-(len(token) - 1):]
+                        stats["responses"] += answered
+                        outstanding -= answered
+                    if events & selectors.EVENT_WRITE:
+                        if not pending and outstanding < 2 * batch:
+                            pending = memoryview(payload)
+                            outstanding += batch
+                            stats["requests"] += batch
+                        if pending:
+                            pending = pending[sock.send(pending):]
+        except (ConnectionError, OSError):
+            stats["closed_by_server"] += 1
+        finally:
+            selector.unregister(sock)
+            sock.close()
+
+
+def hostile_slowloris(port: int, deadline: float, stats: Dict[str, Any], clients: int = 20) -> None:
+    """``clients`` connections, each sending one byte of a never-ending request head per
+    second; records when the server closes each one and what it said first."""
+    head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200
+    opened, socks = [], []
+    for _ in range(clients):
+        sock = socket.create_connection((HOST, port), timeout=2)
+        sock.setblocking(False)
+        socks.append(sock)
+        opened.append(time.monotonic())
+    closed: List[Optional[float]] = [None] * clients
+    answers: List[str] = [""] * clients
+    stats.update(clients=clients, closed_after=closed, answers=answers, opened=opened)
+    for second in range(len(head)):
+        if time.monotonic() >= deadline:
+            break
+        for index, sock in enumerate(socks):
+            if closed[index] is None:
+                try:
+                    sock.send(head[second:second + 1])
+                except OSError:
+                    closed[index] = time.monotonic() - opened[index]
+        tick = time.monotonic() + 1.0
+        while time.monotonic() < min(tick, deadline):
+            open_socks = [sock for index, sock in enumerate(socks) if closed[index] is None]
+            if not open_socks:
+                time.sleep(max(0.0, min(tick, deadline) - time.monotonic()))
+                break
+            readable, _, _ = select.select(open_socks, [], [], max(0.0, min(tick, deadline) - time.monotonic()))
+            for sock in readable:
+                index = socks.index(sock)
+                try:
+                    data = sock.recv(4096)
+                except OSError:
+                    data = b""
+                if data and not answers[index]:
+                    answers[index] = data.split(b"\r\n", 1)[0].decode(errors="replace")
+                if not data:
+                    closed[index] = time.monotonic() - opened[index]
+
+
+def hostile_keys(port: int, deadline: float, stats: Dict[str, Any]) -> None:
+    """KEYS with a 1 MiB pattern, then CONFIG GET with four, again and again (1,000 keys
+    stored first); records each command's own time."""
+    commands = {"KEYS": resp_command(b"KEYS", KV_PATTERN),
+                "CONFIG GET": resp_command(b"CONFIG", b"GET", *[KV_PATTERN] * 4)}
+    times: Dict[str, List[float]] = {name: [] for name in commands}
+    stats.update(times=times, errors=[], connections=0)
+    reader = _kv_connect(port, stats)
+    pairs = [word for index in range(1000) for word in (b"key:%d" % index, b"value")]
+    reader.sock.sendall(resp_command(b"MSET", *pairs))
+    reader.reply(deadline)
+    for _ in range(10000):
+        for name, command in commands.items():
+            if time.monotonic() >= deadline:
+                return
+            begin = time.perf_counter()
+            try:
+                reader.sock.sendall(command)
+                answer = reader.reply(deadline)
+            except (OSError, ConnectionError) as error:
+                stats["errors"].append(f"{name}: {error!r}")
+                reader.sock.close()
+                reader = _kv_connect(port, stats)
+                continue
+            times[name].append(time.perf_counter() - begin)
+            if isinstance(answer, Exception) and len(stats["errors"]) < 10:
+                stats["errors"].append(f"{name}: {answer}")
+
+
+def hostile_append(port: int, deadline: float, stats: Dict[str, Any]) -> None:
+    """A 64 MiB value built by 64 APPENDs of 1 MiB, then rounds of 300 one-byte APPENDs
+    (pipelined) until the deadline; records each round's time."""
+    reader = _kv_connect(port, stats)
+    chunk = b"x" * (1 << 20)
+    reader.sock.sendall(resp_command(b"DEL", b"big"))
+    reader.reply(deadline)
+    begin = time.perf_counter()
+    reader.sock.sendall(resp_command(b"APPEND", b"big", chunk) * 64)
+    reader.lines(64, deadline)
+    stats["build_seconds"] = time.perf_counter() - begin
+    rounds: List[float] = []
+    stats["rounds"] = rounds
+    batch = resp_command(b"APPEND", b"big", b"y") * 300
+    for _ in range(100000):
+        if time.monotonic() >= deadline:
+            return
+        begin = time.perf_counter()
+        reader.sock.sendall(batch)
+        reader.lines(300, deadline)
+        rounds.append(time.perf_counter() - begin)
+
+
+def hostile_expire(port: int, deadline: float, stats: Dict[str, Any], expire_in: float = 10.0,
+                   keys: int = 600000) -> None:
+    """``keys`` keys ``SET k v PXAT t`` (t = now + ``expire_in``), pipelined 5,000 at a
+    time, then DEL'eted (100 keys a command); then idle, connected, past t."""
+    reader = _kv_connect(port, stats)
+    when = int(time.time() * 1000 + expire_in * 1000)
+    stats["t"] = when / 1000
+    pxat = b"%d" % when
+    for base in range(0, keys, 5000):
+        names = [b"e:%d" % index for index in range(base, min(keys, base + 5000))]
+        reader.sock.sendall(b"".join(resp_command(b"SET", name, b"v", b"PXAT", pxat) for name in names))
+        reader.lines(len(names), deadline)
+    stats["set_done"] = time.time()
+    for base in range(0, keys, 5000):
+        commands = [resp_command(b"DEL", *[b"e:%d" % index for index in range(start, min(keys, start + 100))])
+                    for start in range(base, min(keys, base + 5000), 100)]
+        reader.sock.sendall(b"".join(commands))
+        reader.lines(len(commands), deadline)
+    stats["del_done"] = time.time()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def hostile_chat(port: int, deadline: float, stats: Dict[str, Any], readers: int = 10) -> None:
+    """``readers`` members reading everything, one member sending ``a\\n`` as fast as it can."""
+    selector = selectors.DefaultSelector()
+    members = []
+    for _ in range(readers + 1):
+        sock = socket.create_connection((HOST, port), timeout=2)
+        sock.setblocking(False)
+        members.append(sock)
+    flooder = members[-1]
+    received = {sock: 0 for sock in members}
+    stats.update(lines_sent=0, dropped=0)
+    for sock in members:
+        selector.register(sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if sock is flooder else 0))
+    flood = memoryview(b"a\n" * 32768)
+    pending = flood
+    sent = 0
+    while time.monotonic() < deadline and sent < 1 << 32 and received:
+        for key, events in selector.select(0.2):
+            sock = key.fileobj
+            if events & selectors.EVENT_READ:
+                try:
+                    data = sock.recv(1 << 18)
+                except OSError:
+                    data = b""
+                if not data:
+                    selector.unregister(sock)
+                    del received[sock]
+                    stats["dropped"] += 1
+                    continue
+                received[sock] += data.count(b"\n")
+            if events & selectors.EVENT_WRITE:
+                written = sock.send(pending)
+                sent += written
+                stats["lines_sent"] = sent // 2
+                pending = pending[written:] or flood
+        stats["lines_received_min"] = min((count for sock, count in received.items() if sock is not flooder),
+                                          default=0)
+
+
+def _kv_connect(port: int, stats: Dict[str, Any]) -> RespReader:
+    stats["connections"] = stats.get("connections", 0) + 1
+    if stats["connections"] > 1000:
+        raise ConnectionError("too many reconnections")
+    return RespReader(socket.create_connection((HOST, port), timeout=5))
+
+
+HOSTILES: Dict[str, Callable[[int, float, Dict[str, Any]], None]] = {
+    "http-pipeline": hostile_pipeline,
+    "slowloris": hostile_slowloris,
+    "kv-ping-pipeline": lambda port, deadline, stats: hostile_pipeline(
+        port, deadline, stats, request=b"PING\r\n", token=b"PONG"),
+    "kv-keys": hostile_keys,
+    "kv-append": hostile_append,
+    "kv-expire": hostile_expire,
+    "chat-flood": hostile_chat,
+}
+
+
+def hostile_main(kind: str, port: int, seconds: float) -> None:
+    """Run hostile ``kind`` until ``seconds`` have passed or SIGTERM; print its stats as JSON."""
+    stats: Dict[str, Any] = {}
+
+    def on_term(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise _Stop()
+
+    signal.signal(signal.SIGTERM, on_term)
+    begin = time.monotonic()
+    try:
+        HOSTILES[kind](port, begin + seconds, stats)
+    except _Stop:
+        pass
+    except Exception as error:              # reported to the parent, in the table's notes
+        stats["error"] = repr(error)[:200]
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    stats["seconds"] = time.monotonic() - begin
+    if "opened" in stats:                   # slowloris: the age of each connection still open
+        now = time.monotonic()
+        stats["open_for"] = [round(now - opened, 1) for opened in stats.pop("opened")]
+    print(json.dumps(stats), flush=True)
+
+
+def start_hostile(kind: str, port: int, seconds: float) -> subprocess.Popen:
+    return spawn(["nice", "-n", HOSTILE_NICE, "taskset", "-c", CLIENT_CORE, sys.executable,
+                  os.path.abspath(__file__), "--hostile", kind, "--port", str(port),
+                  "--seconds", str(seconds)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish_hostile(proc: subprocess.Popen) -> Dict[str, Any]:
+    """Stop a hostile child and return what it printed."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        out, err = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        stop(proc)
+        out, err = proc.communicate()
+    if proc in _children:
+        _children.remove(proc)
+    lines = out.decode(errors="replace").strip().splitlines()
+    try:
+        return json.loads(lines[-1])
+    except (IndexError, ValueError):
+        return {"error": "no report: " + err.decode(errors="replace").strip()[-300:]}
+
+
+# ======================================================================
+# The servers
+# ======================================================================
+class Server:
+    """One fresh server process (group) on a port, with its log and temporary files."""
+
+    def __init__(self, name: str, port: int, workdir: str, proc: subprocess.Popen, log: str) -> None:
+        self.name, self.port, self.workdir, self.proc, self.log = name, port, workdir, proc, log
+
+    def log_tail(self) -> str:
+        try:
+            with open(self.log, errors="replace") as file:
+                return file.read()[-600:]
+        except OSError:
+            return ""
+
+
+def server_argv(name: str, kind: str, port: int, workdir: str, site: str, args: argparse.Namespace,
+                netmux_options: List[str]) -> List[str]:
+    """The command line of server ``name`` for a scenario of ``kind`` (http, kv, chat)."""
+    extra = args.extra_args
+    if name == "netmux":
+        argv = [sys.executable, "-m", "netmux", kind, "--host", HOST, "--port", str(port),
+                "--log-level", "WARNING"] + (["--root", site] if kind == "http" else [])
+        return argv + netmux_options + extra.get("netmux", []) + extra.get(f"netmux-{kind}", [])
+    if name == "redis":
+        return ["redis-server", "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
+                "--dir", workdir] + extra.get("redis", [])
+    if name == "nginx":
+        config = os.path.join(workdir, "nginx.conf")
+        with open(config, "w") as file:
+            file.write(nginx_config(port, workdir, site))
+        return ["nginx", "-p", workdir, "-c", config, "-e", os.path.join(workdir, "error.log")] + extra.get(
+            "nginx", [])
+    if name == "uvicorn":
+        return [sys.executable, "-m", "uvicorn", "--app-dir", os.path.join(HERE, "servers"), "asgi_hello:app",
+                "--host", HOST, "--port", str(port), "--http", "h11", "--loop", uvicorn_loop(),
+                "--log-level", "warning", "--no-access-log"] + extra.get("uvicorn", [])
+    raise ValueError(name)
+
+
+def nginx_config(port: int, workdir: str, site: str) -> str:
+    """One worker (netmux and redis are single-threaded), defaults otherwise, but a 3 s
+    client_header_timeout (its default is 60 s) to match netmux's --idle-timeout 3."""
+    user = "user root root;" if os.geteuid() == 0 else ""
+    temp = "\n".join(f"    {kind}_temp_path {os.path.join(workdir, kind)};"
+                     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    return f"""daemon off;
+master_process on;
+worker_processes 1;
+{user}
+pid {os.path.join(workdir, "nginx.pid")};
+error_log {os.path.join(workdir, "error.log")} warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+{temp}
+    types {{ text/html html; }}
+    default_type application/octet-stream;
+    server {{
+        listen {HOST}:{port};
+        root {site};
+        client_header_timeout 3s;
+    }}
+}}
+"""
+
+
+def uvicorn_loop() -> str:
+    try:
+        import uvloop  # noqa: F401
+        return "uvloop"
+    except ImportError:
+        return "asyncio"
+
+
+def start_server(name: str, kind: str, site: str, args: argparse.Namespace,
+                 netmux_options: List[str]) -> Server:
+    """A fresh server pinned to the server core, once it answers a first request."""
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix=f"fairness-{name}-")
+    argv = server_argv(name, kind, port, workdir, site, args, netmux_options)
+    env = dict(os.environ)
+    if name == "netmux":
+        env["PYTHONPATH"] = args.netmux_root    # the checkout asked for, not an installed netmux
+    log = os.path.join(workdir, "server.log")
+    with open(log, "wb") as out:
+        proc = spawn(["taskset", "-c", SERVER_CORE] + argv, cwd=workdir, env=env,
+                     stdout=out, stderr=subprocess.STDOUT)
+    server = Server(name, port, workdir, proc, log)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            READY[kind](port)
+            return server
+        except (OSError, ConnectionError):
+            time.sleep(0.1)
+    stop_server(server)
+    raise RuntimeError(f"{name} ({kind}) did not answer on port {port}: {server.log_tail()}")
+
+
+def stop_server(server: Server) -> None:
+    stop(server.proc)
+    shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+def _ready_kv(port: int) -> None:
+    with socket.create_connection((HOST, port), timeout=1) as sock:
+        sock.sendall(b"PING\r\n")
+        if RespReader(sock).reply(time.monotonic() + 1) != b"PONG":
+            raise ConnectionError("not PONG")
+
+
+def _ready_chat(port: int) -> None:
+    with socket.create_connection((HOST, port), timeout=1) as sock:
+        _read_until(sock, bytearray(), b"* welcome", time.monotonic() + 1)
+
+
+READY: Dict[str, Callable[[int], None]] = {
+    "http": lambda port: http_get(port, 1.0), "kv": _ready_kv, "chat": _ready_chat}
+
+
+# ======================================================================
+# The scenarios
+# ======================================================================
+class Scenario:
+    """A hostile client against a server kind, and how the well-behaved client measures."""
+
+    def __init__(self, kind: str, servers: Tuple[str, ...], hostile: str, measure: Callable[..., List[Samples]],
+                 window: float, cap: float, gap: float, describe: str,
+                 netmux_options: Tuple[str, ...] = ()) -> None:
+        self.kind, self.servers, self.hostile, self.measure = kind, servers, hostile, measure
+        self.window, self.cap, self.gap, self.describe = window, cap, gap, describe
+        self.netmux_options = list(netmux_options)
+
+
+SCENARIOS: Dict[str, Scenario] = {
+    "http-pipeline": Scenario(
+        "http", ("netmux", "nginx", "uvicorn"), "http-pipeline", measure_http, 4.0, 5.0, 0.010,
+        "one client pipelines `GET / HTTP/1.1` 10,000 per send (at most 20,000 unanswered) and reads "
+        "the answers; measured: `GET /` with Connection: close, a new connection each, every 10 ms"),
+    "http-slowloris": Scenario(
+        "http", ("netmux", "nginx", "uvicorn"), "slowloris", measure_http, 5.0, 10.0, 0.100,
+        "20 clients each send one byte of a request head per second (netmux: `--max-connections 20 "
+        "--idle-timeout 3`; nginx: `client_header_timeout 3s`; uvicorn: defaults); measured: `GET /` "
+        "on a new connection every 100 ms, capped at 10 s",
+        netmux_options=("--max-connections", "20", "--idle-timeout", "3")),
+    "kv-pipeline": Scenario(
+        "kv", ("netmux", "redis"), "redis-benchmark", measure_ping, 4.0, 5.0, 0.001,
+        "`redis-benchmark -P 10000 -n 100000000 -t ping -q` (its default 50 connections); "
+        "measured: PING on its own connection every 1 ms"),
+    "kv-keys-pattern": Scenario(
+        "kv", ("netmux", "redis"), "kv-keys", measure_ping, 4.0, 5.0, 0.001,
+        "one client sends `KEYS <'a*' x 512 Ki: 1 MiB>` and `CONFIG GET` with four such patterns, in turn, "
+        "each after the last answer (1,000 keys stored); measured: PING every 1 ms"),
+    "kv-append": Scenario(
+        "kv", ("netmux", "redis"), "kv-append", measure_ping, 4.0, 5.0, 0.001,
+        "one client builds a 64 MiB value with 64 APPENDs of 1 MiB, then sends rounds of 300 pipelined "
+        "one-byte APPENDs to it; measured: PING every 1 ms"),
+    "kv-expire": Scenario(
+        "kv", ("netmux", "redis"), "kv-expire", measure_ping, 10.5, 5.0, 0.001,
+        "one client sets 600,000 keys `SET k v PXAT t` (t = its start + 10 s; 5,000 per send), then DELs "
+        "them (100 keys a command); measured: PING every 1 ms from 1 s to t + 1.5 s"),
+    "chat-flood": Scenario(
+        "chat", ("netmux",), "chat-flood", measure_chat, 4.0, 5.0, 0.050,
+        "10 members of the lobby read everything, an 11th sends `a\\n` as fast as it can; measured: a "
+        "new member every 50 ms, time to its welcome line, then to the answer of `/who`"),
+}
+SERVER_NAMES = ("netmux", "redis", "nginx", "uvicorn")
+
+
+def start_load(scenario: Scenario, port: int, seconds: float) -> Tuple[subprocess.Popen, Optional[str]]:
+    """The hostile of ``scenario``: redis-benchmark (output to a file), or one of ours."""
+    if scenario.hostile == "redis-benchmark" and shutil.which("redis-benchmark"):
+        output = tempfile.NamedTemporaryFile(prefix="fairness-redis-benchmark-", delete=False)
+        proc = spawn(["timeout", "-k", "2", str(int(seconds) + 1), "nice", "-n", HOSTILE_NICE, "taskset", "-c",
+                      CLIENT_CORE, "redis-benchmark", "-h", HOST, "-p", str(port), "-P", "10000",
+                      "-n", "100000000", "-t", "ping", "-q"], stdout=output, stderr=subprocess.STDOUT)
+        output.close()
+        return proc, output.name
+    kind = "kv-ping-pipeline" if scenario.hostile == "redis-benchmark" else scenario.hostile
+    return start_hostile(kind, port, seconds), None
+
+
+def finish_load(proc: subprocess.Popen, output: Optional[str]) -> Dict[str, Any]:
+    if output is None:
+        return finish_hostile(proc)
+    stop(proc)
+    with open(output, errors="replace") as file:
+        text = file.read()
+    os.unlink(output)
+    rates = re.findall(r"(PING_\w+): rps=[\d.]+ \(overall: ([\d.]+)\)", text)
+    return {"redis_benchmark": {test: float(rate) for test, rate in rates}}
+
+
+def run_one(name: str, scenario_name: str, scenario: Scenario, site: str,
+            args: argparse.Namespace) -> Dict[str, Any]:
+    """Fresh server, hostile, head start, measurement, stop: one row (or two) of the report."""
+    server = start_server(name, scenario.kind, site, args, scenario.netmux_options)
+    load = None
+    try:
+        hostile_seconds = HEAD_START + scenario.window + scenario.cap + 5      # its own bound
+        load, output = start_load(scenario, server.port, hostile_seconds)
+        time.sleep(HEAD_START)
+        began = time.time()
+        samples = scenario.measure(server.port, scenario.window, scenario.cap, scenario.gap)
+        ended = time.time()
+        hostile = finish_load(load, output)
+        load = None
+        alive = server.proc.poll() is None
+    finally:
+        if load is not None:
+            stop(load)
+        stop_server(server)
+    notes = describe_hostile(scenario_name, hostile, samples, began, ended)
+    if not alive:
+        notes = "the server died. " + notes
+    return {"scenario": scenario_name, "server": name, "measured": [sample.summary() for sample in samples],
+            "notes": notes}
+
+
+def describe_hostile(scenario: str, hostile: Dict[str, Any], samples: List[Samples], began: float,
+                     ended: float) -> str:
+    """One line on what the hostile achieved (and, for kv-expire, the latency around t)."""
+    parts = []
+    seconds = hostile.get("seconds") or (ended - began + HEAD_START)
+    if "redis_benchmark" in hostile:
+        rates = hostile["redis_benchmark"]
+        parts.append("redis-benchmark: " + (", ".join(f"{test} {rate:,.0f}/s" for test, rate in rates.items())
+                                            or "no rate printed"))
+    if scenario == "http-pipeline" or "responses" in hostile:
+        parts.append(f"hostile: {hostile.get('responses', 0) / seconds:,.0f} answers/s on "
+                     f"{hostile.get('connections', 0)} connection(s)")
+    if "closed_after" in hostile:
+        closed = [when for when in hostile["closed_after"] if when is not None]
+        still = len(hostile["closed_after"]) - len(closed)
+        answers = sorted({answer for answer in hostile.get("answers", []) if answer})
+        ages = hostile.get("open_for") or [0]
+        if closed:
+            parts.append(f"slow clients cut: {len(closed)}/{hostile['clients']} after "
+                         f"{min(closed):.1f}-{max(closed):.1f} s" + (f" ({', '.join(answers)})" if answers else ""))
+        parts.append(f"still open after {max(ages):.1f} s: {still}")
+    if "times" in hostile:
+        for command, times in hostile["times"].items():
+            if times:
+                ordered = sorted(times)
+                parts.append(f"{command} itself: {ordered[len(ordered) // 2] * 1000:,.0f} ms median, "
+                             f"{ordered[-1] * 1000:,.0f} ms max, {len(times)} done")
+            else:
+                parts.append(f"{command} itself: none answered")
+    if "build_seconds" in hostile:
+        rounds = sorted(hostile.get("rounds", []))
+        parts.append(f"64 MiB built in {hostile['build_seconds'] * 1000:,.0f} ms; "
+                     + (f"{len(rounds)} rounds of 300 APPENDs, {rounds[len(rounds) // 2] * 1000:,.1f} ms median"
+                        if rounds else "no round of 300 APPENDs finished"))
+    if "t" in hostile:
+        t = hostile["t"]
+        for phase, label in (("set_done", "SETs done"), ("del_done", "DELs done")):
+            if phase in hostile:
+                parts.append(f"{label} {t - hostile[phase]:.1f} s before t")
+        near = [latency for sample in samples for stamp, latency in zip(sample.stamps, sample.latencies)
+                if t - 0.5 <= stamp <= t + 1.5]
+        if near:
+            parts.append(f"max from t - 0.5 s to t + 1.5 s: {fmt_ms(max(near))} ms ({len(near)} PINGs)")
+    if "lines_sent" in hostile:
+        parts.append(f"flooder: {hostile['lines_sent'] / seconds:,.0f} lines/s sent; readers dropped: "
+                     f"{hostile.get('dropped', 0)}")
+    if hostile.get("errors"):
+        parts.append("hostile errors: " + "; ".join(hostile["errors"][:3]))
+    if hostile.get("error"):
+        parts.append("hostile: " + hostile["error"])
+    return "; ".join(parts)
+
+
+# ======================================================================
+# The report
+# ======================================================================
+def fmt_ms(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "-"
+    ms = seconds * 1000
+    return f"{ms:.2f}" if ms < 10 else f"{ms:.1f}" if ms < 1000 else f"{ms:,.0f}"
+
+
+def _tool_version(argv: List[str], pattern: str) -> str:
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return "absent"
+    found = re.search(pattern, result.stdout + result.stderr)
+    return found.group(1) if found else "?"
+
+
+def describe_run(args: argparse.Namespace, argv: List[str]) -> Dict[str, Any]:
+    commit = subprocess.run(["git", "-C", args.netmux_root, "log", "-1", "--format=%h"],
+                            capture_output=True, text=True).stdout.strip() or "?"
+    return {
+        "command": "python bench/fairness.py " + " ".join(shlex.quote(word) for word in argv),
+        "netmux_root": args.netmux_root, "commit": commit,
+        "date": datetime.date.today().isoformat(),
+        "load_before": round(os.getloadavg()[0], 1),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "redis": _tool_version(["redis-server", "--version"], r"v=(\S+)"),
+        "nginx": _tool_version(["nginx", "-v"], r"nginx/(\S+)"),
+        "uvicorn": _tool_version([sys.executable, "-m", "uvicorn", "--version"], r"uvicorn (\S+)")
+        + f" ({uvicorn_loop()})",
+    }
+
+
+LABEL_ORDER = ("before", "after")
+HEADER = """# Fairness: a well-behaved client beside a hostile one (issue 16)
+
+Written by `bench/fairness.py` (see bench/README.md, "Fairness"). Per scenario and server: the
+well-behaved client's latency (ms) while the hostile client runs; `n` requests measured, `fail`
+those without an answer within the cap (counted as the cap), `> 50 ms` the stalls. Targets of
+issue 16: p99 within 10 ms under each hostile client (2 cores), within 5x redis-server's p99
+behind the same redis-benchmark -P 10000, slow-header clients cut at the deadline, every stall
+under 50 ms.
+
+Scenarios:
+"""
+
+
+def render(data: Dict[str, Any]) -> str:
+    labels = sorted(data, key=lambda label: (LABEL_ORDER.index(label) if label in LABEL_ORDER else 9, label))
+    lines = [HEADER.rstrip("\n")]
+    lines += [f"- `{name}`: {scenario.describe}." for name, scenario in SCENARIOS.items()]
+    if len(labels) > 1:
+        lines += ["", "## " + " against ".join(labels), "",
+                  "| scenario | server | measured | " + " | ".join(f"{label} p99 | {label} max" for label in labels)
+                  + " |", "|---|---|---|" + "---:|---:|" * len(labels)]
+        keys: List[Tuple[str, str, str]] = []
+        cells: Dict[Tuple[str, str, str, str], Dict[str, Any]] = {}
+        for label in labels:
+            for row in data[label]["rows"]:
+                for measured in row["measured"]:
+                    key = (row["scenario"], row["server"], measured["metric"])
+                    if key not in keys:
+                        keys.append(key)
+                    cells[key + (label,)] = measured
+        for key in keys:
+            values = []
+            for label in labels:
+                measured = cells.get(key + (label,))
+                values += [fmt_ms(measured["p99"]), fmt_ms(measured["max"])] if measured else ["", ""]
+            lines.append(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(values) + " |")
+    for label in labels:
+        meta = data[label]["meta"]
+        lines += ["", f"## {label}", "",
+                  f"`{meta['command']}`: netmux from `{meta['netmux_root']}` at `{meta['commit']}`, "
+                  f"{meta['date']}; {meta['python']}, redis-server {meta['redis']}, nginx {meta['nginx']}, "
+                  f"uvicorn {meta['uvicorn']}; load average {meta['load_before']} before the run. "
+                  f"Server on core 0, clients on core 1 (hostile at nice {HOSTILE_NICE}).", "",
+                  "| scenario | server | measured | n | fail | p50 | p99 | max | > 50 ms | hostile, notes |",
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+        for row in data[label]["rows"]:
+            for index, measured in enumerate(row["measured"]):
+                notes = row["notes"] if index == 0 else "(same run)"
+                lines.append(f"| {row['scenario']} | {row['server']} | {measured['metric']} | {measured['n']} | "
+                             f"{measured['failures']} | {fmt_ms(measured['p50'])} | {fmt_ms(measured['p99'])} | "
+                             f"{fmt_ms(measured['max'])} | {measured['stalls']} | {notes} |")
+    return "\n".join(lines) + "\n"
+
+
+# ======================================================================
+# The command line
+# ======================================================================
+def parse_extra(values: List[str]) -> Dict[str, List[str]]:
+    extra: Dict[str, List[str]] = {}
+    for value in values:
+        name, sep, words = value.partition("=")
+        known = SERVER_NAMES + ("netmux-http", "netmux-kv", "netmux-chat")
+        if not sep or name not in known:
+            raise argparse.ArgumentTypeError(f"--extra-args wants SERVER=ARGS, SERVER one of {', '.join(known)}")
+        extra.setdefault(name, []).extend(shlex.split(words))
+    return extra
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated (default: all)")
+    parser.add_argument("--servers", default=",".join(SERVER_NAMES),
+                        help="comma-separated, of " + ", ".join(SERVER_NAMES) + " (default: all)")
+    parser.add_argument("--netmux-root", default=ROOT,
+                        help="the checkout whose netmux is run (default: the one this script is in)")
+    parser.add_argument("--label", default=None,
+                        help="the report's section for this run, e.g. before, after (default: the commit)")
+    parser.add_argument("--extra-args", action="append", default=[], metavar="SERVER=ARGS",
+                        help="more arguments for a server's command line; SERVER is netmux (every app), "
+                             "netmux-http, netmux-kv, netmux-chat, redis, nginx or uvicorn; repeatable")
+    parser.add_argument("--output", default=os.path.join(RESULTS, "fairness.md"),
+                        help="the markdown report (its data: the same name with .json)")
+    parser.add_argument("--hostile", choices=sorted(HOSTILES), help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.hostile:
+        hostile_main(args.hostile, args.port, args.seconds)
+        return
+    try:
+        args.extra_args = parse_extra(args.extra_args)
+    except argparse.ArgumentTypeError as error:
+        parser.error(str(error))
+    args.netmux_root = os.path.abspath(args.netmux_root)
+    scenarios = args.scenarios.split(",")
+    servers = args.servers.split(",")
+    for name in scenarios:
+        if name not in SCENARIOS:
+            parser.error(f"unknown scenario {name!r} (known: {', '.join(SCENARIOS)})")
+    for name in servers:
+        if name not in SERVER_NAMES:
+            parser.error(f"unknown server {name!r} (known: {', '.join(SERVER_NAMES)})")
+    meta = describe_run(args, sys.argv[1:])
+    label = args.label or meta["commit"]
+
+    signal.signal(signal.SIGTERM, _terminated)
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(0, {int(CLIENT_CORE)})          # the measurer: the clients' core
+    site = tempfile.mkdtemp(prefix="fairness-site-")
+    rows = []
+    try:
+        sys.path.insert(0, ROOT)
+        from netmux.apps.http import HELLO_PAGE          # the page uvicorn's app serves too
+        os.chmod(site, 0o755)
+        with open(os.path.join(site, "index.html"), "wb") as page:
+            page.write(HELLO_PAGE)
+        for scenario_name in scenarios:
+            scenario = SCENARIOS[scenario_name]
+            for name in servers:
+                if name not in scenario.servers:
+                    continue
+                print(f"{scenario_name} / {name} ...", end=" ", file=sys.stderr, flush=True)
+                try:
+                    row = run_one(name, scenario_name, scenario, site, args)
+                except RuntimeError as error:
+                    print(f"skipped: {error}", file=sys.stderr)
+                    continue
+                rows.append(row)
+                first = row["measured"][0]
+                print(f"p50 {fmt_ms(first['p50'])} p99 {fmt_ms(first['p99'])} max {fmt_ms(first['max'])} ms, "
+                      f"{first['failures']} failed", file=sys.stderr, flush=True)
+    finally:
+        stop_all()
+        shutil.rmtree(site, ignore_errors=True)
+    save(args.output, label, meta, rows)
+
+
+def save(output: str, label: str, meta: Dict[str, Any], rows: List[Dict[str, Any]]) -> None:
+    """Replace this label's results in the JSON beside ``output``, re-render, print."""
+    store = os.path.splitext(output)[0] + ".json"
+    data: Dict[str, Any] = {}
+    if os.path.exists(store):
+        with open(store) as file:
+            data = json.load(file)
+    data[label] = {"meta": meta, "rows": rows}
+    os.makedirs(os.path.dirname(output), exist_ok=True)
+    with open(store, "w") as file:
+        json.dump(data, file, indent=1)
+        file.write("\n")
+    report = render(data)
+    with open(output, "w") as file:
+        file.write(report)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
