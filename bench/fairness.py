@@ -37,6 +37,7 @@ import json
 import os
 import platform
 import re
+import select
 import shlex
 import shutil
 import signal
@@ -274,9 +275,12 @@ class Scenario:
 
     def __init__(self, kind: str, servers: Tuple[str, ...], hostile: Optional[str], measure: Callable[..., List[Samples]],
                  window: float, cap: float, gap: float, describe: str,
-                 netmux_options: Tuple[str, ...] = ()) -> None:
+                 netmux_options: Tuple[str, ...] = (), after_t: Optional[float] = None) -> None:
         self.kind, self.servers, self.hostile, self.measure = kind, servers, hostile, measure
         self.window, self.cap, self.gap, self.describe = window, cap, gap, describe
+        # The hostile announces a moment t (its first line): measure until t + after_t,
+        # within ``window`` at most.
+        self.after_t = after_t
         self.netmux_options = list(netmux_options)
 
 
@@ -313,9 +317,10 @@ SCENARIOS: Dict[str, Scenario] = {
         "one client builds a 64 MiB value with 64 APPENDs of 1 MiB, then sends rounds of 300 pipelined "
         "one-byte APPENDs to it; measured: PING every 1 ms"),
     "kv-expire": Scenario(
-        "kv", ("netmux", "redis"), "kv-expire", measure_ping, 14.5, 5.0, 0.001,
-        "one client sets 600,000 keys `SET k v PXAT t` (t = its start + 14 s; 5,000 per send), then DELs "
-        "them (100 keys a command); measured: PING every 1 ms from 1 s to t + 1.5 s"),
+        "kv", ("netmux", "redis"), "kv-expire", measure_ping, 40.0, 5.0, 0.001,
+        "one client sets 600,000 keys `SET k v PXAT t` (5,000 per send), then DELs them (100 keys a "
+        "command); t is set to come after the DELs (1.5 times the time 5,000 keys took, scaled, + 2 s); "
+        "measured: PING every 1 ms from 1 s to t + 1.5 s", after_t=1.5),
     "chat-flood": Scenario(
         "chat", ("netmux",), "chat-flood", measure_chat, 4.0, 5.0, 0.050,
         "10 members of the lobby read everything, an 11th sends `a\\n` as fast as it can; measured: a "
@@ -362,8 +367,11 @@ def run_one(name: str, scenario_name: str, scenario: Scenario, site: str,
         hostile_seconds = HEAD_START + scenario.window + scenario.cap + 5      # its own bound
         load, output = start_load(scenario, server.port, hostile_seconds)
         time.sleep(HEAD_START)
+        window = scenario.window
+        if scenario.after_t is not None and load is not None:
+            window = min(window, announced_t(load, timeout=window) + scenario.after_t - time.time())
         began = time.time()
-        samples = scenario.measure(server.port, scenario.window, scenario.cap, scenario.gap)
+        samples = scenario.measure(server.port, window, scenario.cap, scenario.gap)
         ended = time.time()
         hostile = finish_load(load, output)
         load = None
@@ -377,6 +385,24 @@ def run_one(name: str, scenario_name: str, scenario: Scenario, site: str,
         notes = "the server died. " + notes
     return {"scenario": scenario_name, "server": name, "measured": [sample.summary() for sample in samples],
             "notes": notes}
+
+
+def announced_t(proc: subprocess.Popen, timeout: float) -> float:
+    """The t of the hostile's first line, ``{"t": t}``, read unbuffered (communicate()
+    reads the rest later); now, if none comes within ``timeout``."""
+    assert proc.stdout is not None
+    stdout = proc.stdout.fileno()
+    line, deadline = b"", time.monotonic() + timeout
+    while not line.endswith(b"\n") and len(line) < 200:
+        ready, _, _ = select.select([stdout], [], [], max(0.0, deadline - time.monotonic()))
+        byte = os.read(stdout, 1) if ready else b""
+        if not byte:
+            return time.time()
+        line += byte
+    try:
+        return float(json.loads(line)["t"])
+    except (ValueError, KeyError, TypeError):
+        return time.time()
 
 
 def describe_hostile(scenario: str, hostile: Dict[str, Any], samples: List[Samples], began: float,
@@ -482,12 +508,18 @@ Scenarios:
 """
 
 
+def _row_order(row: Dict[str, Any]) -> Tuple[int, int]:
+    order = list(SCENARIOS)
+    return (order.index(row["scenario"]) if row["scenario"] in order else len(order),
+            SERVER_NAMES.index(row["server"]) if row["server"] in SERVER_NAMES else len(SERVER_NAMES))
+
+
 def render(data: Dict[str, Any]) -> str:
     labels = sorted(data, key=lambda label: (LABEL_ORDER.index(label) if label in LABEL_ORDER else 9, label))
     lines = [HEADER.rstrip("\n")]
     lines += [f"- `{name}`: {scenario.describe}." for name, scenario in SCENARIOS.items()]
     if len(labels) > 1:
-        lines += ["", "## " + " against ".join(labels), "",
+        lines += ["", "## Side by side: " + ", ".join(labels), "",
                   "| scenario | server | measured | " + " | ".join(f"{label} p99 | {label} max" for label in labels)
                   + " |", "|---|---|---|" + "---:|---:|" * len(labels)]
         keys: List[Tuple[str, str, str]] = []
@@ -499,6 +531,7 @@ def render(data: Dict[str, Any]) -> str:
                     if key not in keys:
                         keys.append(key)
                     cells[key + (label,)] = measured
+        keys.sort(key=lambda key: _row_order({"scenario": key[0], "server": key[1]}))
         for key in keys:
             values = []
             for label in labels:
@@ -506,20 +539,25 @@ def render(data: Dict[str, Any]) -> str:
                 values += [fmt_ms(measured["p99"]), fmt_ms(measured["max"])] if measured else ["", ""]
             lines.append(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(values) + " |")
     for label in labels:
-        meta = data[label]["meta"]
-        lines += ["", f"## {label}", "",
-                  f"`{meta['command']}`: netmux from `{meta['netmux_root']}` at `{meta['commit']}`, "
-                  f"{meta['date']}; {meta['python']}, redis-server {meta['redis']}, nginx {meta['nginx']}, "
-                  f"uvicorn {meta['uvicorn']}; load average {meta['load_before']} before the run. "
-                  f"Server on core 0, clients on core 1 (hostile at nice {HOSTILE_NICE}).", "",
-                  "| scenario | server | measured | n | fail | p50 | p99 | max | > 50 ms | hostile, notes |",
-                  "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
-        for row in data[label]["rows"]:
+        runs = data[label]["runs"]
+        lines += ["", f"## {label}", ""]
+        for number, meta in enumerate(runs, 1):
+            lines.append((f"Run {number}: " if len(runs) > 1 else "")
+                         + f"`{meta['command']}`: netmux from `{meta['netmux_root']}` at `{meta['commit']}`, "
+                         f"{meta['date']}; {meta['python']}, redis-server {meta['redis']}, nginx {meta['nginx']}, "
+                         f"uvicorn {meta['uvicorn']}; load average {meta['load_before']} before the run.")
+        run_column = len(runs) > 1
+        lines += [f"Server on core 0, clients on core 1 (hostile at nice {HOSTILE_NICE}).", "",
+                  "| scenario | server | measured | n | fail | p50 | p99 | max | > 50 ms | hostile, notes |"
+                  + (" run |" if run_column else ""),
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|---|" + ("---:|" if run_column else "")]
+        for row in sorted(data[label]["rows"], key=_row_order):
             for index, measured in enumerate(row["measured"]):
                 notes = row["notes"] if index == 0 else "(same run)"
                 lines.append(f"| {row['scenario']} | {row['server']} | {measured['metric']} | {measured['n']} | "
                              f"{measured['failures']} | {fmt_ms(measured['p50'])} | {fmt_ms(measured['p99'])} | "
-                             f"{fmt_ms(measured['max'])} | {measured['stalls']} | {notes} |")
+                             f"{fmt_ms(measured['max'])} | {measured['stalls']} | {notes} |"
+                             + (f" {row['run']} |" if run_column else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -601,13 +639,26 @@ def main() -> None:
 
 
 def save(output: str, label: str, meta: Dict[str, Any], rows: List[Dict[str, Any]]) -> None:
-    """Replace this label's results in the JSON beside ``output``, re-render, print."""
+    """Merge this run into its label in the JSON beside ``output`` (a row it measured
+    replaces that scenario and server's row; the others stay), re-render, print."""
     store = os.path.splitext(output)[0] + ".json"
     data: Dict[str, Any] = {}
     if os.path.exists(store):
         with open(store) as file:
             data = json.load(file)
-    data[label] = {"meta": meta, "rows": rows}
+    old = data.get(label, {"runs": [], "rows": []})
+    measured = {(row["scenario"], row["server"]) for row in rows}
+    kept = [row for row in old["rows"] if (row["scenario"], row["server"]) not in measured]
+    runs = []                               # the runs some row still comes from, renumbered
+    for row in kept:
+        run = old["runs"][row["run"] - 1]
+        if run not in runs:
+            runs.append(run)
+        row["run"] = runs.index(run) + 1
+    runs.append(meta)
+    for row in rows:
+        row["run"] = len(runs)
+    data[label] = {"runs": runs, "rows": kept + rows}
     os.makedirs(os.path.dirname(output), exist_ok=True)
     with open(store, "w") as file:
         json.dump(data, file, indent=1)

@@ -390,27 +390,39 @@ def hostile_append(port: int, deadline: float, stats: Dict[str, Any]) -> None:
         rounds.append(time.perf_counter() - begin)
 
 
-def hostile_expire(port: int, deadline: float, stats: Dict[str, Any], expire_in: float = 14.0,
-                   keys: int = 600000) -> None:
-    """``keys`` keys ``SET k v PXAT t`` (t = now + ``expire_in``), pipelined 5,000 at a
-    time, then DEL'eted (100 keys a command); then idle, connected, past t."""
+def hostile_expire(port: int, deadline: float, stats: Dict[str, Any], keys: int = 600000) -> None:
+    """``keys`` keys ``SET k v PXAT t``, pipelined 5,000 at a time, then DEL'eted (100 keys a
+    command); then idle, connected, past t. t must come after the DELs, on a fast server or a
+    slow one: 5,000 keys are set and deleted first (with a PXAT an hour away, so they never
+    expire), and t is now + 1.5 times that, scaled to ``keys``, + 2 s. The first line printed
+    is ``{"t": t}`` (Unix seconds), so that the measurer knows how long to go on."""
     reader = _kv_connect(port, stats)
-    when = int(time.time() * 1000 + expire_in * 1000)
-    stats["t"] = when / 1000
-    pxat = b"%d" % when
+    begin = time.perf_counter()
+    _set_and_delete(reader, b"c:", 5000, b"%d" % (time.time() * 1000 + 3600 * 1000), deadline)
+    estimate = (time.perf_counter() - begin) * keys / 5000
+    when = time.time() + 1.5 * estimate + 2.0
+    stats["t"] = when
+    print(json.dumps({"t": when}), flush=True)
+    _set_and_delete(reader, b"e:", keys, b"%d" % (when * 1000), deadline, stats)
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _set_and_delete(reader: RespReader, prefix: bytes, keys: int, pxat: bytes, deadline: float,
+                    stats: Optional[Dict[str, Any]] = None) -> None:
     for base in range(0, keys, 5000):
-        names = [b"e:%d" % index for index in range(base, min(keys, base + 5000))]
+        names = [prefix + b"%d" % index for index in range(base, min(keys, base + 5000))]
         reader.sock.sendall(b"".join(resp_command(b"SET", name, b"v", b"PXAT", pxat) for name in names))
         reader.lines(len(names), deadline)
-    stats["set_done"] = time.time()
+    if stats is not None:
+        stats["set_done"] = time.time()
     for base in range(0, keys, 5000):
-        commands = [resp_command(b"DEL", *[b"e:%d" % index for index in range(start, min(keys, start + 100))])
+        commands = [resp_command(b"DEL", *[prefix + b"%d" % index for index in range(start, min(keys, start + 100))])
                     for start in range(base, min(keys, base + 5000), 100)]
         reader.sock.sendall(b"".join(commands))
         reader.lines(len(commands), deadline)
-    stats["del_done"] = time.time()
-    while time.monotonic() < deadline:
-        time.sleep(0.1)
+    if stats is not None:
+        stats["del_done"] = time.time()
 
 
 def hostile_chat(port: int, deadline: float, stats: Dict[str, Any], readers: int = 10) -> None:
