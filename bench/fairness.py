@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fairness: a well-behaved client's latency beside each hostile client (issue 16).
 
-    python bench/fairness.py                                        # every scenario, every server (~3-4 min)
+    python bench/fairness.py                                        # every scenario, every server (~2.5 min)
     python bench/fairness.py --netmux-root /work/wt-before --label before
     python bench/fairness.py --scenarios kv-pipeline,kv-append --servers netmux,redis
     python bench/fairness.py --label after --extra-args 'netmux-http=--header-timeout 3'
@@ -9,14 +9,15 @@
 For each scenario and server: a fresh server process pinned to core 0
 (``taskset -c 0``), then the hostile client(s) on core 1 at ``nice 10``; after
 a 1 s head start the well-behaved client (this process, on core 1 at normal
-priority, so the hostile's CPU use on its own core does not delay it) times
+priority: it wakes ahead of the hostile on their shared core) times
 its requests for a few seconds while the hostile goes on; then everything is
 stopped. A measured request that gets no answer within its cap counts as the
 cap and as a failure. The report gives, per scenario and server, the
 well-behaved client's p50/p99/max latency, its failures, how many requests
 took over 50 ms, and what the hostile achieved; it is printed and written to
-bench/results/fairness.md, one section per ``--label`` (results of other
-labels are kept, from bench/results/fairness.json, and compared in a table).
+bench/results/fairness.md, one section per ``--label``: a run replaces the
+rows (scenario, server) it measured under its label and keeps the others (all
+kept in bench/results/fairness.json), and a table sets the labels side by side.
 
 Servers: netmux's ready-made servers, run as ``python -m netmux APP`` with
 ``PYTHONPATH=--netmux-root`` from a temporary directory (so the checkout
@@ -229,6 +230,9 @@ def start_server(name: str, kind: str, site: str, args: argparse.Namespace,
     if name == "netmux":
         env["PYTHONPATH"] = args.netmux_root    # the checkout asked for, not an installed netmux
     log = os.path.join(workdir, "server.log")
+    if not shutil.which(argv[0]):
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise RuntimeError(f"{argv[0]} is not installed")
     with open(log, "wb") as out:
         proc = spawn(["taskset", "-c", SERVER_CORE] + argv, cwd=workdir, env=env,
                      stdout=out, stderr=subprocess.STDOUT)
@@ -353,7 +357,6 @@ def finish_load(proc: Optional[subprocess.Popen], output: Optional[str]) -> Dict
     stop(proc)
     with open(output, errors="replace") as file:
         text = file.read()
-    os.unlink(output)
     rates = re.findall(r"(PING_\w+): rps=[\d.]+ \(overall: ([\d.]+)\)", text)
     return {"redis_benchmark": {test: float(rate) for test, rate in rates}}
 
@@ -362,7 +365,7 @@ def run_one(name: str, scenario_name: str, scenario: Scenario, site: str,
             args: argparse.Namespace) -> Dict[str, Any]:
     """Fresh server, hostile, head start, measurement, stop: one row (or two) of the report."""
     server = start_server(name, scenario.kind, site, args, scenario.netmux_options)
-    load = None
+    load, output = None, None
     try:
         hostile_seconds = HEAD_START + scenario.window + scenario.cap + 5      # its own bound
         load, output = start_load(scenario, server.port, hostile_seconds)
@@ -379,6 +382,8 @@ def run_one(name: str, scenario_name: str, scenario: Scenario, site: str,
     finally:
         if load is not None:
             stop(load)
+        if output is not None and os.path.exists(output):
+            os.unlink(output)
         stop_server(server)
     notes = describe_hostile(scenario_name, hostile, samples, began, ended)
     if not alive:
@@ -481,9 +486,14 @@ def _tool_version(argv: List[str], pattern: str) -> str:
 def describe_run(args: argparse.Namespace, argv: List[str]) -> Dict[str, Any]:
     commit = subprocess.run(["git", "-C", args.netmux_root, "log", "-1", "--format=%h"],
                             capture_output=True, text=True).stdout.strip() or "?"
+    bench = subprocess.run(["git", "-C", HERE, "log", "-1", "--format=%h"],
+                           capture_output=True, text=True).stdout.strip() or "?"
+    if subprocess.run(["git", "-C", HERE, "status", "--porcelain", "fairness.py", "fairness_clients.py"],
+                      capture_output=True, text=True).stdout.strip():
+        bench += " + uncommitted changes"
     return {
         "command": "python bench/fairness.py " + " ".join(shlex.quote(word) for word in argv),
-        "netmux_root": args.netmux_root, "commit": commit,
+        "netmux_root": args.netmux_root, "commit": commit, "bench_commit": bench,
         "date": datetime.date.today().isoformat(),
         "load_before": round(os.getloadavg()[0], 1),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
@@ -543,7 +553,8 @@ def render(data: Dict[str, Any]) -> str:
         lines += ["", f"## {label}", ""]
         for number, meta in enumerate(runs, 1):
             lines.append((f"Run {number}: " if len(runs) > 1 else "")
-                         + f"`{meta['command']}`: netmux from `{meta['netmux_root']}` at `{meta['commit']}`, "
+                         + f"`{meta['command']}`: netmux from `{meta['netmux_root']}` at `{meta['commit']}` "
+                         f"(the benchmark at `{meta.get('bench_commit', '?')}`), "
                          f"{meta['date']}; {meta['python']}, redis-server {meta['redis']}, nginx {meta['nginx']}, "
                          f"uvicorn {meta['uvicorn']}; load average {meta['load_before']} before the run.")
         run_column = len(runs) > 1

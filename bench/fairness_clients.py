@@ -231,12 +231,16 @@ def measure_chat(port: int, window: float, cap: float, gap: float) -> List[Sampl
 
 
 def read_until(sock: socket.socket, buffer: bytearray, marker: bytes, deadline: float) -> None:
-    """Read into ``buffer`` until ``marker`` starts a line; drop what came before it."""
+    """Read into ``buffer`` until ``marker`` starts a line; drop the marker and all before it.
+    Each byte is searched once (a remembered offset), however much flood comes first."""
     searched = 0
     while True:
+        if buffer.startswith(marker):
+            del buffer[:len(marker)]
+            return
         found = buffer.find(b"\n" + marker, max(0, searched - len(marker)))
-        if found >= 0 or buffer.startswith(marker):
-            del buffer[:found + 1 if found >= 0 else len(marker)]
+        if found >= 0:
+            del buffer[:found + 1 + len(marker)]
             return
         searched = len(buffer)
         remaining = deadline - time.monotonic()
