@@ -72,6 +72,10 @@ class Transport(Protocol):
     def is_reading(self) -> bool:
         """True while incoming data is delivered."""
 
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Any:
+        """``callback(*args)`` after ``delay`` seconds unless cancelled or the
+        connection closes first; returns the Timer (a handler's deadline)."""
+
     def when_drained(self, callback: Callable[[], Any]) -> Callable[[], None]:
         """Call ``callback()`` once the write buffer is at or below the low-water
         mark (next turn if it already is); returns a zero-argument cancel."""

@@ -144,6 +144,10 @@ class Layer:
         """True while the transport below delivers data."""
         return bool(self.transport.is_reading())
 
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Any:
+        """A timer of the connection's, kept below (cancelled when it closes)."""
+        return self.transport.call_later(delay, callback, *args)
+
     def when_drained(self, callback: Callable[[], Any]) -> Callable[[], None]:
         """``callback()`` once the buffer below is at or below its low mark; a cancel."""
         cancel: Callable[[], None] = self.transport.when_drained(callback)

@@ -129,6 +129,10 @@ class Timer:
         """True once ``cancel()`` has been called."""
         return self._cancelled
 
+    def pending(self) -> bool:
+        """True until the callback has run or the timer was cancelled."""
+        return self._callback is not None
+
     def __repr__(self) -> str:
         state = "cancelled" if self._cancelled else getattr(self._callback, "__qualname__", self._callback)
         return f"<Timer when={self.when:.3f} {state}>"

@@ -167,6 +167,7 @@ class MemoryTransport:
         self._high_water, self._low_water = water_marks()
         self._writing_paused = False
         self._drain_waiters: List[List[Any]] = []    # when_drained() callbacks waiting
+        self._timers: List[Any] = []                  # call_later()'s, cancelled on close
         self._reading = True
         self._closing = self._lost = self._lost_called = False
         self._lost_exc: Optional[BaseException] = None
@@ -411,6 +412,20 @@ class MemoryTransport:
                 if entry and not self._lost:
                     self._call_function(entry[0], "when_drained callback")
 
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Any:
+        """A timer of the connection's on the virtual clock: TCPTransport's contract
+        (cancelled when the connection closes; an exception costs the connection)."""
+        timer = self.reactor.call_later(delay, self._deadline, callback, args)
+        if self._closing:
+            timer.cancel()
+        else:
+            self._timers = [kept for kept in self._timers if kept.pending()] + [timer]
+        return timer
+
+    def _deadline(self, callback: Callable[..., Any], args: tuple) -> None:
+        if not self._closing:
+            self._call_function(callback, getattr(callback, "__name__", "call_later callback"), *args)
+
     def when_drained(self, callback: Callable[[], Any]) -> Callable[[], None]:
         """``callback()`` once the buffer is at or below the low mark (next turn if
         it is already); returns a cancel. TCPTransport's contract."""
@@ -451,6 +466,9 @@ class MemoryTransport:
         self._buffer.clear()
         self._inbound.clear()
         self._drain_waiters = []
+        for timer in self._timers:
+            timer.cancel()
+        self._timers = []
         self._send_fin()
         if self.reactor.is_closed():
             self._call_connection_lost()

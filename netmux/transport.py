@@ -77,6 +77,7 @@ import socket
 from typing import Any, Callable, List, Optional, Tuple
 
 from .errors import PROPAGATE, lost_reason
+from .reactor import Timer
 from .sendfile import FileRegion, SendQueue, check_file_region, region_count
 
 __all__ = ["TCPTransport", "check_file_region"]
@@ -374,7 +375,7 @@ class TCPTransport(SocketTransport):
 
     __slots__ = (
         "_buffer", "_eof_received", "_eof_requested", "_last_activity", "_idle_timeout",
-        "_idle_timer", "_yields", "_server", "_files_queued",
+        "_idle_timer", "_yields", "_server", "_files_queued", "_timers",
     )
 
     def __init__(self, reactor: Any, sock: socket.socket, handler: Any, *,
@@ -390,6 +391,7 @@ class TCPTransport(SocketTransport):
         self._idle_timer = None
         self._yields = 0                   # continuations queued by yield_turn()
         self._server = server              # get_extra_info("server"): None for connect()
+        self._timers: Optional[List[Timer]] = None   # call_later()'s, cancelled on close
 
     # ------------------------------------------------------------------
     # Start-up
@@ -463,6 +465,36 @@ class TCPTransport(SocketTransport):
         self._yields += 1
         self._update_reader()
         self.reactor.call_soon(self._continue_turn, callback, args)
+
+    # ------------------------------------------------------------------
+    # Deadlines: a connection's own timers
+    # ------------------------------------------------------------------
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Timer:
+        """``callback(*args)`` after ``delay`` seconds, as the connection's own timer:
+        a deadline a handler sets (a request head not complete in time, an answer
+        awaited) and clears with ``timer.cancel()``. Unlike the reactor's, it is
+        cancelled when the connection closes, and an exception from ``callback``
+        is a handler error (logged once, it aborts this connection). On a
+        closing transport it is returned cancelled: no work is left."""
+        timer = self.reactor.call_later(delay, self._deadline, callback, args)
+        if self._closing:
+            timer.cancel()
+            return timer
+        timers = self._timers
+        if timers is None:
+            timers = self._timers = []
+        elif len(timers) >= 8:              # a deadline set and cleared per request
+            timers[:] = [kept for kept in timers if kept.pending()]
+        timers.append(timer)
+        return timer
+
+    def _deadline(self, callback: Callable[..., Any], args: tuple) -> None:
+        if self._closing:
+            return
+        try:
+            callback(*args)
+        except BaseException as exc:
+            self._handler_failed(exc, getattr(callback, "__name__", "call_later callback"))
 
     def _continue_turn(self, callback: Callable[..., Any], args: tuple) -> None:
         self._yields -= 1
@@ -682,6 +714,9 @@ class TCPTransport(SocketTransport):
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
+        timers, self._timers = self._timers, None
+        for timer in timers or ():
+            timer.cancel()
 
     def _force_close(self, exc: Optional[BaseException], linger: bool = False) -> None:
         if not self._lost:      # both names outlive the socket, as in asyncio: connection_lost may log them

@@ -289,3 +289,63 @@ def test_a_stream_handler_reads_a_turns_share_then_lets_the_others_go(way):
         per_turn[turn] = per_turn.get(turn, 0) + 1
     assert max(per_turn.values()) <= StreamJournal.reads_per_turn
     assert outcome.written == b"".join(line.upper() for line in lines)
+
+
+class Deadline(netmux.LineHandler):
+    """A request must end (a blank line) within 0.2 s of its first line: 408 otherwise."""
+
+    lost = False
+    lost_exc = None
+    timer: Any = None
+    answered = False
+
+    def line_received(self, line: bytes) -> None:
+        if self.timer is None:
+            self.timer = self.transport.call_later(0.2, self.too_slow, b"408")
+        if not line:
+            self.timer.cancel()
+            self.timer = None
+            self.send_line(b"200")
+            self.answered = True
+
+    def too_slow(self, status: bytes) -> None:
+        self.send_line(status)
+        self.transport.close()
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        self.lost, self.lost_exc = True, exc
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_a_connection_deadline_fires_unless_cleared(way):
+    assert run(way, Deadline, b"GET\n\n", eof=False,
+               done=lambda handler: handler.answered).written == b"200\n"
+    outcome = run(way, Deadline, b"GET\n", eof=False)
+    assert outcome.written == b"408\n" and outcome.lost_exc is None
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_a_connection_deadline_dies_with_its_connection_and_costs_it_when_it_raises(way, caplog):
+    fired: List[str] = []
+
+    class Closes(Deadline):
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            transport.call_later(0.05, fired.append, "after close")
+            transport.close()
+            assert not transport.call_later(0.01, fired.append, "on a closed one").pending()
+
+    class Raises(Deadline):
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            transport.call_later(0.01, self.boom)
+
+        def boom(self) -> None:
+            raise ValueError("boom")
+
+    run(way, Closes, b"", eof=False)
+    with caplog.at_level(logging.ERROR, logger="netmux"):
+        outcome = run(way, Raises, b"", eof=False)
+    assert fired == []
+    assert isinstance(outcome.lost_exc, ValueError)
+    assert [str(record.exc_info[1]) for record in caplog.records if record.exc_info] == ["boom"]
