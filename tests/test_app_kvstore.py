@@ -4,10 +4,12 @@ from __future__ import annotations
 import os
 import re
 import struct
+import time
 import zlib
 from typing import Any
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from netmux.apps import kvstore
 from netmux.apps.kvstore import Store, _glob, read_dump, write_dump
@@ -304,3 +306,120 @@ def test_info_sections(store):
     both = run(store, "INFO", "CLIENTS", "keyspace")
     assert both.endswith(b"connected_clients:0\r\n\r\n# Keyspace\r\n\r\n") and b"# Server" not in both
     assert run(store, "INFO", "all") == run(store, "INFO")
+
+
+# ----------------------------------------------------------------------
+# The glob against a transcription of Redis's stringmatchlen (util.c, 7.0)
+# ----------------------------------------------------------------------
+def redis_stringmatchlen(pattern: bytes, string: bytes) -> bool:
+    """util.c's stringmatchlen, line for line (recursion on ``*``, its nesting guard and its
+    skipLongerMatches shortcut); the sentinel past the pattern's end plays C's NUL."""
+    skip_longer = [False]
+
+    def at(index: int) -> int:
+        return pattern[index] if index < len(pattern) else 0
+
+    def impl(p: int, s: int, nesting: int) -> bool:
+        if nesting > 1000:
+            return False
+        pattern_length, string_length = len(pattern) - p, len(string) - s
+        while pattern_length and string_length:
+            char = pattern[p]
+            if char == 0x2A:                                   # "*"
+                while pattern_length and at(p + 1) == 0x2A:
+                    p, pattern_length = p + 1, pattern_length - 1
+                if pattern_length == 1:
+                    return True
+                while string_length:
+                    if impl(p + 1, s, nesting + 1):
+                        return True
+                    if skip_longer[0]:
+                        return False
+                    s, string_length = s + 1, string_length - 1
+                skip_longer[0] = True
+                return False
+            if char == 0x3F:                                   # "?"
+                s, string_length = s + 1, string_length - 1
+            elif char == 0x5B:                                 # "["
+                p, pattern_length = p + 1, pattern_length - 1
+                negate = at(p) == 0x5E
+                if negate:
+                    p, pattern_length = p + 1, pattern_length - 1
+                matched = False
+                while True:
+                    if at(p) == 0x5C and pattern_length >= 2:
+                        p, pattern_length = p + 1, pattern_length - 1
+                        matched |= pattern[p] == string[s]
+                    elif at(p) == 0x5D:
+                        break
+                    elif pattern_length == 0:
+                        p, pattern_length = p - 1, pattern_length + 1
+                        break
+                    elif pattern_length >= 3 and at(p + 1) == 0x2D:
+                        low, high = sorted((pattern[p], pattern[p + 2]))
+                        p, pattern_length = p + 2, pattern_length - 2
+                        matched |= low <= string[s] <= high
+                    else:
+                        matched |= pattern[p] == string[s]
+                    p, pattern_length = p + 1, pattern_length - 1
+                if matched == negate:
+                    return False
+                s, string_length = s + 1, string_length - 1
+            else:
+                if char == 0x5C and pattern_length >= 2:       # "\\"
+                    p, pattern_length = p + 1, pattern_length - 1
+                if pattern[p] != string[s]:
+                    return False
+                s, string_length = s + 1, string_length - 1
+            p, pattern_length = p + 1, pattern_length - 1
+            if string_length == 0:
+                while at(p) == 0x2A:
+                    p, pattern_length = p + 1, pattern_length - 1
+                break
+        return pattern_length == 0 and string_length == 0
+
+    return impl(0, 0, 0)
+
+
+GLOB_BYTES = st.sampled_from(b"ab-^]\\[*?\n\xff")
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(GLOB_BYTES, max_size=12).map(bytes), st.lists(st.sampled_from(b"ab-^]\\[*?\xff"), max_size=8).map(bytes))
+def test_glob_matches_as_redis_stringmatchlen_does(pattern, key):
+    expected = redis_stringmatchlen(pattern, key)
+    assert _glob(pattern)(key) is expected
+    assert _glob(pattern, longest=len(key))(key) is expected       # the cut-off reading agrees
+
+
+# What redis-server 7.0.15 answered (KEYS against one key of 1,500 a's; SET "" then KEYS).
+@pytest.mark.parametrize("pattern, key, matches", [
+    (b"*a" * 1000, b"a" * 1500, True), (b"*a" * 1000 + b"*", b"a" * 1500, True),
+    (b"*a" * 1001 + b"*", b"a" * 1500, False), (b"a*" * 1001, b"a" * 1500, True),
+    (b"a*" * 1000 + b"a", b"a" * 1500, True), (b"a*" * 1001 + b"a", b"a" * 1500, False),
+    (b"*" + b"a*" * 1000, b"a" * 1500, True), (b"*" + b"a*" * 1000 + b"a", b"a" * 1500, False),
+    (b"*", b"", False), (b"**", b"", False), (b"", b"", True), (b"?*", b"x", True), (b"a**", b"a", True),
+], ids=lambda value: repr(value[:12]) if isinstance(value, bytes) else str(value))
+def test_glob_keeps_redis_nesting_guard_and_empty_string_rule(pattern, key, matches):
+    assert _glob(pattern)(key) is matches
+
+
+def test_keys_star_lists_the_empty_key_as_redis_does_and_other_patterns_do_not(store):
+    run(store, "SET", b"", "v")
+    assert run(store, "KEYS", "*") == b"*1\r\n$0\r\n\r\n"
+    assert run(store, "KEYS", "**") == run(store, "KEYS", "*?") == b"*0\r\n"
+    assert run(store, "KEYS", "") == b"*1\r\n$0\r\n\r\n"
+
+
+@pytest.mark.parametrize("pattern", [
+    b"a" * (1 << 20), b"?" * (1 << 20), b"[a]" * (1 << 18), b"\\a" * (1 << 19), b"a?" * (1 << 19),
+    b"*a" * (1 << 19), b"[^" + b"a" * (1 << 20) + b"]",
+], ids=lambda pattern: repr(pattern[:4]))
+def test_a_1_mib_pattern_costs_milliseconds_and_leaves_nothing_in_re_cache(store, pattern):
+    run(store, "SET", "short", "v")
+    cached = len(re._cache)                 # type: ignore[attr-defined]
+    started = time.perf_counter()
+    assert run(store, "KEYS", pattern) == b"*0\r\n"
+    assert run(store, "CONFIG", "GET", pattern, pattern, pattern, pattern) == b"*0\r\n"
+    assert time.perf_counter() - started < 0.5            # was 4 s for KEYS, 17 s for CONFIG GET
+    assert len(re._cache) <= cached                        # type: ignore[attr-defined]
