@@ -207,20 +207,20 @@ def _glob(pattern: bytes, longest: Optional[int] = None) -> Callable[[bytes], bo
     while position < len(pattern):
         token = _GLOB_TOKEN.match(pattern, position)
         assert token is not None, "every byte starts a token"
-        kind, piece, position = token.lastgroup, pieces[-1], token.end()
+        kind, text, piece, position = token.lastgroup, token.group(), pieces[-1], token.end()
         before = piece.length
         if kind == "stars":
             piece.finish()
             pieces.append(_Piece())
         elif kind == "any":
-            piece.add_wildcard(len(token.group(kind)))
+            piece.add_wildcard(len(text))
         elif kind == "escaped":
-            piece.add_literal(token.group(kind)[1::2])
+            piece.add_literal(text[1::2])
         elif kind == "plain":
-            piece.add_literal(token.group(kind))
+            piece.add_literal(text)
         else:                                       # a set
             body, position = _set_body(pattern, position)
-            piece.add_wildcard(1, _set_table(body, token.group(kind) == b"[^"))
+            piece.add_wildcard(1, _set_table(body, text == b"[^"))
         needed += piece.length - before
         if longest is not None and needed > longest:
             return _matches_nothing
