@@ -69,6 +69,10 @@ SERVERS = {
                   [sys.executable, os.path.join(SERVERS_DIR, "selectors_echo.py")], None, None),
 }
 BASELINE = "asyncio-protocol"
+# Where a server imports netmux from: this checkout, unless --baseline-root
+# adds "netmux-base" and "netmux-stream-base" from another one (a before/after
+# comparison in one run: git worktree add /tmp/before OLD; --baseline-root /tmp/before).
+SERVER_ROOTS = {}
 # Ratio lines under the tables: (server, compared to, label), printed when both ran.
 RATIO_LINES = [
     ("netmux", "uvloop-protocol", "netmux / uvloop Protocol"),
@@ -99,7 +103,7 @@ def available(name):
     mod = SERVERS[name][2]
     if mod is None:
         return True
-    env = dict(os.environ, PYTHONPATH=ROOT)
+    env = dict(os.environ, PYTHONPATH=SERVER_ROOTS.get(name, ROOT))
     code = f"import {mod}" + ("; netmux.TCPServer; netmux.Handler" if mod == "netmux" else "")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
@@ -171,7 +175,7 @@ def stop(proc):
 
 def start_server(name, timeout=20.0):
     argv = pin(SERVER_CORE) + SERVERS[name][1] + ["0"]
-    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONPATH=SERVER_ROOTS.get(name, ROOT), PYTHONUNBUFFERED="1")
     errf = tempfile.TemporaryFile(mode="w+")   # a file, not a pipe: a chatty server never blocks
     proc = subprocess.Popen(argv, cwd=SERVERS_DIR, env=env, stdout=subprocess.PIPE,
                             stderr=errf, text=True)
@@ -409,6 +413,9 @@ def main():
     ap.add_argument("--cc", default=os.environ.get("CC", "cc"), help="C compiler (default $CC or cc)")
     ap.add_argument("--output", default=os.path.join(RESULTS, "latest.md"),
                     help="markdown report path (default bench/results/latest.md)")
+    ap.add_argument("--baseline-root", metavar="DIR",
+                    help="also run netmux-base and netmux-stream-base, importing netmux from DIR "
+                         "(another checkout: before/after in one run)")
     ap.add_argument("--list", action="store_true", help="list servers and scenarios, then exit")
     args = ap.parse_args()
 
@@ -418,6 +425,12 @@ def main():
         for k, v in SCENARIOS.items():
             print(f"scenario {k:18} {v[3]}")
         return 0
+    if args.baseline_root:
+        root = os.path.abspath(args.baseline_root)
+        for name in ("netmux", "netmux-stream"):
+            label, argv, module, limit = SERVERS[name]
+            SERVERS[name + "-base"] = (f"{label} at {root}", argv, module, limit)
+            SERVER_ROOTS[name + "-base"] = root
     warm, dur = (0.5, 1.5) if args.quick else (args.warmup, args.duration)
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]

@@ -4,8 +4,10 @@ A hand-written reactor around ``selectors.DefaultSelector`` drives non-blocking
 sockets; handlers use asyncio's Protocol names and servers socketserver's shape.
 The layers, bottom to top (one module each):
 
+    errors.py     the one rule for exceptions from user code, for every layer
     reactor.py    readiness events, timers, call_soon, thread-safe wake-up
     transport.py  one non-blocking socket: read -> handler, write buffer -> socket
+    sendfile.py   file regions queued behind bytes: os.sendfile, or read and send
     interface.py  the Transport interface every stream transport and layer honours
     handler.py    user code: the pluggable interface (asyncio Protocol names)
     framing.py    sans-IO: bytes in -> whole frames out

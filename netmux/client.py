@@ -50,7 +50,8 @@ import os
 import socket
 from typing import Any, Callable, List, Optional, Tuple
 
-from .reactor import PROPAGATE, Reactor, positive_seconds
+from .errors import PROPAGATE
+from .reactor import Reactor, positive_seconds
 from .sockets import (address_family, check_handler_factory, check_reactor_open, is_unix_address,
                       set_nodelay, split_host_port, unix_path)
 from .transport import TCPTransport
@@ -211,7 +212,7 @@ class _Connector:
             self._timer.cancel()
         set_nodelay(sock)
         transport = TCPTransport(self.reactor, sock, self.handler, peername=peername)
-        transport._start()
+        transport.start()
 
     def _retry_later(self, address_info: Any) -> None:
         """A Unix listener's backlog is full (see the top of this module): try
@@ -324,7 +325,7 @@ def connect_socket(sock: socket.socket, handler_factory: Callable[[], Any], *,
     handler = handler_factory()
     sock.setblocking(False)
     set_nodelay(sock)
-    TCPTransport(reactor, sock, handler)._start()
+    TCPTransport(reactor, sock, handler).start()
     return handler
 
 
@@ -376,5 +377,5 @@ def open_datagram(remote_address: Optional[Tuple[Any, int]], handler_factory: Ca
         sock.close()
         raise
     transport = DatagramTransport(reactor, sock, handler, remote_address=target)
-    transport._start()
+    transport.start()
     return handler

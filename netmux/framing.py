@@ -73,7 +73,7 @@ class FramingError(ValueError):
 
 
 # ---------------------------------------------------------------------------
-# The receive buffer shared by every framer
+# Argument checks
 # ---------------------------------------------------------------------------
 
 
@@ -88,6 +88,9 @@ def check_count(name: str, value: int) -> int:
     return value
 
 
+# ---------------------------------------------------------------------------
+# The receive buffer shared by every framer
+# ---------------------------------------------------------------------------
 class _Framer:
     """The receive buffer, the stream offset and the sticky error.
 

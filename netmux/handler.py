@@ -15,7 +15,8 @@ aborts that connection only.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, List, Optional
+from collections import deque
+from typing import Any, Callable, Deque, List, Optional
 
 from .framing import BytesLike, FramingError, LineFramer
 
@@ -102,8 +103,16 @@ class FramedHandler(Handler):
     """
 
     framer_factory: Callable[[], Any] = LineFramer
+    #: The most frames delivered per turn of the loop (fairness). One read can
+    #: hold thousands of small frames (64 KiB of ``b"a\n"`` is 32,768 lines);
+    #: past this many, the rest wait in order and are delivered on later turns
+    #: through ``transport.yield_turn``, which keeps reading off meanwhile, so
+    #: the backlog never grows past one read. Below 1 (or NaN) counts as 1.
+    frames_per_turn: int = 64
     _framer: Any = None
     _framing_failed = False
+    _backlog: Optional[Deque[bytes]] = None     # frames waiting for a later turn
+    _backlog_error: Optional[FramingError] = None
 
     @property
     def framer(self) -> Any:
@@ -124,11 +133,9 @@ class FramedHandler(Handler):
             frames = self.framer.feed(data)
         except FramingError as error:
             self._framing_failed = True
-            self._deliver(error.frames)
-            if transport is None or not transport.is_closing():
-                self.framing_error(error)
+            self._deliver(error.frames, error)
             return
-        self._deliver(frames)
+        self._deliver(frames, None)
 
     def framing_error(self, error: FramingError) -> None:
         """The peer broke the framing (a frame over ``max_length``, a bad header):
@@ -153,12 +160,50 @@ class FramedHandler(Handler):
                            peer, framer.buffered)
         return None
 
-    def _deliver(self, frames: List[bytes]) -> None:
-        transport = self.transport
-        for frame in frames:
-            if transport is not None and transport.is_closing():
+    def _deliver(self, frames: List[bytes], error: Optional[FramingError]) -> None:
+        """Hand up ``frames`` (then report ``error``), at most a turn's share now."""
+        if len(frames) <= self.frames_per_turn and not self._backlog:
+            for frame in frames:           # the common case: no backlog, no queue
+                if self._is_closing():
+                    return
+                self.frame_received(frame)
+            if error is not None and not self._is_closing():
+                self.framing_error(error)
+            return
+        if self._backlog is None:
+            self._backlog = deque()
+        self._backlog.extend(frames)
+        self._backlog_error = error
+        self._deliver_backlog()
+
+    def _deliver_backlog(self) -> None:
+        """One turn's share of the backlog, the rest on the next turn (a transport
+        without ``yield_turn``, not netmux's, gets everything now, as before);
+        then the framing error that ended the stream, if one did."""
+        yield_turn = getattr(self.transport, "yield_turn", None)
+        while self._backlog:
+            if not self._deliver_share(self._backlog):
                 return
-            self.frame_received(frame)
+            if self._backlog and yield_turn is not None:
+                yield_turn(self._deliver_backlog)
+                return
+        error, self._backlog_error = self._backlog_error, None
+        if error is not None and not self._is_closing():
+            self.framing_error(error)
+
+    def _deliver_share(self, backlog: Deque[bytes]) -> bool:
+        """Up to ``frames_per_turn`` frames (at least one); False once closing."""
+        budget = self.frames_per_turn
+        for _ in range(min(budget, len(backlog)) if budget >= 1 else 1):
+            if self._is_closing():
+                backlog.clear()
+                return False
+            self.frame_received(backlog.popleft())
+        return True
+
+    def _is_closing(self) -> bool:
+        transport = self.transport
+        return transport is not None and bool(transport.is_closing())
 
     def frame_received(self, frame: bytes) -> None:
         """Called once per whole frame, in stream order. Override it."""

@@ -14,13 +14,13 @@ contract written in each docstring below and pinned by tests/test_interface.py.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Protocol, Tuple, runtime_checkable
+from typing import Any, Callable, Iterable, Optional, Protocol, Tuple, runtime_checkable
 
 __all__ = ["Transport", "EXTRA_INFO_NAMES"]
 
 #: The ``get_extra_info`` names every stream transport answers (a layer may add
 #: its own, such as ``'ssl_object'``, and passes the rest down).
-EXTRA_INFO_NAMES = ("peername", "sockname", "socket")
+EXTRA_INFO_NAMES = ("peername", "sockname", "socket", "server")
 
 
 @runtime_checkable
@@ -71,6 +71,14 @@ class Transport(Protocol):
 
     def is_reading(self) -> bool:
         """True while incoming data is delivered."""
+
+    def when_drained(self, callback: Callable[[], Any]) -> Callable[[], None]:
+        """Call ``callback()`` once the write buffer is at or below the low-water
+        mark (next turn if it already is); returns a zero-argument cancel."""
+
+    def yield_turn(self, callback: Callable[..., Any], *args: Any) -> None:
+        """Run ``callback(*args)`` on the next turn and read nothing until it has
+        run (fairness: a handler's share of a turn; see TCPTransport's)."""
 
     def get_write_buffer_size(self) -> int:
         """Bytes queued but not yet handed to the layer or socket below."""

@@ -31,8 +31,9 @@ socket or the reactor's internals; it only has the transport below.
 """
 from __future__ import annotations
 
-import os
-from typing import Any, Iterable, Optional, Tuple
+from typing import Any, Callable, Iterable, Optional, Tuple
+
+from .sendfile import region_count
 
 __all__ = ["Layer", "CountingLayer", "ByteCounter"]
 
@@ -143,6 +144,15 @@ class Layer:
         """True while the transport below delivers data."""
         return bool(self.transport.is_reading())
 
+    def when_drained(self, callback: Callable[[], Any]) -> Callable[[], None]:
+        """``callback()`` once the buffer below is at or below its low mark; a cancel."""
+        cancel: Callable[[], None] = self.transport.when_drained(callback)
+        return cancel
+
+    def yield_turn(self, callback: Callable[..., Any], *args: Any) -> None:
+        """Go on next turn, reading nothing below meanwhile (the transport's fairness)."""
+        self.transport.yield_turn(callback, *args)
+
     def get_write_buffer_size(self) -> int:
         """Bytes queued below (a buffering layer adds its own)."""
         return int(self.transport.get_write_buffer_size())
@@ -200,7 +210,5 @@ class CountingLayer(Layer):
         self.counter.bytes_out += memoryview(data).nbytes
 
     def sendfile(self, file: Any, offset: int = 0, count: Optional[int] = None) -> None:
-        if count is None:
-            count = max(os.fstat(file.fileno()).st_size - offset, 0)
-        self.transport.sendfile(file, offset, count)
-        self.counter.bytes_out += count
+        self.transport.sendfile(file, offset, count)   # refuses a bad argument first
+        self.counter.bytes_out += region_count(file, offset, count)

@@ -19,8 +19,8 @@ virtual clock for ``netmux.testing``).
 One turn of the loop (``run_once``), the same shape as redis' ``ae.c``:
 
 1. sleep in ``select`` until a descriptor is ready, or the nearest timer is due,
-   or for no time at all when callbacks are already queued (on Linux it waits
-   on the selector's epoll object itself: see ``_poll_epoll``);
+   or for no time at all when callbacks are already queued (on Linux it owns
+   an epoll object and waits on it: see ``_poll_epoll``);
 2. call the reader, then the writer, of every ready descriptor, directly: the
    hot path (readable -> recv -> handler -> send) never goes through a queue;
 3. move every timer that has come due to the ready queue;
@@ -49,6 +49,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Coroutine, Deque, Dict, List, Optional, Set, Tuple
 
+from .errors import PROPAGATE
 from .tasks import Task
 
 __all__ = ["Reactor", "Timer"]
@@ -57,6 +58,9 @@ logger = logging.getLogger("netmux")
 
 _EVENT_READ = selectors.EVENT_READ
 _EVENT_WRITE = selectors.EVENT_WRITE
+# selectors' EVENT_READ/EVENT_WRITE bits as epoll's.
+_EPOLL_EVENTS = {_EVENT_READ: getattr(select, "EPOLLIN", 0), _EVENT_WRITE: getattr(select, "EPOLLOUT", 0),
+                 _EVENT_READ | _EVENT_WRITE: getattr(select, "EPOLLIN", 0) | getattr(select, "EPOLLOUT", 0)}
 # Which epoll bits wake a reader and a writer: the same split as EpollSelector's.
 _EPOLL_READ_MASK = ~getattr(select, "EPOLLOUT", 0)
 _EPOLL_WRITE_MASK = ~getattr(select, "EPOLLIN", 0)
@@ -69,13 +73,11 @@ _MIN_CANCELLED_TO_PURGE = 100
 # month (or at inf, "never") must not overflow epoll's int milliseconds.
 _MAXIMUM_SELECT_TIMEOUT = 24 * 3600
 
-#: The exceptions from user code (a callback, a handler, a factory) that stop
-#: the program instead of costing one callback or one connection: they
-#: propagate, as in asyncio. Every other BaseException (asyncio.CancelledError
-#: from an asyncio.Protocol run unchanged, say) is caught like an Exception.
-#: Every layer that calls user code writes ``except PROPAGATE: raise`` before
-#: its ``except BaseException``, or tests ``isinstance(exc, PROPAGATE)``.
-PROPAGATE = (SystemExit, KeyboardInterrupt)
+
+
+def _events_of(callbacks: List[Any]) -> int:
+    """The selector events a ``[reader, writer]`` pair needs watched."""
+    return (_EVENT_READ if callbacks[0] is not None else 0) | (_EVENT_WRITE if callbacks[1] is not None else 0)
 
 
 def _check_deadline(when: float) -> float:
@@ -167,15 +169,19 @@ class _WakeupSocketPair:
 
 
 class Reactor:
-    """A single-threaded event loop around ``selectors.DefaultSelector``.
+    """A single-threaded event loop: epoll on Linux, ``selectors`` elsewhere.
 
     Everything but ``call_soon_threadsafe`` and ``stop`` must be called from the
     thread that runs the reactor (or before it runs).
     """
 
-    #: Size of the buffer every transport of this reactor reads into (at least
-    #: 64 KiB: a UDP datagram must fit whole).
-    read_buffer_size = 256 * 1024
+    #: Size of the buffer every transport of this reactor reads into, hence the
+    #: most one read event hands a stream handler: its share of a turn, the
+    #: first bound of fairness (transport.py's design note). At least 64 KiB, so
+    #: any UDP datagram fits whole. 64 KiB, not asyncio's 256 KiB: a pipelining
+    #: client's read then holds a quarter of the requests, and the echo
+    #: scenarios did not slow down (bench/README.md).
+    read_buffer_size = 64 * 1024
 
     def __init__(self, selector: Optional[selectors.BaseSelector] = None, *,
                  clock: Optional[Callable[[], float]] = None) -> None:
@@ -193,17 +199,21 @@ class Reactor:
         if clock is not None and not callable(clock):
             raise TypeError(f"clock must be a callable returning seconds, not {type(clock).__name__}")
         self._clock: Callable[[], float] = time.monotonic if clock is None else clock
-        self._selector = selectors.DefaultSelector() if selector is None else selector
-        # fd -> [reader, writer]: what _poll_epoll dispatches by. A descriptor
+        # fd -> [reader, writer]: what the loop dispatches by. A descriptor
         # registered since the last wait waits in _new_callbacks until the next
         # wait begins, so no event of a batch can reach it (see _poll_epoll).
         self._callbacks: Dict[int, List[Any]] = {}
         self._new_callbacks: Dict[int, List[Any]] = {}
-        epoll = getattr(self._selector, "_selector", None)   # EpollSelector's own epoll object
-        if isinstance(self._selector, getattr(selectors, "EpollSelector", ())) and epoll is not None:
-            self._epoll = epoll
+        # On Linux, unless a selector is handed in, the reactor owns an epoll
+        # object, as trio does: registering is one system call, and the wait
+        # reads the kernel's (fd, mask) list with no selectors layer between.
+        self._epoll: Any = None
+        self._selector: Optional[selectors.BaseSelector] = None
+        if selector is None and hasattr(select, "epoll"):
+            self._epoll = select.epoll()
             self._poll = self._poll_epoll
         else:
+            self._selector = selectors.DefaultSelector() if selector is None else selector
             self._poll = self._poll_selector
         #: The reactor's time when the last wait returned: read once per turn,
         #: so every transport of the turn stamps its activity with it for free.
@@ -347,27 +357,55 @@ class Reactor:
             if callback is None:
                 return False
             raise RuntimeError("the reactor is closed")
-        try:
-            key = self._selector.get_key(fileobj)
-        except KeyError:
-            if callback is None:
-                return False
-            data: List[Any] = [None, None]
-            data[slot] = callback
-            key = self._selector.register(fileobj, _EVENT_READ if slot == 0 else _EVENT_WRITE, data)
-            self._new_callbacks[key.fd] = data
-            return True
-        data = key.data
+        fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+        data = self._callbacks.get(fd) or self._new_callbacks.get(fd)
+        if data is None:
+            if callback is not None:
+                self._add_descriptor(fd, fileobj, slot, callback)
+            return False
+        before = _events_of(data)
         had = data[slot] is not None
         data[slot] = callback
-        events = (_EVENT_READ if data[0] is not None else 0) | (_EVENT_WRITE if data[1] is not None else 0)
+        events = _events_of(data)
         if events == 0:
-            self._selector.unregister(fileobj)
-            if self._callbacks.pop(key.fd, None) is None:
-                del self._new_callbacks[key.fd]
-        elif events != key.events:
-            self._selector.modify(fileobj, events, data)
+            self._unwatch(fd, fileobj)
+            if self._callbacks.pop(fd, None) is None:
+                del self._new_callbacks[fd]
+        elif events != before:
+            self._rewatch(fd, fileobj, events, data)
         return had
+
+    def _add_descriptor(self, fd: int, fileobj: Any, slot: int, callback: Callable[[], Any]) -> None:
+        """Watch a descriptor not watched yet; it joins the table at the next wait."""
+        data: List[Any] = [None, None]
+        data[slot] = callback
+        self._watch(fd, fileobj, _EVENT_READ if slot == 0 else _EVENT_WRITE, data)
+        self._new_callbacks[fd] = data
+
+    # What the kernel (or the selector) is told: one call each way.
+    def _watch(self, fd: int, fileobj: Any, events: int, data: List[Any]) -> None:
+        if self._epoll is not None:
+            self._epoll.register(fd, _EPOLL_EVENTS[events])
+        else:
+            assert self._selector is not None
+            self._selector.register(fileobj, events, data)
+
+    def _rewatch(self, fd: int, fileobj: Any, events: int, data: List[Any]) -> None:
+        if self._epoll is not None:
+            self._epoll.modify(fd, _EPOLL_EVENTS[events])
+        else:
+            assert self._selector is not None
+            self._selector.modify(fileobj, events, data)
+
+    def _unwatch(self, fd: int, fileobj: Any) -> None:
+        if self._epoll is not None:
+            try:
+                self._epoll.unregister(fd)
+            except OSError:
+                pass        # closed first: the kernel dropped it from the set already
+        else:
+            assert self._selector is not None
+            self._selector.unregister(fileobj)
 
     # ------------------------------------------------------------------
     # In flight: what close() must finish, and statistics
@@ -493,7 +531,11 @@ class Reactor:
         self._ready.clear()
         self._timers.clear()
         self._cancelled_timers = 0
-        self._selector.close()
+        if self._epoll is not None:
+            self._epoll.close()
+        else:
+            assert self._selector is not None
+            self._selector.close()
         self._callbacks.clear()         # the selector watches nothing now
         self._new_callbacks.clear()
         self._wakeup.close()
@@ -515,7 +557,8 @@ class Reactor:
     # by an earlier callback of the same batch has its list emptied
     # ([None, None]) and is skipped.
     def _poll_selector(self, timeout: Optional[float]) -> None:
-        """Wait with the selector: the portable path."""
+        """Wait with the selector: the portable path (and a selector handed in)."""
+        assert self._selector is not None
         events = self._selector.select(timeout)
         self.turn_time = self._clock()
         for key, mask in events:
@@ -531,13 +574,16 @@ class Reactor:
                 logger.exception("exception in I/O callback for %r", key.fileobj)
 
     def _poll_epoll(self, timeout: Optional[float]) -> None:
-        """Wait on the selector's epoll object itself: the same loop, a shorter path.
+        """Wait on the reactor's own epoll object: the same loop, a shorter path.
 
         ``EpollSelector.select()`` turns every kernel event into a ``(key,
         events)`` pair in Python before we see it; reading the kernel's
         ``(fd, mask)`` list directly cuts the reactor's instructions per echoed
-        message by about 15 % (bench/README.md). Registrations still go through
-        the selector, which stays the one record of what is watched.
+        message by about 15 % (bench/README.md). The reactor owns the epoll
+        object (as trio does, instead of reaching into EpollSelector's private
+        one); the ``[reader, writer]`` table is the one record of what is
+        watched. (This function and ``TCPTransport.write`` stay whole although
+        long: they are the hot path, and a split costs a call per event.)
 
         Reading by fd has a trap that the selector's keys do not (they are
         looked up before any callback runs): a callback may close descriptor
@@ -583,38 +629,47 @@ class Reactor:
                 logger.exception("exception in I/O callback for fd %d", fd)
 
     def _run_once(self, timeout: Optional[float]) -> None:
-        ready = self._ready
+        """One turn: wait, then the due timers join the ready queue, which runs."""
+        self._poll(self._wait_time(timeout))
+        if self._timers:
+            self._queue_due_timers()
+        if self._ready:
+            self._run_ready()
+
+    def _wait_time(self, timeout: Optional[float]) -> Optional[float]:
+        """How long this turn may sleep in the poller: the one place a wait is
+        normalised. None waits for an event; the rest lands in [0, a day]. A
+        negative timeout means "poll" (epoll would take it for "forever"), and
+        inf or a timer a month away is capped, as asyncio does, so the poller
+        never overflows. Queued callbacks (or a stop) mean no sleep at all."""
+        if self._ready or self._stopping:
+            return 0
         timers = self._timers
-        if ready or self._stopping:
-            timeout = 0
-        else:
-            if timers:
-                delay = timers[0][0] - self._clock()
-                if timeout is None or delay < timeout:
-                    timeout = delay
-            # The one place a wait is normalised: None waits for an event, the
-            # rest lands in [0, a day]. A negative timeout means "poll" (epoll
-            # would take it for "forever"), and inf or a timer a month away is
-            # capped, as asyncio does, so the poller never overflows.
-            if timeout is not None:
-                if timeout <= 0:
-                    timeout = 0
-                elif timeout > _MAXIMUM_SELECT_TIMEOUT:
-                    timeout = _MAXIMUM_SELECT_TIMEOUT
-
-        self._poll(timeout)
-
         if timers:
-            now = self.turn_time
-            while timers and timers[0][0] <= now:
-                timer = heapq.heappop(timers)[2]
-                timer._in_heap = False
-                if timer._cancelled:
-                    self._cancelled_timers -= 1
-                else:
-                    ready.append(timer)
+            delay = timers[0][0] - self._clock()
+            if timeout is None or delay < timeout:
+                timeout = delay
+        if timeout is None:
+            return None
+        if timeout <= 0:
+            return 0
+        return min(timeout, _MAXIMUM_SELECT_TIMEOUT)
 
-        # Only what is queued now: callbacks queued by these run next turn.
+    def _queue_due_timers(self) -> None:
+        """Move every timer due at ``turn_time`` to the ready queue, in deadline order."""
+        timers, ready, now = self._timers, self._ready, self.turn_time
+        while timers and timers[0][0] <= now:
+            timer = heapq.heappop(timers)[2]
+            timer._in_heap = False
+            if timer._cancelled:
+                self._cancelled_timers -= 1
+            else:
+                ready.append(timer)
+
+    def _run_ready(self) -> None:
+        """Run what is queued now: callbacks queued by these run next turn, so one
+        busy callback cannot starve I/O."""
+        ready = self._ready
         for _ in range(len(ready)):
             timer = ready.popleft()
             callback, args = timer._callback, timer._args

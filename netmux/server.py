@@ -7,7 +7,7 @@ drive it. Its shape is socketserver's (``serve_forever``, ``shutdown``,
 ``server_close``, a context manager), so a blocking server moves over with few
 edits.
 
-Three classes, one job each: ``_ServerLifecycle`` (serving and stopping, shared
+Three classes, one job each: ``ServerLifecycle`` (serving and stopping, shared
 with ``UDPServer``), ``_StreamServer`` (accepting, limits, closing), and the
 two front doors that differ only in how they listen: ``TCPServer`` on a port,
 ``UnixServer`` on a socket file. Binding itself, and a socket file's life,
@@ -25,10 +25,10 @@ import socket
 import threading
 from typing import Any, Callable, Optional, Set, TypeVar
 
-from .reactor import PROPAGATE, Reactor, Timer, positive_seconds
+from .errors import PROPAGATE
+from .reactor import Reactor, Timer, positive_seconds
 from .sockets import (UnixSocketFile, bound_address, check_handler_factory, check_reactor_open,
                       listen_tcp, listen_unix, set_nodelay, unix_path)
-from .stream import StreamHandler
 from .transport import TCPTransport
 
 __all__ = ["TCPServer", "UnixServer"]
@@ -43,10 +43,10 @@ _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 1.0
 
 
-_Server = TypeVar("_Server", bound="_ServerLifecycle")
+_Server = TypeVar("_Server", bound="ServerLifecycle")
 
 
-class _ServerLifecycle:
+class ServerLifecycle:
     """``serve_forever``/``shutdown``/context manager, shared by every server kind.
 
     ``shutdown()`` is thread-safe and never deadlocks: from another thread it
@@ -128,7 +128,7 @@ class _ServerLifecycle:
         raise NotImplementedError
 
 
-class _StreamServer(_ServerLifecycle):
+class _StreamServer(ServerLifecycle):
     """What every stream server does once it listens: accepting (in batches,
     backing off when out of descriptors), the set of open connections,
     ``max_connections``, ``idle_timeout``, and closing them all.
@@ -219,8 +219,6 @@ class _StreamServer(_ServerLifecycle):
             conn.setblocking(False)
             set_nodelay(conn)
             handler = self.handler_factory()
-            if isinstance(handler, StreamHandler):
-                handler.server = self          # socketserver's name; is_closed() ends handle()
         except PROPAGATE:
             conn.close()
             raise
@@ -230,10 +228,11 @@ class _StreamServer(_ServerLifecycle):
             conn.close()
             return
         transport = TCPTransport(self.reactor, conn, handler, peername=address,
-                                 idle_timeout=self.idle_timeout, on_lost=self._connection_lost)
+                                 idle_timeout=self.idle_timeout, on_lost=self._connection_lost,
+                                 server=self)
         self._connections.add(transport)
         self._update_accepting()
-        transport._start()
+        transport.start()
 
     def _connection_lost(self, transport: TCPTransport) -> None:
         """A connection counts until its ``connection_lost`` has returned: now."""
@@ -258,8 +257,7 @@ class _StreamServer(_ServerLifecycle):
             self._backoff_timer = None
         self._update_accepting()
         for transport in list(self._connections):
-            transport._close_now()
-            transport._call_connection_lost()
+            transport.close_now()
         self._close_listening_socket()
         self._close_owned_reactor()
 

@@ -21,8 +21,9 @@ How the end of a connection reaches ``handle()``:
 * the connection lost (a reset, a broken pipe): ``ConnectionError`` at the
   next ``await`` of ``recv``/``sendall``; the coroutine is never cancelled
   behind its back, so it can log, clean up, or return;
-* ``server_close()``: the server sets ``self.server`` on each StreamHandler it
-  accepts and is ``is_closed()`` when it closes the connections; the
+* ``server_close()``: ``self.server`` is the transport's
+  ``get_extra_info("server")`` (a name every layer passes down unchanged), and
+  it is ``is_closed()`` when it closes the connections; the
   connection's ``connection_lost`` then *closes* the coroutine (GeneratorExit
   at its ``await``: ``finally`` blocks and context managers run before
   ``server_close()`` returns; an ``await`` inside such a ``finally`` raises
@@ -35,13 +36,18 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Optional
 
+from .errors import PROPAGATE
 from .framing import FramingError, check_count
 from .handler import Handler
-from .tasks import Task, _park
+from .tasks import Task, park, sleep
 
 __all__ = ["StreamHandler", "IncompleteReadError"]
 
 logger = logging.getLogger("netmux")
+
+
+def _nothing() -> None:
+    pass
 
 
 class IncompleteReadError(EOFError):
@@ -71,6 +77,12 @@ class StreamHandler(Handler):
     #: Stop reading from the socket while this many bytes wait unread in the
     #: receive buffer (and no recv waits): a handler that does not read stops its peer.
     max_buffer = 64 * 1024
+    #: Fairness: at most this many ``recv``/``recv_exactly``/``readline`` calls in a
+    #: row are answered from the buffer without waiting; the next one lets the
+    #: other connections have their turn first (as ``await netmux.sleep(0)``).
+    #: 64 KiB of pipelined one-byte lines would otherwise all be served in one turn.
+    reads_per_turn = 64
+    _streak = 0                            # reads answered since the task last waited
 
     server: Any = None
     client_address: Any = None
@@ -86,6 +98,9 @@ class StreamHandler(Handler):
         later call (and for ``n == 0``). ConnectionError if the connection was lost."""
         if n.__class__ is not int or n < 0:
             check_count("n", n)
+        if self._streak >= self.reads_per_turn:    # fairness: see reads_per_turn
+            await self._next_turn()
+        self._streak += 1
         while not self._buffer:
             if n == 0 or self._at_end():
                 return b""
@@ -99,6 +114,9 @@ class StreamHandler(Handler):
     async def recv_exactly(self, n: int) -> bytes:
         """Exactly ``n`` bytes; IncompleteReadError (an EOFError) if EOF comes first."""
         check_count("n", n)
+        if self._streak >= self.reads_per_turn:    # fairness: see reads_per_turn
+            await self._next_turn()
+        self._streak += 1
         buffer = self._buffer
         while len(buffer) < n:
             if self._at_end():
@@ -115,6 +133,9 @@ class StreamHandler(Handler):
         ``b"\\n"`` not counted (``LineFramer``'s ``max_length``): the stream is bad.
         """
         check_count("limit", limit)
+        if self._streak >= self.reads_per_turn:    # fairness: see reads_per_turn
+            await self._next_turn()
+        self._streak += 1
         buffer = self._buffer
         start = 0                          # bytes already searched: each byte is looked at once
         while True:
@@ -139,15 +160,19 @@ class StreamHandler(Handler):
             raise self._connection_error()
         transport = self.transport
         transport.write(data)             # ConnectionError itself once closing
-        if transport.get_write_buffer_size():
-            low = transport.get_write_buffer_limits()[0]
-            while transport.get_write_buffer_size() > low:
-                if self._writer is not None:
-                    raise RuntimeError("another task is already waiting in sendall()")
-                await _park(self._arm_writer)
-                self._raise_if_lost()
+        size = transport.get_write_buffer_size()
+        if size and size > transport.get_write_buffer_limits()[0]:
+            if self._writer is not None:
+                raise RuntimeError("another task is already waiting in sendall()")
+            await park(self._arm_writer)
+            self._raise_if_lost()
         if transport.is_closing():        # the send failed (a reset): the data is lost
             self._raise_if_lost()
+
+    async def _next_turn(self) -> None:
+        """``reads_per_turn`` reads in a row answered at once: let the others go first."""
+        await sleep(0)
+        self._streak = 0
 
     def close(self) -> None:
         """Close after flushing what was sent; ``handle()`` may go on, and a later
@@ -163,6 +188,7 @@ class StreamHandler(Handler):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         self.client_address = transport.get_extra_info("peername")
+        self.server = transport.get_extra_info("server")
         self._buffer = bytearray()
         self._reading = True               # what we last told the transport
         self._eof = False
@@ -171,14 +197,14 @@ class StreamHandler(Handler):
         self._lost_exc: Optional[BaseException] = None
         self._reader: Optional[Task] = None   # the task waiting for data, if any
         self._writer: Optional[Task] = None   # the task waiting for the buffer to drain
-        self._saved_low_high: Any = None
+        self._cancel_drain_wait: Callable[[], None] = _nothing
         self._task = transport.reactor.spawn(self._serve())
 
     def data_received(self, data: bytes) -> None:
         reader = self._reader
         if reader is not None and not self._buffer:
             self._reader = None
-            reader._step(data, None)       # straight to the waiting recv: no copy
+            reader.wake(data)              # straight to the waiting recv: no copy
             return
         self._buffer += data
         if reader is not None:
@@ -204,7 +230,7 @@ class StreamHandler(Handler):
         """sendall() does the waiting: reading goes on."""
 
     def resume_writing(self) -> None:
-        self._wake_writer()
+        """sendall() waits with the transport's when_drained instead."""
 
     # ------------------------------------------------------------------
     # Running handle()
@@ -212,16 +238,16 @@ class StreamHandler(Handler):
     async def _serve(self) -> None:
         try:
             await self.handle()
-        except Exception as exc:
+        except (GeneratorExit, *PROPAGATE):
+            self.transport.abort()      # closed (server or reactor closing) or interrupted
+            raise
+        except BaseException as exc:    # errors.py's rule: it costs this connection
             if isinstance(exc, ConnectionError) and self.transport.is_closing():
                 logger.debug("%r: handle() ended: the peer went away (%s)", self.transport, exc)
             else:
                 logger.error("%r: handle() raised; aborting this connection", self.transport,
                              exc_info=exc)
             self.transport.abort()
-        except BaseException:
-            self.transport.abort()      # closed (server or reactor closing) or interrupted
-            raise
         else:
             self.transport.close()
 
@@ -233,10 +259,11 @@ class StreamHandler(Handler):
         only the state changed (more buffered, EOF, lost, closed)."""
         if self._reader is not None:
             raise RuntimeError("another task is already waiting to read")
-        return _park(self._arm_reader)
+        return park(self._arm_reader)
 
     def _arm_reader(self, task: Task) -> Callable[[], None]:
         self._reader = task
+        self._streak = 1                   # a new turn when it wakes: this read is its first
         if not self._reading:
             self._update_reading()
         return self._disarm_reader
@@ -249,7 +276,7 @@ class StreamHandler(Handler):
         reader = self._reader
         if reader is not None:
             self._reader = None
-            reader._resume()
+            reader.wake()
 
     def _update_reading(self) -> None:
         """Read from the socket exactly while a recv waits or the buffer has room."""
@@ -282,7 +309,7 @@ class StreamHandler(Handler):
         return self._lost
 
     # ------------------------------------------------------------------
-    # Waiting for the write buffer to drain
+    # The connection's end, as the waiting coroutine hears it
     # ------------------------------------------------------------------
     def _connection_error(self) -> ConnectionError:
         exc = self._lost_exc
@@ -298,24 +325,24 @@ class StreamHandler(Handler):
                 (self._lost or self.transport.is_closing()) and not self._close_requested):
             raise self._connection_error()
 
+    # ------------------------------------------------------------------
+    # Waiting for the write buffer to drain
+    # ------------------------------------------------------------------
     def _arm_writer(self, task: Task) -> Callable[[], None]:
-        # The transport calls resume_writing only after pause_writing, which
-        # comes above the high-water mark; sendall waits for low water from
-        # anywhere above it, so while it waits the high mark is the low one.
+        # resume_writing comes only after a pause above the high mark; sendall
+        # waits for the low one from anywhere above it: the transport's
+        # when_drained, at the marks the user set (and sets meanwhile).
         self._writer = task
-        transport = self.transport
-        low, high = transport.get_write_buffer_limits()
-        self._saved_low_high = (low, high)
-        transport.set_write_buffer_limits(high=low, low=low)
+        self._cancel_drain_wait = self.transport.when_drained(self._wake_writer)
         return self._disarm_writer
 
     def _disarm_writer(self) -> None:
         self._writer = None
-        low, high = self._saved_low_high
-        self.transport.set_write_buffer_limits(high=high, low=low)
+        self._cancel_drain_wait()
 
     def _wake_writer(self) -> None:
+        """The buffer drained, or the connection ended: sendall's wait is over."""
         writer = self._writer
         if writer is not None:
             self._disarm_writer()
-            writer._resume()
+            writer.wake()

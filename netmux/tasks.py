@@ -15,8 +15,11 @@ How ``await`` sits on a select loop, in four facts:
 2. **What a netmux awaitable yields is an *arm*:** a callable ``arm(task)`` that
    registers how the task is to be woken (a timer, a handler waiting for data)
    and returns a ``disarm()`` that undoes the registration. The waker calls
-   ``task._resume(value)``, which sends ``value`` back in: the ``await``
-   evaluates to it. ``_park(arm)`` below is the one place that yields.
+   ``task.wake(value)``, which sends ``value`` back in: the ``await``
+   evaluates to it. ``park(arm)`` below is the one place that yields.
+   ``park``, the arm and ``Task.wake`` are this module's public awaitable
+   protocol: ``stream.py`` waits for data and for drains with them, and any
+   layer that needs a coroutine to wait for its news does the same.
 3. **A wait is cancelled by disarming it, then throwing.** A timeout's timer,
    or ``cancel()``, calls the current ``disarm()`` (so no stale wake-up can come
    later) and throws into the coroutine at its ``await``: ``_TimeoutExpired``
@@ -44,6 +47,8 @@ import math
 import numbers
 import types
 from typing import TYPE_CHECKING, Any, Callable, Coroutine, Generator, Optional
+
+from .errors import PROPAGATE
 
 if TYPE_CHECKING:   # a type only: the reactor imports this module, not the reverse
     from .reactor import Reactor
@@ -81,8 +86,11 @@ def _nothing_to_disarm() -> None:
 
 # The one yield of netmux: everything that waits goes through here.
 @types.coroutine
-def _park(arm: Arm) -> Generator[Arm, Any, Any]:
-    """Suspend the running task; it calls ``arm(task)`` and resumes with what wakes it."""
+def park(arm: Arm) -> Generator[Arm, Any, Any]:
+    """Suspend the running task: it calls ``arm(task)``, which registers a waker
+    and returns a zero-argument disarm that undoes the registration (called if
+    the wait is cancelled or times out); the waker later calls
+    ``task.wake(value)``, and ``await park(arm)`` evaluates to ``value``."""
     return (yield arm)
 
 
@@ -121,7 +129,7 @@ class Task:
         self._cancelled = False
         self._result: Any = None
         self._exception: Optional[BaseException] = None
-        self._disarm: Optional[Callable[[], Any]] = reactor.call_soon(self._resume).cancel
+        self._disarm: Optional[Callable[[], Any]] = reactor.call_soon(self.wake).cancel
         reactor.pending_tasks.add(self)
 
     def __repr__(self) -> str:
@@ -131,21 +139,22 @@ class Task:
         return f"<Task {name} {state}>"
 
     # -- stepping ----------------------------------------------------------
-    def _resume(self, value: Any = None) -> None:
-        """Wake a parked task with ``value`` (what its ``await`` evaluates to)."""
-        self._step(value, None)
-
     def _throw(self, error: BaseException) -> None:
         """Wake a parked task by raising ``error`` at its ``await``; its wait is disarmed first."""
         self._disarm_wait()
-        self._step(None, error)
+        self.wake(None, error)
 
     def _disarm_wait(self) -> None:
         disarm, self._disarm = self._disarm, None
         if disarm is not None:
             disarm()
 
-    def _step(self, value: Any, error: Optional[BaseException]) -> None:
+    def wake(self, value: Any = None, error: Optional[BaseException] = None) -> None:
+        """Resume a parked task with ``value`` (what its ``await park(arm)``
+        evaluates to), or by raising ``error`` at that ``await``, running it to its
+        next ``await`` now. Called by the waker that its arm registered, which
+        forgets its registration first (the task's disarm is not called).
+        RuntimeError if the task is not parked."""
         if self._done or self._running:
             raise RuntimeError(f"{self!r} woken while it was not waiting")
         self._disarm = None
@@ -160,7 +169,7 @@ class Task:
                     return
                 except BaseException as exc:
                     self._finish(None, exc)
-                    if not isinstance(exc, Exception):
+                    if isinstance(exc, PROPAGATE):
                         raise           # KeyboardInterrupt, SystemExit: the loop's caller decides
                     return
                 value, error = None, None
@@ -182,7 +191,7 @@ class Task:
         self._done = True
         self._result, self._exception = result, exception
         self.reactor.pending_tasks.discard(self)
-        if isinstance(exception, Exception):
+        if exception is not None and not isinstance(exception, PROPAGATE):
             logger.error("task %r raised", self, exc_info=exception)
 
     # -- cancelling --------------------------------------------------------
@@ -216,7 +225,9 @@ class Task:
                     if error is CancelledError:
                         logger.error("task %r swallowed GeneratorExit while being closed", self)
                     return
-                except Exception:
+                except PROPAGATE:
+                    raise
+                except BaseException:
                     logger.exception("task %r raised while being closed", self)
                     return
             logger.error("task %r kept awaiting while being closed; abandoned", self)
@@ -267,22 +278,21 @@ def _delay(seconds: Optional[float]) -> float:
     return delay if delay > 0 else 0.0
 
 
-def _timer_arm(delay: float, callback_name: str, *args: Any) -> Arm:
-    """An arm that calls ``task.<callback_name>(*args)`` after ``delay`` seconds."""
+def _timer_arm(delay: float) -> Arm:
+    """An arm that wakes the task after ``delay`` seconds."""
     def arm(task: Task) -> Callable[[], Any]:
         if delay == math.inf:
             return _nothing_to_disarm
-        callback = getattr(task, callback_name)
         if delay == 0:
-            return task.reactor.call_soon(callback, *args).cancel
-        return task.reactor.call_later(delay, callback, *args).cancel
+            return task.reactor.call_soon(task.wake).cancel
+        return task.reactor.call_later(delay, task.wake).cancel
     return arm
 
 
 async def sleep(seconds: float) -> None:
     """Suspend the running coroutine for ``seconds`` (0: let the others run first;
     negative: as 0; ``inf``: until cancelled). NaN is a ValueError."""
-    await _park(_timer_arm(_delay(seconds), "_resume"))
+    await park(_timer_arm(_delay(seconds)))
 
 
 class timeout:

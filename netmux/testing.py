@@ -52,8 +52,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
+from .errors import PROPAGATE, lost_reason
 from .reactor import Reactor
-from .transport import _byte_view, check_file_region, water_marks
+from .sendfile import check_file_region
+from .transport import byte_view, water_marks
 
 __all__ = [
     "drive", "pair", "Conversation", "Pair", "MemoryTransport", "VirtualClock",
@@ -74,7 +76,7 @@ SERVER_ADDRESS = ("192.0.2.1", 8007)
 
 def _as_bytes(data: Any) -> bytes:
     """A copy of any bytes-like object; TCPTransport's TypeError for anything else."""
-    return bytes(_byte_view(data))
+    return bytes(byte_view(data))
 
 
 # ----------------------------------------------------------------------
@@ -164,6 +166,7 @@ class MemoryTransport:
         self._buffer = bytearray()
         self._high_water, self._low_water = water_marks()
         self._writing_paused = False
+        self._drain_waiters: List[List[Any]] = []    # when_drained() callbacks waiting
         self._reading = True
         self._closing = self._lost = self._lost_called = False
         self._lost_exc: Optional[BaseException] = None
@@ -173,6 +176,7 @@ class MemoryTransport:
         self._inbound: Deque[bytes] = deque()
         self._inbound_eof = False
         self._pump_queued = False
+        self._yields = 0                  # continuations queued by yield_turn()
         # Where bytes and our FIN go once sent (pair() wires these to the other end).
         self._on_sent: Optional[Callable[[bytes], None]] = None
         self._on_eof: Optional[Callable[[], None]] = None
@@ -189,16 +193,24 @@ class MemoryTransport:
     # Handler calls: one place catches, logs once, aborts
     # ------------------------------------------------------------------
     def _call(self, method: str, *args: Any) -> Tuple[bool, Any]:
+        return self._call_function(getattr(self._handler, method), method, *args)
+
+    def _call_function(self, function: Callable[..., Any], name: str, *args: Any) -> Tuple[bool, Any]:
+        """TCPTransport's rule: any exception costs the connection (logged once);
+        SystemExit and KeyboardInterrupt abort it too, then propagate."""
         try:
-            return True, getattr(self._handler, method)(*args)
-        except Exception as exc:
-            logger.error("%r: handler %s() raised; aborting this connection", self, method, exc_info=exc)
+            return True, function(*args)
+        except BaseException as exc:
             self._log("handler_error", exc)
             self.aborted = True
+            if isinstance(exc, PROPAGATE):
+                self._force_close(exc)
+                raise
+            logger.error("%r: handler %s() raised; aborting this connection", self, name, exc_info=exc)
             self._force_close(exc)
             return False, None
 
-    def _start(self) -> None:
+    def start(self) -> None:
         """``connection_made``, then deliver whatever is queued, from the next turn on."""
         self._log("connection_made")
         ok, _ = self._call("connection_made", self)
@@ -219,14 +231,14 @@ class MemoryTransport:
             self._queue_pump()
 
     def _queue_pump(self) -> None:
-        if (not self._pump_queued and self.is_reading() and not self._eof_received
-                and (self._inbound or self._inbound_eof)):
+        if (not self._pump_queued and self.is_reading() and not self._yields
+                and not self._eof_received and (self._inbound or self._inbound_eof)):
             self._pump_queued = True
             self.reactor.call_soon(self._pump)
 
     def _pump(self) -> None:
         self._pump_queued = False
-        if not self.is_reading() or self._eof_received:
+        if not self.is_reading() or self._yields or self._eof_received:
             return
         if self._inbound:
             chunk = self._inbound.popleft()
@@ -260,6 +272,24 @@ class MemoryTransport:
     def is_reading(self) -> bool:
         """True while incoming data is delivered (not paused, not closing)."""
         return self._reading and not self._closing
+
+    def yield_turn(self, callback: Callable[..., Any], *args: Any) -> None:
+        """``callback(*args)`` on the next turn, no chunk delivered until it has run
+        without yielding again (TCPTransport's fairness contract)."""
+        if self._closing:
+            return
+        self._log("yield_turn")
+        self._yields += 1
+        self.reactor.call_soon(self._continue_turn, callback, args)
+
+    def _continue_turn(self, callback: Callable[..., Any], args: tuple) -> None:
+        self._yields -= 1
+        if self._closing:
+            return
+        name = getattr(callback, "__name__", "yield_turn callback")
+        ok, _ = self._call_function(callback, name, *args)
+        if ok and not self._lost:
+            self._queue_pump()
 
     # ------------------------------------------------------------------
     # Outgoing
@@ -369,11 +399,26 @@ class MemoryTransport:
             self._call("pause_writing")
 
     def _resume_writing(self) -> None:
-        """``resume_writing`` once the buffer is at or below the low mark again."""
+        """``resume_writing`` once the buffer is at or below the low mark again; then
+        the ``when_drained`` callbacks."""
         if self._writing_paused and len(self._buffer) <= self._low_water:
             self._writing_paused = False
             self._log("resume_writing")
             self._call("resume_writing")
+        if self._drain_waiters and len(self._buffer) <= self._low_water and not self._lost:
+            waiters, self._drain_waiters = self._drain_waiters, []
+            for entry in waiters:
+                if entry and not self._lost:
+                    self._call_function(entry[0], "when_drained callback")
+
+    def when_drained(self, callback: Callable[[], Any]) -> Callable[[], None]:
+        """``callback()`` once the buffer is at or below the low mark (next turn if
+        it is already); returns a cancel. TCPTransport's contract."""
+        if len(self._buffer) <= self._low_water:
+            return self.reactor.call_soon(callback).cancel
+        entry: List[Any] = [callback]
+        self._drain_waiters.append(entry)
+        return entry.clear
 
     # ------------------------------------------------------------------
     # Closing, exactly once
@@ -402,9 +447,10 @@ class MemoryTransport:
         if self._lost:
             return
         self._lost = self._closing = True
-        self._lost_exc = exc
+        self._lost_exc = lost_reason(exc)
         self._buffer.clear()
         self._inbound.clear()
+        self._drain_waiters = []
         self._send_fin()
         if self.reactor.is_closed():
             self._call_connection_lost()
@@ -418,7 +464,9 @@ class MemoryTransport:
         self._log("connection_lost", self._lost_exc)
         try:
             self._handler.connection_lost(self._lost_exc)
-        except Exception:
+        except PROPAGATE:
+            raise
+        except BaseException:
             logger.exception("%r: handler connection_lost() raised", self)
 
     # ------------------------------------------------------------------
@@ -537,7 +585,7 @@ def drive(handler_factory: Callable[[], Any], chunks: Iterable[Any], *, eof: boo
             transport._receive_eof()
         if delay is not None:
             reactor.call_later(delay, transport._peer_starts_reading)
-        transport._start()
+        transport.start()
         run_until_quiet(reactor, clock, until=until, max_jumps=max_jumps)
         return Conversation._of(transport, clock.now)
     finally:
@@ -622,8 +670,8 @@ def pair(client_factory: Callable[[], Any], server_factory: Callable[[], Any], *
         client_side = MemoryTransport(reactor, client, peername=SERVER_ADDRESS, sockname=CLIENT_ADDRESS)
         _wire(server_side, client_side, cut, failures)
         _wire(client_side, server_side, cut, failures)
-        server_side._start()
-        client_side._start()
+        server_side.start()
+        client_side.start()
         run_until_quiet(reactor, clock, until=until, max_jumps=max_jumps)
         if failures:
             raise failures[0]

@@ -28,13 +28,21 @@ Design notes, the why of the code below:
   closes. ``abort()`` drops the buffer. Either way ``connection_lost`` runs
   exactly once, on a later turn of the loop, never from inside the handler
   method that asked for it.
-* **Handler errors cost one connection**: any exception raised by a handler
-  method (any BaseException: asyncio.CancelledError too) is logged once on the
-  ``netmux`` logger with its traceback, and that connection alone is aborted.
-  SystemExit and KeyboardInterrupt (``reactor.PROPAGATE``) abort it too, and
-  then propagate out of the reactor: whatever escapes a handler, the
-  transport is left closed and consistent, and ``connection_lost`` follows on
-  the next turn the loop makes (or in ``server_close()``/``Reactor.close()``).
+* **Handler errors cost one connection**, by errors.py's one rule: any
+  exception raised by a handler method (any BaseException: asyncio.CancelledError
+  too) is logged once on the ``netmux`` logger with its traceback, and that
+  connection alone is aborted. SystemExit and KeyboardInterrupt
+  (``errors.PROPAGATE``) abort it too, and then propagate out of the reactor:
+  whatever escapes a handler, the transport is left closed and consistent, and
+  ``connection_lost`` follows on the next turn the loop makes (or in
+  ``server_close()``/``Reactor.close()``), told an Exception (``lost_reason``).
+* **Fairness: a handler's share of a turn.** One read hands the handler at
+  most ``Reactor.read_buffer_size`` (64 KiB); a handler with more work than a
+  turn's share (pipelined requests, a fan-out) does a share, calls
+  ``yield_turn(callback)`` and returns: reading stops and ``callback`` goes
+  on next turn, after the other connections had theirs. It is a state of
+  its own (``_yields``), beside the handler's ``pause_reading``, so neither
+  undoes the other. Pinned by tests/test_fairness.py.
 * **A closed reactor**: no loop will flush, so ``close()`` then acts as
   ``abort()`` (the descriptor is released, ``connection_lost`` runs at once).
 
@@ -43,33 +51,35 @@ Design notes, the why of the code below:
   (why one shared buffer: ``Reactor.read_buffer``). Activity stamps read
   ``reactor.turn_time``, one clock read per turn, not one per message.
 * **Files queue behind bytes, at no cost to bytes.** ``sendfile()`` queues a
-  file region that ``os.sendfile`` hands to the kernel without copying it
-  through Python (read and send where it cannot). Only then does the write
-  buffer become a ``_SendQueue`` (bytes and file regions, in order), which
-  answers what ``write()`` asks of a bytearray (truth, ``len``, ``+=``): the
-  plain bytes path does not even test for it. Once drained, it is a bytearray
-  again.
+  file region (``sendfile.py``: ``os.sendfile`` without copying it through
+  Python, or read and send where it cannot). The one hook here is a named
+  mode, ``_files_queued``: while it is on, the write buffer is a
+  ``SendQueue`` (bytes and regions, in order) flushed by ``_send_queued``;
+  once drained, a bytearray again. ``write()`` does not know: the queue
+  answers what it asks of a bytearray (truth, ``len``, ``+=``).
 * **close() waits for the peer's FIN** before releasing the descriptor (at
   most ``LINGER_SECONDS``), so unread input cannot turn into an RST that
   destroys the tail of the reply (``_close_after_peer``).
 
-``_SocketTransport`` holds what the TCP and UDP transports share (reading on
+What it never does: parse or frame the bytes (handlers and framers do), block
+(every socket call is non-blocking; EAGAIN waits for the next readiness),
+read while the handler has paused it or yielded its turn, or let a handler's
+exception reach the reactor (errors.py's rule, applied in ``_handler_failed``).
+
+``SocketTransport`` holds what the TCP and UDP transports share (reading on
 and off, water marks, closing exactly once); ``DatagramTransport`` in
 ``udp.py`` is the UDP counterpart.
 """
 from __future__ import annotations
 
-import errno
-import io
 import logging
-import os
 import socket
-from collections import deque
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
-from .reactor import PROPAGATE
+from .errors import PROPAGATE, lost_reason
+from .sendfile import FileRegion, SendQueue, check_file_region, region_count
 
-__all__ = ["TCPTransport"]
+__all__ = ["TCPTransport", "check_file_region"]
 
 logger = logging.getLogger("netmux")
 
@@ -77,7 +87,7 @@ logger = logging.getLogger("netmux")
 _PEER_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, TimeoutError)
 
 
-def _byte_view(data: Any) -> memoryview:
+def byte_view(data: Any) -> memoryview:
     """A flat byte view of any bytes-like object; TypeError for anything else (str, int)."""
     try:
         view = memoryview(data)
@@ -103,21 +113,15 @@ def water_marks(high: Optional[int] = None, low: Optional[int] = None) -> Tuple[
     return high, low
 
 
-def check_file_region(file: Any, offset: int, count: Optional[int]) -> None:
-    """The argument check of every ``sendfile()``: TypeError or ValueError for a text
-    file, an ``offset`` that is not an int >= 0, a ``count`` neither None nor an int > 0."""
-    if isinstance(file, io.TextIOBase):
-        raise ValueError("sendfile() needs a file opened in binary mode")
-    for name, value in (("offset", offset), ("count", count)):
-        if value is not None and (value.__class__ is bool or not isinstance(value, int)):
-            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if offset < 0:
-        raise ValueError(f"offset must be >= 0, got {offset}")
-    if count is not None and count <= 0:
-        raise ValueError(f"count must be a positive int or None, got {count}")
+def _ask_socket(question: Callable[[], Any]) -> Any:
+    """``getpeername()`` or ``getsockname()``, None where the socket cannot say."""
+    try:
+        return question()
+    except OSError:
+        return None
 
 
-class _SocketTransport:
+class SocketTransport:
     """What every socket transport shares: reading on and off, the flow-control
     marks, closing exactly once, and asyncio's introspection names.
 
@@ -130,7 +134,7 @@ class _SocketTransport:
     __slots__ = (
         "reactor", "_sock", "_fileno", "_handler", "_on_lost", "_reading", "_registered_reader",
         "_closing", "_lost", "_lost_exc", "_lost_called", "_high_water", "_low_water",
-        "_writing_paused", "_peername", "_sockname", "__weakref__",
+        "_writing_paused", "_drain_waiters", "_peername", "_sockname", "__weakref__",
     )
 
     def __init__(self, reactor: Any, sock: socket.socket, handler: Any, peername: Any,
@@ -148,6 +152,7 @@ class _SocketTransport:
         self._lost_called = False
         self._high_water, self._low_water = water_marks()
         self._writing_paused = False
+        self._drain_waiters: Optional[List[List[Any]]] = None   # when_drained(), while any wait
         self._peername = peername
         self._sockname = None
 
@@ -219,6 +224,36 @@ class _SocketTransport:
         elif size > self._high_water:
             self._writing_paused = True
             self._call_handler("pause_writing")
+        if self._drain_waiters is not None and size <= self._low_water and not self._lost:
+            self._drained()
+
+    def when_drained(self, callback: Callable[[], Any]) -> Callable[[], None]:
+        """Call ``callback()`` once the write buffer is at or below the low-water mark,
+        the marks as they stand then (on the next turn if it is already); returns a
+        zero-argument cancel. What ``sendall()`` waits for: no ``resume_writing``
+        comes for a buffer that never rose above the high mark, and borrowing the
+        marks to make one would change what the user set. A transport that closes
+        drops the callbacks uncalled (its handler hears ``connection_lost``); an
+        exception from one is a handler error."""
+        if self.get_write_buffer_size() <= self._low_water:
+            return self.reactor.call_soon(callback).cancel
+        entry = [callback]
+        if self._drain_waiters is None:
+            self._drain_waiters = []
+        self._drain_waiters.append(entry)
+        return entry.clear
+
+    def _drained(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters or [], None
+        for entry in waiters:
+            if entry and not self._lost:
+                try:
+                    entry[0]()
+                except BaseException as exc:
+                    self._handler_failed(exc, "when_drained callback")
+
+    def _handler_failed(self, exc: BaseException, method: str) -> None:  # pragma: no cover
+        raise NotImplementedError
 
     def _call_handler(self, method: str, *args: Any) -> None:  # pragma: no cover
         raise NotImplementedError
@@ -238,11 +273,23 @@ class _SocketTransport:
         self._closing = True
         self._update_reader()
         if not self.get_write_buffer_size():
-            self._force_close(None, graceful=True)
+            self._force_close(None, linger=True)
 
     def abort(self) -> None:
         """Close now, dropping anything buffered."""
         self._force_close(None)
+
+    def close_now(self) -> None:
+        """Close at once and tell the handler before returning: for a front door
+        that is closing (``server_close()``). What the kernel takes at once is
+        still handed to it (``_send_what_fits``); the rest is dropped."""
+        if not self._lost:
+            self._send_what_fits()
+        self.abort()
+        self._call_connection_lost()
+
+    def _send_what_fits(self) -> None:
+        """Hand the kernel what it takes now, never waiting (a subclass's)."""
 
     def is_closing(self) -> bool:
         """True once ``close()`` or ``abort()`` was called or the connection was lost."""
@@ -251,17 +298,18 @@ class _SocketTransport:
     def _drop_pending(self) -> None:
         """Forget what waits to be sent, and any timer of the subclass's."""
 
-    def _close_socket(self, graceful: bool) -> None:
+    def _close_socket(self, linger: bool) -> None:
         self._sock.close()
 
-    def _force_close(self, exc: Optional[BaseException], graceful: bool = False) -> None:
-        """Release the socket now; ``connection_lost(exc)`` runs on the next turn
+    def _force_close(self, exc: Optional[BaseException], linger: bool = False) -> None:
+        """Release the socket now (``linger``: after the peer's FIN, see
+        ``_close_after_peer``, for a flushed ``close()``); ``connection_lost(exc)`` runs on the next turn
         (at once when the reactor is closed: no turn will come)."""
         if self._lost:
             return
         self._lost = True
         self._closing = True
-        self._lost_exc = exc
+        self._lost_exc = lost_reason(exc)     # an Exception or None, as asyncio types it
         self._drop_pending()
         reactor = self.reactor
         if self._registered_reader:
@@ -269,7 +317,7 @@ class _SocketTransport:
         reactor.remove_writer(self._fileno)
         self._registered_reader = False
         closed = reactor.is_closed()
-        self._close_socket(graceful and not closed)
+        self._close_socket(linger and not closed)
         if closed:
             self._call_connection_lost()
         else:
@@ -301,17 +349,11 @@ class _SocketTransport:
             return self._sock
         if name == "peername":
             if self._peername is None and not self._lost:
-                try:
-                    self._peername = self._sock.getpeername()
-                except OSError:
-                    return default
+                self._peername = _ask_socket(self._sock.getpeername)
             return default if self._peername is None else self._peername
         if name == "sockname":
             if not self._lost:   # not cached while open: a UDP socket is bound by its first send
-                try:
-                    self._sockname = self._sock.getsockname()
-                except OSError:
-                    return default
+                self._sockname = _ask_socket(self._sock.getsockname)
             return default if self._sockname is None else self._sockname
         return default
 
@@ -320,34 +362,41 @@ class _SocketTransport:
         return self._handler
 
 
-class TCPTransport(_SocketTransport):
-    """A connected stream socket driven by a reactor, delivering to one handler.
+class TCPTransport(SocketTransport):
+    """A connected stream socket, TCP or Unix, driven by a reactor, delivering to
+    one handler.
 
-    Built by ``TCPServer`` and ``connect()``; user code gets it in
-    ``handler.connection_made(transport)``.
+    Built by ``TCPServer``, ``UnixServer`` and ``connect()``; user code gets it in
+    ``handler.connection_made(transport)``. The name is asyncio's and API.md's:
+    a Unix connection differs only in having no TCP_NODELAY and a ``peername``
+    that is usually ``''``.
     """
 
     __slots__ = (
         "_buffer", "_eof_received", "_eof_requested", "_last_activity", "_idle_timeout",
-        "_idle_timer",
+        "_idle_timer", "_yields", "_server", "_files_queued",
     )
 
     def __init__(self, reactor: Any, sock: socket.socket, handler: Any, *,
-                 peername: Any = None, idle_timeout: Optional[float] = None,
+                 peername: Any = None, idle_timeout: Optional[float] = None, server: Any = None,
                  on_lost: Optional[Callable[["TCPTransport"], None]] = None) -> None:
         super().__init__(reactor, sock, handler, peername, on_lost)
-        self._buffer: Any = bytearray()    # a _SendQueue while a file region is queued
+        self._buffer: Any = bytearray()    # a SendQueue while files are queued
+        self._files_queued = False         # sendfile()'s mode: the buffer is a SendQueue
         self._eof_received = False
         self._eof_requested = False
         self._last_activity = reactor.time()     # the reactor's clock: virtual in tests
         self._idle_timeout = idle_timeout
         self._idle_timer = None
+        self._yields = 0                   # continuations queued by yield_turn()
+        self._server = server              # get_extra_info("server"): None for connect()
 
     # ------------------------------------------------------------------
     # Start-up
     # ------------------------------------------------------------------
-    def _start(self) -> None:
-        """Tell the handler, then start reading: called once by the front door."""
+    def start(self) -> None:
+        """Tell the handler ``connection_made``, then start reading (and the idle
+        timer): called once, by the front door that made the transport."""
         try:
             self._handler.connection_made(self)
         except BaseException as exc:
@@ -390,7 +439,42 @@ class TCPTransport(_SocketTransport):
             self.close()
 
     def _wants_reading(self) -> bool:
-        return self._reading and not self._closing and not self._eof_received
+        return self._reading and not self._closing and not self._eof_received and not self._yields
+
+    # ------------------------------------------------------------------
+    # Fairness: a handler's share of a turn
+    # ------------------------------------------------------------------
+    def yield_turn(self, callback: Callable[..., Any], *args: Any) -> None:
+        """Go on with ``callback(*args)`` on the next turn, reading nothing meanwhile.
+
+        For a handler with more work than its share of one turn (a batch of
+        pipelined requests, a fan-out): it does its share, calls this and
+        returns, and the reactor serves the other connections first. Reading
+        stops until every continuation queued this way has run without
+        yielding again, so nothing new piles up behind the work left, and EOF
+        cannot overtake it; the handler's own ``pause_reading()`` state is not
+        touched (``is_reading()`` still reports it). Continuations run FIFO; a
+        transport closing or lost before its turn drops them uncalled (no work
+        is left on a closed connection). An exception from ``callback`` is a
+        handler error: logged once, it aborts this connection only.
+        """
+        if self._closing:
+            return
+        self._yields += 1
+        self._update_reader()
+        self.reactor.call_soon(self._continue_turn, callback, args)
+
+    def _continue_turn(self, callback: Callable[..., Any], args: tuple) -> None:
+        self._yields -= 1
+        if self._closing:
+            return
+        try:
+            callback(*args)
+        except BaseException as exc:
+            self._handler_failed(exc, getattr(callback, "__name__", "yield_turn callback"))
+            return
+        if not self._lost:
+            self._update_reader()
 
     # ------------------------------------------------------------------
     # Writing: send at once, buffer the rest, flush when writable
@@ -401,8 +485,10 @@ class TCPTransport(_SocketTransport):
         Raises TypeError for anything not bytes-like, ConnectionError once the
         transport is closing or lost, RuntimeError after ``write_eof()``.
         """
+        # The hot path, kept whole (radon C): each check costs every message, a
+        # helper call would cost more than the branches it hides.
         if data.__class__ is not bytes:
-            data = _byte_view(data)
+            data = byte_view(data)
         if self._closing:
             raise ConnectionError(f"write() on a closed or closing transport: {self!r}")
         if self._eof_requested:
@@ -447,13 +533,17 @@ class TCPTransport(_SocketTransport):
             return
         del buffer[:sent]
         self._last_activity = self.reactor.turn_time
-        if self._writing_paused:
+        if self._writing_paused or self._drain_waiters is not None:
             self._follow_water_marks(len(buffer))   # resume_writing: it may write more
-        if buffer or self._lost or self._buffer is not buffer:   # resume_writing may have sendfile()d
+        if buffer or self._lost or self._files_queued:   # resume_writing may have sendfile()d
             return
         self.reactor.remove_writer(self._fileno)
+        self._flushed()
+
+    def _flushed(self) -> None:
+        """Everything written has reached the kernel: what waited for that now happens."""
         if self._closing:
-            self._force_close(None, graceful=True)
+            self._force_close(None, linger=True)
         elif self._eof_requested:
             self._shutdown_write()
 
@@ -507,21 +597,21 @@ class TCPTransport(_SocketTransport):
             raise ConnectionError(f"sendfile() on a closed or closing transport: {self!r}")
         if self._eof_requested:
             raise RuntimeError("sendfile() after write_eof()")
-        if count is None:
-            count = _file_size(file) - offset
-            if count <= 0:
-                return
-        queue = self._buffer
-        if queue.__class__ is not _SendQueue:
-            queue = self._buffer = _SendQueue(queue)
+        count = region_count(file, offset, count)
+        if not count:
+            return
+        if not self._files_queued:          # the hook: from now on the queue's writer
+            self._files_queued = True
+            self._buffer = SendQueue(self._buffer)
             self.reactor.add_writer(self._fileno, self._send_queued)   # replaces _write_ready
-        queue.add_region(_FileRegion(file, offset, count))
+        queue = self._buffer
+        queue.add_region(FileRegion(file, offset, count))
         self._follow_water_marks(len(queue))
 
     def _send_queued(self) -> None:
         """Writable while the write buffer is a queue: send until the kernel is full."""
         queue = self._buffer
-        if self._lost or queue.__class__ is not _SendQueue:
+        if self._lost or not self._files_queued:
             return
         try:
             sent = queue.send(self._sock)
@@ -532,30 +622,34 @@ class TCPTransport(_SocketTransport):
             self._last_activity = self.reactor.turn_time
         if not queue:
             self._buffer = bytearray()                  # drained: back to the bytes path
+            self._files_queued = False
             self.reactor.remove_writer(self._fileno)
         self._follow_water_marks(len(self._buffer))    # resume_writing: it may write or queue more
-        if self._buffer or self._lost:
-            return
-        if self._closing:
-            self._force_close(None, graceful=True)
-        elif self._eof_requested:
-            self._shutdown_write()
+        if not (self._buffer or self._lost):
+            self._flushed()
 
     # ------------------------------------------------------------------
     # Closing
     # ------------------------------------------------------------------
-    def _close_now(self) -> None:
-        """Close at once, for a server that is closing: hand the kernel what it
-        takes now (never waiting), then abort; what it did not take is logged."""
-        if self._buffer and not self._lost:
-            if self._buffer.__class__ is _SendQueue:
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """``'peername'``, ``'sockname'``, ``'socket'``, and ``'server'``: the server
+        that accepted the connection (None for ``connect()``), which a handler asks
+        ``is_closed()`` when its connection ends (how ``server_close()`` ends a
+        StreamHandler's ``handle()``, through any layers: they pass the name down)."""
+        if name == "server":
+            return self._server if self._server is not None else default
+        return super().get_extra_info(name, default)
+
+    def _send_what_fits(self) -> None:
+        """``close_now()``'s last flush: what the kernel did not take is logged."""
+        if self._buffer:
+            if self._files_queued:
                 self._send_queued()
             else:
                 self._write_ready()
         unsent = len(self._buffer)
         if unsent and not self._lost:
             logger.warning("%r: closed with the server; %d buffered bytes dropped", self, unsent)
-        self.abort()
 
     def _fatal_error(self, exc: BaseException, where: str) -> None:
         if isinstance(exc, _PEER_GONE):
@@ -583,19 +677,21 @@ class TCPTransport(_SocketTransport):
 
     def _drop_pending(self) -> None:
         self._buffer = bytearray()      # file regions too; their files stay open (the caller's)
+        self._files_queued = False
+        self._drain_waiters = None
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
 
-    def _force_close(self, exc: Optional[BaseException], graceful: bool = False) -> None:
+    def _force_close(self, exc: Optional[BaseException], linger: bool = False) -> None:
         if not self._lost:      # both names outlive the socket, as in asyncio: connection_lost may log them
             self.get_extra_info("peername")
             self.get_extra_info("sockname")
-        super()._force_close(exc, graceful)
+        super()._force_close(exc, linger)
 
-    def _close_socket(self, graceful: bool) -> None:
+    def _close_socket(self, linger: bool) -> None:
         """A flushed ``close()`` waits for the peer's FIN, unless it came already."""
-        if graceful and not self._eof_received:
+        if linger and not self._eof_received:
             _close_after_peer(self.reactor, self._sock)
         else:
             self._sock.close()
@@ -669,154 +765,3 @@ def _close_after_peer(reactor: Any, sock: socket.socket) -> None:
     reactor.add_reader(fileno, discard)
     timer = reactor.call_later(LINGER_SECONDS, finish)
     reactor.track_in_flight(fileno, finish)
-
-
-# ----------------------------------------------------------------------
-# The write buffer while files are queued (TCPTransport.sendfile)
-# ----------------------------------------------------------------------
-#: os.sendfile's ways of saying "not for this pair of descriptors": read and send instead.
-_SENDFILE_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS, errno.ENOTSOCK, errno.EOPNOTSUPP,
-                                   errno.ESPIPE, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)})
-_READ_CHUNK = 256 * 1024
-
-
-def _has_descriptor(file: Any) -> bool:
-    """True for a file on a descriptor; False for io.BytesIO and its like. A
-    closed file raises ValueError: the caller hears of it at once."""
-    try:
-        file.fileno()
-    except (AttributeError, io.UnsupportedOperation):
-        return False
-    return True
-
-
-def _file_size(file: Any) -> int:
-    """The size of ``file`` now: fstat where it has a descriptor, else seek to its end."""
-    if _has_descriptor(file):
-        return os.fstat(file.fileno()).st_size
-    position = file.tell()
-    size = file.seek(0, io.SEEK_END)
-    file.seek(position)
-    return size
-
-
-class _SendQueue:
-    """Bytes (bytearrays) and ``_FileRegion``s, sent in order.
-
-    It stands in for the transport's bytearray, so it answers what ``write()``
-    asks of one: truth (anything left?), ``len()`` (bytes left, file bytes
-    included) and ``+=`` (bytes join the tail).
-    """
-
-    __slots__ = ("_items", "_size")
-
-    def __init__(self, buffer: bytearray) -> None:
-        self._items: Any = deque()
-        self._size = 0
-        if buffer:
-            self += buffer
-
-    def __bool__(self) -> bool:
-        return bool(self._items)
-
-    def __len__(self) -> int:
-        return self._size
-
-    def __iadd__(self, data: Any) -> "_SendQueue":
-        items = self._items
-        if items and items[-1].__class__ is bytearray:
-            items[-1] += data
-        else:
-            items.append(bytearray(data))
-        self._size += len(data)
-        return self
-
-    def add_region(self, region: "_FileRegion") -> None:
-        self._items.append(region)
-        self._size += region.remaining
-
-    def send(self, sock: socket.socket) -> int:
-        """Hand the kernel what it takes now, in order; the count sent.
-
-        A partial send means the socket buffer is full: stop there rather than
-        pay for a call that would only say EAGAIN.
-        """
-        items = self._items
-        total = 0
-        while items:
-            item = items[0]
-            try:
-                if item.__class__ is bytearray:
-                    sent = sock.send(item)
-                    del item[:sent]
-                    done = not item
-                else:
-                    sent = item.send(sock)
-                    done = not item.remaining
-            except (BlockingIOError, InterruptedError):
-                break
-            total += sent
-            self._size -= sent
-            if not done:
-                break
-            items.popleft()
-        return total
-
-
-class _FileRegion:
-    """``remaining`` bytes of ``file`` from ``offset``, sent piece by piece.
-
-    Zero-copy with ``os.sendfile`` while the kernel accepts it; at its first
-    refusal (or with no descriptor at all) it falls back for good to reading a
-    piece (``os.pread``, or seek and read) and sending that, keeping what the
-    socket did not take: one piece of memory at most per region.
-    """
-
-    __slots__ = ("file", "offset", "remaining", "_native", "_pending")
-
-    def __init__(self, file: Any, offset: int, count: int) -> None:
-        self.file = file
-        self.offset = offset          # of the next byte to read from the file
-        self.remaining = count        # bytes not yet handed to the kernel
-        self._native = hasattr(os, "sendfile") and _has_descriptor(file)
-        self._pending: Any = b""      # read from the file, not yet taken by the socket
-
-    def send(self, sock: socket.socket) -> int:
-        """Hand the kernel what it takes now and return that count. BlockingIOError
-        when it takes nothing; EOFError when the file ends early; OSError or
-        ValueError (a closed file) from either side."""
-        if self._native and not self._pending:
-            try:
-                # The descriptor is asked for each time: a closed file is then a
-                # ValueError, not a read from whatever reused its number.
-                sent = os.sendfile(sock.fileno(), self.file.fileno(), self.offset, self.remaining)
-            except OSError as exc:
-                if exc.errno not in _SENDFILE_UNSUPPORTED:
-                    raise               # EAGAIN (BlockingIOError), EPIPE, EBADF...
-                self._native = False
-            else:
-                if sent == 0:
-                    raise self._ended_early()
-                self.offset += sent
-                self.remaining -= sent
-                return sent
-        if not self._pending:
-            self._pending = self._read(min(self.remaining, _READ_CHUNK))
-        sent = sock.send(self._pending)
-        self._pending = self._pending[sent:]
-        self.remaining -= sent
-        return sent
-
-    def _read(self, size: int) -> memoryview:
-        if _has_descriptor(self.file):
-            data = os.pread(self.file.fileno(), size, self.offset)
-        else:                                        # io.BytesIO and friends
-            self.file.seek(self.offset)
-            data = self.file.read(size)
-        if not data:
-            raise self._ended_early()
-        self.offset += len(data)
-        return memoryview(data)
-
-    def _ended_early(self) -> EOFError:
-        return EOFError(f"the file ended {self.remaining} bytes before its sendfile() region did")

@@ -40,10 +40,11 @@ import socket
 from collections import deque
 from typing import Any, Callable, Deque, Optional, Tuple
 
-from .reactor import PROPAGATE, Reactor
-from .server import _ServerLifecycle
+from .errors import PROPAGATE
+from .reactor import Reactor
+from .server import ServerLifecycle
 from .sockets import bound_address, bound_socket, check_handler_factory, check_reactor_open
-from .transport import _byte_view, _SocketTransport
+from .transport import byte_view, SocketTransport
 
 __all__ = ["DatagramTransport", "UDPServer"]
 
@@ -79,7 +80,7 @@ def _check_address(family: Any, addr: Any) -> None:
             raise OverflowError(f"{name} must be 0-{top}, not {value}")
 
 
-class DatagramTransport(_SocketTransport):
+class DatagramTransport(SocketTransport):
     """A UDP socket driven by a reactor, delivering every datagram to one handler.
 
     Built by ``UDPServer`` and ``open_datagram()``; user code gets it in
@@ -109,8 +110,9 @@ class DatagramTransport(_SocketTransport):
     # ------------------------------------------------------------------
     # Start-up
     # ------------------------------------------------------------------
-    def _start(self) -> None:
-        """Tell the handler, then start reading: called once by the front door."""
+    def start(self) -> None:
+        """Tell the handler ``connection_made``, then start reading: called once,
+        by the front door that made the transport."""
         try:
             self._handler.connection_made(self)
         except BaseException as exc:
@@ -158,7 +160,7 @@ class DatagramTransport(_SocketTransport):
         while datagrams are queued), ConnectionError once the transport is closing.
         """
         if data.__class__ is not bytes:
-            data = bytes(_byte_view(data))  # copies: it may wait in the queue
+            data = bytes(byte_view(data))  # copies: it may wait in the queue
         if self._remote_address is not None:
             if addr is not None and tuple(addr)[:2] != tuple(self._remote_address)[:2]:
                 raise ValueError(f"this socket is connected to {self._remote_address!r}, "
@@ -245,17 +247,23 @@ class DatagramTransport(_SocketTransport):
         return self._queue_size
 
     # ------------------------------------------------------------------
-    # Closing
+    # Handler calls: errors.py's rule, the endpoint goes on
     # ------------------------------------------------------------------
     def _call_handler(self, method: str, *args: Any) -> None:
-        """One place where a handler's exception is logged, once; the endpoint goes on."""
         try:
             getattr(self._handler, method)(*args)
-        except PROPAGATE:
-            raise
         except BaseException as exc:
-            logger.error("%r: handler %s() raised; endpoint stays open", self, method, exc_info=exc)
+            self._handler_failed(exc, method)
 
+    def _handler_failed(self, exc: BaseException, method: str) -> None:
+        """One place where a handler's exception is logged, once; the endpoint goes on."""
+        if isinstance(exc, PROPAGATE):
+            raise exc
+        logger.error("%r: handler %s() raised; endpoint stays open", self, method, exc_info=exc)
+
+    # ------------------------------------------------------------------
+    # Closing
+    # ------------------------------------------------------------------
     def _drop_pending(self) -> None:
         self._queue.clear()
         self._queue_size = 0
@@ -265,7 +273,7 @@ class DatagramTransport(_SocketTransport):
             self._retry_timer = None
 
 
-class UDPServer(_ServerLifecycle):
+class UDPServer(ServerLifecycle):
     """A UDP server: one socket, one handler for every peer, on a reactor.
 
     Binds in the constructor; ``("::1", 0)`` is IPv6. ``handler_factory`` is
@@ -290,7 +298,7 @@ class UDPServer(_ServerLifecycle):
             self._close_owned_reactor()
             raise
         self.transport = DatagramTransport(self.reactor, self.socket, self.handler)
-        self.transport._start()
+        self.transport.start()
 
     @staticmethod
     def _bind(address: tuple, reuse_port: bool) -> socket.socket:
@@ -310,6 +318,5 @@ class UDPServer(_ServerLifecycle):
         if self._closed:
             return
         self._closed = True
-        self.transport.abort()
-        self.transport._call_connection_lost()
+        self.transport.close_now()
         self._close_owned_reactor()

@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import pytest
 
 import netmux
+from netmux.testing import drive
 
 # The repository root: the working directory and PYTHONPATH of every child
 # process, since netmux is not installed.
@@ -266,3 +267,57 @@ def no_leaks() -> Iterator[None]:
         time.sleep(0.01)
     assert threading.active_count() <= threads, f"leaked threads: {threading.enumerate()}"
     assert _open_fds() <= fds, f"leaked file descriptors: {_open_fds() - fds}"
+
+
+# ----------------------------------------------------------------------
+# One handler, three ways: over a socket, under a CountingLayer, under drive()
+# ----------------------------------------------------------------------
+WAYS = ["socket", "layer", "drive"]
+
+
+class Outcome:
+    """What one run of a handler gave, whichever way it ran."""
+
+    def __init__(self, handler: Any, written: bytes, lost: bool, lost_exc: Optional[BaseException]) -> None:
+        self.handler, self.written, self.lost, self.lost_exc = handler, written, lost, lost_exc
+
+
+def run_one_way(way: str, factory: Callable[[], Any], data: bytes, *, eof: bool = True,
+        done: Callable[[Any], bool] = lambda handler: handler.lost) -> Outcome:
+    """Run one handler against a peer that sends ``data`` in one go (then FIN when
+    ``eof``); return once ``done(handler)`` holds (by default: connection_lost ran)."""
+    if way == "drive":
+        conversation = drive(factory, [data], eof=eof)
+        return Outcome(conversation.handler, conversation.written, conversation.closed,
+                       conversation.lost_exc)
+    made: List[Any] = []
+
+    def make() -> Any:
+        handler = factory()
+        made.append(handler)
+        return netmux.CountingLayer(handler) if way == "layer" else handler
+
+    reactor = netmux.Reactor()
+    server = netmux.TCPServer(("127.0.0.1", 0), make, reactor=reactor)
+    client = socket.create_connection(server.server_address[:2])
+    try:
+        client.sendall(data)          # all in the kernel before the server's first read
+        if eof:
+            client.shutdown(socket.SHUT_WR)
+        run_until(reactor, lambda: made and done(made[0]), timeout=20)
+        client.settimeout(0)
+        written = bytearray()
+        try:
+            while True:
+                piece = client.recv(1 << 20)
+                if not piece:
+                    break
+                written += piece
+        except (BlockingIOError, ConnectionResetError):
+            pass                      # an aborted connection may answer with RST
+        handler = made[0]
+        return Outcome(handler, bytes(written), handler.lost, handler.lost_exc)
+    finally:
+        client.close()
+        server.server_close()
+        reactor.close()

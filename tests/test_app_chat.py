@@ -10,16 +10,18 @@ import subprocess
 import threading
 import time
 import unicodedata
-from typing import Dict, Iterator, List, Optional
+from types import SimpleNamespace
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import netmux
-from conftest import ServerProcess, ServingThread
+from conftest import ServerProcess, ServingThread, wait_until
 from netmux.apps import chat
 from netmux.cli import parse_args
+from netmux.testing import drive
 
 
 
@@ -85,10 +87,18 @@ def chat_server() -> Iterator:
     reactors: List[netmux.Reactor] = []
     members: List[Member] = []
 
-    def start(*options: str):
+    def start(*options: str, layer: bool = False):
+        """Serve a chat with ``options``; ``layer``: each member under a CountingLayer."""
         reactor = netmux.Reactor()
         reactors.append(reactor)
-        serving = ServingThread(chat.make_server(parse_args(["chat", "--port", "0", *options]), reactor))
+        args = parse_args(["chat", "--port", "0", *options])
+        if layer:
+            room = chat.Chat.from_arguments(args)
+            server = netmux.TCPServer(("127.0.0.1", 0), lambda: netmux.CountingLayer(chat.ChatMember(room)),
+                                      reactor=reactor)
+        else:
+            server = chat.make_server(args, reactor)
+        serving = ServingThread(server)
         started.append(serving)
 
         def join(**kwargs) -> Member:
@@ -366,16 +376,34 @@ def test_nc_talks_to_python_m_netmux_chat():
 # ---------------------------------------------------------------------------
 # Without sockets: the backlog bound, and what one member can make others see.
 
+class _StillReactor:
+    """The part of a reactor ChatMember uses, with time standing still: its timers never run
+    (the rate limit's own tests run on a real reactor, under drive())."""
+
+    def time(self) -> float:
+        return 0.0
+
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Any:
+        return SimpleNamespace(cancel=lambda: None)   # a timer that never fires
+
 class _FakeTransport:
     """The part of a transport ChatMember uses, recording what it writes."""
 
     def __init__(self) -> None:
         self.written = bytearray()
         self.closing = False
+        self.reading = True
+        self.reactor = _StillReactor()
 
     def write(self, data: bytes) -> None:
         assert not self.closing, "write after close"
         self.written += data
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
 
     def is_closing(self) -> bool:
         return self.closing
@@ -594,7 +622,8 @@ def test_a_hundred_members_join_and_leave_quickly_and_who_stays_accurate(chat_se
 
 
 def test_one_member_flooding_ten_thousand_lines_reaches_the_readers_in_order(chat_server):
-    join = chat_server()
+    """With the rate limit raised out of the way: the fan-out itself loses nothing."""
+    join = chat_server("--max-line-rate", "1000000", "--line-burst", "10000")
     readers = [join() for _ in range(4)]
     for reader in readers:
         reader.welcome()
@@ -674,3 +703,289 @@ def test_a_slow_member_dropped_by_its_own_goodbye_is_announced_once_as_too_slow(
     assert stayer_transport.written.endswith(b"* guest2 left (too slow)\r\n")
     assert stayer_transport.written.count(b"left") == 1
     assert room.rooms == {"lobby": {stayer}} and list(room.nicks) == ["guest1"]
+
+
+# ---------------------------------------------------------------------------
+# Fairness (issue 16): one member's lines cost the room at most its share.
+# Each claim over a plain socket and under a CountingLayer, and the rate limit's
+# arithmetic under netmux.testing.drive() on virtual time.
+
+WAYS = [pytest.param(False, id="plain"), pytest.param(True, id="layer")]
+
+
+class _Readers(threading.Thread):
+    """Members that read everything, in a background thread, until stop() (or 60 s):
+    the messages each heard, its notices, and which ones the server closed."""
+
+    def __init__(self, join, count: int) -> None:
+        super().__init__(daemon=True)
+        self.members = [join() for _ in range(count)]
+        self.nicks = [member.welcome() for member in self.members]
+        self.heard: List[List[str]] = [[] for _ in range(count)]
+        self.notices: List[List[str]] = [[] for _ in range(count)]
+        self.closed: List[bool] = [False] * count
+        self.running = True
+        self.start()
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 60
+        with selectors.DefaultSelector() as selector:
+            for index, member in enumerate(self.members):
+                member.sock.setblocking(False)
+                selector.register(member.sock, selectors.EVENT_READ, index)
+            while self.running and time.monotonic() < deadline:
+                for key, _ in selector.select(0.05):
+                    member = self.members[key.data]
+                    try:
+                        data = member.sock.recv(1 << 20)
+                    except ConnectionError:
+                        data = b""
+                    if not data:
+                        self.closed[key.data] = True
+                        selector.unregister(member.sock)
+                        continue
+                    member.pending += data
+                    for line in member.take_lines():
+                        (self.heard if line.startswith("<") else self.notices)[key.data].append(line)
+
+    def stop(self) -> None:
+        self.running = False
+        self.join(5)
+        assert not self.is_alive()
+
+
+class _Flooder(threading.Thread):
+    """A member sending ``a\\n`` as fast as the server takes it, for at most ``seconds``
+    or until the server closes it; counts what the kernel took, keeps what it was told."""
+
+    def __init__(self, join, seconds: float) -> None:
+        super().__init__(daemon=True)
+        self.member = join()
+        self.nick = self.member.welcome()
+        self.seconds = seconds
+        self.sent = 0
+        self.told = b""
+        self.dropped = False
+        self.started_at = self.ended_at = 0.0
+
+    def run(self) -> None:
+        sock, chunk = self.member.sock, b"a\n" * 32768
+        sock.setblocking(False)
+        self.started_at = time.monotonic()
+        deadline = self.started_at + self.seconds
+        with selectors.DefaultSelector() as selector:
+            selector.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+            while not self.dropped and time.monotonic() < deadline:
+                for _, events in selector.select(0.05):
+                    try:
+                        if events & selectors.EVENT_READ:
+                            data = sock.recv(65536)
+                            self.told = (self.told + data)[-4096:]
+                            self.dropped = not data
+                        if events & selectors.EVENT_WRITE and not self.dropped:
+                            self.sent += sock.send(chunk)
+                    except BlockingIOError:
+                        pass
+                    except ConnectionError:
+                        self.dropped = True
+        self.ended_at = time.monotonic()
+
+
+def _probe(join, asker: Member) -> tuple:
+    """Seconds until a newcomer's welcome, and until ``asker``'s /who is answered."""
+    start = time.monotonic()
+    newcomer = join()
+    assert newcomer.line(timeout=10).startswith("* welcome")
+    welcome = time.monotonic() - start
+    newcomer.close()
+    start = time.monotonic()
+    asker.send("/who")
+    deadline = start + 10
+    while not asker.line(timeout=max(0.01, deadline - time.monotonic())).startswith("* in lobby"):
+        pass
+    return welcome, time.monotonic() - start
+
+
+def _probes(join, asker: Member, count: int) -> List[tuple]:
+    """``count`` probes, a tenth of a second apart (the pace, not a wait for a result)."""
+    results = []
+    for _ in range(count):
+        time.sleep(0.1)
+        results.append(_probe(join, asker))
+    return results
+
+
+@pytest.mark.parametrize("layer", WAYS)
+def test_a_flooder_among_ten_readers_is_told_and_dropped_and_the_room_never_waits(chat_server, layer, caplog):
+    """Issue 16's row: one member sends a\\n as fast as it can with ten in the room. The
+    old server took 6.5-15.9 s to welcome a newcomer and 6.3-9.4 s to answer /who."""
+    join = chat_server(layer=layer)
+    readers = _Readers(join, 10)
+    asker = join()
+    asker.welcome()
+    flooder = _Flooder(join, seconds=3)
+    with caplog.at_level(logging.WARNING, logger="netmux"):
+        flooder.start()
+        latencies = _probes(join, asker, 5)
+        flooder.join(10)
+        wait_until(lambda: all(f"* {flooder.nick} left (flooding)" in notices
+                               for notices in readers.notices), timeout=10)
+        latencies += _probes(join, asker, 2)
+        readers.stop()
+    print(f"\nslowest welcome {max(w for w, _ in latencies) * 1000:.1f} ms, "
+          f"slowest /who {max(w for _, w in latencies) * 1000:.1f} ms, flooder sent {flooder.sent} bytes")
+    assert max(welcome for welcome, _ in latencies) < 0.5, latencies
+    assert max(who for _, who in latencies) < 0.5, latencies
+    assert flooder.dropped and flooder.ended_at - flooder.started_at < 2.9   # dropped, not timed out
+    assert (b"! error: too many lines (more than 20 a second for 30 s); closing the connection\r\n"
+            in flooder.told)
+    # What the room heard: the burst and the rate's worth, of the ~100,000s of lines sent.
+    allowed = chat.LINE_BURST + chat.LINE_RATE * (flooder.ended_at - flooder.started_at) + 1
+    assert all(len(lines) <= allowed for lines in readers.heard), [len(lines) for lines in readers.heard]
+    assert flooder.sent // 2 > 100 * allowed
+    assert not any(readers.closed)
+    assert not any("too slow" in line for notices in readers.notices for line in notices)
+    assert [r.getMessage() for r in caplog.records if "dropping" in r.getMessage()] == [
+        f"chat: dropping {flooder.nick} ({flooder.member.sock.getsockname()}): "
+        "more than 20 lines a second for 30 s"]
+
+
+@pytest.mark.parametrize("layer", WAYS)
+def test_a_flooder_under_its_flood_timeout_is_paused_to_the_rate_and_the_room_never_waits(
+        chat_server, layer):
+    """With a flood timeout it cannot reach in the test, the flooder stays, held to the
+    rate: paused while its lines wait, its kernel buffer full, the room served meanwhile."""
+    join = chat_server("--max-line-rate", "200", "--flood-timeout", "600", layer=layer)
+    readers = _Readers(join, 10)
+    asker = join()
+    asker.welcome()
+    flooder = _Flooder(join, seconds=2)
+    flooder.start()
+    latencies = _probes(join, asker, 8)
+    flooder.join(10)
+    elapsed = flooder.ended_at - flooder.started_at
+    readers.stop()
+    print(f"\nslowest welcome {max(w for w, _ in latencies) * 1000:.1f} ms, "
+          f"slowest /who {max(w for _, w in latencies) * 1000:.1f} ms, flooder sent {flooder.sent} bytes")
+    assert max(welcome for welcome, _ in latencies) < 0.5, latencies
+    assert max(who for _, who in latencies) < 0.5, latencies
+    assert not flooder.dropped and b"! error" not in flooder.told
+    heard = [len(lines) for lines in readers.heard]
+    assert all(chat.LINE_BURST < count <= chat.LINE_BURST + 200 * (elapsed + 1) for count in heard), heard
+    assert all(lines == ["<%s> a" % flooder.nick] * len(lines) for lines in readers.heard)
+    assert flooder.sent // 2 > 50 * max(heard)          # it tried far more than it got said
+    assert not any(readers.closed)
+
+
+@pytest.mark.parametrize("layer", WAYS)
+def test_a_paste_of_three_hundred_lines_arrives_whole_in_order_at_the_rate(chat_server, layer):
+    join = chat_server("--max-line-rate", "200", layer=layer)
+    alice, bob = _two_in_the_lobby(join)
+    start = time.monotonic()
+    alice.sock.sendall(b"".join(b"paste %03d\n" % number for number in range(300)))
+    bob.expect(*[f"<guest1> paste {number:03d}" for number in range(300)])
+    took = time.monotonic() - start
+    assert (300 - chat.LINE_BURST) / 200 - 0.1 <= took < 5, took      # paced: 100 at once, then 200/s
+    alice.send("/who")
+    alice.expect("* in lobby: guest1, guest2")          # not dropped, reading again
+
+
+# -- the rate limit on virtual time --------------------------------------------
+
+class _TimedTransport(_FakeTransport):
+    """A listener's transport that notes when (on the speaker's reactor) each line came."""
+
+    def __init__(self, speaker: chat.ChatMember) -> None:
+        super().__init__()
+        self.speaker = speaker
+        self.lines: List[tuple] = []
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        when = self.speaker.transport.reactor.time() if self.speaker.transport else 0.0
+        self.lines += [(when, line.decode()) for line in bytes(data).split(b"\r\n")[:-1]]
+
+
+def _speaker_and_listener(layer: bool, **limits: Any) -> tuple:
+    """A factory for drive(): the speaker (under a CountingLayer when ``layer``), with a
+    listener in its room on a _TimedTransport; and the listener's transport."""
+    room = chat.Chat(max_backlog=1 << 20, **limits)
+    speaker, listener = chat.ChatMember(room), chat.ChatMember(room)
+    heard = _TimedTransport(speaker)
+    listener.connection_made(heard)
+
+    def factory() -> Any:
+        return netmux.CountingLayer(speaker) if layer else speaker
+    return factory, heard
+
+
+def _reading_events(conversation) -> List[tuple]:
+    return [(round(when, 6), event) for when, event, _ in conversation.events
+            if event in ("pause_reading", "resume_reading", "close", "abort")]
+
+
+@pytest.mark.parametrize("layer", WAYS)
+def test_a_thousand_lines_in_one_chunk_go_out_at_the_rate_with_one_pause_and_one_resume(layer):
+    factory, heard = _speaker_and_listener(layer, line_rate=100, line_burst=100)
+    lines = b"".join(b"line %04d\n" % number for number in range(1000))
+    conversation = drive(factory, [lines], eof=False)
+    said = [(when, line) for when, line in heard.lines if line.startswith("<")]
+    assert [line for _, line in said] == [f"<guest2> line {number:04d}" for number in range(1000)]
+    # The burst at once, then one line every 1/100 s: line k at (k - 99) / 100.
+    for number, (when, _) in enumerate(said):
+        assert when == pytest.approx(max(0, number - 99) / 100, abs=1e-6), (number, when)
+    assert _reading_events(conversation) == [(0.0, "pause_reading"), (9.0, "resume_reading")]
+    assert not conversation.closed and conversation.written.startswith(b"* welcome")
+
+
+@pytest.mark.parametrize("layer", WAYS)
+def test_a_member_held_back_past_the_flood_timeout_is_told_and_dropped_and_its_room_hears(layer):
+    """10 at once, then 10 a second, 5 s at most in a row: 40 lines take 3 s (fine), then
+    40 more would take 4 s more: dropped as soon as that is certain, at 3 s."""
+    factory, heard = _speaker_and_listener(layer, line_rate=10, line_burst=10, flood_timeout=5)
+    chunks = [b"".join(b"c%02d l%02d\n" % (chunk, line) for line in range(40)) for chunk in range(50)]
+    conversation = drive(factory, chunks, eof=False)
+    said = [line for _, line in heard.lines if line.startswith("<")]
+    assert said == [f"<guest2> c00 l{line:02d}" for line in range(40)]
+    assert heard.lines[-1] == (pytest.approx(3.0), "* guest2 left (flooding)")
+    assert conversation.written.endswith(
+        b"! error: too many lines (more than 10 a second for 5 s); closing the connection\r\n")
+    assert _reading_events(conversation) == [
+        (0.0, "pause_reading"), (3.0, "resume_reading"), (3.0, "pause_reading"), (3.0, "close")]
+    assert conversation.lost
+    assert [event for _, event, _ in conversation.events].count("data_received") == 2  # the rest never read
+
+
+@pytest.mark.parametrize("layer", WAYS)
+def test_in_a_crowded_room_one_member_gets_a_few_lines_a_turn(layer):
+    """One line costs a write per member: in a room of 250, a turn's share is 4 lines
+    (WRITES_PER_TURN // 250), so 64 lines of one read take 16 turns, the room served between."""
+    factory, heard = _speaker_and_listener(layer)
+    speaker = heard.speaker
+    for _ in range(248):
+        chat.ChatMember(speaker.chat).connection_made(_FakeTransport())
+    conversation = drive(factory, [b"".join(b"hello %02d\n" % number for number in range(64))], eof=False)
+    assert speaker.frames_per_turn == chat.WRITES_PER_TURN // 250 == 4
+    assert [line for _, line in heard.lines if line.startswith("<")] == [
+        f"<{speaker.nick}> hello {number:02d}" for number in range(64)]
+    assert [event for _, event, _ in conversation.events].count("yield_turn") == 64 // 4 - 1
+
+
+def test_who_in_a_crowded_room_names_the_first_hundred_and_counts_the_rest():
+    room = chat.Chat(max_backlog=1 << 20)
+    members = [chat.ChatMember(room) for _ in range(250)]
+    for member in members:
+        member.connection_made(_FakeTransport())
+    members[0].data_received(b"/who\n")
+    answer = bytes(members[0].transport.written).split(b"\r\n")[-2].decode()
+    names = sorted(f"guest{number}" for number in range(1, 251))[:chat.MAX_WHO]
+    assert answer == f"* in lobby: {', '.join(names)} and 150 more"
+
+
+def test_help_names_every_command_the_dispatcher_knows():
+    """A chat command is one method marked with its name and usage: /help is made
+    from the same registry, so no command can be missing from it."""
+    from netmux.apps.chat import _COMMANDS, HELP
+    assert set(_COMMANDS) == {"/nick", "/join", "/who", "/quit", "/help"}
+    for name in _COMMANDS:
+        assert name in HELP

@@ -215,6 +215,8 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess:
     ["--idle-timeout", "inf"], ["--idle-timeout", "-inf"], ["--idle-timeout", "soon"],
     ["echo", "--port", "70000"], ["udp-echo", "--idle-timeout", "nan"],
     ["chat", "--max-backlog", "0"], ["chat", "--max-backlog", "x"],
+    ["chat", "--max-line-rate", "0"], ["chat", "--line-burst", "-1"], ["chat", "--flood-timeout", "0"],
+    ["chat", "--flood-timeout", "inf"], ["chat", "--max-line-rate", "1.5"],
     ["kv", "--max-request", "-1"], ["kv", "--max-request", "x"],
     ["http", "--max-header-size", "0"], ["http", "--max-body", "-1"],
 ])
@@ -244,7 +246,8 @@ def test_an_unknown_server_is_a_usage_error():
 
 
 @pytest.mark.parametrize("server, own_option", [("echo", None), ("udp-echo", None),
-                                                ("chat", "--max-backlog")])
+                                                ("chat", "--max-backlog"), ("chat", "--max-line-rate"),
+                                                ("chat", "--line-burst"), ("chat", "--flood-timeout")])
 def test_server_help_shows_its_own_and_the_common_options(server, own_option):
     result = _run_cli(server, "--help")
     assert result.returncode == 0, result.stderr

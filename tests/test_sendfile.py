@@ -401,3 +401,33 @@ def test_sendfile_from_resume_writing_after_a_byte_backlog(serve, data_file):
     with serving.connect() as client:
         client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
         assert recv_until_eof(client) == big + content
+
+
+@pytest.mark.parametrize("way", ["socket", "layer"])
+@pytest.mark.parametrize("case", ["at end of file", "no descriptor"])
+def test_a_counting_layer_accepts_every_region_the_socket_transport_accepts(way, case):
+    """The seams issue's fourth defect: CountingLayer.sendfile raised ValueError at the
+    end of a file with count=None, and UnsupportedOperation for a BytesIO."""
+    counter = netmux.ByteCounter()
+    file: Any = io.BytesIO(b"0123456789")
+    offset = 10 if case == "at end of file" else 3
+
+    class Sends(Recorder):
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            transport.sendfile(file, offset)
+            transport.close()
+
+    factory = (lambda: netmux.CountingLayer(Sends(), counter)) if way == "layer" else Sends
+    with netmux.TCPServer(("127.0.0.1", 0), factory) as server:
+        client = socket.create_connection(server.server_address[:2])
+        try:
+            for _ in range(200):
+                server.reactor.run_once(0.01)
+                if server.connections == 0:
+                    break
+            assert recv_until_eof(client) == b"0123456789"[offset:]
+        finally:
+            client.close()
+    if way == "layer":
+        assert counter.bytes_out == 10 - offset

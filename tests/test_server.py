@@ -512,7 +512,8 @@ def test_keyboard_interrupt_in_connection_made_aborts_that_connection_and_frees_
         serving = ServingThread(server)                     # serve again
         try:
             wait_until(lambda: server.connections == 0)
-            assert len(lost) == 1 and isinstance(lost[0], KeyboardInterrupt)
+            assert len(lost) == 1 and isinstance(lost[0], ConnectionAbortedError)
+            assert isinstance(lost[0].__cause__, KeyboardInterrupt)   # errors.lost_reason
             with serving.connect() as second:               # the slot is free again
                 second.sendall(b"echo")
                 assert recv_exactly(second, 4) == b"echo"

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import netmux
-from conftest import Echo, recv_exactly, recv_until_eof, run_until, wait_until
+from conftest import WAYS, Echo, recv_exactly, recv_until_eof, run_one_way, run_until, wait_until
 from fragmenting import EAGAIN, EINTR, fragmented_pair
 from fragmenting import run_until as run_fragmented
 
@@ -722,3 +722,72 @@ def test_sendall_waits_until_the_buffer_is_at_or_below_low_water(reactor):
                 pass
         assert handler.outcome == [(100_000, 400_000)]     # the user's marks are back
         assert sizes[0] <= 100_000 and got == 300_000
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_server_close_ends_handle_through_layers(reactor, depth):
+    """The seams issue's second defect: the server singled out StreamHandler with
+    isinstance, so one under a layer kept running until Reactor.close()."""
+    Guarded.log = []
+    started: List[bool] = []
+
+    class Started(Guarded):
+        async def handle(self) -> None:
+            started.append(self.server is not None)
+            await super().handle()
+
+    def factory() -> Any:
+        handler: Any = Started()
+        for _ in range(depth):
+            handler = netmux.CountingLayer(handler)
+        return handler
+
+    server = netmux.TCPServer(("127.0.0.1", 0), factory, reactor=reactor)
+    client = socket.create_connection(server.server_address, timeout=5)
+    try:
+        run_until(reactor, lambda: started == [True])
+        server.server_close()
+        assert Guarded.log == ["inner finally", "outer finally"]
+        assert reactor.pending_tasks == set()
+    finally:
+        client.close()
+
+
+class MarksDuringSendall(netmux.StreamHandler):
+    """sendall() waits on a peer that does not read; a timer looks at the marks
+    meanwhile, then raises them past what is buffered."""
+
+    during: Any = None
+    after: Any = None
+    lost = False
+    lost_exc = None
+
+    async def handle(self) -> None:
+        self.transport.set_write_buffer_limits(high=1000, low=100)
+        self.transport.reactor.call_later(0.5, self.look)
+        await self.sendall(b"x" * (8 << 20))
+        self.after = self.transport.get_write_buffer_limits()
+
+    def look(self) -> None:
+        self.during = self.transport.get_write_buffer_limits()
+        self.transport.set_write_buffer_limits(high=1 << 30, low=1 << 29)
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        super().connection_lost(exc)
+        self.lost, self.lost_exc = True, exc
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_sendall_waits_at_the_users_marks_without_borrowing_them(way):
+    """The seams issue's third defect: sendall set high = low while it waited, so the
+    limits read (100, 100), a change made meanwhile was reverted, and one that moved
+    the low mark above the buffer left it waiting forever."""
+    if way == "drive":
+        conversation = netmux.testing.drive(MarksDuringSendall, [], eof=False, peer_reads=False,
+                                            until=5)
+        handler = conversation.handler
+    else:
+        handler = run_one_way(way, MarksDuringSendall, b"", eof=False,
+                              done=lambda handler: handler.after is not None).handler
+    assert handler.during == (100, 1000)
+    assert handler.after == (1 << 29, 1 << 30)

@@ -139,7 +139,7 @@ def wrapped(reactor):
     fake = SendBuffer(sock)
     handler = Recorder()
     transport = netmux.DatagramTransport(reactor, fake, handler)
-    transport._start()
+    transport.start()
     yield transport, fake, handler, receiver
     transport.abort()
     reactor.run_once(0)
