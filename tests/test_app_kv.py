@@ -6,7 +6,8 @@ import signal
 import socket
 import subprocess
 import sys
-from typing import Any, Iterator, List
+import time
+from typing import Any, Iterator, List, Optional
 
 import pytest
 import redis
@@ -16,7 +17,9 @@ import netmux
 from netmux.apps import kv
 from netmux.apps.kv import KVHandler, KVServer
 from netmux.apps.kvstore import Store
-from conftest import ROOT, ServerProcess, ServingThread, recv_until_eof, wait_until
+from netmux.apps.resp import bulk
+from netmux.testing import Conversation, drive
+from conftest import ROOT, WAYS, ServerProcess, ServingThread, recv_until_eof, run_one_way, run_until, wait_until
 
 RUNNER = "import sys; from netmux.apps.kv import main; sys.exit(main(sys.argv[1:]))"
 
@@ -24,37 +27,8 @@ RUNNER = "import sys; from netmux.apps.kv import main; sys.exit(main(sys.argv[1:
 # ======================================================================
 # One connection, in-process server
 # ======================================================================
-class FakeTransport:
-    """Just enough of a transport for KVHandler: records writes and close."""
-
-    def __init__(self) -> None:
-        self.written = bytearray()
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        assert not self.closed, "write after close"
-        self.written += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
-
-
-def drive_handler(chunks: List[bytes]) -> FakeTransport:
-    handler = KVHandler(Store(), max_request=1 << 20)
-    transport = FakeTransport()
-    handler.connection_made(transport)
-    for chunk in chunks:
-        if transport.closed:
-            break
-        handler.data_received(chunk)
-    handler.connection_lost(None)
-    return transport
+def drive_handler(chunks: List[bytes]) -> Conversation:
+    return drive(lambda: KVHandler(Store(), max_request=1 << 20), chunks)
 
 
 PIPELINE = (b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\na\r\nb\x00\r\n" + b"INCR n\r\nINCR n\n"
@@ -68,8 +42,8 @@ PIPELINE_REPLIES = (b"+OK\r\n:1\r\n:2\r\n$5\r\na\r\nb\x00\r\n*2\r\n$5\r\na\r\nb\
 @given(st.lists(st.integers(min_value=0, max_value=len(PIPELINE)), max_size=25))
 def test_pipelined_replies_are_the_same_under_any_chunking(points):
     edges = [0] + sorted(points) + [len(PIPELINE)]
-    transport = drive_handler([PIPELINE[start:end] for start, end in zip(edges, edges[1:])])
-    assert bytes(transport.written) == PIPELINE_REPLIES and transport.closed
+    conversation = drive_handler([PIPELINE[start:end] for start, end in zip(edges, edges[1:])])
+    assert conversation.written == PIPELINE_REPLIES and conversation.closed and not conversation.aborted
 
 
 @pytest.fixture
@@ -138,6 +112,182 @@ def test_a_peer_that_does_not_read_is_paused_and_every_reply_arrives_once_it_rea
         sock.shutdown(socket.SHUT_WR)
         received = recv_until_eof(sock)
     assert received == (b"$1000\r\n" + value + b"\r\n") * count
+
+
+# ======================================================================
+# Fairness (issue 16): a turn's share of commands, then the others' turn
+# ======================================================================
+def kv_handler(store: Optional[Store] = None) -> KVHandler:
+    return KVHandler(Store() if store is None else store, 1 << 20)
+
+
+class RecordingKV(KVHandler):
+    """KVHandler that notes its connection_lost, as run_one_way() waits for."""
+
+    lost, lost_exc = False, None
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        super().connection_lost(exc)
+        self.lost, self.lost_exc = True, exc
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_a_pipelined_read_is_answered_whole_and_in_order_however_it_runs(way):
+    count = 3000                                   # 24 KB: two parse slices, 24 turns
+    outcome = run_one_way(way, lambda: RecordingKV(Store(), 1 << 20), b"INCR n\r\n" * count + b"QUIT\r\nINCR n\r\n")
+    assert outcome.written == b"".join(b":%d\r\n" % i for i in range(1, count + 1)) + b"+OK\r\n"
+    assert outcome.lost and outcome.lost_exc is None
+
+
+@pytest.mark.parametrize("layered", [False, True])
+def test_each_turn_runs_at_most_commands_per_turn_then_yields(layered):
+    count, share = 1000, KVHandler.commands_per_turn
+    factory = (lambda: netmux.CountingLayer(kv_handler())) if layered else kv_handler
+    conversation = drive(factory, [b"PING\r\n" * count])
+    assert conversation.written == b"+PONG\r\n" * count
+    assert max(len(write) for write in conversation.writes) <= share * len(b"+PONG\r\n")
+    yields = [event for event in conversation.events if event[1] == "yield_turn"]
+    assert len(yields) == count // share           # 1000 = 7 shares of 128 + 104: 7 yields
+
+
+@pytest.mark.parametrize("layered", [False, True])
+def test_one_pipelining_client_cannot_hold_another_clients_command(layered):
+    """Both clients' bytes are in the kernel before the server's first turn: the
+    polite GET must run within a few shares of the hog's INCRs, not after all
+    6,000 (before the budget it ran after every command of the hog's read)."""
+    store = Store()
+    reactor = netmux.Reactor()
+    factory = (lambda: netmux.CountingLayer(kv_handler(store))) if layered else (lambda: kv_handler(store))
+    server = netmux.TCPServer(("127.0.0.1", 0), factory, reactor=reactor)
+    hog = socket.create_connection(server.server_address[:2])
+    polite = socket.create_connection(server.server_address[:2])
+    try:
+        hog.sendall(b"INCR hog\r\n" * 6000)        # 60 KB: one read
+        polite.sendall(b"GET hog\r\n")
+        run_until(reactor, lambda: store.data.get(b"hog") == b"6000", timeout=20)
+        polite.settimeout(10)
+        reply = polite.recv(100)
+    finally:
+        hog.close()
+        polite.close()
+        server.server_close()
+        reactor.close()
+    seen = 0 if reply == b"$-1\r\n" else int(reply.split(b"\r\n")[1])
+    assert seen <= 4 * KVHandler.commands_per_turn, f"the polite GET waited for {seen} INCRs"
+
+
+class SlowPeer:
+    """A transport whose peer reads only when the test says so (``drain``), with
+    TCPTransport's flow control: ``pause_writing`` above the high mark,
+    ``resume_writing`` at or below the low one, also while closing (close
+    flushes first), and a ConnectionError for a write after close."""
+
+    high, low = 64 * 1024, 16 * 1024
+
+    def __init__(self, handler: KVHandler) -> None:
+        self.handler = handler
+        self.buffer, self.sent = bytearray(), bytearray()
+        self.closing = self.paused = False
+        self.reading = True
+        self.continuations: List[Any] = []
+        handler.connection_made(self)
+
+    def write(self, data: bytes) -> None:
+        if self.closing:
+            raise ConnectionError("write() on a closing transport")
+        self.buffer += data
+        if len(self.buffer) > self.high and not self.paused:
+            self.paused = True
+            self.handler.pause_writing()
+
+    def drain(self, count: int) -> None:
+        self.sent += self.buffer[:count]
+        del self.buffer[:count]
+        if self.paused and len(self.buffer) <= self.low:
+            self.paused = False
+            self.handler.resume_writing()
+
+    def turn(self) -> None:
+        """One turn of the loop: the continuations queued before it, then the peer reads 4 KiB."""
+        continuations, self.continuations = self.continuations, []
+        for callback, args in continuations:
+            if not self.closing:
+                callback(*args)
+        self.drain(4096)
+
+    def yield_turn(self, callback: Any, *args: Any) -> None:
+        if not self.closing:
+            self.continuations.append((callback, args))
+
+    def close(self) -> None:
+        self.closing = True
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+@pytest.mark.parametrize("size", [10_000, 20_000, 100_000])
+def test_quit_after_a_paused_backlog_runs_nothing_twice_and_ok_comes_last(size):
+    """Issue 18: QUIT left the backlog in place, and the resume_writing() that the
+    closing flush brings (when QUIT's own write crossed the high mark) ran it again:
+    INCRs twice, then a write on the closed transport. Before the fix, counts 13
+    (10 KB values) and 7, 11, 15 (20 KB) failed here, every time."""
+    for count in range(1, 16):
+        store = Store()
+        store.data[b"big"] = b"x" * size
+        peer = SlowPeer(kv_handler(store))
+        peer.handler.data_received(b"GET big\r\nINCR n\r\n" * count + b"QUIT\r\nINCR n\r\n")
+        for _ in range(100_000):
+            if peer.closing and not peer.buffer:
+                break
+            peer.turn()
+        assert store.data[b"n"] == b"%d" % count
+        assert bytes(peer.sent) == b"".join(bulk(b"x" * size) + b":%d\r\n" % i
+                                            for i in range(1, count + 1)) + b"+OK\r\n"
+        assert not peer.continuations
+
+
+@pytest.mark.parametrize("count", [7, 11, 15])
+def test_quit_behind_a_slow_reader_over_a_socket_delivers_every_reply_once(count):
+    """The same over loopback: the client reads 4 KiB a turn through a small receive
+    buffer; every reply arrives once, +OK last, and the counter is n."""
+    store = Store()
+    store.data[b"big"] = b"x" * 20_000
+    reactor = netmux.Reactor()
+    server = netmux.TCPServer(("127.0.0.1", 0), lambda: kv_handler(store), reactor=reactor)
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.connect(server.server_address[:2])
+    client.setblocking(False)
+    received = bytearray()
+    try:
+        client.sendall(b"GET big\r\nINCR n\r\n" * count + b"QUIT\r\nINCR n\r\n")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            reactor.run_once(0.001)
+            try:
+                piece = client.recv(4096)
+            except BlockingIOError:
+                continue
+            if not piece:
+                break
+            received += piece
+    finally:
+        client.close()
+        server.server_close()
+        reactor.close()
+    assert bytes(received) == b"".join(bulk(b"x" * 20_000) + b":%d\r\n" % i
+                                       for i in range(1, count + 1)) + b"+OK\r\n"
+    assert store.data[b"n"] == b"%d" % count
 
 
 # ======================================================================
