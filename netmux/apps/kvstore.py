@@ -27,7 +27,7 @@ import struct
 import tempfile
 import time
 import zlib
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 from netmux import __version__
 from netmux.apps.resp import array, bulk, error, integer
@@ -41,10 +41,11 @@ _PONG = b"+PONG\r\n"
 _NULL = b"$-1\r\n"
 _EMPTY_ARRAY = b"*0\r\n"
 _SET_EXPIRES = (b"EX", b"PX", b"EXAT", b"PXAT")
-_SWEEP_BUDGET = 1000                # expired keys deleted per sweep() at most
+_SWEEP_BUDGET = 1000                # deadline entries one sweep() looks at, at most
 _MAX_VALUE = 512 * 1024 * 1024      # Redis's proto-max-bulk-len: APPEND stops here
 _INTEGER = re.compile(rb"0|-?[1-9][0-9]{0,18}")   # Redis's string2ll: no "+", space, zeros, "-0"
 _LLONG_MAX = (1 << 63) - 1          # C's long long: Redis's integers and deadlines
+Value = Union[bytes, bytearray]     # a stored value (see Store.data)
 
 
 # name -> (do_NAME method, Redis's arity)
@@ -55,7 +56,7 @@ class CommandError(Exception):
     """A command refused: the message is the RESP error text (``ERR ...``)."""
 
 
-def _to_int(value: bytes) -> int:
+def _to_int(value: Value) -> int:
     """Parse an integer argument or stored value as strictly as Redis does."""
     if _INTEGER.fullmatch(value):
         number = int(value)
@@ -269,9 +270,20 @@ class Store:
 
     def __init__(self, *, dump_path: Optional[str] = None, clock: Callable[[], float] = time.time,
                  port: int = 0) -> None:
-        self.data: Dict[bytes, bytes] = {}
+        # A value is bytes, or a bytearray once APPEND grew it (in place: amortised
+        # O(1)); every reply copies it, so nothing handed out changes afterwards.
+        self.data: Dict[bytes, Value] = {}
         self.expires: Dict[bytes, int] = {}              # key -> deadline, Unix ms
-        self._deadlines: List[Tuple[int, bytes]] = []    # heap; stale entries skipped on pop
+        # Deadlines: a heap of (deadline, key). An entry is stale once its key has
+        # another deadline or none (re-set, DEL, PERSIST, SET without one, expired).
+        # Stale entries are dropped when popped, or by a compaction: once they are
+        # most of the heap, it becomes _draining, moved into a new heap a sweep's
+        # budget of entries at a time, one live entry per key kept (_moved: the
+        # keys that have theirs in the new heap; a key set to a deadline it had
+        # before has two equal entries).
+        self._deadlines: List[Tuple[int, bytes]] = []
+        self._draining: List[Tuple[int, bytes]] = []
+        self._moved: Set[bytes] = set()
         self.dump_path = dump_path
         self.clock = clock
         self.clients = 0                                 # open connections, for INFO
@@ -292,8 +304,9 @@ class Store:
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
 
-    def lookup(self, key: bytes) -> Optional[bytes]:
-        """The live value of ``key``, deleting it first if it expired (lazy expiry)."""
+    def lookup(self, key: bytes) -> Optional[Value]:
+        """The live value of ``key``, deleting it first if it expired (lazy expiry).
+        A bytearray that APPEND may grow later: copy it to hand it out."""
         value = self.data.get(key)
         if value is not None and self.expires and key in self.expires:
             if self.expires[key] <= self._now_ms():
@@ -309,27 +322,44 @@ class Store:
         """Make ``key`` expire at ``deadline`` (Unix ms); past deadlines delete it now."""
         if deadline <= self._now_ms():
             self._delete(key)
-            return
-        self.expires[key] = deadline
-        heapq.heappush(self._deadlines, (deadline, key))
-        if len(self._deadlines) > 2 * len(self.expires) + 1024:
-            # Stale entries (keys re-set, deleted, persisted) outnumber live
-            # ones: rebuild, so the heap stays O(keys with a deadline).
-            self._deadlines = [(when, key) for key, when in self.expires.items()]
-            heapq.heapify(self._deadlines)
+        elif self.expires.get(key) != deadline:          # else its entry is there already
+            self.expires[key] = deadline
+            heapq.heappush(self._deadlines, (deadline, key))
+            if self._draining:
+                self._moved.add(key)
 
     def sweep(self, budget: int = _SWEEP_BUDGET) -> bool:
-        """Delete up to ``budget`` expired keys; True when more may be expired."""
+        """Look at up to ``budget`` deadline entries, stale ones included: drain a
+        compaction, delete expired keys. True when more work is left now."""
+        budget = self._drain(budget)
         now = self._now_ms()
         heap = self._deadlines
         while heap and heap[0][0] <= now:
             if budget <= 0:
                 return True
             deadline, key = heapq.heappop(heap)
+            budget -= 1
             if self.expires.get(key) == deadline:
                 self._delete(key)
-                budget -= 1
-        return False
+        if not self._draining and len(heap) > 2 * len(self.expires) + _SWEEP_BUDGET:
+            self._draining, self._deadlines = heap, []   # stale entries are most of it
+        return bool(self._draining)
+
+    def _drain(self, budget: int) -> int:
+        """Move up to ``budget`` entries of a compaction into the heap, the live ones
+        (from the end: the old list shrinks, and frees its memory, as it goes).
+        Returns the budget left."""
+        old, heap, expires, moved = self._draining, self._deadlines, self.expires, self._moved
+        count = min(budget, len(old))
+        for _ in range(count):
+            entry = old.pop()
+            deadline, key = entry
+            if expires.get(key) == deadline and key not in moved:
+                moved.add(key)
+                heapq.heappush(heap, entry)
+        if not old:
+            self._moved = set()
+        return budget - count
 
     def _ttl(self, key: bytes, unit: int) -> bytes:
         if self.lookup(key) is None:
@@ -371,7 +401,7 @@ class Store:
         """Write every live key to ``dump_path`` atomically (temp file, fsync, rename)."""
         if self.dump_path is None:
             raise CommandError("ERR no dump file: start kv with --dump FILE")
-        self.sweep(budget=len(self.data) + 1)
+        self.sweep(budget=len(self._deadlines) + len(self._draining) + 1)
         write_dump(self.dump_path, ((key, value, self.expires.get(key, -1))
                                     for key, value in self.data.items()))
 
@@ -501,10 +531,16 @@ class Store:
         return _OK
 
     def do_append(self, args: List[bytes]) -> bytes:
-        value = (self.lookup(args[1]) or b"") + args[2]
-        if len(value) > _MAX_VALUE:
+        key, tail = args[1], args[2]
+        value = self.lookup(key)
+        if value is None:
+            self.data[key] = tail
+            return integer(len(tail))
+        if len(value) + len(tail) > _MAX_VALUE:
             raise CommandError("ERR string exceeds maximum allowed size (proto-max-bulk-len)")
-        self.data[args[1]] = value
+        if not isinstance(value, bytearray):
+            value = self.data[key] = bytearray(value)   # one copy; from now on it grows in place
+        value += tail
         return integer(len(value))
 
     def do_strlen(self, args: List[bytes]) -> bytes:
@@ -542,7 +578,7 @@ class Store:
             raise CommandError("ERR syntax error")
         self.data.clear()
         self.expires.clear()
-        self._deadlines.clear()
+        self._deadlines, self._draining, self._moved = [], [], set()
         return _OK
 
     do_flushall = do_flushdb
