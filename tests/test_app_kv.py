@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, Iterator, List, Optional
 
@@ -19,7 +20,8 @@ from netmux.apps.kv import KVHandler, KVServer
 from netmux.apps.kvstore import Store
 from netmux.apps.resp import bulk
 from netmux.testing import Conversation, drive
-from conftest import ROOT, WAYS, ServerProcess, ServingThread, recv_until_eof, run_one_way, run_until, wait_until
+from conftest import (ROOT, WAYS, ServerProcess, ServingThread, recv_exactly, recv_until_eof, run_one_way,
+                      run_until, wait_until)
 
 RUNNER = "import sys; from netmux.apps.kv import main; sys.exit(main(sys.argv[1:]))"
 
@@ -366,6 +368,117 @@ def test_redis_py_typed_paths_read_back_what_was_set(kv_process):
         assert client.flushdb() is True and client.dbsize() == 0
     finally:
         client.close()
+
+
+# ----------------------------------------------------------------------
+# Fairness over real sockets (issue 16): one client's heavy work, another's PING
+# ----------------------------------------------------------------------
+def resp_command(*words: Any) -> bytes:
+    args = [word if isinstance(word, bytes) else str(word).encode() for word in words]
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in args)
+
+
+def ping_while(address: tuple, busy: Any, timeout: float = 60.0) -> List[float]:
+    """PING every 2 ms on a connection of its own while ``busy()`` runs in a thread;
+    the round-trip times, in seconds (``busy``'s exception is raised here)."""
+    failures: List[BaseException] = []
+
+    def run() -> None:
+        try:
+            busy()
+        except BaseException as exc:            # re-raised in the test's thread
+            failures.append(exc)
+
+    thread = threading.Thread(target=run)
+    latencies: List[float] = []
+    with socket.create_connection(address, timeout=timeout) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        thread.start()
+        deadline = time.monotonic() + timeout
+        while thread.is_alive() and time.monotonic() < deadline:
+            started = time.perf_counter()
+            sock.sendall(b"PING\r\n")
+            assert recv_exactly(sock, 7) == b"+PONG\r\n"
+            latencies.append(time.perf_counter() - started)
+            time.sleep(0.002)
+    thread.join(timeout)
+    if failures:
+        raise failures[0]
+    return latencies
+
+
+def test_a_pipelining_client_leaves_another_clients_ping_fast(kv_process):
+    server = kv_process()
+    rounds, count = 10, 10_000
+
+    def pipeline() -> None:
+        with socket.create_connection(server.address, timeout=60) as sock:
+            for _ in range(rounds):
+                sock.sendall(b"*1\r\n$4\r\nPING\r\n" * count)
+                assert recv_exactly(sock, 7 * count, timeout=60) == b"+PONG\r\n" * count
+
+    latencies = ping_while(server.address, pipeline)
+    # Before: the whole read (256 KiB, 18,000 commands) in one turn, p50 20 ms, p99 66 ms.
+    assert latencies and max(latencies) < 0.2, max(latencies)
+
+
+def test_keys_and_config_get_with_1_mib_patterns_do_not_stall_the_server(kv_process):
+    server = kv_process()
+    pattern = b"a*" * (1 << 19)                                     # 1 MiB
+
+    def hostile() -> None:
+        with socket.create_connection(server.address, timeout=60) as sock:
+            sock.sendall(resp_command("SET", "k", "v"))
+            assert recv_exactly(sock, 5) == b"+OK\r\n"
+            for words in (("KEYS", pattern), ("CONFIG", "GET", pattern, pattern, pattern, pattern)) * 3:
+                sock.sendall(resp_command(*words))
+                assert recv_exactly(sock, 4) == b"*0\r\n"
+
+    started = time.perf_counter()
+    latencies = ping_while(server.address, hostile)
+    # Before: 4.25 s for one KEYS, 17.7 s for one CONFIG GET, the server stalled throughout.
+    assert time.perf_counter() - started < 10 and max(latencies) < 0.5, max(latencies)
+
+
+def test_one_byte_appends_to_a_64_mib_value_do_not_stall_the_server(kv_process):
+    server = kv_process()
+
+    def appender() -> None:
+        with socket.create_connection(server.address, timeout=60) as sock:
+            for index in range(64):
+                sock.sendall(resp_command("APPEND", "big", b"x" * (1 << 20)))
+                expected = b":%d\r\n" % ((index + 1) << 20)
+                assert recv_exactly(sock, len(expected)) == expected
+            sock.sendall(resp_command("APPEND", "big", "y") * 300)
+            expected = b"".join(b":%d\r\n" % ((64 << 20) + index) for index in range(1, 301))
+            assert recv_exactly(sock, len(expected), timeout=60) == expected
+
+    latencies = ping_while(server.address, appender)
+    # Before: each APPEND copied the value: 12.8 s for the 300, the PING waited throughout.
+    assert max(latencies) < 0.5, max(latencies)
+
+
+def test_deadlines_deleted_before_they_come_do_not_freeze_the_server_at_their_time(kv_process):
+    server = kv_process()
+    count, batch = 300_000, 10_000
+    with socket.create_connection(server.address, timeout=60) as sock:
+        def send_batches(make: Any, reply_size: int) -> None:
+            for first in range(0, count, batch):
+                sock.sendall(b"".join(make(index) for index in range(first, first + batch)))
+                recv_exactly(sock, reply_size * batch, timeout=60)
+
+        started = time.time()
+        sock.sendall(b"".join(resp_command("SET", b"p%d" % i, "v") for i in range(batch)))
+        recv_exactly(sock, 5 * batch, timeout=60)
+        pace = time.time() - started                 # one batch; SETs then DELs: 2 * count / batch
+        at = int((time.time() + 3 * pace * count / batch + 1.0) * 1000)
+        send_batches(lambda index: resp_command("SET", b"k%d" % index, "v", "PXAT", at), 5)
+        send_batches(lambda index: resp_command("DEL", b"k%d" % index), 4)
+        remaining = at / 1000 - time.time()
+    assert remaining > 0.2, "the DELs took longer than planned: the deadline is already past"
+    # Every entry is stale now; PING across the deadline (the old sweep popped them all in one call).
+    latencies = ping_while(server.address, lambda: time.sleep(remaining + 1.0), timeout=120)
+    assert max(latencies) < 0.25, max(latencies)
 
 
 def test_active_expiry_frees_keys_nobody_reads(kv_process):
