@@ -471,7 +471,7 @@ def test_deadlines_deleted_before_they_come_do_not_freeze_the_server_at_their_ti
         sock.sendall(b"".join(resp_command("SET", b"p%d" % i, "v") for i in range(batch)))
         recv_exactly(sock, 5 * batch, timeout=60)
         pace = time.time() - started                 # one batch; SETs then DELs: 2 * count / batch
-        at = int((time.time() + 3 * pace * count / batch + 1.0) * 1000)
+        at = int((time.time() + 5 * pace * count / batch + 2.0) * 1000)
         send_batches(lambda index: resp_command("SET", b"k%d" % index, "v", "PXAT", at), 5)
         send_batches(lambda index: resp_command("DEL", b"k%d" % index), 4)
         remaining = at / 1000 - time.time()
