@@ -116,27 +116,31 @@ class KVHandler(netmux.Handler):
     def _work(self) -> None:
         """Run a turn's share of the commands, write their replies, and go on next
         turn (or once the peer reads) with the rest."""
+        table, budget = self._table, max(1, self.commands_per_turn)
         replies: List[bytes] = []
         size = 0
-        for _ in range(max(1, self.commands_per_turn)):
-            args = self._next_command()
-            if args is None:
-                break
-            try:
-                reply = execute(self._table, args)
-            except _Quit:
-                self._drop_work()
-                self.transport.write(b"".join(replies) + _OK)
-                self.transport.close()
-                return
-            replies.append(reply)
-            size += len(reply)
-            if size >= _BATCH:
-                self.transport.write(b"".join(replies))
-                replies.clear()
-                size = 0
-                if self._paused:                # resume_writing() goes on from here
+        while budget > 0 and (self._next < len(self._commands) or self._parse_slice()):
+            commands, start = self._commands, self._next
+            stop = min(len(commands), start + budget)
+            budget -= stop - start
+            for index in range(start, stop):
+                try:
+                    reply = execute(table, commands[index])
+                except _Quit:
+                    self._drop_work()
+                    self.transport.write(b"".join(replies) + _OK)
+                    self.transport.close()
                     return
+                replies.append(reply)
+                size += len(reply)
+                if size >= _BATCH:
+                    self.transport.write(b"".join(replies))
+                    replies.clear()
+                    size = 0
+                    if self._paused:            # resume_writing() goes on from here
+                        self._next = index + 1
+                        return
+            self._next = stop
         if replies:
             self.transport.write(b"".join(replies))
         if self._has_work():
@@ -146,17 +150,15 @@ class KVHandler(netmux.Handler):
         elif self._parser.error is not None:
             self._protocol_error()
 
-    def _next_command(self) -> Optional[List[bytes]]:
-        """The next command to run, parsing the next slice of the read when needed."""
-        while self._next >= len(self._commands):
-            data, start = self._unparsed, self._parsed
-            if start >= len(data) or self._parser.error is not None:
-                return None
-            self._parsed = start + _PARSE_SLICE
-            piece = data if start == 0 and len(data) <= _PARSE_SLICE else data[start:self._parsed]
-            self._commands, self._next = self._parser.feed(piece), 0
-        self._next += 1
-        return self._commands[self._next - 1]
+    def _parse_slice(self) -> bool:
+        """Parse the next slice of the read into ``_commands``; False when none is left."""
+        data, start = self._unparsed, self._parsed
+        if start >= len(data) or self._parser.error is not None:
+            return False
+        self._parsed = start + _PARSE_SLICE
+        piece = data if start == 0 and len(data) <= _PARSE_SLICE else data[start:self._parsed]
+        self._commands, self._next = self._parser.feed(piece), 0
+        return True
 
     def _protocol_error(self) -> None:
         message = self._parser.error
