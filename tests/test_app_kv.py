@@ -6,7 +6,9 @@ import signal
 import socket
 import subprocess
 import sys
-from typing import Any, Iterator, List
+import threading
+import time
+from typing import Any, Iterator, List, Optional
 
 import pytest
 import redis
@@ -16,7 +18,10 @@ import netmux
 from netmux.apps import kv
 from netmux.apps.kv import KVHandler, KVServer
 from netmux.apps.kvstore import Store
-from conftest import ROOT, ServerProcess, ServingThread, recv_until_eof, wait_until
+from netmux.apps.resp import bulk
+from netmux.testing import Conversation, drive
+from conftest import (ROOT, WAYS, ServerProcess, ServingThread, recv_exactly, recv_until_eof, run_one_way,
+                      run_until, wait_until)
 
 RUNNER = "import sys; from netmux.apps.kv import main; sys.exit(main(sys.argv[1:]))"
 
@@ -24,37 +29,8 @@ RUNNER = "import sys; from netmux.apps.kv import main; sys.exit(main(sys.argv[1:
 # ======================================================================
 # One connection, in-process server
 # ======================================================================
-class FakeTransport:
-    """Just enough of a transport for KVHandler: records writes and close."""
-
-    def __init__(self) -> None:
-        self.written = bytearray()
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        assert not self.closed, "write after close"
-        self.written += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
-
-
-def drive_handler(chunks: List[bytes]) -> FakeTransport:
-    handler = KVHandler(Store(), max_request=1 << 20)
-    transport = FakeTransport()
-    handler.connection_made(transport)
-    for chunk in chunks:
-        if transport.closed:
-            break
-        handler.data_received(chunk)
-    handler.connection_lost(None)
-    return transport
+def drive_handler(chunks: List[bytes]) -> Conversation:
+    return drive(lambda: KVHandler(Store(), max_request=1 << 20), chunks)
 
 
 PIPELINE = (b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\na\r\nb\x00\r\n" + b"INCR n\r\nINCR n\n"
@@ -68,8 +44,8 @@ PIPELINE_REPLIES = (b"+OK\r\n:1\r\n:2\r\n$5\r\na\r\nb\x00\r\n*2\r\n$5\r\na\r\nb\
 @given(st.lists(st.integers(min_value=0, max_value=len(PIPELINE)), max_size=25))
 def test_pipelined_replies_are_the_same_under_any_chunking(points):
     edges = [0] + sorted(points) + [len(PIPELINE)]
-    transport = drive_handler([PIPELINE[start:end] for start, end in zip(edges, edges[1:])])
-    assert bytes(transport.written) == PIPELINE_REPLIES and transport.closed
+    conversation = drive_handler([PIPELINE[start:end] for start, end in zip(edges, edges[1:])])
+    assert conversation.written == PIPELINE_REPLIES and conversation.closed and not conversation.aborted
 
 
 @pytest.fixture
@@ -138,6 +114,182 @@ def test_a_peer_that_does_not_read_is_paused_and_every_reply_arrives_once_it_rea
         sock.shutdown(socket.SHUT_WR)
         received = recv_until_eof(sock)
     assert received == (b"$1000\r\n" + value + b"\r\n") * count
+
+
+# ======================================================================
+# Fairness (issue 16): a turn's share of commands, then the others' turn
+# ======================================================================
+def kv_handler(store: Optional[Store] = None) -> KVHandler:
+    return KVHandler(Store() if store is None else store, 1 << 20)
+
+
+class RecordingKV(KVHandler):
+    """KVHandler that notes its connection_lost, as run_one_way() waits for."""
+
+    lost, lost_exc = False, None
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        super().connection_lost(exc)
+        self.lost, self.lost_exc = True, exc
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_a_pipelined_read_is_answered_whole_and_in_order_however_it_runs(way):
+    count = 3000                                   # 24 KB: two parse slices, 24 turns
+    outcome = run_one_way(way, lambda: RecordingKV(Store(), 1 << 20), b"INCR n\r\n" * count + b"QUIT\r\nINCR n\r\n")
+    assert outcome.written == b"".join(b":%d\r\n" % i for i in range(1, count + 1)) + b"+OK\r\n"
+    assert outcome.lost and outcome.lost_exc is None
+
+
+@pytest.mark.parametrize("layered", [False, True])
+def test_each_turn_runs_at_most_commands_per_turn_then_yields(layered):
+    count, share = 1000, KVHandler.commands_per_turn
+    factory = (lambda: netmux.CountingLayer(kv_handler())) if layered else kv_handler
+    conversation = drive(factory, [b"PING\r\n" * count])
+    assert conversation.written == b"+PONG\r\n" * count
+    assert max(len(write) for write in conversation.writes) <= share * len(b"+PONG\r\n")
+    yields = [event for event in conversation.events if event[1] == "yield_turn"]
+    assert len(yields) == count // share           # 1000 = 7 shares of 128 + 104: 7 yields
+
+
+@pytest.mark.parametrize("layered", [False, True])
+def test_one_pipelining_client_cannot_hold_another_clients_command(layered):
+    """Both clients' bytes are in the kernel before the server's first turn: the
+    polite GET must run within a few shares of the hog's INCRs, not after all
+    6,000 (before the budget it ran after every command of the hog's read)."""
+    store = Store()
+    reactor = netmux.Reactor()
+    factory = (lambda: netmux.CountingLayer(kv_handler(store))) if layered else (lambda: kv_handler(store))
+    server = netmux.TCPServer(("127.0.0.1", 0), factory, reactor=reactor)
+    hog = socket.create_connection(server.server_address[:2])
+    polite = socket.create_connection(server.server_address[:2])
+    try:
+        hog.sendall(b"INCR hog\r\n" * 6000)        # 60 KB: one read
+        polite.sendall(b"GET hog\r\n")
+        run_until(reactor, lambda: store.data.get(b"hog") == b"6000", timeout=20)
+        polite.settimeout(10)
+        reply = polite.recv(100)
+    finally:
+        hog.close()
+        polite.close()
+        server.server_close()
+        reactor.close()
+    seen = 0 if reply == b"$-1\r\n" else int(reply.split(b"\r\n")[1])
+    assert seen <= 4 * KVHandler.commands_per_turn, f"the polite GET waited for {seen} INCRs"
+
+
+class SlowPeer:
+    """A transport whose peer reads only when the test says so (``drain``), with
+    TCPTransport's flow control: ``pause_writing`` above the high mark,
+    ``resume_writing`` at or below the low one, also while closing (close
+    flushes first), and a ConnectionError for a write after close."""
+
+    high, low = 64 * 1024, 16 * 1024
+
+    def __init__(self, handler: KVHandler) -> None:
+        self.handler = handler
+        self.buffer, self.sent = bytearray(), bytearray()
+        self.closing = self.paused = False
+        self.reading = True
+        self.continuations: List[Any] = []
+        handler.connection_made(self)
+
+    def write(self, data: bytes) -> None:
+        if self.closing:
+            raise ConnectionError("write() on a closing transport")
+        self.buffer += data
+        if len(self.buffer) > self.high and not self.paused:
+            self.paused = True
+            self.handler.pause_writing()
+
+    def drain(self, count: int) -> None:
+        self.sent += self.buffer[:count]
+        del self.buffer[:count]
+        if self.paused and len(self.buffer) <= self.low:
+            self.paused = False
+            self.handler.resume_writing()
+
+    def turn(self) -> None:
+        """One turn of the loop: the continuations queued before it, then the peer reads 4 KiB."""
+        continuations, self.continuations = self.continuations, []
+        for callback, args in continuations:
+            if not self.closing:
+                callback(*args)
+        self.drain(4096)
+
+    def yield_turn(self, callback: Any, *args: Any) -> None:
+        if not self.closing:
+            self.continuations.append((callback, args))
+
+    def close(self) -> None:
+        self.closing = True
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+@pytest.mark.parametrize("size", [10_000, 20_000, 100_000])
+def test_quit_after_a_paused_backlog_runs_nothing_twice_and_ok_comes_last(size):
+    """Issue 18: QUIT left the backlog in place, and the resume_writing() that the
+    closing flush brings (when QUIT's own write crossed the high mark) ran it again:
+    INCRs twice, then a write on the closed transport. Before the fix, counts 13
+    (10 KB values) and 7, 11, 15 (20 KB) failed here, every time."""
+    for count in range(1, 16):
+        store = Store()
+        store.data[b"big"] = b"x" * size
+        peer = SlowPeer(kv_handler(store))
+        peer.handler.data_received(b"GET big\r\nINCR n\r\n" * count + b"QUIT\r\nINCR n\r\n")
+        for _ in range(100_000):
+            if peer.closing and not peer.buffer:
+                break
+            peer.turn()
+        assert store.data[b"n"] == b"%d" % count
+        assert bytes(peer.sent) == b"".join(bulk(b"x" * size) + b":%d\r\n" % i
+                                            for i in range(1, count + 1)) + b"+OK\r\n"
+        assert not peer.continuations
+
+
+@pytest.mark.parametrize("count", [7, 11, 15])
+def test_quit_behind_a_slow_reader_over_a_socket_delivers_every_reply_once(count):
+    """The same over loopback: the client reads 4 KiB a turn through a small receive
+    buffer; every reply arrives once, +OK last, and the counter is n."""
+    store = Store()
+    store.data[b"big"] = b"x" * 20_000
+    reactor = netmux.Reactor()
+    server = netmux.TCPServer(("127.0.0.1", 0), lambda: kv_handler(store), reactor=reactor)
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.connect(server.server_address[:2])
+    client.setblocking(False)
+    received = bytearray()
+    try:
+        client.sendall(b"GET big\r\nINCR n\r\n" * count + b"QUIT\r\nINCR n\r\n")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            reactor.run_once(0.001)
+            try:
+                piece = client.recv(4096)
+            except BlockingIOError:
+                continue
+            if not piece:
+                break
+            received += piece
+    finally:
+        client.close()
+        server.server_close()
+        reactor.close()
+    assert bytes(received) == b"".join(bulk(b"x" * 20_000) + b":%d\r\n" % i
+                                       for i in range(1, count + 1)) + b"+OK\r\n"
+    assert store.data[b"n"] == b"%d" % count
 
 
 # ======================================================================
@@ -216,6 +368,117 @@ def test_redis_py_typed_paths_read_back_what_was_set(kv_process):
         assert client.flushdb() is True and client.dbsize() == 0
     finally:
         client.close()
+
+
+# ----------------------------------------------------------------------
+# Fairness over real sockets (issue 16): one client's heavy work, another's PING
+# ----------------------------------------------------------------------
+def resp_command(*words: Any) -> bytes:
+    args = [word if isinstance(word, bytes) else str(word).encode() for word in words]
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in args)
+
+
+def ping_while(address: tuple, busy: Any, timeout: float = 60.0) -> List[float]:
+    """PING every 2 ms on a connection of its own while ``busy()`` runs in a thread;
+    the round-trip times, in seconds (``busy``'s exception is raised here)."""
+    failures: List[BaseException] = []
+
+    def run() -> None:
+        try:
+            busy()
+        except BaseException as exc:            # re-raised in the test's thread
+            failures.append(exc)
+
+    thread = threading.Thread(target=run)
+    latencies: List[float] = []
+    with socket.create_connection(address, timeout=timeout) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        thread.start()
+        deadline = time.monotonic() + timeout
+        while thread.is_alive() and time.monotonic() < deadline:
+            started = time.perf_counter()
+            sock.sendall(b"PING\r\n")
+            assert recv_exactly(sock, 7) == b"+PONG\r\n"
+            latencies.append(time.perf_counter() - started)
+            time.sleep(0.002)
+    thread.join(timeout)
+    if failures:
+        raise failures[0]
+    return latencies
+
+
+def test_a_pipelining_client_leaves_another_clients_ping_fast(kv_process):
+    server = kv_process()
+    rounds, count = 10, 10_000
+
+    def pipeline() -> None:
+        with socket.create_connection(server.address, timeout=60) as sock:
+            for _ in range(rounds):
+                sock.sendall(b"*1\r\n$4\r\nPING\r\n" * count)
+                assert recv_exactly(sock, 7 * count, timeout=60) == b"+PONG\r\n" * count
+
+    latencies = ping_while(server.address, pipeline)
+    # Before: the whole read (256 KiB, 18,000 commands) in one turn, p50 20 ms, p99 66 ms.
+    assert latencies and max(latencies) < 0.2, max(latencies)
+
+
+def test_keys_and_config_get_with_1_mib_patterns_do_not_stall_the_server(kv_process):
+    server = kv_process()
+    pattern = b"a*" * (1 << 19)                                     # 1 MiB
+
+    def hostile() -> None:
+        with socket.create_connection(server.address, timeout=60) as sock:
+            sock.sendall(resp_command("SET", "k", "v"))
+            assert recv_exactly(sock, 5) == b"+OK\r\n"
+            for words in (("KEYS", pattern), ("CONFIG", "GET", pattern, pattern, pattern, pattern)) * 3:
+                sock.sendall(resp_command(*words))
+                assert recv_exactly(sock, 4) == b"*0\r\n"
+
+    started = time.perf_counter()
+    latencies = ping_while(server.address, hostile)
+    # Before: 4.25 s for one KEYS, 17.7 s for one CONFIG GET, the server stalled throughout.
+    assert time.perf_counter() - started < 10 and max(latencies) < 0.5, max(latencies)
+
+
+def test_one_byte_appends_to_a_64_mib_value_do_not_stall_the_server(kv_process):
+    server = kv_process()
+
+    def appender() -> None:
+        with socket.create_connection(server.address, timeout=60) as sock:
+            for index in range(64):
+                sock.sendall(resp_command("APPEND", "big", b"x" * (1 << 20)))
+                expected = b":%d\r\n" % ((index + 1) << 20)
+                assert recv_exactly(sock, len(expected)) == expected
+            sock.sendall(resp_command("APPEND", "big", "y") * 300)
+            expected = b"".join(b":%d\r\n" % ((64 << 20) + index) for index in range(1, 301))
+            assert recv_exactly(sock, len(expected), timeout=60) == expected
+
+    latencies = ping_while(server.address, appender)
+    # Before: each APPEND copied the value: 12.8 s for the 300, the PING waited throughout.
+    assert max(latencies) < 0.5, max(latencies)
+
+
+def test_deadlines_deleted_before_they_come_do_not_freeze_the_server_at_their_time(kv_process):
+    server = kv_process()
+    count, batch = 300_000, 10_000
+    with socket.create_connection(server.address, timeout=60) as sock:
+        def send_batches(make: Any, reply_size: int) -> None:
+            for first in range(0, count, batch):
+                sock.sendall(b"".join(make(index) for index in range(first, first + batch)))
+                recv_exactly(sock, reply_size * batch, timeout=60)
+
+        started = time.time()
+        sock.sendall(b"".join(resp_command("SET", b"p%d" % i, "v") for i in range(batch)))
+        recv_exactly(sock, 5 * batch, timeout=60)
+        pace = time.time() - started                 # one batch; SETs then DELs: 2 * count / batch
+        at = int((time.time() + 5 * pace * count / batch + 2.0) * 1000)
+        send_batches(lambda index: resp_command("SET", b"k%d" % index, "v", "PXAT", at), 5)
+        send_batches(lambda index: resp_command("DEL", b"k%d" % index), 4)
+        remaining = at / 1000 - time.time()
+    assert remaining > 0.2, "the DELs took longer than planned: the deadline is already past"
+    # Every entry is stale now; PING across the deadline (the old sweep popped them all in one call).
+    latencies = ping_while(server.address, lambda: time.sleep(remaining + 1.0), timeout=120)
+    assert max(latencies) < 0.25, max(latencies)
 
 
 def test_active_expiry_frees_keys_nobody_reads(kv_process):
@@ -459,6 +722,9 @@ VALUES = st.sampled_from([b"", b"0", b"1", b"-1", b"-0", b"+1", b" 1", b"01", b"
 WORDS = st.sampled_from([b"NX", b"XX", b"GT", b"LT", b"EX", b"PX", b"EXAT", b"PXAT", b"KEEPTTL", b"GET",
                          b"nx", b"ex", b"BOGUS"])
 ARGUMENT = st.one_of(KEYS_, VALUES, WORDS)
+# PEXPIRE k 1 races the clock: whether the key is gone by the next command depends on
+# which server took longer, not on what it does (it failed once: EXISTS said 1 and 2).
+PEXPIRE_AMOUNTS = VALUES.filter(lambda value: value != b"1")
 ODD_NAMES = [b"GET", b"SET", b"DEL", b"INCR", b"INCRBY", b"DECRBY", b"MSET", b"APPEND", b"EXPIRE", b"TTL",
              b"PERSIST", b"KEYS", b"DBSIZE", b"ECHO", b"PING", b"SELECT", b"FLUSHDB", b"CONFIG", b"COMMAND",
              b"CLIENT", b"NOSUCH", b"set", b"get"]
@@ -473,7 +739,7 @@ def _shaped(name: bytes, *parts: Any) -> Any:
 COMMAND_ = st.one_of(
     _shaped(b"SET", KEYS_, VALUES), _shaped(b"GET", KEYS_), _shaped(b"INCR", KEYS_),
     _shaped(b"INCRBY", KEYS_, VALUES), _shaped(b"DECRBY", KEYS_, VALUES), _shaped(b"APPEND", KEYS_, VALUES),
-    _shaped(b"EXPIRE", KEYS_, VALUES), _shaped(b"PEXPIRE", KEYS_, VALUES), _shaped(b"TTL", KEYS_),
+    _shaped(b"EXPIRE", KEYS_, VALUES), _shaped(b"PEXPIRE", KEYS_, PEXPIRE_AMOUNTS), _shaped(b"TTL", KEYS_),
     _shaped(b"PERSIST", KEYS_), _shaped(b"KEYS", VALUES), _shaped(b"MGET", KEYS_, KEYS_),
     _shaped(b"MSET", KEYS_, VALUES), _shaped(b"DEL", KEYS_), _shaped(b"EXISTS", KEYS_, KEYS_),
     _shaped(b"STRLEN", KEYS_), _shaped(b"DECR", KEYS_),

@@ -7,9 +7,11 @@ in three modules, bottom to top:
   Redis's request limits;
 * ``kvstore.py`` -- the keyspace and its commands, sans-IO: a command in, an
   encoded reply out; expiry; the dump file;
-* this module -- the network side: ``KVHandler``, one per connection, runs each
-  command the parser hands up and writes the replies of one read in one
-  ``write`` (pipelining costs one ``send`` per batch, replies stay in order);
+* this module -- the network side: ``KVHandler``, one per connection, runs the
+  commands the parser hands up, ``commands_per_turn`` (128) a turn, and writes
+  the replies of a turn in one ``write`` (pipelining costs one ``send`` per
+  share, replies stay in order); the rest goes on next turn
+  (``transport.yield_turn``), after the other connections had theirs;
   ``KVServer``, which wraps a ``netmux.TCPServer`` or ``netmux.UnixServer``
   (``--unix``) and also sweeps expired keys on a reactor timer and saves the
   dump when it is closed; and the command-line
@@ -54,20 +56,37 @@ class _Quit(Exception):
 
 
 _BATCH = 64 * 1024      # write at least this often, so a full buffer can stop us
+_PARSE_SLICE = 16 * 1024    # bytes parsed at a time, as Redis reads 16 KiB per client per event
 
 
 class KVHandler(netmux.Handler):
-    """Runs the commands of one connection, in order, replying in batches."""
+    """Runs the commands of one connection, in order, a turn's share at a time.
+
+    A read (up to 64 KiB) may hold thousands of pipelined commands. They are
+    parsed ``_PARSE_SLICE`` bytes at a time and run ``commands_per_turn`` at a
+    time; the replies of a turn go out in one write, and the rest waits for the
+    next turn through ``transport.yield_turn`` (which keeps reading off), so one
+    pipelining client costs the others one share per turn. A peer that does not
+    read its replies pauses the work instead (``pause_writing``); it goes on in
+    ``resume_writing``. QUIT ends it: nothing after it runs.
+    """
+
+    #: Commands run per turn of the loop at most (see README, kv: fairness).
+    commands_per_turn = 128
 
     def __init__(self, store: Store, max_request: int) -> None:
         self._store = store
         self._parser = RespParser(max_request)
-        self._backlog: Optional[List[List[bytes]]] = None  # commands waiting for the peer to read
-        self._paused = False
+        self._unparsed = b""                    # the last read: parsed up to _parsed
+        self._parsed = 0
+        self._commands: List[List[bytes]] = []  # parsed, not run yet: from _next on
+        self._next = 0
+        self._paused = False                    # the peer does not read: wait for resume_writing
+        self._yielded = False                   # a continuation is queued: do not start another
         self.name = b""
-        self._commands = dict(store.commands)
+        self._table = dict(store.commands)
         for name, entry in ((b"quit", (self._do_quit, -1)), (b"client", (self._do_client, -2))):
-            self._commands[name] = self._commands[name.upper()] = entry
+            self._table[name] = self._table[name.upper()] = entry
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -75,42 +94,71 @@ class KVHandler(netmux.Handler):
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         self._store.clients -= 1
-        self._backlog = None
+        self._drop_work()
 
     def data_received(self, data: bytes) -> None:
-        commands = self._parser.feed(data)
-        if self._backlog is not None:
-            self._backlog.extend(commands)
-        else:
-            self._answer(commands)
+        # Reading is off while work is left (yielded or paused): this is a new read.
+        self._unparsed, self._parsed = data, 0
+        self._work()
 
-    def _answer(self, commands: List[List[bytes]]) -> None:
-        """Run ``commands``, write their replies; stop early while the peer does not read."""
-        table = self._commands
+    def _drop_work(self) -> None:
+        self._unparsed, self._parsed = b"", 0
+        self._commands, self._next = [], 0
+
+    def _has_work(self) -> bool:
+        return self._next < len(self._commands) or (
+            self._parsed < len(self._unparsed) and self._parser.error is None)
+
+    def _continue(self) -> None:
+        self._yielded = False
+        self._work()
+
+    def _work(self) -> None:
+        """Run a turn's share of the commands, write their replies, and go on next
+        turn (or once the peer reads) with the rest."""
+        table, budget = self._table, max(1, self.commands_per_turn)
         replies: List[bytes] = []
         size = 0
-        for index, args in enumerate(commands):
-            try:
-                reply = execute(table, args)
-            except _Quit:
-                replies.append(_OK)
-                self.transport.write(b"".join(replies))
-                self.transport.close()
-                return
-            replies.append(reply)
-            size += len(reply)
-            if size >= _BATCH:
-                self.transport.write(b"".join(replies))
-                replies.clear()
-                size = 0
-                if self._paused:                # resume_writing() goes on from here
-                    self._backlog = commands[index + 1:]
+        while budget > 0 and (self._next < len(self._commands) or self._parse_slice()):
+            commands, start = self._commands, self._next
+            stop = min(len(commands), start + budget)
+            budget -= stop - start
+            for index in range(start, stop):
+                try:
+                    reply = execute(table, commands[index])
+                except _Quit:
+                    self._drop_work()
+                    self.transport.write(b"".join(replies) + _OK)
+                    self.transport.close()
                     return
+                replies.append(reply)
+                size += len(reply)
+                if size >= _BATCH:
+                    self.transport.write(b"".join(replies))
+                    replies.clear()
+                    size = 0
+                    if self._paused:            # resume_writing() goes on from here
+                        self._next = index + 1
+                        return
+            self._next = stop
         if replies:
             self.transport.write(b"".join(replies))
-        self._backlog = None
-        if self._parser.error is not None:
+        if self._has_work():
+            if not self._paused:
+                self._yielded = True
+                self.transport.yield_turn(self._continue)
+        elif self._parser.error is not None:
             self._protocol_error()
+
+    def _parse_slice(self) -> bool:
+        """Parse the next slice of the read into ``_commands``; False when none is left."""
+        data, start = self._unparsed, self._parsed
+        if start >= len(data) or self._parser.error is not None:
+            return False
+        self._parsed = start + _PARSE_SLICE
+        piece = data if start == 0 and len(data) <= _PARSE_SLICE else data[start:self._parsed]
+        self._commands, self._next = self._parser.feed(piece), 0
+        return True
 
     def _protocol_error(self) -> None:
         message = self._parser.error
@@ -124,8 +172,10 @@ class KVHandler(netmux.Handler):
 
     def resume_writing(self) -> None:
         self._paused = False
-        if self._backlog is not None:
-            self._answer(self._backlog)
+        if self.transport.is_closing():         # after QUIT or an error: nothing more to run
+            return
+        if not self._yielded:                   # else the continuation goes on
+            self._work()
         if not self._paused and not self.transport.is_closing():
             self.transport.resume_reading()
 

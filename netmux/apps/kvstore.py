@@ -27,7 +27,7 @@ import struct
 import tempfile
 import time
 import zlib
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 from netmux import __version__
 from netmux.apps.resp import array, bulk, error, integer
@@ -41,10 +41,11 @@ _PONG = b"+PONG\r\n"
 _NULL = b"$-1\r\n"
 _EMPTY_ARRAY = b"*0\r\n"
 _SET_EXPIRES = (b"EX", b"PX", b"EXAT", b"PXAT")
-_SWEEP_BUDGET = 1000                # expired keys deleted per sweep() at most
+_SWEEP_BUDGET = 1000                # deadline entries one sweep() looks at, at most
 _MAX_VALUE = 512 * 1024 * 1024      # Redis's proto-max-bulk-len: APPEND stops here
 _INTEGER = re.compile(rb"0|-?[1-9][0-9]{0,18}")   # Redis's string2ll: no "+", space, zeros, "-0"
 _LLONG_MAX = (1 << 63) - 1          # C's long long: Redis's integers and deadlines
+Value = Union[bytes, bytearray]     # a stored value (see Store.data)
 
 
 # name -> (do_NAME method, Redis's arity)
@@ -55,7 +56,7 @@ class CommandError(Exception):
     """A command refused: the message is the RESP error text (``ERR ...``)."""
 
 
-def _to_int(value: bytes) -> int:
+def _to_int(value: Value) -> int:
     """Parse an integer argument or stored value as strictly as Redis does."""
     if _INTEGER.fullmatch(value):
         number = int(value)
@@ -64,85 +65,193 @@ def _to_int(value: bytes) -> int:
     raise CommandError("ERR value is not an integer or out of range")
 
 
-def _bracket(pattern: bytes, index: int) -> Tuple[bytes, int]:
-    """The glob set opening at ``pattern[index - 1]`` (a ``[``) as a regex, and the index
-    after it, read exactly as Redis's ``stringmatchlen`` reads it: ``^`` negates, ``\\x``
-    is a literal x, ``a-z`` a range (``z-a`` too: the ends are swapped), ``]`` ends the
-    set even first (``[]`` is empty, matching nothing), and a set the pattern never
-    closes runs to the pattern's end."""
-    size = len(pattern)
-    negate = pattern[index:index + 1] == b"^"
-    index += negate
-    ranges: List[Tuple[int, int]] = []
-    while index < size:
-        byte = pattern[index]
-        if byte == 0x5C and size - index >= 2:                 # backslash: the next byte, literally
-            index += 1
-            ranges.append((pattern[index], pattern[index]))
-        elif byte == 0x5D:                                      # "]"
-            return _byte_class(ranges, negate), index + 1
-        elif size - index >= 3 and pattern[index + 1] == 0x2D:  # "a-z"
-            low, high = sorted((byte, pattern[index + 2]))
-            ranges.append((low, high))
-            index += 2
-        else:
-            ranges.append((byte, byte))
-        index += 1
-    return _byte_class(ranges, negate), index
+# ======================================================================
+# Redis's glob (KEYS, CONFIG GET): compiled once per command, cached nowhere
+# ======================================================================
+# One token of a glob: a run of stars, of "?", of escaped bytes or of plain
+# bytes, or the opening of a set ("[" or "[^"; _set_body reads the rest).
+# Every byte of a pattern starts a token.
+_GLOB_TOKEN = re.compile(rb"""
+      (?P<stars>\*+)
+    | (?P<any>\?+)
+    | (?P<escaped>(?:\\.)+)
+    | (?P<plain>[^*?\[\\]+|\\)                  # a backslash ending the pattern is itself
+    | (?P<set>\[\^?)
+""", re.DOTALL | re.VERBOSE)
+# A set's items as Redis's stringmatchlen reads them: "\x" is x (also "\]"),
+# "a-z" is a range whose end may be "]" ("[a-]" is a..]), any other byte but
+# "]" is itself. "]" ends the set, even first ("[]" is empty); a set never
+# closed runs to the pattern's end.
+_SET_BODY = re.compile(rb"(?:\\.|[^\]\\]-.|[^\]])*", re.DOTALL)
+_SET_ITEM = re.compile(rb"\\(.)|([^\\]-.)|(.)", re.DOTALL)     # an escaped byte, a range, a byte
+_MAX_STARS = 1000       # Redis 7's guard: more stars than this before the last token match nothing
+_FLIP = bytes([1, 0]) + bytes(254)
 
 
-def _byte_class(ranges: List[Tuple[int, int]], negate: bool) -> bytes:
-    """A regex matching one byte in (or, negated, not in) ``ranges``."""
-    if not ranges:
-        return b"." if negate else b"(?!)"        # "[^]" is any byte; "[]" none
-    body = b"".join(b"\\x%02x-\\x%02x" % pair for pair in ranges)
-    return b"[" + (b"^" if negate else b"") + body + b"]"
+def _set_body(pattern: bytes, start: int) -> Tuple[bytes, int]:
+    """The items of the set opened before ``start``, and where the pattern goes on."""
+    close = pattern.find(b"]", start)
+    if close < 0:
+        close = len(pattern)
+    body = pattern[start:close]
+    if b"\\" in body or b"-" in body:   # "\]" or "a-]" may carry the set past this "]"
+        close = _SET_BODY.match(pattern, start).end()       # type: ignore[union-attr]
+        body = pattern[start:close]
+    return body, close + (pattern[close:close + 1] == b"]")
 
 
-def _glob(pattern: bytes) -> Callable[[bytes], bool]:
-    """Redis's KEYS glob as a matcher on bytes: ``*``, ``?``, ``[a-z]``, ``[^...]`` and
-    ``\\x`` (a literal x), as Redis's ``stringmatchlen`` reads them, odd corners included (``fnmatch`` knows
-    ``[!...]`` and no escapes).
+def _set_table(body: bytes, negate: bool) -> bytes:
+    """A 256-byte table, 1 where a byte is in the set whose items are ``body``, or,
+    ``negate``, where it is not.
 
-    Not one regex: ``.*a.*a.*a.*b`` backtracks for ages on a long key of a's (Redis had
-    that bug too). Between two stars every token matches exactly one byte, so each
-    piece has a fixed length and its leftmost match is always the right one: the
-    pieces are searched one after the other, in O(len(key) * len(pattern)).
+    Linear, in C: ``split`` cuts the body into its items (single bytes and
+    three-byte ranges are its groups), and the loop visits each distinct item
+    once: at most 256 + 65,536 of them, however long the set.
     """
-    pieces: List[List[bytes]] = [[]]
-    index, size = 0, len(pattern)
-    while index < size:
-        char = pattern[index:index + 1]
-        index += 1
-        if char == b"*":
-            pieces.append([])
-        elif char == b"?":
-            pieces[-1].append(b".")
-        elif char == b"\\" and index < size:
-            pieces[-1].append(re.escape(pattern[index:index + 1]))
-            index += 1
-        elif char == b"[":
-            regex, index = _bracket(pattern, index)
-            pieces[-1].append(regex)
-        else:
-            pieces[-1].append(re.escape(char))
-    compiled = [(re.compile(b"".join(piece), re.DOTALL), len(piece)) for piece in pieces]
-    (first, first_length), (last, last_length) = compiled[0], compiled[-1]
+    table = bytearray(256)
+    plain = b"\\" not in body and b"-" not in body
+    for item in set(body) if plain else set(_SET_ITEM.split(body)):
+        if isinstance(item, int):
+            table[item] = 1
+        elif item and len(item) == 1:
+            table[item[0]] = 1
+        elif item:
+            low, high = sorted((item[0], item[2]))
+            table[low:high + 1] = b"\x01" * (high - low + 1)
+    return bytes(table).translate(_FLIP) if negate else bytes(table)
+
+
+class _Piece:
+    """The part of a glob between two stars: ``length`` tokens, each matching one byte."""
+
+    __slots__ = ("length", "runs", "sets", "_open")
+
+    def __init__(self) -> None:
+        self.length = 0
+        self.runs: List[Tuple[int, bytes]] = []     # (offset, literal bytes), the longest first
+        self.sets: List[Tuple[int, bytes]] = []     # (offset, a _set_table)
+        self._open: List[bytes] = []                # literal bytes not yet joined into a run
+
+    def add_literal(self, data: bytes) -> None:
+        self._open.append(data)
+        self.length += len(data)
+
+    def add_wildcard(self, count: int, table: Optional[bytes] = None) -> None:
+        """``count`` tokens matching any byte, or one matching the bytes ``table`` holds."""
+        self.finish()
+        if table is not None:
+            self.sets.append((self.length, table))
+        self.length += count
+
+    def finish(self) -> None:
+        """Join the literal bytes read last into one run (one join: nothing quadratic)."""
+        if self._open:
+            run = b"".join(self._open)
+            self.runs.append((self.length - len(run), run))
+            self.runs.sort(key=lambda item: -len(item[1]))      # find() looks for the longest
+            self._open = []
+
+    def at(self, key: bytes, position: int) -> bool:
+        """Whether the piece matches ``key`` from ``position`` (``length`` bytes must be there)."""
+        for offset, run in self.runs:
+            if not key.startswith(run, position + offset):
+                return False
+        for offset, table in self.sets:
+            if not table[key[position + offset]]:
+                return False
+        return True
+
+    def find(self, key: bytes, start: int, end: int) -> int:
+        """The leftmost position in ``key[start:end]`` where the piece matches, or -1."""
+        last = end - self.length
+        if not self.runs:
+            return next((position for position in range(start, last + 1) if self.at(key, position)), -1)
+        offset, run = self.runs[0]
+        stop = last + offset + len(run)
+        found = key.find(run, start + offset, stop)
+        while found >= 0 and not self.at(key, found - offset):
+            found = key.find(run, found + 1, stop)
+        return found - offset if found >= 0 else -1
+
+    def bound(self) -> Tuple[Callable[[bytes, int], bool], Callable[[bytes, int, int], int]]:
+        """``at`` and ``find``, as bytes' own ``startswith`` and ``find`` for plain bytes."""
+        if self.sets or len(self.runs) != 1 or len(self.runs[0][1]) != self.length:
+            return self.at, self.find
+        run = self.runs[0][1]
+        return (lambda key, position: key.startswith(run, position)), (lambda key, start, end: key.find(run, start, end))
+
+
+def _matches_nothing(key: bytes) -> bool:
+    return False
+
+
+def _glob(pattern: bytes, longest: Optional[int] = None) -> Callable[[bytes], bool]:
+    """Redis's glob as a matcher on bytes: ``*``, ``?``, ``[a-z]``, ``[^...]`` and ``\\x``
+    (a literal x), as Redis 7's ``stringmatchlen`` reads them, odd corners included:
+    a pattern matches the empty string only when it is empty itself (KEYS lists
+    every key for ``*`` without matching), and one with more than 1000 stars before
+    its last token matches nothing.
+
+    Not a regex: no compile cost, no backtracking, nothing left in ``re``'s cache.
+    The stars cut the pattern into pieces whose every token matches one byte; the
+    first piece must match at the key's start, the last at its end, and each one
+    between at its leftmost place after the one before (the leftmost is always
+    right): O(len(key) * len(pattern)) at worst, runs of plain bytes compared by
+    ``startswith`` and ``find``. The pattern is read a run of tokens at a time, in
+    C; ``longest``, the longest key it will be asked about, stops the reading as
+    soon as the pattern needs more bytes than that: a 1 MiB pattern against short
+    keys costs microseconds, not a pass in Python over every byte.
+    """
+    pieces = [_Piece()]
+    needed = 0                                      # the bytes a matching key has at least
+    position = 0
+    while position < len(pattern):
+        token = _GLOB_TOKEN.match(pattern, position)
+        assert token is not None, "every byte starts a token"
+        kind, text, piece, position = token.lastgroup, token.group(), pieces[-1], token.end()
+        before = piece.length
+        if kind == "stars":
+            piece.finish()
+            pieces.append(_Piece())
+        elif kind == "any":
+            piece.add_wildcard(len(text))
+        elif kind == "escaped":
+            piece.add_literal(text[1::2])
+        elif kind == "plain":
+            piece.add_literal(text)
+        else:                                       # a set
+            body, position = _set_body(pattern, position)
+            piece.add_wildcard(1, _set_table(body, text == b"[^"))
+        needed += piece.length - before
+        if longest is not None and needed > longest:
+            return _matches_nothing
+    pieces[-1].finish()
+    stars = len(pieces) - 1
+    if stars - (pieces[-1].length == 0) > _MAX_STARS:
+        return _matches_nothing
+    return _pieces_matcher(pieces)
+
+
+def _pieces_matcher(pieces: List[_Piece]) -> Callable[[bytes], bool]:
+    """The matcher of a glob cut at its stars into ``pieces`` (see ``_glob``)."""
+    first, last = pieces[0], pieces[-1]
+    first_at, last_at = first.bound()[0], last.bound()[0]
+    if len(pieces) == 1:
+        return lambda key: len(key) == first.length and first_at(key, 0)
+    head, tail = first.length, last.length
+    middle = [(piece.bound()[1], piece.length) for piece in pieces[1:-1]]
 
     def match(key: bytes) -> bool:
-        if len(compiled) == 1:
-            return first.fullmatch(key) is not None
-        if first.match(key) is None:
+        end = len(key) - tail
+        if not key or end < head or not (first_at(key, 0) and last_at(key, end)):
             return False
-        position = first_length
-        for piece, length in compiled[1:-1]:
-            if length:
-                found = piece.search(key, position)
-                if found is None:
-                    return False
-                position = found.end()
-        tail = len(key) - last_length
-        return tail >= position and last.fullmatch(key, tail) is not None
+        position = head
+        for find, length in middle:
+            position = find(key, position, end)
+            if position < 0:
+                return False
+            position += length
+        return True
 
     return match
 
@@ -161,9 +270,20 @@ class Store:
 
     def __init__(self, *, dump_path: Optional[str] = None, clock: Callable[[], float] = time.time,
                  port: int = 0) -> None:
-        self.data: Dict[bytes, bytes] = {}
+        # A value is bytes, or a bytearray once APPEND grew it (in place: amortised
+        # O(1)); every reply copies it, so nothing handed out changes afterwards.
+        self.data: Dict[bytes, Value] = {}
         self.expires: Dict[bytes, int] = {}              # key -> deadline, Unix ms
-        self._deadlines: List[Tuple[int, bytes]] = []    # heap; stale entries skipped on pop
+        # Deadlines: a heap of (deadline, key). An entry is stale once its key has
+        # another deadline or none (re-set, DEL, PERSIST, SET without one, expired).
+        # Stale entries are dropped when popped, or by a compaction: once they are
+        # most of the heap, it becomes _draining, moved into a new heap a sweep's
+        # budget of entries at a time, one live entry per key kept (_moved: the
+        # keys that have theirs in the new heap; a key set to a deadline it had
+        # before has two equal entries).
+        self._deadlines: List[Tuple[int, bytes]] = []
+        self._draining: List[Tuple[int, bytes]] = []
+        self._moved: Set[bytes] = set()
         self.dump_path = dump_path
         self.clock = clock
         self.clients = 0                                 # open connections, for INFO
@@ -184,8 +304,9 @@ class Store:
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
 
-    def lookup(self, key: bytes) -> Optional[bytes]:
-        """The live value of ``key``, deleting it first if it expired (lazy expiry)."""
+    def lookup(self, key: bytes) -> Optional[Value]:
+        """The live value of ``key``, deleting it first if it expired (lazy expiry).
+        A bytearray that APPEND may grow later: copy it to hand it out."""
         value = self.data.get(key)
         if value is not None and self.expires and key in self.expires:
             if self.expires[key] <= self._now_ms():
@@ -201,27 +322,44 @@ class Store:
         """Make ``key`` expire at ``deadline`` (Unix ms); past deadlines delete it now."""
         if deadline <= self._now_ms():
             self._delete(key)
-            return
-        self.expires[key] = deadline
-        heapq.heappush(self._deadlines, (deadline, key))
-        if len(self._deadlines) > 2 * len(self.expires) + 1024:
-            # Stale entries (keys re-set, deleted, persisted) outnumber live
-            # ones: rebuild, so the heap stays O(keys with a deadline).
-            self._deadlines = [(when, key) for key, when in self.expires.items()]
-            heapq.heapify(self._deadlines)
+        elif self.expires.get(key) != deadline:          # else its entry is there already
+            self.expires[key] = deadline
+            heapq.heappush(self._deadlines, (deadline, key))
+            if self._draining:
+                self._moved.add(key)
 
     def sweep(self, budget: int = _SWEEP_BUDGET) -> bool:
-        """Delete up to ``budget`` expired keys; True when more may be expired."""
+        """Look at up to ``budget`` deadline entries, stale ones included: drain a
+        compaction, delete expired keys. True when more work is left now."""
+        budget = self._drain(budget)
         now = self._now_ms()
         heap = self._deadlines
         while heap and heap[0][0] <= now:
             if budget <= 0:
                 return True
             deadline, key = heapq.heappop(heap)
+            budget -= 1
             if self.expires.get(key) == deadline:
                 self._delete(key)
-                budget -= 1
-        return False
+        if not self._draining and len(heap) > 2 * len(self.expires) + _SWEEP_BUDGET:
+            self._draining, self._deadlines = heap, []   # stale entries are most of it
+        return bool(self._draining)
+
+    def _drain(self, budget: int) -> int:
+        """Move up to ``budget`` entries of a compaction into the heap, the live ones
+        (from the end: the old list shrinks, and frees its memory, as it goes).
+        Returns the budget left."""
+        old, heap, expires, moved = self._draining, self._deadlines, self.expires, self._moved
+        count = min(budget, len(old))
+        for _ in range(count):
+            entry = old.pop()
+            deadline, key = entry
+            if expires.get(key) == deadline and key not in moved:
+                moved.add(key)
+                heapq.heappush(heap, entry)
+        if not old:
+            self._moved = set()
+        return budget - count
 
     def _ttl(self, key: bytes, unit: int) -> bytes:
         if self.lookup(key) is None:
@@ -263,7 +401,7 @@ class Store:
         """Write every live key to ``dump_path`` atomically (temp file, fsync, rename)."""
         if self.dump_path is None:
             raise CommandError("ERR no dump file: start kv with --dump FILE")
-        self.sweep(budget=len(self.data) + 1)
+        self.sweep(budget=len(self._deadlines) + len(self._draining) + 1)
         write_dump(self.dump_path, ((key, value, self.expires.get(key, -1))
                                     for key, value in self.data.items()))
 
@@ -393,10 +531,16 @@ class Store:
         return _OK
 
     def do_append(self, args: List[bytes]) -> bytes:
-        value = (self.lookup(args[1]) or b"") + args[2]
-        if len(value) > _MAX_VALUE:
+        key, tail = args[1], args[2]
+        value = self.lookup(key)
+        if value is None:
+            self.data[key] = tail
+            return integer(len(tail))
+        if len(value) + len(tail) > _MAX_VALUE:
             raise CommandError("ERR string exceeds maximum allowed size (proto-max-bulk-len)")
-        self.data[args[1]] = value
+        if not isinstance(value, bytearray):
+            value = self.data[key] = bytearray(value)   # one copy; from now on it grows in place
+        value += tail
         return integer(len(value))
 
     def do_strlen(self, args: List[bytes]) -> bytes:
@@ -419,8 +563,12 @@ class Store:
         return b":1\r\n" if found else b":0\r\n"
 
     def do_keys(self, args: List[bytes]) -> bytes:
-        match = _glob(args[1])
-        return array([bulk(key) for key in list(self.data) if match(key) and self.lookup(key) is not None])
+        if args[1] == b"*":                 # Redis lists every key unmatched (the empty one too)
+            keys = list(self.data)
+        else:
+            match = _glob(args[1], max(map(len, self.data), default=-1))
+            keys = [key for key in self.data if match(key)]
+        return array([bulk(key) for key in keys if self.lookup(key) is not None])
 
     def do_dbsize(self, args: List[bytes]) -> bytes:
         return integer(len(self.data))
@@ -430,7 +578,7 @@ class Store:
             raise CommandError("ERR syntax error")
         self.data.clear()
         self.expires.clear()
-        self._deadlines.clear()
+        self._deadlines, self._draining, self._moved = [], [], set()
         return _OK
 
     do_flushall = do_flushdb
@@ -468,7 +616,8 @@ class Store:
         if subcommand(args, {b"GET": -3, b"SET": -4, b"RESETSTAT": 2, b"REWRITE": 2}) != b"GET":
             raise CommandError("ERR CONFIG: only CONFIG GET parameter is supported")
         known = {b"save": b"", b"appendonly": b"no", b"databases": b"1"}
-        matchers = [_glob(pattern.lower()) for pattern in args[2:]]
+        longest = max(map(len, known))
+        matchers = [_glob(pattern.lower(), longest) for pattern in args[2:]]
         return array([bulk(item) for name, value in known.items()
                       if any(match(name) for match in matchers) for item in (name, value)])
 

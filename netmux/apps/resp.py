@@ -31,7 +31,7 @@ stream is bad, and the caller replies ``-ERR Protocol error: ...`` and closes.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Union
 
 __all__ = ["ProtocolError", "RespParser", "MAX_ARGUMENTS", "MAX_INLINE", "bulk", "error", "integer",
            "array"]
@@ -227,8 +227,8 @@ def _multibulk_length(digits: bytes) -> int:
 # ----------------------------------------------------------------------
 # Replies: each returns the encoded bytes
 # ----------------------------------------------------------------------
-def bulk(value: Optional[bytes]) -> bytes:
-    """A bulk string; None is the null bulk ``$-1``."""
+def bulk(value: Union[bytes, bytearray, None]) -> bytes:
+    """A bulk string (a copy of ``value``); None is the null bulk ``$-1``."""
     if value is None:
         return b"$-1\r\n"
     return b"$%d\r\n%s\r\n" % (len(value), value)
