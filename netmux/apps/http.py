@@ -22,10 +22,10 @@ with their headers in one piece.
 
 A turn's share: one read brings at most 64 KiB, which can hold 2,000 pipelined
 GETs; answering them all at once made every other client wait seconds. So a
-connection handles ``HTTPHandler.events_per_turn`` (32) h11 events per turn of
+connection handles ``HTTPHandler.events_per_turn`` (16) h11 events per turn of
 the loop (a request is two: its head and its end; a piece of a body one), then
 calls ``transport.yield_turn`` and goes on next turn, in order, reading
-nothing meanwhile: about 16 requests, a millisecond, and the others are served.
+nothing meanwhile: 8 requests, under a millisecond, and the others are served.
 
 Deadlines (``--header-timeout``, ``--body-min-rate``, ``--keepalive-timeout``;
 the same names on ``Site``), each on the connection's own timer, so they hold
@@ -203,7 +203,7 @@ class HTTPHandler(netmux.Handler):
     #: h11 events handled per turn of the loop: a request is two (its head, its end), a
     #: piece of a body one. Then the rest waits, in order, for the next turn
     #: (``transport.yield_turn``) while the reactor serves the other connections.
-    events_per_turn = 32
+    events_per_turn = 16
 
     def __init__(self, site: Site) -> None:
         self.site = site
@@ -319,7 +319,7 @@ class HTTPHandler(netmux.Handler):
 
     def _wait(self, kind: int) -> None:
         self._waiting = kind
-        now = self._since = self.transport.reactor.time()
+        now = self._since = self.transport.reactor.turn_time     # this turn's clock: no clock call
         site = self.site
         due = now + (site.keepalive_timeout if kind == _NEXT else site.header_timeout)
         if due < self._timer_due:                   # else the timer fires first and re-arms
@@ -335,7 +335,7 @@ class HTTPHandler(netmux.Handler):
         """The connection's timer: close a client past its deadline, else re-arm."""
         self._timer, self._timer_due = None, math.inf
         site, transport = self.site, self.transport
-        now = transport.reactor.time()
+        now = transport.reactor.turn_time
         unsent = transport.get_write_buffer_size()
         if unsent:                                  # the client owes us reading, not bytes
             if unsent == self._unsent:
