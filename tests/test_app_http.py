@@ -3,26 +3,30 @@ hostile input that costs one connection only, and the root that cannot be left."
 from __future__ import annotations
 
 import argparse
+import contextlib
 import email.utils
 import hashlib
 import logging
 import os
 import re
+import selectors
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import h11
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import netmux
-from conftest import ServingThread, recv_until_eof, wait_until
+from conftest import WAYS, ServingThread, recv_until_eof, run_one_way as run, wait_until
 from netmux.apps import http as app
+from netmux.testing import drive, pair
 
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MiB = 1 << 20
@@ -528,3 +532,393 @@ def test_a_peer_that_resets_after_asking_for_a_big_file_is_no_error(server, capl
     responses, _ = exchange(server.port, get("/hello.txt"))
     assert responses[0][1] == b"hello, file\n"
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+# ----------------------------------------------------------------------
+# Fairness (issue 16): a turn's share of pipelined requests, deadlines for slow clients,
+# each over a socket, under a CountingLayer and under drive() (virtual time)
+# ----------------------------------------------------------------------
+class Journal(app.HTTPHandler):
+    """An HTTPHandler that notes each request's target and when its connection is lost
+    (for run_one_way)."""
+
+    turns = 0
+
+    def __init__(self, site: app.Site) -> None:
+        super().__init__(site)
+        self.answered: List[Tuple[int, bytes]] = []
+        self.lost = False
+        self.lost_exc: Optional[BaseException] = None
+
+    def _request(self, request: Any) -> None:
+        self.answered.append((self.turns, request.target))
+        super()._request(request)
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        super().connection_lost(exc)
+        self.lost, self.lost_exc = True, exc
+
+
+class Turns(Journal):
+    """A Journal that also counts the turns of the loop (a callback queued every turn, until
+    the connection is lost: no timer can come due meanwhile under drive)."""
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._tick()
+
+    def _tick(self) -> None:
+        if not self.lost:
+            self.turns += 1
+            self.transport.reactor.call_soon(self._tick)
+
+
+def _statuses(written: bytes) -> List[int]:
+    return [response.status_code for response, _ in _parse_responses(written)]
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_pipelined_requests_are_answered_a_turns_share_at_a_time_in_order(way):
+    site = app.Site()
+    targets = [b"/?%d" % i for i in range(1000)]                  # 45 KB: one read
+    outcome = run(way, lambda: Turns(site), b"".join(get(target.decode()) for target in targets))
+    assert [target for _, target in outcome.handler.answered] == targets
+    assert [(r.status_code, body) for r, body in _parse_responses(outcome.written)] == [(200, app.HELLO_PAGE)] * 1000
+    per_turn: Dict[int, int] = {}
+    for turn, _ in outcome.handler.answered:
+        per_turn[turn] = per_turn.get(turn, 0) + 1
+    assert max(per_turn.values()) <= app.HTTPHandler.events_per_turn // 2     # a request: head and end
+    assert outcome.lost_exc is None
+
+
+@pytest.mark.parametrize("budget", [1, 0, -3, float("nan"), float("inf")])
+def test_any_events_per_turn_answers_every_request(budget):
+    class Budgeted(Turns):
+        events_per_turn = budget
+
+    site = app.Site()
+    conversation = drive(lambda: Budgeted(site), [get("/") * 50 + get("/", "Connection: close")])
+    assert _statuses(conversation.written) == [200] * 51 and conversation.closed
+
+
+def test_a_pipelining_client_does_not_hold_up_a_fresh_one(hello):
+    """One client sends 20,000 GETs in one go and reads its answers; a fresh client's
+    one request is answered meanwhile, fast, and the pipeliner gets all its answers in order."""
+    count = 20_000
+    payload = b"".join(get(f"/?{i}") for i in range(count))
+    selector = selectors.DefaultSelector()
+    busy = socket.create_connection(("127.0.0.1", hello.port), timeout=10)
+    busy.setblocking(False)
+    selector.register(busy, selectors.EVENT_READ | selectors.EVENT_WRITE, "busy")
+    received, sent, fresh, fresh_reply = bytearray(), 0, None, bytearray()
+    started = waited = None
+    deadline = time.monotonic() + 60
+    try:
+        while received.count(b"HTTP/1.1 200 ") < count or waited is None:
+            assert time.monotonic() < deadline, (received.count(b"HTTP/1.1 200 "), waited)
+            for key, events in selector.select(0.5):
+                if key.data == "busy" and events & selectors.EVENT_WRITE:
+                    sent += busy.send(payload[sent:sent + (1 << 20)])
+                    if sent == len(payload):
+                        selector.modify(busy, selectors.EVENT_READ, "busy")
+                elif key.data == "busy":
+                    received += busy.recv(1 << 20)
+                else:
+                    piece = fresh.recv(1 << 16)
+                    fresh_reply += piece
+                    if not piece:
+                        waited = time.perf_counter() - started
+                        selector.unregister(fresh)
+            if fresh is None and received.count(b"HTTP/1.1 200 ") > 100:   # the server is busy with it
+                fresh = socket.create_connection(("127.0.0.1", hello.port), timeout=10)
+                started = time.perf_counter()
+                fresh.sendall(get("/", "Connection: close"))
+                fresh.setblocking(False)
+                selector.register(fresh, selectors.EVENT_READ, "fresh")
+    finally:
+        busy.close()
+        if fresh is not None:
+            fresh.close()
+    assert _parse_responses(bytes(fresh_reply))[0][1] == app.HELLO_PAGE
+    print(f"fresh client answered in {waited * 1e3:.1f} ms beside 20,000 pipelined GETs")
+    assert waited < 0.2
+    responses = _parse_responses(bytes(received))
+    assert len(responses) == count and all(body == app.HELLO_PAGE for _, body in responses)
+
+
+def test_the_share_goes_to_the_others_before_the_pipeliner_is_done():
+    """Deterministic: the reactor turns in this thread with both clients' bytes already in
+    the kernel; the fresh request is answered while the pipeliner has had a few turns' share."""
+    reactor = netmux.Reactor()
+    site = app.Site()
+    made: List[Journal] = []
+    server = netmux.TCPServer(("127.0.0.1", 0), lambda: made.append(Journal(site)) or made[-1], reactor=reactor)
+    busy = socket.create_connection(server.server_address[:2], timeout=10)
+    fresh = socket.create_connection(server.server_address[:2], timeout=10)
+    try:
+        busy.sendall(get("/") * 2000)                          # 54 KB: one read
+        fresh.sendall(get("/", "Connection: close"))
+        busy.setblocking(False)
+        fresh.setblocking(False)
+        answered = bytearray()
+        deadline = time.monotonic() + 20
+        while not answered.endswith(app.HELLO_PAGE):
+            assert time.monotonic() < deadline
+            reactor.run_once(0.05)
+            with contextlib.suppress(BlockingIOError):
+                answered += fresh.recv(1 << 16)
+            with contextlib.suppress(BlockingIOError):
+                busy.recv(1 << 20)                               # the pipeliner reads: no pause
+        pipelined = max(made, key=lambda handler: len(handler.answered))
+        assert len(pipelined.answered) < 200, len(pipelined.answered)   # of 2,000; before: all
+    finally:
+        busy.close()
+        fresh.close()
+        server.server_close()
+        reactor.close()
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_a_request_head_not_complete_in_time_is_408_and_closed(way):
+    site = app.Site(header_timeout=0.3)
+    outcome = run(way, lambda: Journal(site), b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: a", eof=False)
+    responses = _parse_responses(outcome.written)
+    assert [r.status_code for r, _ in responses] == [408]
+    assert header(responses[0][0], b"connection") == b"close"
+    assert outcome.lost and outcome.lost_exc is None
+
+
+def test_the_header_deadline_runs_on_virtual_time_under_drive():
+    for site, fires_at in ((app.Site(header_timeout=60), 60), (app.Site(), app.HEADER_TIMEOUT)):
+        conversation = drive(lambda: app.HTTPHandler(site), [b"GET / HTTP/1.1\r\n"], eof=False)
+        assert _statuses(conversation.written) == [408] and conversation.closed
+        assert conversation.time == fires_at
+    # Nothing at all sent: the first request's clock started at accept.
+    conversation = drive(lambda: app.HTTPHandler(app.Site()), [], eof=False)
+    assert _statuses(conversation.written) == [408] and conversation.time == app.HEADER_TIMEOUT
+
+
+class Client(netmux.Handler):
+    """A scripted client for netmux.testing.pair(): sends each piece at its virtual time."""
+
+    def __init__(self, script: List[Tuple[float, bytes]]) -> None:
+        self.script = script
+        self.received = bytearray()
+        self.closed_at: Optional[float] = None
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        for when, piece in self.script:
+            transport.call_later(when, self._send, piece)
+
+    def _send(self, piece: bytes) -> None:
+        self.transport.write(piece)
+
+    def data_received(self, data: bytes) -> None:
+        self.received += data
+
+    def eof_received(self) -> None:
+        self.closed_at = self.transport.reactor.time()
+
+
+def _converse(site: app.Site, script: List[Tuple[float, bytes]]) -> Tuple[List[int], Optional[float]]:
+    """The statuses a scripted client got, and the virtual time the server closed."""
+    ran = pair(lambda: Client(script), lambda: app.HTTPHandler(site), until=10_000)
+    client = ran.client
+    return _statuses(bytes(client.received)), client.closed_at
+
+
+def test_the_head_clock_starts_at_the_first_byte_of_each_request_not_at_the_last_answer():
+    site = app.Site()                                          # 20 s for a head, 75 s keep-alive
+    request = get("/")
+    # A keep-alive request at 0, the next one's first byte at 50 s, its rest at 65: answered.
+    statuses, closed_at = _converse(site, [(0, request), (50, request[:1]), (65, request[1:])])
+    assert statuses == [200, 200] and closed_at == 65 + app.KEEPALIVE_TIMEOUT
+    # The same, never finished: 408 twenty seconds after its first byte.
+    statuses, closed_at = _converse(site, [(0, request), (50, request[:1])])
+    assert statuses == [200, 408] and closed_at == 50 + app.HEADER_TIMEOUT
+
+
+def test_a_slowloris_client_is_cut_at_the_deadline_on_virtual_time():
+    head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200
+    statuses, closed_at = _converse(app.Site(), [(second, head[second:second + 1]) for second in range(len(head))])
+    assert statuses == [408] and closed_at == app.HEADER_TIMEOUT
+
+
+@pytest.mark.parametrize("bytes_a_second, cut_at", [(100, 25.0), (600, None)])
+def test_a_request_body_must_keep_the_minimum_rate(bytes_a_second, cut_at):
+    """Apache's body=20,MinRate=500: 20 s, plus one for every 500 bytes that came.
+    At 100 B/s that is 20 + 100 t / 500 = t: cut at 25 s (24.8: the bytes come once a
+    second, the 25th second's not yet); at 600 B/s never."""
+    size = 30_000
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size
+    body = [(1 + second, b"x" * bytes_a_second) for second in range(size // bytes_a_second)]
+    statuses, closed_at = _converse(app.Site(), [(0, head)] + body + [(size // bytes_a_second + 1, get("/"))])
+    if cut_at is None:
+        assert statuses == [405, 200]              # answered at the head, then keep-alive
+        assert closed_at == size // bytes_a_second + 1 + app.KEEPALIVE_TIMEOUT
+    else:
+        assert statuses == [405] and cut_at - 1 < closed_at <= cut_at
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_a_slow_request_body_is_cut(way):
+    site = app.Site(header_timeout=0.2, body_min_rate=100)
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+    outcome = run(way, lambda: Journal(site), head + b"x" * 10, eof=False)    # 0.2 s + 10 / 100
+    assert _statuses(outcome.written) == [405] and outcome.lost
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_an_idle_keep_alive_connection_is_closed_after_the_keepalive_timeout(way):
+    site = app.Site(keepalive_timeout=0.3)
+    outcome = run(way, lambda: Journal(site), get("/"), eof=False)
+    assert _statuses(outcome.written) == [200] and outcome.lost and outcome.lost_exc is None
+
+
+def test_with_no_options_an_idle_connection_is_closed_after_75_s():
+    args = _namespace()                                   # the command line's defaults
+    assert (args.header_timeout, args.body_min_rate, args.keepalive_timeout) == (20, 500, 75)
+    conversation = drive(lambda: app.HTTPHandler(app.Site()), [get("/")], eof=False)
+    assert _statuses(conversation.written) == [200]
+    assert conversation.closed and conversation.time == app.KEEPALIVE_TIMEOUT == 75
+
+
+def test_a_peer_that_reads_nothing_of_a_big_answer_is_closed_in_the_end(site_root):
+    site = app.Site(site_root)
+    conversation = drive(lambda: app.HTTPHandler(site), [get("/digits.bin")], eof=False, peer_reads=False)
+    assert conversation.closed
+    # The head's deadline finds the answer unread (20 s); a keep-alive timeout later, still: abort.
+    assert conversation.time == app.HEADER_TIMEOUT + app.KEEPALIVE_TIMEOUT
+    # One that reads, late but within the timeout, gets all of it and keeps its connection.
+    conversation = drive(lambda: app.HTTPHandler(site), [get("/digits.bin")], eof=False, peer_reads=60)
+    response, body = _parse_responses(conversation.written)[0]
+    assert body == bytes(range(256)) * 1024
+    assert conversation.time == 60 + app.KEEPALIVE_TIMEOUT
+
+
+def test_slow_header_clients_are_cut_with_408_and_a_fresh_client_is_served_meanwhile():
+    """Three clients trickle a head a byte every 0.1 s into a server of --max-connections 3
+    and --header-timeout 0.5: each is answered 408 and closed near 0.5 s; a fresh client,
+    waiting in the backlog for a free slot, is served once one is cut."""
+    running = Running(header_timeout=0.5, max_connections=3)
+    slow = [socket.create_connection(("127.0.0.1", running.port), timeout=10) for _ in range(3)]
+    opened = time.monotonic()
+    try:
+        for sock in slow:
+            sock.setblocking(False)
+        wait_until(lambda: running.serving.call(lambda: running.serving.server.connections) == 3)
+        fresh_reply: List[bytes] = []
+
+        def fresh() -> None:
+            with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
+                sock.sendall(get("/", "Connection: close"))
+                fresh_reply.append(recv_until_eof(sock, timeout=10))
+
+        helper = threading.Thread(target=fresh)
+        helper.start()
+        replies = [bytearray() for _ in slow]
+        closed_after: List[Optional[float]] = [None] * len(slow)
+        head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100
+        for byte in range(len(head)):                      # at most 13 s
+            if all(after is not None for after in closed_after):
+                break
+            for index, sock in enumerate(slow):
+                if closed_after[index] is None:
+                    with contextlib.suppress(OSError):
+                        sock.send(head[byte:byte + 1])
+                    with contextlib.suppress(BlockingIOError):
+                        piece = sock.recv(1 << 16)
+                        replies[index] += piece
+                        if not piece:
+                            closed_after[index] = time.monotonic() - opened
+            time.sleep(0.1)
+        helper.join(15)
+        assert not helper.is_alive()
+    finally:
+        for sock in slow:
+            sock.close()
+        running.stop()
+    assert all(bytes(reply).startswith(b"HTTP/1.1 408 ") for reply in replies), replies
+    assert all(after is not None and 0.45 <= after < 5 for after in closed_after), closed_after
+    assert _parse_responses(fresh_reply[0])[0][1] == app.HELLO_PAGE
+
+
+def test_an_idle_keep_alive_connection_and_a_slow_head_over_a_socket():
+    """The keep-alive wait is not the head's: a request whose first byte comes 0.4 s after
+    the last answer still has its 0.5 s; the idle connection closes at its own timeout."""
+    running = Running(header_timeout=0.5, keepalive_timeout=1.0)
+    try:
+        with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
+            sock.sendall(get("/"))
+            assert _parse_responses(recv_exactly_response(sock))[0][1] == app.HELLO_PAGE
+            time.sleep(0.4)                                # idle, under the keep-alive timeout
+            request = get("/")
+            sock.sendall(request[:5])
+            began = time.monotonic()
+            time.sleep(0.3)                                # 0.7 s after the answer: within the head's 0.5 s
+            sock.sendall(request[5:])
+            assert _parse_responses(recv_exactly_response(sock))[0][1] == app.HELLO_PAGE
+            sock.sendall(b"GET / HT")
+            began = time.monotonic()
+            reply = recv_until_eof(sock, timeout=10)
+            assert reply.startswith(b"HTTP/1.1 408 ") and 0.45 <= time.monotonic() - began < 5
+        with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
+            sock.sendall(get("/"))
+            began = time.monotonic()
+            reply = recv_until_eof(sock, timeout=10)       # answered, then closed at 1 s idle
+            assert _statuses(reply) == [200] and 0.95 <= time.monotonic() - began < 6
+    finally:
+        running.stop()
+
+
+def recv_exactly_response(sock: socket.socket) -> bytes:
+    """One whole hello-page response from a blocking socket (bounded in time)."""
+    data = bytearray()
+    deadline = time.monotonic() + 10
+    while not data.endswith(app.HELLO_PAGE):
+        assert time.monotonic() < deadline
+        piece = sock.recv(1 << 16)
+        assert piece, bytes(data)
+        data += piece
+    return bytes(data)
+
+
+def test_deadline_options_are_checked(tmp_path):
+    for bad in (0, -1, float("nan")):
+        for name in ("header_timeout", "body_min_rate", "keepalive_timeout"):
+            with pytest.raises(ValueError, match=name):
+                app.Site(**{name: bad})
+    app.Site(header_timeout=float("inf"), keepalive_timeout=float("inf"))     # never
+
+
+# ----------------------------------------------------------------------
+# What a request may cost beyond its size (issue 16)
+# ----------------------------------------------------------------------
+def test_range_numbers_of_thousands_of_digits_are_read_without_converting_them(server):
+    many = "9" * 5000                                     # int() refuses over 4,300 digits (3.11)
+    responses, _ = exchange(server.port, get("/hello.txt", f"Range: bytes={many}-")
+                            + get("/hello.txt", f"Range: bytes=0-{many}") + get("/hello.txt", f"Range: bytes=-{many}")
+                            + get("/hello.txt", "Range: bytes=" + "0" * 5000 + "7-10"))
+    assert [(r.status_code, body) for r, body in responses] == [
+        (416, b"416 Requested Range Not Satisfiable\n"), (206, b"hello, file\n"), (206, b"hello, file\n"),
+        (206, b"file")]
+
+
+def test_an_if_modified_since_with_a_huge_year_is_ignored(server, caplog):
+    # It raised OverflowError in the handler: an ERROR and a lost connection per request.
+    with caplog.at_level(logging.WARNING, logger="netmux"):
+        responses, _ = exchange(server.port, get("/hello.txt", "If-Modified-Since: Fri, 01 Jan 99999999999 00:00:00 GMT")
+                                + get("/hello.txt", "If-Modified-Since: Fri, 01 Jan 99999 00:00:00 GMT"))
+    assert [(r.status_code, body) for r, body in responses] == [(200, b"hello, file\n")] * 2
+    assert not caplog.records
+
+
+def test_a_missing_path_of_thousands_of_segments_costs_one_stat(site_root, monkeypatch):
+    # realpath() lstat()ed each of its 4,000 prefixes: about 10 ms a request.
+    site = app.Site(site_root)
+    walked: List[str] = []
+    monkeypatch.setattr(app.os.path, "realpath", lambda path: walked.append(path) or path)
+    assert site.resolve(b"/a" * 4000) == (404, "")
+    assert site.resolve(b"/docs/" + b"/." * 4000 + b"/missing") == (404, "")
+    assert walked == []

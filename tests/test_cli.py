@@ -13,7 +13,7 @@ from typing import List, Optional
 
 import pytest
 
-from conftest import ROOT, ServerProcess, child_env, recv_exactly
+from conftest import ROOT, ServerProcess, child_env, recv_exactly, recv_until_eof
 
 
 @pytest.fixture
@@ -219,6 +219,9 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess:
     ["chat", "--flood-timeout", "inf"], ["chat", "--max-line-rate", "1.5"],
     ["kv", "--max-request", "-1"], ["kv", "--max-request", "x"],
     ["http", "--max-header-size", "0"], ["http", "--max-body", "-1"],
+    ["http", "--header-timeout", "0"], ["http", "--header-timeout", "nan"], ["http", "--header-timeout", "inf"],
+    ["http", "--header-timeout", "soon"], ["http", "--body-min-rate", "0"], ["http", "--body-min-rate", "-5"],
+    ["http", "--body-min-rate", "1.5"], ["http", "--keepalive-timeout", "-1"], ["http", "--keepalive-timeout", "nan"],
 ])
 def test_bad_option_value_is_a_usage_error_not_a_traceback_or_a_running_server(args):
     result = _run_cli(*args)
@@ -339,7 +342,8 @@ def test_importing_netmux_and_its_command_line_does_not_import_h11():
 
 @pytest.mark.parametrize("server, own_options", [
     ("kv", ["--max-request", "--dump"]),
-    ("http", ["--root", "--max-header-size", "--max-body"]),
+    ("http", ["--root", "--max-header-size", "--max-body", "--header-timeout", "--body-min-rate",
+              "--keepalive-timeout"]),
 ])
 def test_kv_and_http_help_show_their_own_options_and_only_theirs(server, own_options):
     result = _run_cli(server, "--help")
@@ -349,6 +353,22 @@ def test_kv_and_http_help_show_their_own_options_and_only_theirs(server, own_opt
         assert option in result.stdout
     others = _run_cli("chat" if server == "http" else "http", "--help").stdout
     assert all(option not in others for option in own_options)
+
+
+def test_http_deadline_options_reach_the_server(cli):
+    """--header-timeout 0.5: a head left unfinished is answered 408 half a second after it
+    began; --keepalive-timeout 0.5: an answered connection left idle is closed as soon."""
+    pytest.importorskip("h11")
+    server = cli("http", "--port", "0", "--header-timeout", "0.5", "--keepalive-timeout", "0.5")
+    for request, status in ((b"GET / HTTP/1.1\r\nHost: x\r\n", b"408"),
+                            (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"200")):
+        with socket.create_connection(server.address, timeout=10) as client:
+            client.sendall(request)
+            began = time.monotonic()
+            reply = recv_until_eof(client, timeout=10)
+            assert reply.startswith(b"HTTP/1.1 " + status + b" "), reply[:60]
+            assert 0.4 <= time.monotonic() - began < 8
+    assert server.stop(signal.SIGTERM) == 0
 
 
 def _assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:

@@ -20,6 +20,35 @@ above the high-water mark no further request is read. Files over 64 KiB go
 out with ``transport.sendfile`` (zero-copy); smaller ones are read and written
 with their headers in one piece.
 
+A turn's share: one read brings at most 64 KiB, which can hold 2,000 pipelined
+GETs; answering them all at once made every other client wait seconds. So a
+connection handles ``HTTPHandler.events_per_turn`` (16) h11 events per turn of
+the loop (a request is two: its head and its end; a piece of a body one), then
+calls ``transport.yield_turn`` and goes on next turn, in order, reading
+nothing meanwhile: 8 requests, under a millisecond, and the others are served.
+
+Deadlines (``--header-timeout``, ``--body-min-rate``, ``--keepalive-timeout``;
+the same names on ``Site``), each on the connection's own timer, so they hold
+over a socket, under a layer and under ``netmux.testing.drive``:
+
+* a request head must be complete within 20 s of its first byte (of the
+  accept, for a connection's first request), else ``408 Request Timeout`` with
+  ``Connection: close``. Apache's ``RequestReadTimeout header=20-40`` starts at
+  20 s, nginx's ``client_header_timeout`` is 60 s; we take 20: a head comes in
+  one packet from any real client, and a slow-header client (slowloris) holds a
+  connection slot a third as long.
+* a request body gets the same 20 s, plus a second for every 500 bytes that
+  came (Apache's ``body=20,MinRate=500``): slower, the connection closes. It is
+  answered at its head already (this server never uses a body; nginx discards
+  one the same way), so there is no 408 left to send.
+* keep-alive: a connection waiting 75 s for the first byte of its next request
+  closes (nginx's ``keepalive_timeout``; ``--idle-timeout`` is the server's
+  wider rule, no byte either way, and off by default). So does one that has
+  read nothing of its answers for 75 s (nginx's ``send_timeout`` is 60).
+
+While a big answer waits for the client to read, the client owes no bytes:
+a head or body deadline starts again once we read again.
+
 Never outside the root: the target is percent-decoded once, and a ``..``
 segment, a NUL byte or a backslash is a 400; a path is joined below the root
 from its segments (so ``//etc/passwd`` is ``ROOT/etc/passwd``), then resolved
@@ -40,6 +69,7 @@ from __future__ import annotations
 import argparse
 import email.utils
 import logging
+import math
 import mimetypes
 import os
 import stat
@@ -50,7 +80,7 @@ from typing import Any, List, Optional, Tuple
 from urllib.parse import unquote_to_bytes
 
 import netmux
-from netmux.apps import byte_count, positive_int, stream_server
+from netmux.apps import byte_count, positive_int, positive_seconds, stream_server
 
 # The optional extra (pip install 'netmux[http]'). Without it this import fails,
 # and the command line's registry (apps.load) turns that into one line naming the
@@ -70,6 +100,17 @@ logger = logging.getLogger("netmux.http")
 #: reading and its resume_writing (at an empty buffer) tells us its file may close.
 SMALL_FILE = 64 * 1024
 
+#: Deadlines (the defaults of Site and the command line; the module docstring says why these).
+HEADER_TIMEOUT = 20.0         # seconds from a request's first byte to the end of its head: 408
+BODY_MIN_RATE = 500.0         # bytes a second a request body must average after HEADER_TIMEOUT
+KEEPALIVE_TIMEOUT = 75.0      # seconds a connection may wait for the client: the next request, a read
+
+# What a connection's deadline is about (HTTPHandler._waiting).
+_ANSWERING = 0                # a request is being answered: no deadline of the client's
+_HEAD = 1                     # a request head has begun (or the connection is new): 408 at the deadline
+_BODY = 2                     # a request body is coming: at least body_min_rate after a grace
+_NEXT = 3                     # keep-alive: no byte of the next request yet
+
 _ALLOWED = b"GET, HEAD"
 #: The page served at "/" without --root (bench/servers/asgi_hello.py serves the same bytes).
 HELLO_PAGE = (b"<!doctype html>\n<html><head><title>netmux</title></head>\n"
@@ -80,12 +121,22 @@ _END = h11.EndOfMessage()
 
 
 class Site:
-    """What every connection of one server shares: the root, the limits, the Date header."""
+    """What every connection of one server shares: the root, the limits, the deadlines,
+    the Date header. The deadlines are seconds (``math.inf``: never) and the rate bytes a
+    second; their defaults are the command line's (see the module's docstring)."""
 
     def __init__(self, root: Optional[str] = None, max_header_size: int = 16384,
-                 max_body: int = 1 << 20) -> None:
+                 max_body: int = 1 << 20, *, header_timeout: float = HEADER_TIMEOUT,
+                 body_min_rate: float = BODY_MIN_RATE, keepalive_timeout: float = KEEPALIVE_TIMEOUT) -> None:
         if max_header_size < 1 or max_body < 0:
             raise ValueError("max_header_size must be >= 1 and max_body >= 0")
+        for name, value in (("header_timeout", header_timeout), ("body_min_rate", body_min_rate),
+                            ("keepalive_timeout", keepalive_timeout)):
+            if not value > 0:                    # NaN too
+                raise ValueError(f"{name} must be above 0, not {value!r}")
+        self.header_timeout = float(header_timeout)
+        self.body_min_rate = float(body_min_rate)
+        self.keepalive_timeout = float(keepalive_timeout)
         self.root = None if root is None else os.path.realpath(root)
         if self.root is not None and not os.path.isdir(self.root):
             raise ValueError(f"--root {root!r} is not a directory")
@@ -132,6 +183,13 @@ class Site:
         if ".." in segments:
             return 400, ""
         joined = os.path.join(root, *[s for s in segments if s not in ("", ".")])
+        # realpath() lstat()s every prefix of the path, found or not: thousands of segments
+        # would cost milliseconds. One stat() first answers a missing path (the usual 404,
+        # a path over PATH_MAX or with a symlink loop) in one system call.
+        try:
+            os.stat(joined)
+        except (OSError, ValueError):
+            return 404, ""
         real = os.path.realpath(joined)
         if real != root and not real.startswith(root + os.sep):
             return 404, ""                       # a symlink that points out
@@ -139,22 +197,37 @@ class Site:
 
 
 class HTTPHandler(netmux.Handler):
-    """One HTTP/1.1 connection: h11 parses, we answer each request in order."""
+    """One HTTP/1.1 connection: h11 parses, we answer each request in order, a turn's
+    share at a time, and hold the client to the site's deadlines."""
+
+    #: h11 events handled per turn of the loop: a request is two (its head, its end), a
+    #: piece of a body one. Then the rest waits, in order, for the next turn
+    #: (``transport.yield_turn``) while the reactor serves the other connections.
+    events_per_turn = 16
 
     def __init__(self, site: Site) -> None:
         self.site = site
         self._conn: Any = None
         self._paused = False           # a big response waits: read no further request
+        self._yielded = False          # a turn's share is done: the continuation goes on
         self._files: List[Any] = []    # open files whose regions may still be queued
         self._method = b"-"            # of the request being answered, for HEAD and the log
         self._target = b"-"
         self._body_seen = 0            # request body bytes read (and dropped)
+        # One timer per connection for every deadline, pushed back lazily (as the
+        # transport's idle timer): a request only stamps what it waits for and since when.
+        self._waiting = _HEAD
+        self._since = 0.0
+        self._timer: Any = None
+        self._timer_due = math.inf
+        self._unsent = -1              # the write buffer at the last deadline: is the peer reading?
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.site.max_header_size)
         # Resume only once the buffer is empty: then every queued file is sent and may close.
         transport.set_write_buffer_limits(high=SMALL_FILE, low=0)
+        self._wait(_HEAD)              # the first request's clock starts at accept
 
     def data_received(self, data: bytes) -> None:
         self._conn.receive_data(data)
@@ -175,8 +248,10 @@ class HTTPHandler(netmux.Handler):
     def resume_writing(self) -> None:
         self._paused = False
         self._close_files()            # low water is 0: everything queued has been sent
+        self._waiting = _ANSWERING     # we did not read meanwhile: the client's clock starts again
         self.transport.resume_reading()
-        self._process()                # pipelined requests h11 already holds
+        if not self._yielded:          # else the continuation goes on with them
+            self._process()            # pipelined requests h11 already holds
 
     def _close_files(self) -> None:
         for file in self._files:
@@ -184,11 +259,13 @@ class HTTPHandler(netmux.Handler):
         self._files.clear()
 
     # ------------------------------------------------------------------
-    # Events from h11
+    # Events from h11, a turn's share at a time
     # ------------------------------------------------------------------
     def _process(self) -> None:
+        self._yielded = False
         conn = self._conn
         transport = self.transport
+        left = self.events_per_turn
         while not self._paused and not transport.is_closing():
             try:
                 event = conn.next_event()
@@ -197,6 +274,7 @@ class HTTPHandler(netmux.Handler):
                 return
             kind = type(event)
             if kind is h11.Request:
+                self._waiting = _ANSWERING
                 self._request(event)
                 if conn.our_state is h11.MUST_CLOSE:   # an error, HTTP/1.0, "Connection: close"
                     transport.close()
@@ -212,10 +290,88 @@ class HTTPHandler(netmux.Handler):
                     transport.close()
                     return
             elif event is h11.NEED_DATA:
+                self._note_wait()
                 return
             else:                                   # ConnectionClosed, or PAUSED: they must close
                 transport.close()
                 return
+            left -= 1
+            if not left > 0:                        # a turn's share (a NaN budget: one event)
+                if not self._paused:
+                    self._yielded = True
+                    transport.yield_turn(self._process)
+                return
+
+    # ------------------------------------------------------------------
+    # Deadlines: what the connection waits for from the client, and since when
+    # ------------------------------------------------------------------
+    def _note_wait(self) -> None:
+        """h11 needs more bytes: of a body, of a begun head, or of the next request."""
+        conn = self._conn
+        if conn.their_state is h11.SEND_BODY:
+            kind = _BODY
+        elif conn.trailing_data[0]:                 # part of a head (at most max_header_size)
+            kind = _HEAD
+        else:
+            kind = _NEXT
+        if kind != self._waiting:                   # the same wait goes on: its clock too
+            self._wait(kind)
+
+    def _wait(self, kind: int) -> None:
+        self._waiting = kind
+        now = self._since = self.transport.reactor.turn_time     # this turn's clock: no clock call
+        site = self.site
+        due = now + (site.keepalive_timeout if kind == _NEXT else site.header_timeout)
+        if due < self._timer_due:                   # else the timer fires first and re-arms
+            self._arm(due, now)
+
+    def _arm(self, due: float, now: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_due = due
+        self._timer = self.transport.call_later(due - now, self._check_deadline)
+
+    def _check_deadline(self) -> None:
+        """The connection's timer: close a client past its deadline, else re-arm."""
+        self._timer, self._timer_due = None, math.inf
+        site, transport = self.site, self.transport
+        now = transport.reactor.turn_time
+        unsent = transport.get_write_buffer_size()
+        if unsent:                                  # the client owes us reading, not bytes
+            if unsent == self._unsent:
+                logger.debug("%s: read nothing of its answers in %g s: closing", self._peer(),
+                             site.keepalive_timeout)
+                transport.abort()                   # close() would wait for that flush
+                return
+            self._unsent = unsent
+            self._arm(now + site.keepalive_timeout, now)
+            return
+        self._unsent = -1
+        kind = self._waiting
+        if kind == _HEAD:
+            deadline = self._since + site.header_timeout
+        elif kind == _BODY:                         # Apache's RequestReadTimeout body=T,MinRate=R
+            deadline = self._since + site.header_timeout + self._body_seen / site.body_min_rate
+        elif kind == _NEXT:
+            deadline = self._since + site.keepalive_timeout
+        else:
+            deadline = now + site.header_timeout    # answering: nothing owed, look again later
+        if now < deadline:
+            self._arm(deadline, now)
+        else:
+            self._too_slow(kind)
+
+    def _too_slow(self, kind: int) -> None:
+        site = self.site
+        if kind == _HEAD:
+            logger.debug("%s: request head not complete in %g s: 408", self._peer(), site.header_timeout)
+            self._method = self._target = b"-"
+            self._error(408, close=True)
+        elif kind == _BODY:                         # answered at its head already: only a close is left
+            logger.debug("%s: request body slower than %g bytes/s: closing", self._peer(), site.body_min_rate)
+        else:
+            logger.debug("%s: no request in %g s: closing", self._peer(), site.keepalive_timeout)
+        self.transport.close()
 
     def _protocol_error(self, exc: Any) -> None:
         """Bad HTTP: answer with h11's status hint when we still may, then close."""
@@ -417,9 +573,9 @@ def _parse_date(value: bytes) -> Optional[int]:
     """An HTTP date as a Unix time, or None when it is not one (then it is ignored)."""
     try:
         parsed = email.utils.parsedate_to_datetime(value.decode("latin-1"))
-    except (TypeError, ValueError, IndexError):
+        return None if parsed is None else int(parsed.timestamp())
+    except (TypeError, ValueError, IndexError, OverflowError):     # year 99999999999: OverflowError
         return None
-    return None if parsed is None else int(parsed.timestamp())
 
 
 def _byte_range(value: bytes, size: int) -> Any:
@@ -434,17 +590,29 @@ def _byte_range(value: bytes, size: int) -> Any:
     if first == b"":
         if last == b"":
             return None
-        suffix = int(last)                       # the last N bytes
+        suffix = _position(last)                 # the last N bytes
         if suffix == 0 or size == 0:
             return "unsatisfiable"
         return max(0, size - suffix), min(suffix, size)
-    start = int(first)
-    end = size - 1 if last == b"" else min(int(last), size - 1)
-    if last != b"" and int(last) < start:
+    start = _position(first)
+    end = size - 1 if last == b"" else min(_position(last), size - 1)
+    if last != b"" and _position(last) < start:
         return None                              # invalid: ignored, as RFC 9110 says
     if start >= size:
         return "unsatisfiable"
     return start, end - start + 1
+
+
+#: Beyond any file: a byte position with more digits than this is taken as this.
+_FAR = 10 ** 20
+
+
+def _position(digits: bytes) -> int:
+    """A byte position from its decimal digits, without converting thousands of them
+    (quadratic, and a ValueError past 4,300 digits since Python 3.11): more than 20
+    significant digits are past the end of any file."""
+    significant = digits.lstrip(b"0")
+    return _FAR if len(significant) > 20 else int(significant or b"0")
 
 
 # ----------------------------------------------------------------------
@@ -458,13 +626,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="longest request line plus headers (default: 16384; over: 414 or 431)")
     parser.add_argument("--max-body", type=byte_count, default=1 << 20, metavar="BYTES",
                         help="largest request body declared (default: 1 MiB; over: 413)")
+    parser.add_argument("--header-timeout", type=positive_seconds, default=HEADER_TIMEOUT, metavar="SECONDS",
+                        help="from a request's first byte to the end of its head, else 408 and close "
+                             f"(default: {HEADER_TIMEOUT:g})")
+    parser.add_argument("--body-min-rate", type=positive_int, default=int(BODY_MIN_RATE), metavar="BYTES",
+                        help="bytes a second a request body must average once --header-timeout has "
+                             f"passed, else the connection closes (default: {BODY_MIN_RATE:g})")
+    parser.add_argument("--keepalive-timeout", type=positive_seconds, default=KEEPALIVE_TIMEOUT,
+                        metavar="SECONDS", help="close a connection that waits this long for its next "
+                        f"request, or reads nothing of its answers (default: {KEEPALIVE_TIMEOUT:g})")
 
 
 def make_server(args: argparse.Namespace, reactor: netmux.Reactor) -> Any:
     """A TCPServer serving HTTP on ``(args.host, args.port)`` (or a UnixServer
     on ``args.unix``) on ``reactor``."""
     site = Site(getattr(args, "root", None), getattr(args, "max_header_size", 16384),
-                getattr(args, "max_body", 1 << 20))
+                getattr(args, "max_body", 1 << 20),
+                header_timeout=getattr(args, "header_timeout", HEADER_TIMEOUT),
+                body_min_rate=getattr(args, "body_min_rate", BODY_MIN_RATE),
+                keepalive_timeout=getattr(args, "keepalive_timeout", KEEPALIVE_TIMEOUT))
     return stream_server(args, lambda: HTTPHandler(site), reactor)
 
 
