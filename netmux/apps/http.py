@@ -46,7 +46,7 @@ import stat
 import sys
 import time
 from http import HTTPStatus
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 from urllib.parse import unquote_to_bytes
 
 import netmux
@@ -150,7 +150,7 @@ class HTTPHandler(netmux.Handler):
         self._target = b"-"
         self._body_seen = 0            # request body bytes read (and dropped)
 
-    def connection_made(self, transport: Any) -> None:
+    def connection_made(self, transport: netmux.Transport) -> None:
         super().connection_made(transport)
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.site.max_header_size)
         # Resume only once the buffer is empty: then every queued file is sent and may close.
@@ -165,7 +165,7 @@ class HTTPHandler(netmux.Handler):
         self._process()               # answers what is complete, then closes (ConnectionClosed)
         return True                   # our write side stays open for those answers
 
-    def connection_lost(self, exc: Optional[BaseException]) -> None:
+    def connection_lost(self, exc: Optional[Exception]) -> None:
         self._close_files()
 
     def pause_writing(self) -> None:
@@ -391,7 +391,7 @@ class _Region:
         return self.count
 
 
-def _header(headers: Any, name: bytes) -> Optional[bytes]:
+def _header(headers: Sequence[Tuple[bytes, bytes]], name: bytes) -> Optional[bytes]:
     """The first value of a header (h11 gives names lowercased), or None."""
     for key, value in headers:
         if key == name:
