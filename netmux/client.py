@@ -48,12 +48,12 @@ import errno
 import logging
 import os
 import socket
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple, TypeVar, Union, cast
 
 from .errors import PROPAGATE
 from .reactor import Reactor, positive_seconds
-from .sockets import (address_family, check_handler_factory, check_reactor_open, is_unix_address,
-                      set_nodelay, split_host_port, unix_path)
+from .sockets import (IPAddress, UnixAddress, address_family, check_handler_factory,
+                      check_reactor_open, is_unix_address, set_nodelay, split_host_port, unix_path)
 from .transport import TCPTransport
 from .udp import DatagramTransport
 
@@ -64,9 +64,12 @@ logger = logging.getLogger("netmux")
 # How long a Unix connect waits before trying a full backlog again.
 _UNIX_RETRY_DELAY = 0.02
 
+#: The handler a client front door makes and returns, typed as its factory makes it.
+_Handler = TypeVar("_Handler")
 
-def connect(address: Any, handler_factory: Callable[[], Any], *,
-            reactor: Reactor, timeout: Optional[float] = None) -> Any:
+
+def connect(address: Union[IPAddress, UnixAddress], handler_factory: Callable[[], _Handler], *,
+            reactor: Reactor, timeout: Optional[float] = None) -> _Handler:
     """Start a connection to ``address`` on ``reactor``; return the handler.
 
     ``address`` is ``(host, port)`` for TCP (or an IPv6 ``(host, port,
@@ -99,12 +102,12 @@ def connect(address: Any, handler_factory: Callable[[], Any], *,
     else:
         host, port = split_host_port(address)
         connector = _Connector(reactor, host, port, timeout)
-        connector.ipv6_extra = tuple(address[2:4])
+        connector.ipv6_extra = tuple(cast(IPAddress, address)[2:4])
     positive_seconds("timeout", timeout)
     check_reactor_open(reactor)
-    connector.handler = handler_factory()
+    handler = connector.handler = handler_factory()
     connector._begin()
-    return connector.handler
+    return handler
 
 
 class _Connector:
@@ -267,7 +270,7 @@ class _Connector:
         return OSError(f"connect to {self._target()} failed: "
                        + "; ".join(str(error) for error in errors))
 
-    def _fail(self, exc: BaseException, now: bool = False) -> None:
+    def _fail(self, exc: Exception, now: bool = False) -> None:
         """Report ``exc`` exactly once: on a later turn of the loop, or ``now`` when
         the reactor is closing and no turn will come."""
         if self._done:
@@ -283,7 +286,7 @@ class _Connector:
             # Delivered by Reactor.close() if the reactor closes before its turn.
             self.reactor.track_in_flight(self, lambda: self._call_connection_lost(exc))
 
-    def _call_connection_lost(self, exc: BaseException) -> None:
+    def _call_connection_lost(self, exc: Exception) -> None:
         self.reactor.forget_in_flight(self)
         logger.debug("%r failed: %s", self, exc)
         try:
@@ -309,8 +312,8 @@ class _UnixConnector(_Connector):
         return [(socket.AF_UNIX, socket.SOCK_STREAM, 0, "", self.path)]
 
 
-def connect_socket(sock: socket.socket, handler_factory: Callable[[], Any], *,
-                   reactor: Reactor) -> Any:
+def connect_socket(sock: socket.socket, handler_factory: Callable[[], _Handler], *,
+                   reactor: Reactor) -> _Handler:
     """Drive a stream socket that is already connected (a ``socketpair()`` end, a
     socket inherited or accepted elsewhere) with a handler on ``reactor``.
 
@@ -329,9 +332,9 @@ def connect_socket(sock: socket.socket, handler_factory: Callable[[], Any], *,
     return handler
 
 
-def open_datagram(remote_address: Optional[Tuple[Any, int]], handler_factory: Callable[[], Any], *,
-                  reactor: Reactor, local_address: Optional[Tuple[Any, int]] = None,
-                  reuse_port: bool = False) -> Any:
+def open_datagram(remote_address: Optional[IPAddress], handler_factory: Callable[[], _Handler], *,
+                  reactor: Reactor, local_address: Optional[IPAddress] = None,
+                  reuse_port: bool = False) -> _Handler:
     """Open a UDP endpoint on ``reactor``; return its handler, already connected to its transport.
 
     * ``remote_address`` given: the socket is *connected* to it. The handler

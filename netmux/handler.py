@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import Any, Callable, Deque, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Deque, List, Optional
 
 from .framing import BytesLike, FramingError, LineFramer
+from .interface import Transport
+
+if TYPE_CHECKING:   # a type only: udp.py's transport is a layer below, not imported here
+    from .udp import DatagramTransport
 
 __all__ = ["Handler", "DatagramHandler", "FramedHandler", "LineHandler"]
 
@@ -34,9 +38,12 @@ class Handler:
     is therefore memory-bounded against a peer that sends and never reads.
     """
 
-    transport: Any = None
+    #: The transport, from ``connection_made`` on (None before it). Typed without
+    #: None so that handler code writes ``self.transport.write(...)`` without a
+    #: check first: every handler method but ``connection_made`` runs after it.
+    transport: Transport = None  # type: ignore[assignment]
 
-    def connection_made(self, transport: Any) -> None:
+    def connection_made(self, transport: Transport) -> None:
         """The connection is up: keep the transport to write to it."""
         self.transport = transport
 
@@ -48,7 +55,7 @@ class Handler:
         the transport once its buffer is flushed."""
         return None
 
-    def connection_lost(self, exc: Optional[BaseException]) -> None:
+    def connection_lost(self, exc: Optional[Exception]) -> None:
         """Called exactly once at the end; ``exc`` is None on a clean close."""
 
     def pause_writing(self) -> None:
@@ -63,9 +70,10 @@ class Handler:
 class DatagramHandler:
     """Base class for datagram (UDP) handlers: one instance per socket."""
 
-    transport: Any = None
+    #: The transport, from ``connection_made`` on (None before it; see Handler's).
+    transport: DatagramTransport = None  # type: ignore[assignment]
 
-    def connection_made(self, transport: Any) -> None:
+    def connection_made(self, transport: DatagramTransport) -> None:
         """The socket is bound: keep the transport to ``sendto`` from it."""
         self.transport = transport
 
@@ -75,7 +83,7 @@ class DatagramHandler:
     def error_received(self, exc: OSError) -> None:
         """The kernel reported an error for this socket (an ICMP error, say)."""
 
-    def connection_lost(self, exc: Optional[BaseException]) -> None:
+    def connection_lost(self, exc: Optional[Exception]) -> None:
         """Called exactly once when the socket closes."""
 
     def pause_writing(self) -> None:

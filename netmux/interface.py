@@ -7,14 +7,20 @@ next). A handler written against this interface runs on any of them; a new
 transport is complete when it honours every name here.
 
 The names are asyncio's ``Transport`` names, so code and knowledge carry over.
-This module declares; it implements nothing and imports nothing of netmux.
+This module declares; it implements nothing and imports nothing of netmux
+at run time (the Reactor, Timer and BytesLike named below are types for a
+checker only).
 ``isinstance(obj, netmux.Transport)`` checks that the methods exist (a
 ``runtime_checkable`` Protocol), not that they behave: the behaviour is the
 contract written in each docstring below and pinned by tests/test_interface.py.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional, Protocol, Tuple, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Protocol, Tuple, runtime_checkable
+
+if TYPE_CHECKING:   # types only, for a checker: nothing of netmux is imported at run time
+    from .framing import BytesLike
+    from .reactor import Reactor, Timer
 
 __all__ = ["Transport", "EXTRA_INFO_NAMES"]
 
@@ -33,15 +39,16 @@ class Transport(Protocol):
     below the low one), and offers the methods below.
     """
 
-    #: The Reactor the transport runs on.
-    reactor: Any
+    @property
+    def reactor(self) -> Reactor:
+        """The Reactor the transport runs on."""
 
-    def write(self, data: Any) -> None:
+    def write(self, data: BytesLike) -> None:
         """Queue ``data`` (bytes-like) after everything written before; TypeError
         for anything else, ConnectionError once closing or lost, RuntimeError
         after ``write_eof()``."""
 
-    def writelines(self, chunks: Iterable[Any]) -> None:
+    def writelines(self, chunks: Iterable[BytesLike]) -> None:
         """Write every bytes-like object of ``chunks``, in order."""
 
     def sendfile(self, file: Any, offset: int = 0, count: Optional[int] = None) -> None:
@@ -72,7 +79,7 @@ class Transport(Protocol):
     def is_reading(self) -> bool:
         """True while incoming data is delivered."""
 
-    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Any:
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Timer:
         """``callback(*args)`` after ``delay`` seconds unless cancelled or the
         connection closes first; returns the Timer (a handler's deadline)."""
 

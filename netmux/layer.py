@@ -31,9 +31,14 @@ socket or the reactor's internals; it only has the transport below.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Tuple
 
+from .interface import Transport
 from .sendfile import region_count
+
+if TYPE_CHECKING:
+    from .framing import BytesLike
+    from .reactor import Reactor, Timer
 
 __all__ = ["Layer", "CountingLayer", "ByteCounter"]
 
@@ -45,7 +50,8 @@ class Layer:
     transport (or layer) below once ``connection_made`` has run.
     """
 
-    transport: Any = None
+    #: The transport below, from ``connection_made`` on (None before it; see Handler's).
+    transport: Transport = None  # type: ignore[assignment]
 
     def __init__(self, handler: Any) -> None:
         self.handler = handler
@@ -57,7 +63,7 @@ class Layer:
     # ------------------------------------------------------------------
     # The handler side: events from the transport below, passed up
     # ------------------------------------------------------------------
-    def connection_made(self, transport: Any) -> None:
+    def connection_made(self, transport: Transport) -> None:
         """Keep the transport below, then show ourselves to the handler above as its transport."""
         self.transport = transport
         self.handler.connection_made(self)
@@ -68,9 +74,10 @@ class Layer:
 
     def eof_received(self) -> Optional[bool]:
         """The peer's FIN: the handler above decides whether our write side stays open."""
-        return self.handler.eof_received()
+        keep_open: Optional[bool] = self.handler.eof_received()
+        return keep_open
 
-    def connection_lost(self, exc: Optional[BaseException]) -> None:
+    def connection_lost(self, exc: Optional[Exception]) -> None:
         """The end, passed up exactly once."""
         if self._lost:
             return
@@ -89,15 +96,15 @@ class Layer:
     # The transport side: calls from the handler above, passed down
     # ------------------------------------------------------------------
     @property
-    def reactor(self) -> Any:
+    def reactor(self) -> Reactor:
         """The reactor of the transport below."""
         return self.transport.reactor
 
-    def write(self, data: Any) -> None:
+    def write(self, data: BytesLike) -> None:
         """Bytes from above: an encoding layer overrides this."""
         self.transport.write(data)
 
-    def writelines(self, chunks: Iterable[Any]) -> None:
+    def writelines(self, chunks: Iterable[BytesLike]) -> None:
         """Joined first, then one ``write`` (which an encoding layer may override)."""
         self.write(b"".join(chunks))
 
@@ -144,7 +151,7 @@ class Layer:
         """True while the transport below delivers data."""
         return bool(self.transport.is_reading())
 
-    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Any:
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Timer:
         """A timer of the connection's, kept below (cancelled when it closes)."""
         return self.transport.call_later(delay, callback, *args)
 
@@ -209,7 +216,7 @@ class CountingLayer(Layer):
         self.counter.bytes_in += len(data)
         self.handler.data_received(data)
 
-    def write(self, data: Any) -> None:
+    def write(self, data: BytesLike) -> None:
         self.transport.write(data)                  # refuses what is not bytes-like first
         self.counter.bytes_out += memoryview(data).nbytes
 

@@ -104,7 +104,7 @@ class Timer:
 
     __slots__ = ("when", "_callback", "_args", "_reactor", "_cancelled", "_in_heap")
 
-    def __init__(self, when: float, callback: Callable[..., Any], args: tuple,
+    def __init__(self, when: float, callback: Callable[..., Any], args: Tuple[Any, ...],
                  reactor: "Reactor") -> None:
         if not callable(callback):      # at the call site, as asyncio: not turns later in the loop
             raise TypeError(f"a callable is needed, not {callback!r}")

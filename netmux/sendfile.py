@@ -71,7 +71,7 @@ def file_size(file: Any) -> int:
     if has_descriptor(file):
         return os.fstat(file.fileno()).st_size
     position = file.tell()
-    size = file.seek(0, io.SEEK_END)
+    size: int = file.seek(0, io.SEEK_END)
     file.seek(position)
     return size
 

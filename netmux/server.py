@@ -27,8 +27,9 @@ from typing import Any, Callable, Optional, Set, TypeVar
 
 from .errors import PROPAGATE
 from .reactor import Reactor, Timer, positive_seconds
-from .sockets import (UnixSocketFile, bound_address, check_handler_factory, check_reactor_open,
-                      listen_tcp, listen_unix, set_nodelay, unix_path)
+from .sockets import (IPAddress, UnixAddress, UnixPath, UnixSocketFile, bound_address,
+                      check_handler_factory, check_reactor_open, listen_tcp, listen_unix,
+                      set_nodelay, unix_path)
 from .transport import TCPTransport
 
 __all__ = ["TCPServer", "UnixServer"]
@@ -277,7 +278,9 @@ class TCPServer(_StreamServer):
     IPv6. ``handler_factory`` is any zero-argument callable returning a handler.
     """
 
-    def __init__(self, server_address: tuple, handler_factory: Callable[[], Any], *,
+    server_address: IPAddress
+
+    def __init__(self, server_address: IPAddress, handler_factory: Callable[[], Any], *,
                  reactor: Optional[Reactor] = None, backlog: int = 128, reuse_port: bool = False,
                  max_connections: Optional[int] = None, idle_timeout: Optional[float] = None) -> None:
         self.reuse_port = reuse_port
@@ -303,7 +306,9 @@ class UnixServer(_StreamServer):
     TCP_NODELAY); their ``peername`` is what the kernel gives, usually ``''``.
     """
 
-    def __init__(self, path: Any, handler_factory: Callable[[], Any], *,
+    server_address: UnixPath
+
+    def __init__(self, path: UnixAddress, handler_factory: Callable[[], Any], *,
                  reactor: Optional[Reactor] = None, backlog: int = 128,
                  max_connections: Optional[int] = None, idle_timeout: Optional[float] = None) -> None:
         self._socket_file: Optional[UnixSocketFile] = None

@@ -36,9 +36,16 @@ from typing import Any, Callable, Iterator, Optional, Tuple, Union
 __all__ = [
     "check_handler_factory", "check_reactor_open", "is_unix_address", "unix_path",
     "split_host_port", "address_family", "bound_socket", "bound_address", "listen_tcp",
-    "listen_unix", "UnixSocketFile", "set_nodelay",
+    "listen_unix", "UnixSocketFile", "set_nodelay", "IPAddress", "UnixAddress", "UnixPath",
 ]
 
+#: An IP address as the front doors take it: ``(host, port)``, or IPv6's
+#: ``(host, port, flowinfo, scope_id)``. For a type checker a str port is an
+#: error (at run time the kernel's TypeError).
+IPAddress = Union[Tuple[str, int], Tuple[str, int, int, int]]
+#: A Unix socket path as a user gives it: a str, bytes or PathLike.
+UnixAddress = Union[str, bytes, os.PathLike[str], os.PathLike[bytes]]
+#: A Unix socket path as the kernel takes it (``os.fspath`` of a ``UnixAddress``).
 UnixPath = Union[str, bytes]
 
 
@@ -72,7 +79,7 @@ def is_unix_address(address: Any) -> bool:
 def unix_path(address: Any) -> UnixPath:
     """The path of a str, bytes or PathLike address; ValueError when empty (the
     kernel would pick an abstract name no one can know)."""
-    path = os.fspath(address)
+    path: UnixPath = os.fspath(address)
     if not path:
         raise ValueError("a Unix socket path must not be empty")
     return path
@@ -118,7 +125,7 @@ def _closed_on_failure(sock: socket.socket) -> Iterator[socket.socket]:
         raise
 
 
-def bound_socket(address: tuple, kind: int, *, reuse_address: bool, reuse_port: bool) -> socket.socket:
+def bound_socket(address: IPAddress, kind: int, *, reuse_address: bool, reuse_port: bool) -> socket.socket:
     """A non-blocking IP socket of ``kind`` bound to ``address``, its family chosen by the host."""
     with _closed_on_failure(socket.socket(address_family(address[0]), kind)) as sock:
         if reuse_address:
@@ -130,16 +137,16 @@ def bound_socket(address: tuple, kind: int, *, reuse_address: bool, reuse_port: 
     return sock
 
 
-def bound_address(sock: socket.socket) -> tuple:
+def bound_address(sock: socket.socket) -> IPAddress:
     """``(host, port)`` of a bound IP socket, port resolved. IPv6 gives the same pair
     (flow info and a zero scope dropped) so ``socket.create_connection`` takes it."""
-    address = sock.getsockname()
-    if sock.family == socket.AF_INET6 and address[3] == 0:
+    address: IPAddress = sock.getsockname()
+    if len(address) == 4 and address[3] == 0:     # AF_INET6
         return address[:2]
     return address
 
 
-def listen_tcp(address: tuple, backlog: int, *, reuse_port: bool = False) -> socket.socket:
+def listen_tcp(address: IPAddress, backlog: int, *, reuse_port: bool = False) -> socket.socket:
     """A non-blocking TCP socket bound to ``address`` and listening.
 
     SO_REUSEADDR is on: a restarted server binds at once, its predecessor's

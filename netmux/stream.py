@@ -34,11 +34,12 @@ Pinned by ``tests/test_stream.py``.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 from .errors import PROPAGATE
-from .framing import FramingError, check_count
+from .framing import BytesLike, FramingError, check_count
 from .handler import Handler
+from .interface import Transport
 from .tasks import Task, park, sleep
 
 __all__ = ["StreamHandler", "IncompleteReadError"]
@@ -153,7 +154,7 @@ class StreamHandler(Handler):
             if data is not None:
                 buffer += data
 
-    async def sendall(self, data: Any) -> None:
+    async def sendall(self, data: BytesLike) -> None:
         """Write ``data``, then wait until the write buffer is at or below the
         low-water mark. ConnectionError if the connection is lost or closed."""
         if self._lost_exc is not None:
@@ -185,7 +186,7 @@ class StreamHandler(Handler):
     # ------------------------------------------------------------------
     # The transport's side: the Handler callbacks
     # ------------------------------------------------------------------
-    def connection_made(self, transport: Any) -> None:
+    def connection_made(self, transport: Transport) -> None:
         self.transport = transport
         self.client_address = transport.get_extra_info("peername")
         self.server = transport.get_extra_info("server")
@@ -194,7 +195,7 @@ class StreamHandler(Handler):
         self._eof = False
         self._close_requested = False
         self._lost = False
-        self._lost_exc: Optional[BaseException] = None
+        self._lost_exc: Optional[Exception] = None
         self._reader: Optional[Task] = None   # the task waiting for data, if any
         self._writer: Optional[Task] = None   # the task waiting for the buffer to drain
         self._cancel_drain_wait: Callable[[], None] = _nothing
@@ -217,7 +218,7 @@ class StreamHandler(Handler):
         self._wake_reader()
         return True                        # our side stays open: handle() decides when to close
 
-    def connection_lost(self, exc: Optional[BaseException]) -> None:
+    def connection_lost(self, exc: Optional[Exception]) -> None:
         self._lost = True
         self._lost_exc = exc
         if self.server is not None and self.server.is_closed():
@@ -254,7 +255,7 @@ class StreamHandler(Handler):
     # ------------------------------------------------------------------
     # Waiting for data, and reading on and off
     # ------------------------------------------------------------------
-    def _wait_for_data(self) -> Any:
+    def _wait_for_data(self) -> Awaitable[Optional[bytes]]:
         """An awaitable: bytes handed over directly by data_received, or None when
         only the state changed (more buffered, EOF, lost, closed)."""
         if self._reader is not None:

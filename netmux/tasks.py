@@ -100,7 +100,8 @@ _CURRENT_TASK = object()
 
 @types.coroutine
 def _current_task() -> Generator[Any, Any, "Task"]:
-    return (yield _CURRENT_TASK)
+    task: Task = yield _CURRENT_TASK
+    return task
 
 
 # ----------------------------------------------------------------------

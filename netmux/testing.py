@@ -53,7 +53,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from .errors import PROPAGATE, lost_reason
-from .reactor import Reactor
+from .framing import BytesLike
+from .reactor import Reactor, Timer
 from .sendfile import check_file_region
 from .transport import byte_view, water_marks
 
@@ -167,10 +168,10 @@ class MemoryTransport:
         self._high_water, self._low_water = water_marks()
         self._writing_paused = False
         self._drain_waiters: List[List[Any]] = []    # when_drained() callbacks waiting
-        self._timers: List[Any] = []                  # call_later()'s, cancelled on close
+        self._timers: List[Timer] = []                # call_later()'s, cancelled on close
         self._reading = True
         self._closing = self._lost = self._lost_called = False
-        self._lost_exc: Optional[BaseException] = None
+        self._lost_exc: Optional[Exception] = None
         self.aborted = False
         self._eof_requested = self.eof_written = False
         self._eof_received = False
@@ -283,7 +284,7 @@ class MemoryTransport:
         self._yields += 1
         self.reactor.call_soon(self._continue_turn, callback, args)
 
-    def _continue_turn(self, callback: Callable[..., Any], args: tuple) -> None:
+    def _continue_turn(self, callback: Callable[..., Any], args: Tuple[Any, ...]) -> None:
         self._yields -= 1
         if self._closing:
             return
@@ -295,7 +296,7 @@ class MemoryTransport:
     # ------------------------------------------------------------------
     # Outgoing
     # ------------------------------------------------------------------
-    def write(self, data: Any) -> None:
+    def write(self, data: BytesLike) -> None:
         """Record ``data`` and send it (or buffer it while the peer does not read).
 
         TypeError for anything not bytes-like, ConnectionError once closing or
@@ -314,7 +315,7 @@ class MemoryTransport:
         if len(self._buffer) > self._high_water and not self._lost:
             self._pause_writing()
 
-    def writelines(self, chunks: Iterable[Any]) -> None:
+    def writelines(self, chunks: Iterable[BytesLike]) -> None:
         """Joined first, then one ``write``, as TCPTransport does."""
         self.write(b"".join(chunks))
 
@@ -412,7 +413,7 @@ class MemoryTransport:
                 if entry and not self._lost:
                     self._call_function(entry[0], "when_drained callback")
 
-    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Any:
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Timer:
         """A timer of the connection's on the virtual clock: TCPTransport's contract
         (cancelled when the connection closes; an exception costs the connection)."""
         timer = self.reactor.call_later(delay, self._deadline, callback, args)
@@ -422,7 +423,7 @@ class MemoryTransport:
             self._timers = [kept for kept in self._timers if kept.pending()] + [timer]
         return timer
 
-    def _deadline(self, callback: Callable[..., Any], args: tuple) -> None:
+    def _deadline(self, callback: Callable[..., Any], args: Tuple[Any, ...]) -> None:
         if not self._closing:
             self._call_function(callback, getattr(callback, "__name__", "call_later callback"), *args)
 
@@ -513,7 +514,8 @@ def _read_region(file: Any, offset: int, count: Optional[int]) -> bytes:
         position = file.tell()
         try:
             file.seek(offset)
-            return file.read() if count is None else file.read(count)
+            data: bytes = file.read() if count is None else file.read(count)
+            return data
         finally:
             file.seek(position)
     if count is None:
@@ -543,7 +545,7 @@ class Conversation:
     aborted: bool                         #: abort() was called, or a handler exception aborted it
     eof_written: bool                     #: write_eof() was called and its FIN went out
     lost: bool                            #: connection_lost() was called
-    lost_exc: Optional[BaseException]     #: what connection_lost() got
+    lost_exc: Optional[Exception]         #: what connection_lost() got
     reads_paused: bool                    #: the handler left reading paused
     pending: List[bytes]                  #: chunks never delivered
     buffered: int                         #: bytes left in the write buffer

@@ -74,11 +74,14 @@ from __future__ import annotations
 
 import logging
 import socket
-from typing import Any, Callable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Tuple
 
 from .errors import PROPAGATE, lost_reason
-from .reactor import Timer
+from .reactor import Reactor, Timer
 from .sendfile import FileRegion, SendQueue, check_file_region, region_count
+
+if TYPE_CHECKING:
+    from .framing import BytesLike
 
 __all__ = ["TCPTransport", "check_file_region"]
 
@@ -138,7 +141,7 @@ class SocketTransport:
         "_writing_paused", "_drain_waiters", "_peername", "_sockname", "__weakref__",
     )
 
-    def __init__(self, reactor: Any, sock: socket.socket, handler: Any, peername: Any,
+    def __init__(self, reactor: Reactor, sock: socket.socket, handler: Any, peername: Any,
                  on_lost: Optional[Callable[[Any], None]]) -> None:
         self.reactor = reactor
         self._sock = sock
@@ -149,7 +152,7 @@ class SocketTransport:
         self._registered_reader = False  # what the selector is told
         self._closing = False
         self._lost = False
-        self._lost_exc: Optional[BaseException] = None
+        self._lost_exc: Optional[Exception] = None
         self._lost_called = False
         self._high_water, self._low_water = water_marks()
         self._writing_paused = False
@@ -203,7 +206,7 @@ class SocketTransport:
         """Bytes written but not yet handed to the kernel."""
         raise NotImplementedError
 
-    def get_write_buffer_limits(self) -> tuple:
+    def get_write_buffer_limits(self) -> Tuple[int, int]:
         """``(low, high)``, as asyncio returns them."""
         return (self._low_water, self._high_water)
 
@@ -378,7 +381,7 @@ class TCPTransport(SocketTransport):
         "_idle_timer", "_yields", "_server", "_files_queued", "_timers",
     )
 
-    def __init__(self, reactor: Any, sock: socket.socket, handler: Any, *,
+    def __init__(self, reactor: Reactor, sock: socket.socket, handler: Any, *,
                  peername: Any = None, idle_timeout: Optional[float] = None, server: Any = None,
                  on_lost: Optional[Callable[["TCPTransport"], None]] = None) -> None:
         super().__init__(reactor, sock, handler, peername, on_lost)
@@ -388,7 +391,7 @@ class TCPTransport(SocketTransport):
         self._eof_requested = False
         self._last_activity = reactor.time()     # the reactor's clock: virtual in tests
         self._idle_timeout = idle_timeout
-        self._idle_timer = None
+        self._idle_timer: Optional[Timer] = None
         self._yields = 0                   # continuations queued by yield_turn()
         self._server = server              # get_extra_info("server"): None for connect()
         self._timers: Optional[List[Timer]] = None   # call_later()'s, cancelled on close
@@ -488,7 +491,7 @@ class TCPTransport(SocketTransport):
         timers.append(timer)
         return timer
 
-    def _deadline(self, callback: Callable[..., Any], args: tuple) -> None:
+    def _deadline(self, callback: Callable[..., Any], args: Tuple[Any, ...]) -> None:
         if self._closing:
             return
         try:
@@ -496,7 +499,7 @@ class TCPTransport(SocketTransport):
         except BaseException as exc:
             self._handler_failed(exc, getattr(callback, "__name__", "call_later callback"))
 
-    def _continue_turn(self, callback: Callable[..., Any], args: tuple) -> None:
+    def _continue_turn(self, callback: Callable[..., Any], args: Tuple[Any, ...]) -> None:
         self._yields -= 1
         if self._closing:
             return
@@ -511,7 +514,7 @@ class TCPTransport(SocketTransport):
     # ------------------------------------------------------------------
     # Writing: send at once, buffer the rest, flush when writable
     # ------------------------------------------------------------------
-    def write(self, data: Any) -> None:
+    def write(self, data: BytesLike) -> None:
         """Send ``data`` (any bytes-like object) in order after everything written before.
 
         Raises TypeError for anything not bytes-like, ConnectionError once the
@@ -547,7 +550,7 @@ class TCPTransport(SocketTransport):
         if len(buffer) > self._high_water:
             self._follow_water_marks(len(buffer))
 
-    def writelines(self, chunks: Any) -> None:
+    def writelines(self, chunks: Iterable[BytesLike]) -> None:
         """Write every bytes-like object of an iterable, in order: joined first, so
         many small pieces cost one ``send``, not one each."""
         self.write(b"".join(chunks))

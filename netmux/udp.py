@@ -38,13 +38,16 @@ import errno
 import logging
 import socket
 from collections import deque
-from typing import Any, Callable, Deque, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Deque, Optional, Tuple
 
 from .errors import PROPAGATE
 from .reactor import Reactor
 from .server import ServerLifecycle
-from .sockets import bound_address, bound_socket, check_handler_factory, check_reactor_open
+from .sockets import IPAddress, bound_address, bound_socket, check_handler_factory, check_reactor_open
 from .transport import byte_view, SocketTransport
+
+if TYPE_CHECKING:
+    from .framing import BytesLike
 
 __all__ = ["DatagramTransport", "UDPServer"]
 
@@ -96,7 +99,7 @@ class DatagramTransport(SocketTransport):
     #: starve the rest of the loop.
     max_reads_per_event = 32
 
-    def __init__(self, reactor: Any, sock: socket.socket, handler: Any, *,
+    def __init__(self, reactor: Reactor, sock: socket.socket, handler: Any, *,
                  remote_address: Any = None,
                  on_lost: Optional[Callable[["DatagramTransport"], None]] = None) -> None:
         super().__init__(reactor, sock, handler, remote_address, on_lost)
@@ -147,7 +150,7 @@ class DatagramTransport(SocketTransport):
     # ------------------------------------------------------------------
     # Writing: send at once, queue on EAGAIN/ENOBUFS, flush in order
     # ------------------------------------------------------------------
-    def sendto(self, data: Any, addr: Any = None) -> None:
+    def sendto(self, data: BytesLike, addr: Any = None) -> None:
         """Send ``data`` (bytes-like, possibly empty) as one datagram to ``addr``.
 
         On a connected socket ``addr`` may be None (or the remote address
@@ -283,7 +286,7 @@ class UDPServer(ServerLifecycle):
     logged and dropped; the server goes on (see ``DatagramTransport``).
     """
 
-    def __init__(self, server_address: tuple, handler_factory: Callable[[], Any], *,
+    def __init__(self, server_address: IPAddress, handler_factory: Callable[[], Any], *,
                  reactor: Optional[Reactor] = None, reuse_port: bool = False) -> None:
         check_handler_factory(handler_factory)
         check_reactor_open(reactor)
@@ -301,7 +304,7 @@ class UDPServer(ServerLifecycle):
         self.transport.start()
 
     @staticmethod
-    def _bind(address: tuple, reuse_port: bool) -> socket.socket:
+    def _bind(address: IPAddress, reuse_port: bool) -> socket.socket:
         # No SO_REUSEADDR, unlike TCP: on a datagram socket it lets a second
         # server bind the same port and silently steal half the traffic.
         # There is no TIME_WAIT to step over, so a restart binds at once.

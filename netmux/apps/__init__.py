@@ -97,7 +97,7 @@ def stream_server(args: argparse.Namespace, handler_factory: Callable[[], Any],
 # ---------------------------------------------------------------------------
 # Argument types: argparse turns their ArgumentTypeError into a usage error.
 
-def _number(text: str, kind: type) -> float:
+def _number(text: str, kind: Callable[[str], float]) -> float:
     try:
         return kind(text)
     except ValueError:

@@ -206,7 +206,7 @@ class ChatMember(netmux.LineHandler):
         self.send_notice(f"welcome to netmux chat, {self.nick}; /help lists the commands")
         self._enter(DEFAULT_ROOM)
 
-    def connection_lost(self, exc: Optional[BaseException]) -> None:
+    def connection_lost(self, exc: Optional[Exception]) -> None:
         """The connection is gone: forget what waits, and leave, unless ``/quit`` already did."""
         self._stop_waiting()
         self._depart()

@@ -76,7 +76,7 @@ import stat
 import sys
 import time
 from http import HTTPStatus
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 from urllib.parse import unquote_to_bytes
 
 import netmux
@@ -222,7 +222,7 @@ class HTTPHandler(netmux.Handler):
         self._timer_due = math.inf
         self._unsent = -1              # the write buffer at the last deadline: is the peer reading?
 
-    def connection_made(self, transport: Any) -> None:
+    def connection_made(self, transport: netmux.Transport) -> None:
         super().connection_made(transport)
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.site.max_header_size)
         # Resume only once the buffer is empty: then every queued file is sent and may close.
@@ -238,7 +238,7 @@ class HTTPHandler(netmux.Handler):
         self._process()               # answers what is complete, then closes (ConnectionClosed)
         return True                   # our write side stays open for those answers
 
-    def connection_lost(self, exc: Optional[BaseException]) -> None:
+    def connection_lost(self, exc: Optional[Exception]) -> None:
         self._close_files()
 
     def pause_writing(self) -> None:
@@ -547,7 +547,7 @@ class _Region:
         return self.count
 
 
-def _header(headers: Any, name: bytes) -> Optional[bytes]:
+def _header(headers: Sequence[Tuple[bytes, bytes]], name: bytes) -> Optional[bytes]:
     """The first value of a header (h11 gives names lowercased), or None."""
     for key, value in headers:
         if key == name:

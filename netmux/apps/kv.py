@@ -88,11 +88,11 @@ class KVHandler(netmux.Handler):
         for name, entry in ((b"quit", (self._do_quit, -1)), (b"client", (self._do_client, -2))):
             self._table[name] = self._table[name.upper()] = entry
 
-    def connection_made(self, transport: Any) -> None:
+    def connection_made(self, transport: netmux.Transport) -> None:
         self.transport = transport
         self._store.clients += 1
 
-    def connection_lost(self, exc: Optional[BaseException]) -> None:
+    def connection_lost(self, exc: Optional[Exception]) -> None:
         self._store.clients -= 1
         self._drop_work()
 
