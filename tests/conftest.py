@@ -227,6 +227,14 @@ class ServingThread:
         self.server.server_close()
 
 
+def keeping(store: List[Any], factory: Callable[[], Any]) -> Callable[[], Any]:
+    """A handler factory that also appends each handler it makes to ``store``."""
+    def make() -> Any:
+        store.append(factory())
+        return store[-1]
+    return make
+
+
 class Logged(Echo):
     """An echo that notes "made" and "lost" in the list its factory hands it."""
 

@@ -16,7 +16,7 @@ import pytest
 
 import netmux
 from conftest import (Echo, Recorder, ServingThread, check_idle_timeout, check_max_connections,
-                      recv_exactly, recv_until_eof, run_until, sleeping_in_poll, wait_until)
+                      keeping, recv_exactly, recv_until_eof, run_until, sleeping_in_poll, wait_until)
 from netmux.testing import VirtualClock
 
 
@@ -85,7 +85,7 @@ def test_so_reuseaddr_lets_a_new_server_bind_while_a_closed_connection_is_in_tim
     reactor = netmux.Reactor()
     handlers = []
     try:
-        with netmux.TCPServer(("127.0.0.1", 0), lambda: handlers.append(Recorder()) or handlers[-1],
+        with netmux.TCPServer(("127.0.0.1", 0), keeping(handlers, Recorder),
                               reactor=reactor) as server:
             address = server.server_address
             with socket.create_connection(address, timeout=5):
@@ -278,7 +278,7 @@ def test_context_manager_closes_the_listening_socket_and_every_connection():
     reactor = netmux.Reactor()
     handlers = []
     try:
-        with netmux.TCPServer(("127.0.0.1", 0), lambda: handlers.append(Recorder()) or handlers[-1],
+        with netmux.TCPServer(("127.0.0.1", 0), keeping(handlers, Recorder),
                               reactor=reactor) as server:
             assert isinstance(server, netmux.TCPServer)
             address = server.server_address
@@ -350,7 +350,7 @@ def test_outgoing_bytes_count_as_activity_for_the_idle_timeout():
                 self.transport.reactor.call_later(0.05, self.tick)
 
     handlers = []
-    server = netmux.TCPServer(("127.0.0.1", 0), lambda: handlers.append(Ticker()) or handlers[-1],
+    server = netmux.TCPServer(("127.0.0.1", 0), keeping(handlers, Ticker),
                               reactor=reactor, idle_timeout=0.3)
     try:
         with socket.create_connection(server.server_address, timeout=5):
