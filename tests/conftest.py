@@ -69,9 +69,9 @@ def sleeping_in_poll(thread: threading.Thread) -> bool:
     return first.isdigit() and int(first) in waits
 
 
-def readable(sock: socket.socket, timeout: float = 5.0) -> None:
-    """Wait until the kernel says ``sock`` is readable (bytes queued, or a connection
-    waiting on a listener): what a reader registered on it would be woken for."""
+def readable(sock: Any, timeout: float = 5.0) -> None:
+    """Wait until the kernel says ``sock`` (a socket, a pipe) is readable: bytes queued,
+    or a connection waiting on a listener; what a reader registered on it would be woken for."""
     ready, _, _ = select.select([sock], [], [], timeout)
     assert ready, f"{sock} not readable within {timeout} s"
 
