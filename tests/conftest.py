@@ -76,41 +76,26 @@ def readable(sock: Any, timeout: float = 5.0) -> None:
     assert ready, f"{sock} not readable within {timeout} s"
 
 
-def run_and_recv(reactor: netmux.Reactor, sock: socket.socket, count: int, timeout: float = 10.0) -> bytes:
-    """Read ``count`` bytes from a client socket while ``reactor`` turns in this thread."""
+def run_and_recv(reactor: netmux.Reactor, sock: socket.socket, count: Optional[int] = None,
+                 timeout: float = 10.0) -> bytes:
+    """Read ``count`` bytes from a client socket (None: to the peer's FIN or RST) while
+    ``reactor`` turns in this thread; fail at the deadline."""
     sock.setblocking(False)
     received = bytearray()
     deadline = time.monotonic() + timeout
-    while len(received) < count:
-        assert time.monotonic() < deadline, f"only {len(received)} of {count} bytes"
-        reactor.run_once(0.005)
-        try:
-            chunk = sock.recv(1 << 20)
-        except BlockingIOError:
-            continue
-        if not chunk:
-            break
-        received += chunk
-    return bytes(received)
-
-
-def run_and_recv_until_eof(reactor: netmux.Reactor, sock: socket.socket, timeout: float = 10.0) -> bytes:
-    """Read a client socket to the peer's FIN (or RST) while ``reactor`` turns in this thread."""
-    sock.setblocking(False)
-    received = bytearray()
-    deadline = time.monotonic() + timeout
-    while True:
-        assert time.monotonic() < deadline, f"no EOF after {len(received)} bytes"
+    while count is None or len(received) < count:
+        assert time.monotonic() < deadline, f"{len(received)} bytes of {count or 'all up to EOF'}"
         reactor.run_once(0.005)
         try:
             chunk = sock.recv(1 << 20)
         except BlockingIOError:
             continue
         except ConnectionResetError:
-            return bytes(received)
+            break
         if not chunk:
-            return bytes(received)
+            break
         received += chunk
+    return bytes(received)
 
 
 def _ipv6_available() -> bool:
@@ -297,11 +282,11 @@ def check_idle_timeout(make_server: Callable[[netmux.Reactor], Any],
             clock.advance(0.1)
             busy.sendall(b"!")
             assert run_and_recv(reactor, busy, 1) == b"!"
-        assert run_and_recv_until_eof(reactor, idle) == b""      # closed meanwhile
+        assert run_and_recv(reactor, idle) == b""      # closed meanwhile
         busy.sendall(b"alive")
         assert run_and_recv(reactor, busy, 5) == b"alive"
         clock.advance(0.35)                  # past the timeout, clear of float rounding
-        assert run_and_recv_until_eof(reactor, busy) == b""
+        assert run_and_recv(reactor, busy) == b""
     finally:
         idle.close()
         busy.close()
@@ -401,6 +386,29 @@ def reactor() -> Iterator[netmux.Reactor]:
     r = netmux.Reactor()
     yield r
     r.close()
+
+
+@pytest.fixture
+def one_connection(reactor: netmux.Reactor) -> Iterator[Callable[..., Any]]:
+    """``one_connection(factory=Recorder)`` -> (handler, client socket): a TCPServer on
+    ``reactor`` (turned in the test's thread) and one accepted connection, closed at teardown."""
+    opened: List[Any] = []
+
+    def start(factory: Callable[[], Any] = Recorder) -> Any:
+        handlers: List[Any] = []
+        server = netmux.TCPServer(("127.0.0.1", 0), keeping(handlers, factory), reactor=reactor)
+        opened.append(server)
+        client = socket.create_connection(server.server_address, timeout=5)
+        opened.append(client)
+        run_until(reactor, lambda: handlers)
+        return handlers[0], client
+
+    yield start
+    for item in reversed(opened):
+        if isinstance(item, socket.socket):
+            item.close()
+        else:
+            item.server_close()
 
 
 def _open_fds() -> int:

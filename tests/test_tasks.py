@@ -186,8 +186,10 @@ def test_timeout_raises_the_builtin_timeout_error_and_disarms_everything(reactor
             await netmux.sleep(10)
         return scope
 
+    started = reactor.time()
     task = run_task(reactor, main())
     assert type(task.exception()) is TimeoutError
+    assert 0.02 <= reactor.time() - started < 2          # at its time, not the sleep's
     assert armed_timers(reactor) == 0
 
 

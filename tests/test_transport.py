@@ -9,7 +9,7 @@ import time
 import pytest
 
 import netmux
-from conftest import (Echo, Recorder, keeping, readable, recv_exactly, recv_until_eof, run_and_recv,
+from conftest import (Echo, Recorder, readable, recv_exactly, recv_until_eof, run_and_recv,
                       run_until, wait_until)
 
 
@@ -290,24 +290,20 @@ def test_set_write_buffer_limits_validates():
         reactor.close()
 
 
-def test_pause_reading_stops_data_received(reactor):
-    handlers = []
-    with netmux.TCPServer(("127.0.0.1", 0), keeping(handlers, Recorder),
-                          reactor=reactor) as server:
-        with socket.create_connection(server.server_address, timeout=5) as client:
-            run_until(reactor, lambda: handlers)
-            transport = handlers[0].transport
-            assert transport.is_reading()
-            transport.pause_reading()
-            assert not transport.is_reading()
-            client.sendall(b"held back")
-            readable(transport.get_extra_info("socket"))   # a registered reader would be woken now
-            for _ in range(3):
-                reactor.run_once(0)
-            assert handlers[0].data == b""
-            transport.resume_reading()
-            assert transport.is_reading()
-            run_until(reactor, lambda: handlers[0].data == b"held back")
+def test_pause_reading_stops_data_received(reactor, one_connection):
+    handler, client = one_connection()
+    transport = handler.transport
+    assert transport.is_reading()
+    transport.pause_reading()
+    assert not transport.is_reading()
+    client.sendall(b"held back")
+    readable(transport.get_extra_info("socket"))   # a registered reader would be woken now
+    for _ in range(3):
+        reactor.run_once(0)
+    assert handler.data == b""
+    transport.resume_reading()
+    assert transport.is_reading()
+    run_until(reactor, lambda: handler.data == b"held back")
 
 
 def test_abort_drops_the_buffer_and_reports_lost_once(serve):
@@ -584,20 +580,15 @@ class NamesAtLost(Recorder):
 
 
 @pytest.mark.parametrize("how", ["peer closes", "close", "abort"])
-def test_both_names_are_still_known_in_connection_lost_on_a_server(reactor, how):
-    handlers = []
-    with netmux.TCPServer(("127.0.0.1", 0), keeping(handlers, NamesAtLost),
-                          reactor=reactor) as server:
-        client = socket.create_connection(server.server_address, timeout=5)
-        run_until(reactor, lambda: handlers)
-        expected = (client.getsockname(), client.getpeername())
-        if how == "peer closes":
-            client.close()
-        else:
-            getattr(handlers[0].transport, how)()
-        run_until(reactor, lambda: handlers[0].lost)
+def test_both_names_are_still_known_in_connection_lost_on_a_server(reactor, one_connection, how):
+    handler, client = one_connection(NamesAtLost)
+    expected = (client.getsockname(), client.getpeername())
+    if how == "peer closes":
         client.close()
-        assert handlers[0].names == expected
+    else:
+        getattr(handler.transport, how)()
+    run_until(reactor, lambda: handler.lost)
+    assert handler.names == expected
 
 
 def test_both_names_are_still_known_in_connection_lost_on_a_client(reactor):
@@ -610,17 +601,13 @@ def test_both_names_are_still_known_in_connection_lost_on_a_client(reactor):
         assert handler.names[1][0] == "127.0.0.1" and handler.names[1][1] > 0
 
 
-def test_write_buffer_size_counts_the_unsent_bytes(reactor):
-    handlers = []
-    with netmux.TCPServer(("127.0.0.1", 0), keeping(handlers, Recorder),
-                          reactor=reactor) as server:
-        with socket.create_connection(server.server_address, timeout=5) as client:
-            run_until(reactor, lambda: handlers)
-            transport = handlers[0].transport
-            assert transport.get_write_buffer_size() == 0
-            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-            transport.set_write_buffer_limits(high=1 << 30)
-            transport.write(b"w" * (4 << 20))
-            assert 0 < transport.get_write_buffer_size() <= 4 << 20
-            assert run_and_recv(reactor, client, 4 << 20) == b"w" * (4 << 20)
-            run_until(reactor, lambda: transport.get_write_buffer_size() == 0)
+def test_write_buffer_size_counts_the_unsent_bytes(reactor, one_connection):
+    handler, client = one_connection()
+    transport = handler.transport
+    assert transport.get_write_buffer_size() == 0
+    transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    transport.set_write_buffer_limits(high=1 << 30)
+    transport.write(b"w" * (4 << 20))
+    assert 0 < transport.get_write_buffer_size() <= 4 << 20
+    assert run_and_recv(reactor, client, 4 << 20) == b"w" * (4 << 20)
+    run_until(reactor, lambda: transport.get_write_buffer_size() == 0)
