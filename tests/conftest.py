@@ -69,6 +69,33 @@ def sleeping_in_poll(thread: threading.Thread) -> bool:
     return first.isdigit() and int(first) in waits
 
 
+def run_in_a_thread_until_it_sleeps(function: Callable[[], Any]) -> Callable[[Callable[[], Any]], None]:
+    """Start ``function`` (a reactor's run or run_once) in a thread and wait until it
+    sleeps in the poller, or fails first; return ``finish(wake)``, which calls ``wake()``
+    from this thread, joins, and re-raises what the thread raised."""
+    raised: List[BaseException] = []
+
+    def target() -> None:
+        try:
+            function()
+        except BaseException as exc:        # for finish() to re-raise in the test
+            raised.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    wait_until(lambda: raised or sleeping_in_poll(thread))
+
+    def finish(wake: Callable[[], Any]) -> None:
+        if not raised:
+            wake()
+        thread.join(5)
+        assert not thread.is_alive(), "the wake-up did not end the wait"
+        if raised:
+            raise raised[0]
+
+    return finish
+
+
 def readable(sock: Any, timeout: float = 5.0) -> None:
     """Wait until the kernel says ``sock`` (a socket, a pipe) is readable: bytes queued,
     or a connection waiting on a listener; what a reader registered on it would be woken for."""

@@ -7,14 +7,13 @@ import logging
 import os
 import select
 import socket
-import threading
 import time
 from typing import Any, List
 
 import pytest
 
 import netmux
-from conftest import Echo, Recorder, needs_ipv6, run_and_recv, run_until
+from conftest import Echo, Recorder, needs_ipv6, run_and_recv, run_in_a_thread_until_it_sleeps, run_until
 
 
 # ----------------------------------------------------------------------
@@ -509,17 +508,16 @@ def test_a_connect_timeout_of_inf_or_a_month_never_overflows_the_poller(timeout)
     sockets: List[socket.socket] = []
     reactor = netmux.Reactor()
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    waker = threading.Timer(0.1, reactor.call_soon_threadsafe, (lambda: None,))
     try:
         listener.bind(("127.0.0.1", 0))
         listener.listen(0)
         fill_backlog(listener, sockets)          # the connect stays pending: its timer leads
         handler = netmux.connect(listener.getsockname(), Recorder, reactor=reactor, timeout=timeout)
-        waker.start()
-        reactor.run_once(None)                   # sleeps on that timer: OverflowError before the cap
+        # run_once sleeps in the poller on that timer (OverflowError before the cap).
+        finish = run_in_a_thread_until_it_sleeps(lambda: reactor.run_once(None))
+        finish(lambda: reactor.call_soon_threadsafe(lambda: None))
         assert handler.events == []
     finally:
-        waker.join(5)
         reactor.close()
         for sock in sockets:
             sock.close()

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import netmux
-from conftest import run_until, sleeping_in_poll, wait_until
+from conftest import run_in_a_thread_until_it_sleeps, run_until
 from netmux.testing import VirtualClock
 
 
@@ -165,34 +165,18 @@ def test_add_and_remove_reader_and_writer(reactor):
 
 def test_call_soon_threadsafe_wakes_a_reactor_sleeping_without_timers(reactor):
     woke = threading.Event()
-
-    def sleeper():
-        while not woke.is_set():
-            reactor.run_once(None)      # would sleep forever without the wake-up
-
-    thread = threading.Thread(target=sleeper, daemon=True)
-    thread.start()
-    wait_until(lambda: sleeping_in_poll(thread))      # blocked in epoll/poll, no timeout
+    finish = run_in_a_thread_until_it_sleeps(lambda: reactor.run_once(None))   # no timeout, no timer
     start = time.monotonic()
-    reactor.call_soon_threadsafe(woke.set)
-    thread.join(5)
-    assert not thread.is_alive() and woke.is_set()
-    assert time.monotonic() - start < 1
+    finish(lambda: reactor.call_soon_threadsafe(woke.set))
+    assert woke.is_set() and time.monotonic() - start < 1
 
 
 @pytest.mark.parametrize("how", ["stop", "call_soon_threadsafe(stop)"])
 def test_stop_from_another_thread_ends_run(reactor, how):
-    thread = threading.Thread(target=reactor.run, daemon=True)
-    thread.start()
-    wait_until(lambda: sleeping_in_poll(thread))      # run() sleeps with nothing to do
+    finish = run_in_a_thread_until_it_sleeps(reactor.run)       # run() sleeps with nothing to do
     start = time.monotonic()
-    if how == "stop":
-        reactor.stop()
-    else:
-        reactor.call_soon_threadsafe(reactor.stop)
-    thread.join(5)
-    assert not thread.is_alive() and time.monotonic() - start < 1
-    assert not reactor.is_running()
+    finish(reactor.stop if how == "stop" else lambda: reactor.call_soon_threadsafe(reactor.stop))
+    assert time.monotonic() - start < 1 and not reactor.is_running()
 
 
 def test_stop_from_a_callback_ends_run_after_that_turn(reactor):
@@ -396,12 +380,9 @@ def test_a_timer_at_inf_or_a_month_away_never_fires_nor_overflows_the_poller(rea
     reactor.run_once(0)
     reactor.run_once(0.05)         # such timers do not stretch a bounded wait either
     assert time.monotonic() - start < 1
-    waker = threading.Timer(0.1, reactor.call_soon_threadsafe, (reactor.stop,))
-    waker.start()
-    try:
-        reactor.run()              # sleeps with only those timers: OverflowError before the cap
-    finally:
-        waker.join(5)
+    # run() sleeps in the poller with only those timers (OverflowError before the cap).
+    finish = run_in_a_thread_until_it_sleeps(reactor.run)
+    finish(lambda: reactor.call_soon_threadsafe(reactor.stop))
     assert calls == []
 
 
