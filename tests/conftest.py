@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import gc
 import os
+import platform
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -15,7 +17,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import pytest
 
 import netmux
-from netmux.testing import drive
+from netmux.testing import VirtualClock, drive
 
 # The repository root: the working directory and PYTHONPATH of every child
 # process, since netmux is not installed.
@@ -41,6 +43,86 @@ def run_until(reactor: netmux.Reactor, predicate: Callable[[], Any], timeout: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s: {predicate}")
         reactor.run_once(0.02)
+
+
+# The system calls a reactor sleeps in (epoll_wait/epoll_pwait, poll/ppoll,
+# select/pselect6, epoll_pwait2), by machine: the number that
+# /proc/self/task/TID/syscall shows while a thread is blocked in one.
+_WAIT_SYSCALLS = {"x86_64": {7, 23, 232, 270, 271, 281, 441}, "aarch64": {22, 72, 73, 441}}
+
+
+def sleeping_in_poll(thread: threading.Thread) -> bool:
+    """True while ``thread`` is blocked in the kernel in epoll, poll or select.
+
+    The deterministic signal that a reactor has entered its wait (instead of a
+    ``time.sleep`` that hopes it has): Linux's /proc names the system call a
+    blocked thread is in, whichever path the reactor polls with. A thread that
+    runs, or waits for the GIL (a futex), is not sleeping in poll."""
+    waits = _WAIT_SYSCALLS.get(platform.machine())
+    if waits is None:
+        pytest.skip(f"no table of poll system calls for {platform.machine()}")
+    try:
+        with open(f"/proc/self/task/{thread.native_id}/syscall") as status:
+            first = status.read().split(maxsplit=1)[0]
+    except (OSError, IndexError):
+        return False                       # not started yet, or already gone
+    return first.isdigit() and int(first) in waits
+
+
+def run_in_a_thread_until_it_sleeps(function: Callable[[], Any]) -> Callable[[Callable[[], Any]], None]:
+    """Start ``function`` (a reactor's run or run_once) in a thread and wait until it
+    sleeps in the poller, or fails first; return ``finish(wake)``, which calls ``wake()``
+    from this thread, joins, and re-raises what the thread raised."""
+    raised: List[BaseException] = []
+
+    def target() -> None:
+        try:
+            function()
+        except BaseException as exc:        # for finish() to re-raise in the test
+            raised.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    wait_until(lambda: raised or sleeping_in_poll(thread))
+
+    def finish(wake: Callable[[], Any]) -> None:
+        if not raised:
+            wake()
+        thread.join(5)
+        assert not thread.is_alive(), "the wake-up did not end the wait"
+        if raised:
+            raise raised[0]
+
+    return finish
+
+
+def readable(sock: Any, timeout: float = 5.0) -> None:
+    """Wait until the kernel says ``sock`` (a socket, a pipe) is readable: bytes queued,
+    or a connection waiting on a listener; what a reader registered on it would be woken for."""
+    ready, _, _ = select.select([sock], [], [], timeout)
+    assert ready, f"{sock} not readable within {timeout} s"
+
+
+def run_and_recv(reactor: netmux.Reactor, sock: socket.socket, count: Optional[int] = None,
+                 timeout: float = 10.0) -> bytes:
+    """Read ``count`` bytes from a client socket (None: to the peer's FIN or RST) while
+    ``reactor`` turns in this thread; fail at the deadline."""
+    sock.setblocking(False)
+    received = bytearray()
+    deadline = time.monotonic() + timeout
+    while count is None or len(received) < count:
+        assert time.monotonic() < deadline, f"{len(received)} bytes of {count or 'all up to EOF'}"
+        reactor.run_once(0.005)
+        try:
+            chunk = sock.recv(1 << 20)
+        except BlockingIOError:
+            continue
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        received += chunk
+    return bytes(received)
 
 
 def _ipv6_available() -> bool:
@@ -157,6 +239,88 @@ class ServingThread:
         self.server.server_close()
 
 
+def keeping(store: List[Any], factory: Callable[[], Any]) -> Callable[[], Any]:
+    """A handler factory that also appends each handler it makes to ``store``."""
+    def make() -> Any:
+        store.append(factory())
+        return store[-1]
+    return make
+
+
+class Logged(Echo):
+    """An echo that notes "made" and "lost" in the list its factory hands it."""
+
+    def __init__(self, log: List[str]) -> None:
+        self.log = log
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self.log.append("made")
+
+    def connection_lost(self, exc: Any) -> None:
+        self.log.append("lost")
+
+
+def check_max_connections(reactor: netmux.Reactor, make_server: Callable[[Any], Any],
+                          connect: Callable[[Any], socket.socket]) -> None:
+    """The max_connections contract of any stream server, the reactor turning here.
+
+    ``make_server(factory)`` builds the server on ``reactor`` with max_connections=2;
+    ``connect(server)`` opens a blocking client. A third client that the kernel has queued
+    is not accepted while two are open (the listener is readable, so a wrong accept
+    would happen in the first turn), and is accepted once one of them closes, after
+    that connection's connection_lost has returned."""
+    log: List[str] = []
+    server = make_server(lambda: Logged(log))
+    clients: List[socket.socket] = []
+    try:
+        clients += [connect(server), connect(server)]
+        run_until(reactor, lambda: log == ["made", "made"])
+        clients.append(connect(server))
+        clients[2].sendall(b"waiting")
+        readable(server.socket)              # queued on the listener: an accept would find it
+        for _ in range(5):
+            reactor.run_once(0)
+        assert log == ["made", "made"] and server.connections == 2
+        clients[0].close()
+        assert run_and_recv(reactor, clients[2], 7) == b"waiting"
+        assert log == ["made", "made", "lost", "made"]
+    finally:
+        for client in clients:
+            client.close()
+        server.server_close()
+
+
+def check_idle_timeout(make_server: Callable[[netmux.Reactor], Any],
+                       connect: Callable[[Any], socket.socket]) -> None:
+    """The idle_timeout contract of any stream server, on virtual time over real sockets.
+
+    ``make_server(reactor)`` builds an echo server with idle_timeout=0.3 on the
+    given reactor (its clock a VirtualClock); ``connect(server)`` opens a blocking
+    client. A silent connection is closed once 0.3 s pass; one that sends a byte
+    every 0.1 s is spared, and closed in its turn once it falls silent."""
+    clock = VirtualClock()
+    reactor = netmux.Reactor(clock=clock)
+    server = make_server(reactor)
+    idle, busy = connect(server), connect(server)
+    try:
+        run_until(reactor, lambda: server.connections == 2)
+        for _ in range(10):                  # a virtual second, a byte from busy every 0.1 s
+            clock.advance(0.1)
+            busy.sendall(b"!")
+            assert run_and_recv(reactor, busy, 1) == b"!"
+        assert run_and_recv(reactor, idle) == b""      # closed meanwhile
+        busy.sendall(b"alive")
+        assert run_and_recv(reactor, busy, 5) == b"alive"
+        clock.advance(0.35)                  # past the timeout, clear of float rounding
+        assert run_and_recv(reactor, busy) == b""
+    finally:
+        idle.close()
+        busy.close()
+        server.server_close()
+        reactor.close()
+
+
 def child_env() -> Dict[str, str]:
     """The environment for a Python child process that imports netmux from ROOT."""
     return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -249,6 +413,29 @@ def reactor() -> Iterator[netmux.Reactor]:
     r = netmux.Reactor()
     yield r
     r.close()
+
+
+@pytest.fixture
+def one_connection(reactor: netmux.Reactor) -> Iterator[Callable[..., Any]]:
+    """``one_connection(factory=Recorder)`` -> (handler, client socket): a TCPServer on
+    ``reactor`` (turned in the test's thread) and one accepted connection, closed at teardown."""
+    opened: List[Any] = []
+
+    def start(factory: Callable[[], Any] = Recorder) -> Any:
+        handlers: List[Any] = []
+        server = netmux.TCPServer(("127.0.0.1", 0), keeping(handlers, factory), reactor=reactor)
+        opened.append(server)
+        client = socket.create_connection(server.server_address, timeout=5)
+        opened.append(client)
+        run_until(reactor, lambda: handlers)
+        return handlers[0], client
+
+    yield start
+    for item in reversed(opened):
+        if isinstance(item, socket.socket):
+            item.close()
+        else:
+            item.server_close()
 
 
 def _open_fds() -> int:

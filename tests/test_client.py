@@ -7,14 +7,13 @@ import logging
 import os
 import select
 import socket
-import threading
 import time
 from typing import Any, List
 
 import pytest
 
 import netmux
-from conftest import Echo, Recorder, needs_ipv6, run_until
+from conftest import Echo, Recorder, needs_ipv6, run_and_recv, run_in_a_thread_until_it_sleeps, run_until
 
 
 # ----------------------------------------------------------------------
@@ -64,6 +63,23 @@ def test_server_and_client_on_one_reactor_in_one_thread_exchange_messages(reacto
         peer = client.transport.get_extra_info("peername")
         assert peer[:2] == server.server_address[:2]
         run_until(reactor, lambda: server.connections == 0)
+
+
+def test_connect_returns_its_handler_which_talks_to_any_listener_and_hears_its_eof(reactor):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        handler = netmux.connect(listener.getsockname(), Recorder, reactor=reactor)
+        assert isinstance(handler, Recorder)
+        run_until(reactor, lambda: handler.events == ["made"])
+        peer, _ = listener.accept()
+        with peer:
+            handler.transport.write(b"from client")
+            assert run_and_recv(reactor, peer, 11) == b"from client"
+            peer.sendall(b"from server")
+            run_until(reactor, lambda: handler.data == b"from server")
+        run_until(reactor, lambda: handler.lost)
+        assert handler.events == ["made", "eof", "lost"] and handler.lost == [None]
 
 
 def test_connected_transport_is_the_servers_kind_with_nodelay(reactor):
@@ -492,17 +508,16 @@ def test_a_connect_timeout_of_inf_or_a_month_never_overflows_the_poller(timeout)
     sockets: List[socket.socket] = []
     reactor = netmux.Reactor()
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    waker = threading.Timer(0.1, reactor.call_soon_threadsafe, (lambda: None,))
     try:
         listener.bind(("127.0.0.1", 0))
         listener.listen(0)
         fill_backlog(listener, sockets)          # the connect stays pending: its timer leads
         handler = netmux.connect(listener.getsockname(), Recorder, reactor=reactor, timeout=timeout)
-        waker.start()
-        reactor.run_once(None)                   # sleeps on that timer: OverflowError before the cap
+        # run_once sleeps in the poller on that timer (OverflowError before the cap).
+        finish = run_in_a_thread_until_it_sleeps(lambda: reactor.run_once(None))
+        finish(lambda: reactor.call_soon_threadsafe(lambda: None))
         assert handler.events == []
     finally:
-        waker.join(5)
         reactor.close()
         for sock in sockets:
             sock.close()

@@ -9,6 +9,7 @@ checked by counting the bytes the line framer searches, not by timing.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import struct
 from typing import Callable, List, NamedTuple, Optional, Tuple
@@ -588,9 +589,12 @@ def test_each_connection_gets_its_own_framer():
     assert first.framer is not second.framer and first.framer.buffered == 3
 
 
-def test_framed_handler_factory_may_be_a_plain_function_and_is_not_bound():
+@pytest.mark.parametrize("factory", [lambda: NetstringFramer(10), NetstringFramer,
+                                     functools.partial(NetstringFramer, 10)],
+                         ids=["function", "class", "partial"])
+def test_framed_handler_factory_may_be_any_zero_argument_callable_and_is_not_bound(factory):
     class Frames(FramedHandler):
-        framer_factory = lambda: NetstringFramer(10)  # noqa: E731
+        framer_factory = factory
 
         def __init__(self) -> None:
             self.frames: List[bytes] = []

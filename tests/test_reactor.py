@@ -11,7 +11,8 @@ import time
 import pytest
 
 import netmux
-from conftest import run_until
+from conftest import run_in_a_thread_until_it_sleeps, run_until
+from netmux.testing import VirtualClock
 
 
 @pytest.fixture(params=["default", "poll"])
@@ -51,8 +52,10 @@ def test_timers_run_in_deadline_order_and_ties_in_fifo_order(reactor):
     reactor.call_at(now + 0.01, calls.append, "a1")
     reactor.call_at(now + 0.01, calls.append, "a2")
     reactor.call_later(0.02, calls.append, "b")
-    run_until(reactor, lambda: len(calls) == 4)
-    assert calls == ["a1", "a2", "b", "c"]
+    reactor.call_later(-1, calls.append, "negative delay")      # due at once
+    reactor.call_at(now - 5, calls.append, "past deadline")      # due at once, and earlier
+    run_until(reactor, lambda: len(calls) == 6)
+    assert calls == ["past deadline", "negative delay", "a1", "a2", "b", "c"]
 
 
 def test_timer_does_not_run_before_its_time(reactor):
@@ -99,13 +102,17 @@ def test_raising_callback_is_logged_and_the_loop_goes_on(reactor, caplog):
 
     reactor.call_soon(boom)
     reactor.call_soon(calls.append, "after")
-    with caplog.at_level(logging.ERROR, logger="netmux"):
+    with caplog.at_level(logging.DEBUG, logger="netmux"):
         reactor.run_once(0)
-    assert calls == ["after"]
+        assert calls == ["after"]
+        reactor.call_later(0.01, boom)                          # a timer, the same way
+        reactor.call_later(0.02, calls.append, "after the timer")
+        run_until(reactor, lambda: len(calls) == 2)
+    assert calls == ["after", "after the timer"]
     records = [r for r in caplog.records if r.name == "netmux" and r.exc_info]
-    assert len(records) == 1
-    assert records[0].levelno == logging.ERROR
-    assert "boom in a callback" in str(records[0].exc_info[1])
+    assert len(records) == 2
+    assert all(r.levelno == logging.ERROR for r in records)
+    assert all("boom in a callback" in str(r.exc_info[1]) for r in records)
 
 
 def test_raising_reader_is_logged_and_the_loop_goes_on(reactor, caplog):
@@ -142,6 +149,10 @@ def test_add_and_remove_reader_and_writer(reactor):
         run_until(reactor, lambda: writable)
         assert reactor.remove_writer(a) is True
         assert reactor.remove_writer(a) is False
+        called = len(writable)
+        for _ in range(3):
+            reactor.run_once(0)                              # a is still writable: not watched
+        assert len(writable) == called
         assert reactor.remove_reader(a) is True
         b.send(b"unread")
         got.clear()
@@ -154,31 +165,40 @@ def test_add_and_remove_reader_and_writer(reactor):
 
 def test_call_soon_threadsafe_wakes_a_reactor_sleeping_without_timers(reactor):
     woke = threading.Event()
-
-    def from_thread():
-        time.sleep(0.05)   # let the reactor enter select() with no timeout
-        reactor.call_soon_threadsafe(woke.set)
-
-    thread = threading.Thread(target=from_thread)
-    thread.start()
+    finish = run_in_a_thread_until_it_sleeps(lambda: reactor.run_once(None))   # no timeout, no timer
     start = time.monotonic()
-    try:
-        while not woke.is_set() and time.monotonic() - start < 5:
-            reactor.run_once(None)      # would sleep forever without the wake-up
-    finally:
-        thread.join()
-    assert woke.is_set()
-    assert time.monotonic() - start < 1
+    finish(lambda: reactor.call_soon_threadsafe(woke.set))
+    assert woke.is_set() and time.monotonic() - start < 1
 
 
-def test_stop_from_another_thread_ends_run(reactor):
-    thread = threading.Timer(0.05, reactor.stop)
-    thread.start()
+@pytest.mark.parametrize("how", ["stop", "call_soon_threadsafe(stop)"])
+def test_stop_from_another_thread_ends_run(reactor, how):
+    finish = run_in_a_thread_until_it_sleeps(reactor.run)       # run() sleeps with nothing to do
     start = time.monotonic()
+    finish(reactor.stop if how == "stop" else lambda: reactor.call_soon_threadsafe(reactor.stop))
+    assert time.monotonic() - start < 1 and not reactor.is_running()
+
+
+def test_stop_from_a_callback_ends_run_after_that_turn(reactor):
+    calls = []
+    reactor.call_soon(calls.append, 1)
+    reactor.call_later(0.02, reactor.stop)
     reactor.run()
-    thread.join()
-    assert time.monotonic() - start < 1
-    assert not reactor.is_running()
+    assert calls == [1] and not reactor.is_running()
+
+
+def test_run_once_returns_at_its_timeout_when_idle(reactor):
+    start = time.monotonic()
+    reactor.run_once(0.05)
+    assert 0.03 <= time.monotonic() - start < 1.0
+
+
+@pytest.mark.parametrize("method, args", [
+    ("call_soon", ()), ("call_later", (0.1,)), ("call_at", (0.0,)), ("call_soon_threadsafe", ()),
+])
+def test_a_callback_that_is_not_callable_is_a_type_error_at_once(reactor, method, args):
+    with pytest.raises(TypeError):
+        getattr(reactor, method)(*args, 42)
 
 
 def test_wakeup_never_blocks_even_when_its_buffer_is_full(reactor):
@@ -233,7 +253,7 @@ def test_cancelling_many_timers_from_an_io_callback_runs_due_timers_once(reactor
     """The cancelled-timer purge happens in place: the turn that is running holds the heap."""
     calls = []
     doomed = [reactor.call_later(3600, calls.append, "never") for _ in range(500)]
-    reactor.call_later(0.01, calls.append, "due")
+    reactor.call_at(reactor.time(), calls.append, "due")        # due when the reader runs
     a, b = socket.socketpair()
     try:
         def cancel_all():
@@ -242,8 +262,7 @@ def test_cancelling_many_timers_from_an_io_callback_runs_due_timers_once(reactor
                 timer.cancel()
 
         reactor.add_reader(a, cancel_all)
-        b.send(b"x")
-        time.sleep(0.02)                 # the timer is due when the reader runs
+        b.send(b"x")                     # readable at once: a socketpair has no wire
         with caplog.at_level(logging.ERROR, logger="netmux"):
             for _ in range(5):
                 reactor.run_once(0)
@@ -357,12 +376,13 @@ def test_a_timer_at_inf_or_a_month_away_never_fires_nor_overflows_the_poller(rea
     reactor.call_later(float("inf"), calls.append, "later inf")
     reactor.call_later(30 * 24 * 3600, calls.append, "a month")
     reactor.call_later(1e300, calls.append, "never")
-    waker = threading.Timer(0.1, reactor.call_soon_threadsafe, (reactor.stop,))
-    waker.start()
-    try:
-        reactor.run()              # sleeps with only those timers: OverflowError before the cap
-    finally:
-        waker.join(5)
+    start = time.monotonic()
+    reactor.run_once(0)
+    reactor.run_once(0.05)         # such timers do not stretch a bounded wait either
+    assert time.monotonic() - start < 1
+    # run() sleeps in the poller with only those timers (OverflowError before the cap).
+    finish = run_in_a_thread_until_it_sleeps(reactor.run)
+    finish(lambda: reactor.call_soon_threadsafe(reactor.stop))
     assert calls == []
 
 
@@ -407,6 +427,10 @@ def test_keyboard_interrupt_and_system_exit_propagate_from_a_callback(reactor, e
         reactor.run_once(0)
     reactor.run_once(0)
     assert calls == ["kept"]                       # what was queued after it runs next turn
+    reactor.call_soon(raise_it)
+    with pytest.raises(exc_type):
+        reactor.run()                              # out of run() too
+    assert not reactor.is_running()
 
 
 def test_scheduling_on_a_closed_reactor_is_a_runtime_error():
@@ -478,11 +502,17 @@ def test_close_calls_each_release_in_flight_exactly_once_in_order():
     assert r.statistics()["in_flight"] == 0
 
 
-def test_read_buffer_and_turn_time_are_the_reactors(reactor):
-    assert isinstance(reactor.read_buffer, memoryview) and not reactor.read_buffer.readonly
-    assert len(reactor.read_buffer) >= 65536                 # a UDP datagram fits whole
-    before = reactor.turn_time
-    time.sleep(0.01)
-    assert reactor.turn_time == before                       # read once per turn, not per access
-    reactor.run_once(0)
-    assert before + 0.01 <= reactor.turn_time <= reactor.time()
+@pytest.mark.parametrize("path", ["default", "poll"])
+def test_read_buffer_and_turn_time_are_the_reactors(path):
+    clock = VirtualClock(100.0)
+    reactor = netmux.Reactor(None if path == "default" else selectors.PollSelector(), clock=clock)
+    try:
+        assert isinstance(reactor.read_buffer, memoryview) and not reactor.read_buffer.readonly
+        assert len(reactor.read_buffer) >= 65536                 # a UDP datagram fits whole
+        assert reactor.turn_time == 100.0
+        clock.advance(0.5)
+        assert reactor.turn_time == 100.0                        # read once per turn, not per access
+        reactor.run_once(0)
+        assert reactor.turn_time == 100.5 == reactor.time()
+    finally:
+        reactor.close()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import random
@@ -14,7 +15,9 @@ import time
 import pytest
 
 import netmux
-from conftest import Echo, ServingThread, recv_exactly, recv_until_eof, wait_until
+from conftest import (Echo, Recorder, ServingThread, check_idle_timeout, check_max_connections,
+                      keeping, recv_exactly, recv_until_eof, run_until, sleeping_in_poll, wait_until)
+from netmux.testing import VirtualClock
 
 
 def test_two_hundred_interleaved_clients_each_get_their_own_bytes(serve):
@@ -67,8 +70,31 @@ def test_port_zero_is_resolved_and_address_in_use_is_the_kernel_error(serve):
 
 
 def test_non_callable_factory_is_a_type_error():
-    with pytest.raises(TypeError):
-        netmux.TCPServer(("127.0.0.1", 0), "not callable")
+    for bad in ("not callable", None, 42, Echo()):
+        with pytest.raises(TypeError):
+            netmux.TCPServer(("127.0.0.1", 0), bad)
+
+
+def test_the_server_binds_and_listens_at_construction():
+    with netmux.TCPServer(("127.0.0.1", 0), Echo) as server:
+        # No loop turn yet: the kernel completes the handshake from the listen backlog.
+        socket.create_connection(server.server_address, timeout=5).close()
+
+
+def test_so_reuseaddr_lets_a_new_server_bind_while_a_closed_connection_is_in_time_wait():
+    reactor = netmux.Reactor()
+    handlers = []
+    try:
+        with netmux.TCPServer(("127.0.0.1", 0), keeping(handlers, Recorder),
+                              reactor=reactor) as server:
+            address = server.server_address
+            with socket.create_connection(address, timeout=5):
+                run_until(reactor, lambda: handlers)
+                handlers[0].transport.close()       # the server side closes first: TIME_WAIT on it
+                run_until(reactor, lambda: handlers[0].lost)
+        netmux.TCPServer(address, Echo, reactor=reactor).server_close()
+    finally:
+        reactor.close()
 
 
 def test_handler_that_raises_is_logged_once_and_costs_its_connection_only(serve, caplog):
@@ -122,6 +148,10 @@ def test_exceptions_in_every_handler_method_are_contained(serve, caplog):
         return handler
 
     server = serve(factory)
+
+    def raised_in_connection_lost():
+        return [r for r in caplog.records if r.exc_info and str(r.exc_info[1]) == "lost"]
+
     with caplog.at_level(logging.WARNING, logger="netmux"):
         with server.connect() as a:
             assert recv_until_eof(a) == b""
@@ -131,8 +161,10 @@ def test_exceptions_in_every_handler_method_are_contained(serve, caplog):
         with server.connect() as c:
             c.shutdown(socket.SHUT_WR)
             assert recv_until_eof(c) == b""
-        wait_until(lambda: len(lost_calls) == 3)
+        wait_until(lambda: len(raised_in_connection_lost()) == 3)
+        server.call(lambda: None)     # a full reactor turn: a second log would have come
     assert lost_calls == ["RuntimeError"] * 3
+    assert len(raised_in_connection_lost()) == 3          # once per connection
     with server.connect() as d:       # still serving
         assert d.fileno() >= 0
 
@@ -150,7 +182,8 @@ def test_failing_factory_drops_that_connection_only(serve, caplog):
     with caplog.at_level(logging.ERROR, logger="netmux"):
         with server.connect() as first:
             assert recv_until_eof(first) == b""
-    assert any("factory failed" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+    failures = [r for r in caplog.records if r.exc_info]
+    assert len(failures) == 1 and "factory failed" in str(failures[0].exc_info[1])
     with server.connect() as second:
         second.sendall(b"ok")
         assert recv_exactly(second, 2) == b"ok"
@@ -160,15 +193,32 @@ def test_shutdown_from_another_thread_returns_within_a_second_even_when_idle():
     server = netmux.TCPServer(("127.0.0.1", 0), Echo)
     thread = threading.Thread(target=server.serve_forever)
     thread.start()
-    wait_until(lambda: server.reactor.is_running())
-    time.sleep(0.1)                   # the reactor now sleeps in select() with no timer
-    start = time.monotonic()
-    server.shutdown()
-    elapsed = time.monotonic() - start
-    thread.join(5)
-    server.server_close()
-    assert not thread.is_alive()
-    assert elapsed < 1.0
+    try:
+        wait_until(lambda: sleeping_in_poll(thread))   # in epoll with no timer: only a wake-up ends it
+        start = time.monotonic()
+        server.shutdown()
+        elapsed = time.monotonic() - start
+        thread.join(5)
+        assert not thread.is_alive()
+        assert elapsed < 1.0
+        server.shutdown()             # after serve_forever() returned: harmless
+    finally:
+        server.shutdown()
+        thread.join(5)
+        server.server_close()
+        server.server_close()
+
+
+def test_serve_forever_serves_again_after_shutdown():
+    with netmux.TCPServer(("127.0.0.1", 0), Echo) as server:
+        for _ in range(2):
+            serving = ServingThread(server)
+            with serving.connect() as client:
+                client.sendall(b"again")
+                assert recv_exactly(client, 5) == b"again"
+            server.shutdown()
+            serving.thread.join(5)
+            assert not serving.thread.is_alive()
 
 
 def test_shutdown_when_not_serving_returns_at_once_and_twice_is_fine():
@@ -224,69 +274,95 @@ def test_server_close_runs_every_connection_lost_before_returning():
     server.server_close()             # idempotent
 
 
-def test_context_manager_closes_the_listening_socket():
-    with netmux.TCPServer(("127.0.0.1", 0), Echo) as server:
-        address = server.server_address
-    with pytest.raises(ConnectionRefusedError):
-        socket.create_connection(address, timeout=2).close()
-
-
-def test_servers_share_one_reactor():
+def test_context_manager_closes_the_listening_socket_and_every_connection():
     reactor = netmux.Reactor()
-    one = netmux.TCPServer(("127.0.0.1", 0), Echo, reactor=reactor)
-    two = netmux.TCPServer(("127.0.0.1", 0), lambda: Echo(), reactor=reactor)
-    thread = threading.Thread(target=reactor.run)
-    thread.start()
+    handlers = []
     try:
-        for server in (one, two):
-            with socket.create_connection(server.server_address, timeout=5) as client:
-                client.sendall(b"shared")
-                assert recv_exactly(client, 6) == b"shared"
+        with netmux.TCPServer(("127.0.0.1", 0), keeping(handlers, Recorder),
+                              reactor=reactor) as server:
+            assert isinstance(server, netmux.TCPServer)
+            address = server.server_address
+            client = socket.create_connection(address, timeout=5)
+            run_until(reactor, lambda: handlers)
+        assert handlers[0].events == ["made", "lost"]
+        client.close()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(address, timeout=2).close()
     finally:
-        reactor.call_soon_threadsafe(reactor.stop)
-        thread.join(5)
-        one.server_close()
-        two.server_close()
         reactor.close()
 
 
-def test_max_connections_pauses_accepting_and_resumes_below(serve):
-    made = []
+class UpperDatagrams(netmux.DatagramHandler):
+    def datagram_received(self, data, addr):
+        self.transport.sendto(data.upper(), addr)
 
-    class Counted(Echo):
+
+def test_servers_share_one_reactor_and_any_zero_argument_callable_is_a_factory():
+    reactor = netmux.Reactor()
+    servers = [netmux.TCPServer(("127.0.0.1", 0), factory, reactor=reactor)
+               for factory in (Echo, lambda: Echo(), functools.partial(Echo))]
+    datagrams = netmux.UDPServer(("127.0.0.1", 0), UpperDatagrams, reactor=reactor)
+    thread = threading.Thread(target=reactor.run)
+    thread.start()
+    try:
+        for server in servers:
+            with socket.create_connection(server.server_address, timeout=5) as client:
+                client.sendall(b"shared")
+                assert recv_exactly(client, 6) == b"shared"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.settimeout(5)
+            client.sendto(b"dgram", datagrams.server_address)
+            assert client.recvfrom(100)[0] == b"DGRAM"
+    finally:
+        reactor.call_soon_threadsafe(reactor.stop)
+        thread.join(5)
+        for server in servers:
+            server.server_close()
+        datagrams.server_close()
+        reactor.close()
+
+
+def test_max_connections_pauses_accepting_and_resumes_below(reactor):
+    check_max_connections(
+        reactor, lambda factory: netmux.TCPServer(("127.0.0.1", 0), factory, reactor=reactor, max_connections=2),
+        lambda server: socket.create_connection(server.server_address, timeout=5))
+
+
+def test_idle_timeout_closes_silent_connections_and_spares_busy_ones():
+    check_idle_timeout(lambda reactor: netmux.TCPServer(("127.0.0.1", 0), Echo, reactor=reactor, idle_timeout=0.3),
+                       lambda server: socket.create_connection(server.server_address, timeout=5))
+
+
+def test_outgoing_bytes_count_as_activity_for_the_idle_timeout():
+    clock = VirtualClock()
+    reactor = netmux.Reactor(clock=clock)
+    ticks = []
+
+    class Ticker(Recorder):
         def connection_made(self, transport):
             super().connection_made(transport)
-            made.append(self)
+            self.tick()
 
-    server = serve(Counted, max_connections=2)
-    first, second = server.connect(), server.connect()
-    wait_until(lambda: len(made) == 2)
-    third = server.connect()          # the kernel completes it; netmux does not accept it
-    third.sendall(b"waiting")
-    time.sleep(0.2)                   # give a wrong accept the chance to happen
-    assert len(made) == 2
-    assert server.server.connections == 2
-    first.close()
-    assert recv_exactly(third, 7) == b"waiting"
-    assert len(made) == 3
-    second.close()
-    third.close()
+        def tick(self):
+            if not self.transport.is_closing():
+                self.transport.write(b"t")
+                ticks.append(clock.now)
+                self.transport.reactor.call_later(0.05, self.tick)
 
-
-def test_idle_timeout_closes_silent_connections_and_spares_busy_ones(serve):
-    server = serve(Echo, idle_timeout=0.3)
-    with server.connect() as idle, server.connect() as busy:
-        start = time.monotonic()
-        busy_deadline = start + 1.0
-        while time.monotonic() < busy_deadline:
-            busy.sendall(b"!")
-            assert recv_exactly(busy, 1) == b"!"
-            time.sleep(0.05)
-        assert recv_until_eof(idle, timeout=5) == b""     # closed meanwhile
-        busy.sendall(b"alive")
-        assert recv_exactly(busy, 5) == b"alive"
-        assert recv_until_eof(busy, timeout=5) == b""
-        assert time.monotonic() - start < 3
+    handlers = []
+    server = netmux.TCPServer(("127.0.0.1", 0), keeping(handlers, Ticker),
+                              reactor=reactor, idle_timeout=0.3)
+    try:
+        with socket.create_connection(server.server_address, timeout=5):
+            run_until(reactor, lambda: handlers)
+            while clock.now < 0.75:                 # 2.5 idle timeouts of only outgoing bytes
+                clock.advance(0.05)
+                run_until(reactor, lambda: ticks[-1] == clock.now)
+            assert len(ticks) == 16 and handlers[0].events == ["made"]
+            handlers[0].transport.close()
+    finally:
+        server.server_close()
+        reactor.close()
 
 
 def test_idle_timeout_aborts_a_peer_that_never_reads(serve):
@@ -335,7 +411,8 @@ def test_reuse_port_lets_two_servers_share_a_port():
 
 
 def test_bad_limits_are_value_errors():
-    for kwargs in ({"max_connections": 0}, {"idle_timeout": 0}, {"idle_timeout": -1}):
+    for kwargs in ({"max_connections": 0}, {"max_connections": -1}, {"max_connections": float("nan")},
+                   {"idle_timeout": 0}, {"idle_timeout": -1}):
         with pytest.raises(ValueError):
             netmux.TCPServer(("127.0.0.1", 0), Echo, **kwargs)
 

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
@@ -18,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import netmux
-from conftest import WAYS, Echo, recv_exactly, recv_until_eof, run_one_way, run_until, wait_until
+from conftest import WAYS, Echo, readable, recv_exactly, recv_until_eof, run_one_way, run_until, wait_until
 from fragmenting import EAGAIN, EINTR, fragmented_pair
 from fragmenting import run_until as run_fragmented
 
@@ -592,8 +591,12 @@ def test_a_handler_may_spawn_tasks_on_its_reactor(serve):
 # ----------------------------------------------------------------------
 def test_a_handler_that_never_reads_stops_its_peer(reactor):
     class Deaf(netmux.StreamHandler):
+        max_buffer = 4096                             # a class attribute bounds its buffer
+
         async def handle(self):
             await netmux.sleep(math.inf)
+
+    assert netmux.StreamHandler.max_buffer == 65536
 
     left, right = socket.socketpair()
     with right:
@@ -645,14 +648,24 @@ def test_a_paused_handler_reads_again_once_it_recvs(reactor):
 
 
 _BIG_SENDER = r"""
-import netmux, sys
+import netmux, socket, sys
 CHUNK = 1 << 20
 def chunk(index):
     return index.to_bytes(4, "big") * (CHUNK // 4)
 class Flood(netmux.StreamHandler):
+    paused = False
+    def connection_made(self, transport):
+        # A small kernel send buffer: a chunk overflows it into ours at once, instead
+        # of the megabytes a loopback socket would otherwise take in.
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        super().connection_made(transport)
     async def handle(self):
         for index in range(256):
             await self.sendall(chunk(index))
+    def pause_writing(self):
+        if not Flood.paused:           # the buffer passed high water: tell the test, once
+            Flood.paused = True
+            print("paused", flush=True)
 server = netmux.TCPServer(("127.0.0.1", 0), Flood)
 print(server.server_address[1], flush=True)
 server.serve_forever()
@@ -674,7 +687,10 @@ def test_sendall_of_256_mib_to_a_slow_reader_stays_memory_bounded_and_intact():
         start_kib = _high_water_kib(process.pid)
         with socket.create_connection(("127.0.0.1", port), timeout=20) as client:
             client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-            time.sleep(0.3)            # a slow reader: the server must wait, not buffer
+            # A slow reader: nothing read until the server's buffer has passed its high
+            # water mark, so from here on it must wait, not buffer.
+            readable(process.stdout, timeout=20)
+            assert process.stdout.readline() == b"paused\n"
             received, index, pending = 0, 0, bytearray()
             chunk_size = 1 << 20
             while index < 256:

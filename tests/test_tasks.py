@@ -49,6 +49,7 @@ def test_spawn_starts_on_the_next_turn_and_keeps_the_result(reactor):
     run_until(reactor, task.done)
     assert log == ["ran"] and task.result() == 42 and task.exception() is None
     assert not task.cancelled() and reactor.pending_tasks == set()
+    assert task.cancel() is False and task.result() == 42      # cancelling a finished task: harmless
 
 
 def test_result_before_done_is_a_runtime_error(reactor):
@@ -185,8 +186,10 @@ def test_timeout_raises_the_builtin_timeout_error_and_disarms_everything(reactor
             await netmux.sleep(10)
         return scope
 
+    started = reactor.time()
     task = run_task(reactor, main())
     assert type(task.exception()) is TimeoutError
+    assert 0.02 <= reactor.time() - started < 2          # at its time, not the sleep's
     assert armed_timers(reactor) == 0
 
 

@@ -202,6 +202,11 @@ def test_until_stops_virtual_time_before_a_later_timer():
     assert drive(Timeout30, [b"a"], until=30).closed         # a timer due at until runs
 
 
+def test_without_eof_the_connection_stays_open():
+    conversation = drive(Upper, [b"a\n"], eof=False)
+    assert conversation.written == b"A\n" and conversation.closed is False
+
+
 class Ticker(netmux.Handler):
     """Arms a periodic timer forever."""
 

@@ -9,16 +9,18 @@ import time
 import pytest
 
 import netmux
-from conftest import Echo, Recorder, recv_exactly, recv_until_eof, wait_until
+from conftest import (Echo, Recorder, readable, recv_exactly, recv_until_eof, run_and_recv,
+                      run_until, wait_until)
 
 
-def test_write_after_close_raises_connection_error(serve):
+@pytest.mark.parametrize("how", ["close", "abort"])
+def test_write_after_close_or_abort_raises_connection_error(serve, how):
     seen = []
 
     class Closer(netmux.Handler):
         def connection_made(self, transport):
             super().connection_made(transport)
-            transport.close()
+            getattr(transport, how)()
             for data in (b"late", "str"):
                 try:
                     transport.write(data)
@@ -26,9 +28,8 @@ def test_write_after_close_raises_connection_error(serve):
                     seen.append(type(exc))
 
     server = serve(Closer)
-    with server.connect() as client:
-        assert recv_until_eof(client) == b""
-    wait_until(lambda: len(seen) == 2)
+    with server.connect():
+        wait_until(lambda: len(seen) == 2)
     assert seen == [ConnectionError, TypeError]
 
 
@@ -45,12 +46,15 @@ def test_write_rejects_what_is_not_bytes_like(serve, bad):
                 errors.append(exc)
             transport.write(bytearray(b"ok"))
             transport.write(memoryview(b"!!"))
+            transport.write(memoryview(b"x?x")[1:2])
+            transport.write(b"")
             transport.writelines([b"a", bytearray(b"b"), memoryview(b"c")])
+            transport.writelines(bytes([c]) for c in b"gen")      # any iterable
             transport.close()
 
     server = serve(Writer)
     with server.connect() as client:
-        assert recv_until_eof(client) == b"ok!!abc"
+        assert recv_until_eof(client) == b"ok!!?abcgen"
     assert len(errors) == 1
 
 
@@ -122,16 +126,18 @@ def test_half_close_round_trip(serve):
 
 
 def test_write_eof_keeps_reading(serve):
+    greeting = b"greeting" * 250_000              # 2 MB: the FIN waits for the flush
+
     class EofFirst(Recorder):
         def connection_made(self, transport):
             super().connection_made(transport)
-            transport.write(b"greeting")
+            transport.write(greeting)
             transport.write_eof()
 
     handler = EofFirst()
     server = serve(lambda: handler)
     with server.connect() as client:
-        assert recv_until_eof(client) == b"greeting"
+        assert recv_until_eof(client) == greeting
         client.sendall(b"still heard")
         wait_until(lambda: bytes(handler.data) == b"still heard")
     assert handler.lost_event.wait(5)
@@ -139,8 +145,9 @@ def test_write_eof_keeps_reading(serve):
 
 
 def test_eof_received_true_keeps_write_side_open(serve):
-    class LateReply(netmux.Handler):
+    class LateReply(Recorder):
         def eof_received(self):
+            super().eof_received()
             self.transport.reactor.call_later(0.05, self.reply)
             return True
 
@@ -148,10 +155,24 @@ def test_eof_received_true_keeps_write_side_open(serve):
             self.transport.write(b"after eof")
             self.transport.close()
 
-    server = serve(LateReply)
+    handler = LateReply()
+    server = serve(lambda: handler)
     with server.connect() as client:
         client.shutdown(socket.SHUT_WR)
         assert recv_until_eof(client) == b"after eof"
+    assert handler.lost_event.wait(5)
+    assert handler.events == ["made", "eof", "lost"] and handler.lost == [None]
+
+
+def test_eof_received_falsy_closes_after_flushing_what_it_wrote(serve):
+    class Reply(netmux.Handler):
+        def eof_received(self):
+            self.transport.write(b"z" * 3_000_000)
+
+    server = serve(Reply)
+    with server.connect() as client:
+        client.shutdown(socket.SHUT_WR)
+        assert recv_until_eof(client) == b"z" * 3_000_000
 
 
 def test_partial_sends_on_tiny_buffers_keep_order(serve):
@@ -258,34 +279,38 @@ def test_set_write_buffer_limits_validates():
         assert transport.get_write_buffer_limits() == (16 * 1024, 64 * 1024)
         transport.set_write_buffer_limits(low=100)
         assert transport.get_write_buffer_limits() == (100, 400)
-        with pytest.raises(ValueError):
-            transport.set_write_buffer_limits(high=10, low=20)
+        transport.set_write_buffer_limits(high=40_000)
+        assert transport.get_write_buffer_limits() == (10_000, 40_000)   # low: a quarter
+        for high, low in ((10, 20), (-1, None), (None, -5)):
+            with pytest.raises(ValueError):
+                transport.set_write_buffer_limits(high=high, low=low)
     finally:
         sock_a.close()
         sock_b.close()
         reactor.close()
 
 
-def test_pause_reading_stops_data_received(serve):
-    handler = Recorder()
-
-    server = serve(lambda: handler)
-    with server.connect() as client:
-        wait_until(lambda: handler.events == ["made"])
-        server.call(handler.transport.pause_reading)
-        assert not handler.transport.is_reading()
-        client.sendall(b"held back")
-        time.sleep(0.1)   # give a wrongly registered reader the chance to read
-        assert handler.data == b""
-        server.call(handler.transport.resume_reading)
-        assert handler.transport.is_reading()
-        wait_until(lambda: handler.data == b"held back")
+def test_pause_reading_stops_data_received(reactor, one_connection):
+    handler, client = one_connection()
+    transport = handler.transport
+    assert transport.is_reading()
+    transport.pause_reading()
+    assert not transport.is_reading()
+    client.sendall(b"held back")
+    readable(transport.get_extra_info("socket"))   # a registered reader would be woken now
+    for _ in range(3):
+        reactor.run_once(0)
+    assert handler.data == b""
+    transport.resume_reading()
+    assert transport.is_reading()
+    run_until(reactor, lambda: handler.data == b"held back")
 
 
 def test_abort_drops_the_buffer_and_reports_lost_once(serve):
     class Aborter(Recorder):
         def connection_made(self, transport):
             super().connection_made(transport)
+            assert not transport.is_closing()
             transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
             transport.set_write_buffer_limits(high=1 << 30)
             transport.write(b"z" * 5_000_000)
@@ -387,6 +412,7 @@ def test_extra_info_names_both_ends(serve):
             info["sockname"] = transport.get_extra_info("sockname")
             info["socket"] = transport.get_extra_info("socket")
             info["missing"] = transport.get_extra_info("nothing", "dflt")
+            info["missing without default"] = transport.get_extra_info("nothing")
             info["reactor"] = transport.reactor
             transport.close()
 
@@ -396,11 +422,13 @@ def test_extra_info_names_both_ends(serve):
         assert info["peername"][:2] == client.getsockname()[:2]
         assert info["sockname"][:2] == server.address[:2]
         assert isinstance(info["socket"], socket.socket)
-        assert info["missing"] == "dflt"
+        assert info["missing"] == "dflt" and info["missing without default"] is None
         assert info["reactor"] is server.server.reactor
 
 
 def test_an_asyncio_protocol_runs_unchanged(serve):
+    lost = []
+
     class AsyncioEcho(asyncio.Protocol):
         def connection_made(self, transport):
             self.transport = transport
@@ -408,44 +436,55 @@ def test_an_asyncio_protocol_runs_unchanged(serve):
         def data_received(self, data):
             self.transport.write(data.upper())
 
+        def connection_lost(self, exc):
+            lost.append(exc)
+
     server = serve(AsyncioEcho)
     with server.connect() as client:
         client.sendall(b"asyncio names")
         assert recv_exactly(client, 13) == b"ASYNCIO NAMES"
+        client.shutdown(socket.SHUT_WR)       # asyncio's default eof_received: close
+        assert recv_until_eof(client) == b""
+    wait_until(lambda: lost)
+    assert lost == [None]
 
 
-def test_slow_reader_cannot_grow_the_echo_buffer_without_bound(serve):
-    """In-process: the transport's buffer stays near the high-water mark."""
-    sizes = []
+def test_slow_reader_cannot_grow_the_echo_buffer_without_bound(reactor):
+    """The default backpressure: the echo's buffer stays near the high-water mark,
+    reading stops, and the peer is stopped by the kernel; nothing is lost."""
+    handlers, sizes = [], []
 
     class Watched(Echo):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            handlers.append(self)
+
         def data_received(self, data):
             super().data_received(data)
             sizes.append(self.transport.get_write_buffer_size())
 
-    server = serve(Watched)
-    client = server.connect()
-    client.setblocking(False)
-    sent = 0
-    deadline = time.monotonic() + 10
-    stalled_since = None
-    block = b"s" * 65536
-    while sent < 64 * 1024 * 1024 and time.monotonic() < deadline:
-        try:
-            sent += client.send(block)
-            stalled_since = None
-        except BlockingIOError:
-            stalled_since = stalled_since or time.monotonic()
-            if time.monotonic() - stalled_since > 0.3:
-                break                       # everything is full: the server stopped reading
-            time.sleep(0.005)
-    assert sent < 64 * 1024 * 1024, "the server never pushed back"
-    assert max(sizes) < 64 * 1024 + 256 * 1024 + 1   # high water + one recv
-    # Now read everything back: nothing was lost while paused.
-    client.setblocking(True)
-    client.settimeout(10)
-    assert len(recv_exactly(client, sent)) == sent
-    client.close()
+    with netmux.TCPServer(("127.0.0.1", 0), Watched, reactor=reactor) as server:
+        with socket.create_connection(server.server_address, timeout=5) as client:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            client.setblocking(False)
+            run_until(reactor, lambda: handlers)
+            transport, sent, block = handlers[0].transport, 0, b"s" * 65536
+            while transport.is_reading() and sent < 64 << 20:   # until the echo pushes back
+                try:
+                    sent += client.send(block)
+                except BlockingIOError:
+                    pass
+                reactor.run_once(0)
+            assert not transport.is_reading(), f"the echo took {sent} bytes without pushing back"
+            while True:                                        # now the kernel stops the peer
+                try:
+                    sent += client.send(block)
+                except BlockingIOError:
+                    break
+                reactor.run_once(0)
+                assert sent < 64 << 20, "the peer was never stopped"
+            assert max(sizes) < 64 * 1024 + 256 * 1024 + 1       # high water + one recv
+            assert run_and_recv(reactor, client, sent) == b"s" * sent   # nothing lost while paused
 
 
 def test_close_with_unread_input_still_delivers_the_whole_reply(serve):
@@ -532,3 +571,43 @@ def test_a_connection_lost_queued_when_the_reactor_closes_is_delivered():
         for a, b in pairs:
             a.close()
             b.close()
+
+
+class NamesAtLost(Recorder):
+    def connection_lost(self, exc):
+        super().connection_lost(exc)
+        self.names = (self.transport.get_extra_info("peername"), self.transport.get_extra_info("sockname"))
+
+
+@pytest.mark.parametrize("how", ["peer closes", "close", "abort"])
+def test_both_names_are_still_known_in_connection_lost_on_a_server(reactor, one_connection, how):
+    handler, client = one_connection(NamesAtLost)
+    expected = (client.getsockname(), client.getpeername())
+    if how == "peer closes":
+        client.close()
+    else:
+        getattr(handler.transport, how)()
+    run_until(reactor, lambda: handler.lost)
+    assert handler.names == expected
+
+
+def test_both_names_are_still_known_in_connection_lost_on_a_client(reactor):
+    with netmux.TCPServer(("127.0.0.1", 0), Echo, reactor=reactor) as server:
+        handler = netmux.connect(server.server_address, NamesAtLost, reactor=reactor)
+        run_until(reactor, lambda: handler.events == ["made"])
+        handler.transport.close()
+        run_until(reactor, lambda: handler.lost)
+        assert handler.names[0] == server.server_address
+        assert handler.names[1][0] == "127.0.0.1" and handler.names[1][1] > 0
+
+
+def test_write_buffer_size_counts_the_unsent_bytes(reactor, one_connection):
+    handler, client = one_connection()
+    transport = handler.transport
+    assert transport.get_write_buffer_size() == 0
+    transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    transport.set_write_buffer_limits(high=1 << 30)
+    transport.write(b"w" * (4 << 20))
+    assert 0 < transport.get_write_buffer_size() <= 4 << 20
+    assert run_and_recv(reactor, client, 4 << 20) == b"w" * (4 << 20)
+    run_until(reactor, lambda: transport.get_write_buffer_size() == 0)

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator, List
 import pytest
 
 import netmux
-from conftest import ServerProcess, ServingThread, needs_ipv6, run_until, wait_until
+from conftest import ServerProcess, ServingThread, keeping, needs_ipv6, readable, run_until, wait_until
 
 
 
@@ -392,12 +392,22 @@ def test_server_binds_at_once_and_resolves_port_zero():
     assert server.handler.events == ["made", "lost"]
 
 
+class RecordingEcho(Recorder):
+    def datagram_received(self, data, addr):
+        super().datagram_received(data, addr)
+        self.transport.sendto(data.upper(), addr)
+
+
 def test_server_close_has_run_connection_lost_when_it_returns_exactly_once():
-    server = netmux.UDPServer(("127.0.0.1", 0), Recorder)
+    server = netmux.UDPServer(("127.0.0.1", 0), RecordingEcho)
     serving = threading.Thread(target=server.serve_forever)
     serving.start()
     try:
         wait_until(lambda: server._serving_thread is not None)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.settimeout(5)
+            client.sendto(b"abc", server.server_address)
+            assert client.recvfrom(100) == (b"ABC", server.server_address)   # from the server's address
         started = time.monotonic()
         server.shutdown()
         assert time.monotonic() - started < 1.0
@@ -407,7 +417,20 @@ def test_server_close_has_run_connection_lost_when_it_returns_exactly_once():
         server.server_close()
     assert server.handler.lost == [None]
     server.server_close()
-    assert server.handler.lost == [None]
+    assert server.handler.lost == [None] and server.handler.events == ["made", "lost"]
+
+
+def test_one_handler_serves_every_peer_of_the_socket(reactor):
+    made = []
+    with netmux.UDPServer(("127.0.0.1", 0), keeping(made, RecordingEcho),
+                          reactor=reactor) as server:
+        for i in range(3):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                client.setblocking(False)
+                client.sendto(b"x%d" % i, server.server_address)
+                run_until(reactor, lambda: len(server.handler.datagrams) == i + 1)
+                readable(client)                              # and its reply came back
+        assert made == [server.handler] and len({addr for _, addr in server.handler.datagrams}) == 3
 
 
 def test_server_rejects_a_factory_that_is_not_callable():

@@ -16,8 +16,8 @@ from typing import Any, Iterator, List
 import pytest
 
 import netmux
-from conftest import (ROOT, Echo, Recorder, ServerProcess, ServingThread, child_env, recv_exactly,
-                      recv_until_eof, run_until, wait_until)
+from conftest import (ROOT, Echo, Recorder, ServerProcess, ServingThread, check_idle_timeout,
+                      check_max_connections, child_env, recv_exactly, recv_until_eof, run_until)
 
 
 @pytest.fixture
@@ -87,39 +87,15 @@ def test_the_peername_is_what_the_kernel_gives_and_no_tcp_nodelay(serve_unix, pa
     assert seen == [("", path, socket.AF_UNIX)]       # an unbound client has no name
 
 
-def test_max_connections_pauses_accepting_and_resumes_below(serve_unix, path):
-    made: List[Any] = []
-
-    class Counted(Echo):
-        def connection_made(self, transport):
-            super().connection_made(transport)
-            made.append(self)
-
-    server = serve_unix(Counted, max_connections=2)
-    first, second = unix_client(path), unix_client(path)
-    wait_until(lambda: len(made) == 2)
-    third = unix_client(path)             # queued by the kernel, not accepted by netmux
-    third.sendall(b"waiting")
-    time.sleep(0.2)                       # give a wrong accept the chance to happen
-    assert len(made) == 2 and server.server.connections == 2
-    first.close()
-    assert recv_exactly(third, 7) == b"waiting"
-    assert len(made) == 3
-    second.close()
-    third.close()
+def test_max_connections_pauses_accepting_and_resumes_below(reactor, path):
+    check_max_connections(reactor, lambda factory: netmux.UnixServer(path, factory, reactor=reactor,
+                                                                      max_connections=2),
+                          lambda server: unix_client(path))
 
 
-def test_idle_timeout_closes_a_silent_connection(serve_unix, path):
-    serve_unix(Echo, idle_timeout=0.2)
-    with unix_client(path) as idle, unix_client(path) as busy:
-        start = time.monotonic()
-        while time.monotonic() - start < 0.6:
-            busy.sendall(b"!")
-            assert recv_exactly(busy, 1) == b"!"
-            time.sleep(0.05)
-        assert recv_until_eof(idle, timeout=5) == b""
-        assert recv_until_eof(busy, timeout=5) == b""
-        assert time.monotonic() - start < 3
+def test_idle_timeout_closes_a_silent_connection(path):
+    check_idle_timeout(lambda reactor: netmux.UnixServer(path, Echo, reactor=reactor, idle_timeout=0.3),
+                       lambda server: unix_client(path))
 
 
 def test_a_stream_handler_serves_over_a_unix_socket(serve_unix, path):
