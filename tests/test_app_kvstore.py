@@ -527,3 +527,13 @@ def test_append_past_512_mib_is_refused_without_growing_the_value(store):
         assert run(store, "STRLEN", "k") == b":1400\r\n"
     finally:
         kvstore._MAX_VALUE = limit
+
+
+def test_every_command_is_one_method_with_its_arity_beside_it():
+    """A kv command is a do_NAME method marked @command(arity): the table is read from
+    the marks, so a method cannot be forgotten in a separate table."""
+    store = Store()
+    methods = {name[3:] for name in dir(Store) if name.startswith("do_")}
+    assert methods == {name.decode() for name in store.commands if name.islower()}
+    for name in methods:
+        assert isinstance(getattr(Store, "do_" + name).arity, int)
