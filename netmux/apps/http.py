@@ -155,13 +155,17 @@ class Site:
             self._hello = None
         return self._date
 
+    def common_fields(self) -> List[Tuple[bytes, bytes]]:
+        """The header fields every response carries, written once: Date and Server."""
+        return [(b"date", self.date()), (b"server", b"netmux")]
+
     def hello(self) -> Any:
         """The hello page's Response event: h11 events are immutable, so one serves every
         request of the same second (h11 validates its headers once, not per request)."""
-        date = self.date()
+        common = self.common_fields()       # first: a new second forgets the cached page
         if self._hello is None:
             self._hello = h11.Response(status_code=200, reason=b"OK", headers=[
-                (b"content-type", b"text/html; charset=utf-8"), (b"date", date), (b"server", b"netmux"),
+                (b"content-type", b"text/html; charset=utf-8"), *common,
                 (b"content-length", b"%d" % len(HELLO_PAGE))])
         return self._hello
 
@@ -492,7 +496,7 @@ class HTTPHandler(netmux.Handler):
         conn = self._conn
         if length is None:
             length = len(body)
-        fields = fields + [(b"date", self.site.date()), (b"server", b"netmux")]
+        fields = fields + self.site.common_fields()
         if status != 304:
             fields.append((b"content-length", b"%d" % length))
         if close:
