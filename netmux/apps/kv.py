@@ -36,7 +36,7 @@ from typing import Any, List, Optional
 import netmux
 from netmux.apps import byte_count, stream_server
 from netmux.apps.kvstore import CommandError, Store, execute, subcommand
-from netmux.apps.resp import RespParser, bulk, error
+from netmux.apps.resp import ProtocolError, RespParser, bulk, error
 
 DESCRIPTION = "key-value store speaking the Redis protocol (redis-cli, redis-benchmark)"
 DEFAULT_PORT = 6379                 # Redis's: redis-cli and redis-benchmark find it unasked
@@ -157,7 +157,11 @@ class KVHandler(netmux.Handler):
             return False
         self._parsed = start + _PARSE_SLICE
         piece = data if start == 0 and len(data) <= _PARSE_SLICE else data[start:self._parsed]
-        self._commands, self._next = self._parser.feed(piece), 0
+        try:
+            commands = self._parser.feed(piece)
+        except ProtocolError as exc:      # its commands run first, then the error is answered
+            commands = exc.commands
+        self._commands, self._next = commands, 0
         return True
 
     def _protocol_error(self) -> None:

@@ -42,7 +42,16 @@ _MAX_LENGTH_LINE = 32            # "*1048576" or "$1048576" are 8 bytes; 32 is g
 
 
 class ProtocolError(ValueError):
-    """The peer broke RESP: the message is the text after ``-ERR Protocol error: ``."""
+    """The peer broke RESP: the message is the text after ``-ERR Protocol error: ``.
+
+    Reported as ``netmux.FramingError`` is: raised by the ``feed`` that met the bad
+    input, with ``commands``, the whole commands that feed completed before it
+    (well-formed: the caller runs them before giving up), and sticky (any later
+    ``feed`` raises it again; ``RespParser.error`` keeps it)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.commands: List["Command"] = []
 
 
 Command = List[bytes]
@@ -52,8 +61,9 @@ class RespParser:
     """Incremental RESP2 request parser: ``feed(data)`` returns the whole commands.
 
     ``feed`` returns every command completed by ``data``, in order. When the
-    data breaks the protocol, the commands before the fault are still returned
-    and ``error`` is set (a ``ProtocolError``); any later ``feed`` raises it.
+    data breaks the protocol it raises a ``ProtocolError`` whose ``commands``
+    are those completed before the fault (as ``FramingError.frames``); ``error``
+    keeps it, and any later ``feed`` raises it again.
     """
 
     __slots__ = ("max_bulk", "max_total", "error", "_held", "_need", "_arguments", "_remaining",
@@ -98,6 +108,8 @@ class RespParser:
             self.error = exc
             held.clear()
             self._arguments = None
+            exc.commands = commands
+            raise
         return commands
 
     def _may_complete(self, data: bytes) -> bool:
