@@ -431,3 +431,35 @@ def test_sigterm_while_clients_are_connected_and_sending_exits_zero(cli, server_
     finally:
         for client in clients:
             client.close()
+
+
+# ----------------------------------------------------------------------
+# End to end, as API.md promises it (from the acceptance pass)
+# ----------------------------------------------------------------------
+def test_help_lists_the_servers_the_common_options_and_their_defaults():
+    result = subprocess.run([sys.executable, "-m", "netmux", "--help"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0
+    for word in ["echo", "udp-echo", "chat", "kv", "http", "--host", "--port", "--unix", "8007", "127.0.0.1"]:
+        assert word in result.stdout, word
+
+
+@pytest.mark.parametrize("server", ["kv", "http"])
+def test_kv_and_http_start_and_stop_cleanly_from_the_command_line(server):
+    process = ServerProcess([server, "--host", "127.0.0.1", "--port", "0"])
+    try:
+        socket.create_connection(process.address, timeout=5).close()
+        assert process.stop(signal.SIGINT) == 0
+    finally:
+        process.stop(signal.SIGKILL)
+
+
+def test_kv_speaks_resp_from_the_command_line():
+    process = ServerProcess(["kv", "--port", "0"])
+    try:
+        with socket.create_connection(process.address, timeout=5) as client:
+            client.sendall(b"*1\r\n$4\r\nPING\r\n")
+            assert recv_exactly(client, 7) == b"+PONG\r\n"
+        assert process.stop(signal.SIGTERM) == 0
+    finally:
+        process.stop(signal.SIGKILL)
