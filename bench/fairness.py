@@ -455,8 +455,9 @@ def describe_hostile(scenario: str, hostile: Dict[str, Any], samples: List[Sampl
         if near:
             parts.append(f"max from t - 0.5 s to t + 1.5 s: {fmt_ms(max(near))} ms ({len(near)} PINGs)")
     if "lines_sent" in hostile:
-        parts.append(f"flooder: {hostile['lines_sent'] / seconds:,.0f} lines/s sent; readers dropped: "
-                     f"{hostile.get('dropped', 0)}")
+        parts.append(f"flooder: {hostile['lines_sent'] / seconds:,.0f} lines/s sent"
+                     f"{' (then dropped by the server)' if hostile.get('flooder_dropped') else ''}; "
+                     f"readers dropped: {hostile.get('dropped', 0)}")
     if hostile.get("errors"):
         parts.append("hostile errors: " + "; ".join(hostile["errors"][:3]))
     if hostile.get("error"):

@@ -439,7 +439,7 @@ def hostile_chat(port: int, deadline: float, stats: Dict[str, Any], readers: int
         members.append(sock)
     flooder = members[-1]
     received = {sock: 0 for sock in members}
-    stats.update(lines_sent=0, dropped=0)
+    stats.update(lines_sent=0, dropped=0, flooder_dropped=False)
     for sock in members:
         selector.register(sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if sock is flooder else 0), sock)
     flood = memoryview(b"a\n" * 32768)
@@ -456,6 +456,9 @@ def hostile_chat(port: int, deadline: float, stats: Dict[str, Any], readers: int
                 if not data:
                     selector.unregister(sock)
                     del received[sock]
+                    if sock is flooder:             # the server told it and let it go
+                        stats["flooder_dropped"] = True
+                        break
                     stats["dropped"] += 1
                     continue
                 received[sock] += data.count(b"\n")
