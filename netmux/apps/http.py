@@ -116,6 +116,10 @@ _ALLOWED = b"GET, HEAD"
 HELLO_PAGE = (b"<!doctype html>\n<html><head><title>netmux</title></head>\n"
               b"<body><h1>Hello from netmux</h1><p>A single-threaded reactor, h11 for HTTP.</p></body></html>\n")
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+# Python 3.13 renamed these after RFC 9110; nginx (and Python before 3.13) still say
+# these, so the reply is the same on every interpreter.
+_REASONS.update({413: b"Request Entity Too Large", 416: b"Requested Range Not Satisfiable",
+                 422: b"Unprocessable Entity"})
 _HELLO_DATA = h11.Data(data=HELLO_PAGE)         # events are immutable: made once, sent many times
 _END = h11.EndOfMessage()
 
