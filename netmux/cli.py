@@ -39,7 +39,7 @@ def _add_common_options(parser: argparse.ArgumentParser, defaults: bool) -> None
                         help="serve on the Unix socket PATH instead of a port (stream servers)")
     parser.add_argument("--max-connections", type=apps.positive_int, default=default(None), metavar="N",
                         help="stop accepting at N open connections (TCP; default: no limit)")
-    parser.add_argument("--idle-timeout", type=apps.positive_seconds, default=default(None), metavar="S",
+    parser.add_argument("--idle-timeout", type=apps.duration, default=default(None), metavar="S",
                         help="close a connection after S idle seconds (TCP; default: never)")
     parser.add_argument("--log-level", type=apps.log_level, default=default("INFO"), metavar="LEVEL",
                         help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default: INFO)")

@@ -46,7 +46,7 @@ from typing import Any, Callable, Dict
 import netmux
 
 __all__ = ["SERVERS", "AppUnavailable", "load", "stream_server", "port_number", "positive_int",
-           "byte_count", "positive_seconds", "log_level"]
+           "byte_count", "duration", "log_level"]
 
 # server name -> module in this package, in the order --help lists them.
 SERVERS: Dict[str, str] = {
@@ -129,7 +129,7 @@ def byte_count(text: str) -> int:
     return value
 
 
-def positive_seconds(text: str) -> float:
+def duration(text: str) -> float:
     """A finite duration above 0 (NaN and inf are refused: a timer must fire)."""
     value = _number(text, float)
     if not (math.isfinite(value) and value > 0):

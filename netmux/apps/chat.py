@@ -63,7 +63,7 @@ from collections import deque
 from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Set
 
 import netmux
-from netmux.apps import positive_int, positive_seconds, stream_server
+from netmux.apps import positive_int, duration, stream_server
 
 DESCRIPTION = "line-based chat rooms for nc/telnet: /nick, /join, /who, /quit"
 DEFAULT_PORT = 8008
@@ -429,7 +429,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"lines a member may send per second; more wait (default: {LINE_RATE})")
     parser.add_argument("--line-burst", type=positive_int, default=LINE_BURST, metavar="LINES",
                         help=f"lines a member may send at once before the rate applies (default: {LINE_BURST})")
-    parser.add_argument("--flood-timeout", type=positive_seconds, default=FLOOD_TIMEOUT, metavar="SECONDS",
+    parser.add_argument("--flood-timeout", type=duration, default=FLOOD_TIMEOUT, metavar="SECONDS",
                         help="drop a member whose lines are held back this long in a row "
                              f"(default: {FLOOD_TIMEOUT:g})")
 

@@ -80,7 +80,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 from urllib.parse import unquote_to_bytes
 
 import netmux
-from netmux.apps import byte_count, positive_int, positive_seconds, stream_server
+from netmux.apps import byte_count, positive_int, duration, stream_server
 
 # The optional extra (pip install 'netmux[http]'). Without it this import fails,
 # and the command line's registry (apps.load) turns that into one line naming the
@@ -634,13 +634,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="longest request line plus headers (default: 16384; over: 414 or 431)")
     parser.add_argument("--max-body", type=byte_count, default=1 << 20, metavar="BYTES",
                         help="largest request body declared (default: 1 MiB; over: 413)")
-    parser.add_argument("--header-timeout", type=positive_seconds, default=HEADER_TIMEOUT, metavar="SECONDS",
+    parser.add_argument("--header-timeout", type=duration, default=HEADER_TIMEOUT, metavar="SECONDS",
                         help="from a request's first byte to the end of its head, else 408 and close "
                              f"(default: {HEADER_TIMEOUT:g})")
     parser.add_argument("--body-min-rate", type=positive_int, default=int(BODY_MIN_RATE), metavar="BYTES",
                         help="bytes a second a request body must average once --header-timeout has "
                              f"passed, else the connection closes (default: {BODY_MIN_RATE:g})")
-    parser.add_argument("--keepalive-timeout", type=positive_seconds, default=KEEPALIVE_TIMEOUT,
+    parser.add_argument("--keepalive-timeout", type=duration, default=KEEPALIVE_TIMEOUT,
                         metavar="SECONDS", help="close a connection that waits this long for its next "
                         f"request, or reads nothing of its answers (default: {KEEPALIVE_TIMEOUT:g})")
 
