@@ -1,7 +1,7 @@
 """netmux: many TCP/UDP/Unix-socket clients at once on one thread, with the standard library only.
 
-A hand-written reactor around ``selectors.DefaultSelector`` drives non-blocking
-sockets; handlers use asyncio's Protocol names and servers socketserver's shape.
+A hand-written reactor (its own epoll object on Linux, ``selectors.DefaultSelector``
+elsewhere) drives non-blocking sockets; handlers use asyncio's Protocol names and servers socketserver's shape.
 The layers, bottom to top (one module each):
 
     errors.py     the one rule for exceptions from user code, for every layer

@@ -14,7 +14,10 @@ What it models, TCPTransport's contract (``netmux.Transport``):
 * each chunk is one ``data_received``, one per turn of the loop (as one read
   event per turn), then ``eof_received`` once every chunk is in, and its falsy
   return closes after flushing; nothing is delivered while the handler has
-  paused reading or is closing: the chunks wait, as in a kernel buffer;
+  paused reading, has yielded its turn (``yield_turn``: until the continuation
+  has run) or is closing: the chunks wait, as in a kernel buffer;
+* the connection's own timers (``call_later``: on the virtual clock, cancelled
+  at close) and ``when_drained``, with TCPTransport's rules;
 * ``write`` and friends with TCPTransport's errors (TypeError, ConnectionError
   once closing or lost, RuntimeError after ``write_eof``), ``close`` flushes
   then closes, ``abort`` drops, ``connection_lost`` exactly once on a later turn;

@@ -83,7 +83,7 @@ from .sendfile import FileRegion, SendQueue, check_file_region, region_count
 if TYPE_CHECKING:
     from .framing import BytesLike
 
-__all__ = ["TCPTransport", "check_file_region"]
+__all__ = ["TCPTransport"]
 
 logger = logging.getLogger("netmux")
 
@@ -251,10 +251,17 @@ class SocketTransport:
         waiters, self._drain_waiters = self._drain_waiters or [], None
         for entry in waiters:
             if entry and not self._lost:
-                try:
-                    entry[0]()
-                except BaseException as exc:
-                    self._handler_failed(exc, "when_drained callback")
+                self._run_callback(entry[0], (), "when_drained callback")
+
+    def _run_callback(self, callback: Callable[..., Any], args: Tuple[Any, ...], what: str) -> bool:
+        """Run a callback the handler handed us (a continuation, a deadline, a drain
+        wait) under the handler's rule; False if it raised (the connection is aborted)."""
+        try:
+            callback(*args)
+        except BaseException as exc:
+            self._handler_failed(exc, getattr(callback, "__name__", what))
+            return False
+        return True
 
     def _handler_failed(self, exc: BaseException, method: str) -> None:  # pragma: no cover
         raise NotImplementedError
@@ -492,23 +499,12 @@ class TCPTransport(SocketTransport):
         return timer
 
     def _deadline(self, callback: Callable[..., Any], args: Tuple[Any, ...]) -> None:
-        if self._closing:
-            return
-        try:
-            callback(*args)
-        except BaseException as exc:
-            self._handler_failed(exc, getattr(callback, "__name__", "call_later callback"))
+        if not self._closing:
+            self._run_callback(callback, args, "call_later callback")
 
     def _continue_turn(self, callback: Callable[..., Any], args: Tuple[Any, ...]) -> None:
         self._yields -= 1
-        if self._closing:
-            return
-        try:
-            callback(*args)
-        except BaseException as exc:
-            self._handler_failed(exc, getattr(callback, "__name__", "yield_turn callback"))
-            return
-        if not self._lost:
+        if not self._closing and self._run_callback(callback, args, "yield_turn callback"):
             self._update_reader()
 
     # ------------------------------------------------------------------
