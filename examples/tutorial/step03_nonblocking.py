@@ -180,8 +180,8 @@ def demo() -> None:
     print(f"2. send(64 MiB) took {sent} bytes; the next send: errno {errno.errorcode[code]}")
     print(f"3. sends b'hello ' and b'world' were read as {two_sends_in_one_piece()!r}")
     pieces, buffer = one_send_in_pieces()
-    print(f"   one sendall of 1 MiB, read with recv(1 MiB), came in {len(pieces)} pieces, "
-          f"the largest {max(pieces)} bytes (receiver's SO_RCVBUF: {buffer})")
+    print(f"   one sendall of 1 MiB came in {len(pieces)} pieces, the largest "
+          f"{max(pieces)} bytes (SO_RCVBUF {buffer})")
     turns, cpu = idle_turns()
     print(f"serve, one idle client, 0.5 s: {turns:,} turns, {cpu:.2f} s of CPU")
 

@@ -192,11 +192,10 @@ def demo() -> None:
             reply, took, slow_reply = quick_while_slow(listener.getsockname())
         finally:
             stop()
-    print(f"a callback that waits: the quick client's {reply!r} took {took:.2f} s, "
-          f"until the slow one's {slow_reply!r}")
+    print(f"a callback that waits: {reply!r} after {took:.2f} s, once {slow_reply!r} was sent")
     echoed, parks = echo_parks()
-    print(f"run(echo(conn)): {echoed} bytes echoed; it parked {parks.count('ReadyToRead')} times "
-          f"on ReadyToRead, {parks.count('ReadyToWrite')} times on ReadyToWrite")
+    print(f"run(echo(conn)), {echoed} bytes: parked {parks.count('ReadyToRead')} times "
+          f"on ReadyToRead, {parks.count('ReadyToWrite')} on ReadyToWrite")
 
 
 def main() -> None:
