@@ -89,7 +89,7 @@ def wait_readable(sock: socket.socket, count: int, timeout: float = 5.0) -> None
 
 
 def two_sends_in_one_piece() -> bytes:
-    """Surprise 3, first half: two sends, queued before the reader looks, read as one piece."""
+    """Surprise 3, first half: two sends, both queued when the reader looks, in one piece."""
     client, server = tcp_pair()
     with client, server:
         client.send(b"hello ")
@@ -105,7 +105,7 @@ def one_send_in_pieces(size: int = 1 << 20, timeout: float = 10.0) -> Tuple[List
     """
     client, server = tcp_pair(receive_buffer=64 * 1024)
     with client, server:
-        client.setblocking(True)               # the sender waits for room; we read meanwhile
+        client.setblocking(True)               # the sender waits for room; we read
         sender = threading.Thread(target=client.sendall, args=(bytes(size),))
         sender.start()
         pieces: List[int] = []
@@ -113,7 +113,7 @@ def one_send_in_pieces(size: int = 1 << 20, timeout: float = 10.0) -> Tuple[List
         while sum(pieces) < size and time.monotonic() < deadline:
             select.select([server], [], [], timeout)
             try:
-                pieces.append(len(server.recv(size)))  # asks for all of it, gets what is there
+                pieces.append(len(server.recv(size)))  # asks for all, gets what is there
             except BlockingIOError:
                 pass
         sender.join()

@@ -71,7 +71,7 @@ def read_chunks(sock: socket.socket, size: int) -> List[bytes]:
 
 
 class LineConnection(BoundedConnection):
-    """Step 6's connection, answering whole lines: the framer sits between recv and the answer."""
+    """Step 6's connection, answering lines: the framer sits between recv and answer."""
 
     def __init__(self, server: Server, sock: socket.socket) -> None:
         self.framer = LineFramer()

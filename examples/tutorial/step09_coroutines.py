@@ -39,7 +39,7 @@ from step08_timers import Loop, run_in_thread
 
 # -- what breaks: a callback that waits -------------------------------------
 def blocking_greeter(loop: Loop, listener: socket.socket) -> None:
-    """A conversation as a plain callback on step 8's loop: its reads block the whole loop."""
+    """A conversation as a plain callback on step 8's loop: its reads block the loop."""
     def on_accept() -> None:
         conn, _ = listener.accept()
         with conn, conn.makefile("rb") as lines:

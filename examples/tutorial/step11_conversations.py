@@ -58,14 +58,13 @@ def demo() -> None:
             reply, took, slow_reply = quick_while_slow(listener.getsockname())
         finally:
             stop()
-    print(f"step 9's blocking callback: {reply!r} after {took:.2f} s, once {slow_reply!r} was sent")
+    print(f"step 9's blocking callback: {reply!r} after {took:.2f} s, once {slow_reply!r}")
     address, stop = start(greeter)
     try:
         reply, took, slow_reply = quick_while_slow(address)
     finally:
         stop()
-    print(f"coroutines on tasks: {reply!r} after {took * 1000:.1f} ms, "
-          f"while {slow_reply!r} took its time")
+    print(f"coroutines on tasks: {reply!r} after {took * 1000:.1f} ms, before {slow_reply!r}")
 
 
 def main() -> None:
