@@ -561,3 +561,37 @@ def test_every_step_has_a_page_and_every_page_names_its_file():
         assert len(page) == 1, f"no page docs/tutorial/{number}-*.md for {step}"
         with open(os.path.join(ROOT, "docs", "tutorial", page[0])) as text:
             assert f"examples/tutorial/{step}" in text.read()
+
+
+def netmux_names():
+    """Every class and module-level name defined in netmux's modules, by name."""
+    import importlib
+    import pkgutil
+
+    import netmux
+    names = {}
+    for info in pkgutil.walk_packages(netmux.__path__, "netmux."):
+        if info.name.startswith("netmux.apps."):
+            continue                                 # servers, with optional dependencies
+        names.update(vars(importlib.import_module(info.name)))
+    return names
+
+
+def test_every_netmux_name_the_pages_cite_where_it_lives_exists():
+    """The "In netmux" sections and step 12's tables name functions in the source:
+    each ``Class.attribute`` and ``_private`` name they cite must exist (the course's
+    own classes share some names, so only those sections are read)."""
+    names = netmux_names()
+    tutorial = os.path.join(ROOT, "docs", "tutorial")
+    for page in sorted(os.listdir(tutorial)):
+        with open(os.path.join(tutorial, page)) as file:
+            text = file.read()
+        marker = "## Where each step lives" if page.startswith("12-") else "## In netmux"
+        cited = text.partition(marker)[2]
+        for owner, attribute in re.findall(r"`(\w+)\.(\w+)`", cited):
+            if owner in names:
+                assert hasattr(names[owner], attribute), f"{page}: netmux has no {owner}.{attribute}"
+        for private in re.findall(r"`(_\w+)`", cited):     # a module's, or some class's
+            assert private in names or any(isinstance(value, type) and hasattr(value, private)
+                                           for value in names.values()), f"{page}: netmux has no {private}"
+
