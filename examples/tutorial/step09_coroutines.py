@@ -149,6 +149,13 @@ def serve(listener: socket.socket, clients: Optional[int] = None) -> None:
         served += 1
 
 
+def wait_for_park(parks: List[str], kind: str, timeout: float) -> None:
+    """Poll until ``kind`` is among ``parks`` (or ``timeout`` seconds have passed)."""
+    deadline = time.monotonic() + timeout
+    while kind not in parks and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
 def echo_parks(size: int = 1 << 20, timeout: float = 10.0) -> Tuple[int, List[str]]:
     """``run(echo(...))`` for a client that sends ``size`` bytes and reads the echo
     only once the echo has parked on ReadyToWrite. Returns (bytes echoed, the parks).
@@ -167,11 +174,10 @@ def echo_parks(size: int = 1 << 20, timeout: float = 10.0) -> Tuple[int, List[st
         server = threading.Thread(target=run, args=(echo(conn), parks))
         server.start()
         with client:
+            wait_for_park(parks, "ReadyToRead", timeout)   # nothing sent yet: recv must park
             sender = threading.Thread(target=client.sendall, args=(bytes(size),))
             sender.start()
-            deadline = time.monotonic() + timeout
-            while "ReadyToWrite" not in parks and time.monotonic() < deadline:
-                time.sleep(0.001)          # we do not read yet: the echo's sendall must park
+            wait_for_park(parks, "ReadyToWrite", timeout)  # we do not read yet: sendall must
             echoed = 0
             while echoed < size:
                 data = client.recv(1 << 20)
