@@ -164,6 +164,8 @@ def check_command(command: str) -> None:
         module = words[2][len("netmux.apps."):]
         assert module in names, f"{words[2]} is not a server module of netmux/apps"
         check_netmux_command([names[module], *words[3:]])
+    elif words == ["python3", "-m", "venv", ".venv"] or words == [".", ".venv/bin/activate"]:
+        pass                                     # README's venv step, as .ci/run makes its venvs
     elif words[:3] == ["python", "-m", "pytest"] or words[:3] == ["python", "-m", "sphinx"]:
         pass                                     # .ci/run runs both
     elif words[:3] == ["python", "-m", "doctest"]:
