@@ -33,13 +33,14 @@ from __future__ import annotations
 import configparser
 import doctest
 import glob
+import html.parser
 import os
 import re
 import shlex
 import subprocess
 import sys
 import textwrap
-from typing import Dict, Iterator, List, NamedTuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Set, Tuple
 
 import pytest
 
@@ -321,3 +322,65 @@ API_NAMES = [
 @pytest.mark.parametrize("name", API_NAMES)
 def test_every_name_of_the_api_reference_is_exported_from_netmux(name):
     assert name in netmux.__all__ and hasattr(netmux, name)
+
+
+# -- the built site: every internal link leads somewhere ---------------------
+class _Links(html.parser.HTMLParser):
+    """The ids a page defines and the links (href, src) it makes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: Set[str] = set()
+        self.links: List[str] = []
+
+    def handle_starttag(self, tag: str, attrs: List[Tuple[str, Optional[str]]]) -> None:
+        for name, value in attrs:
+            if name in ("id", "name") and value:
+                self.ids.add(value)
+            elif name in ("href", "src") and value and tag != "link" or name == "href" and \
+                    tag == "link" and value and not value.startswith("http"):
+                self.links.append(value)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The site, built as .ci/run builds it (every warning an error). The docs extra
+    is not in the test extra: without it this skips, unless NETMUX_REQUIRE_DOCS=1
+    (.ci/run sets it) makes that a failure."""
+    import importlib.util
+    missing = [name for name in ("sphinx", "myst_parser", "furo")
+               if importlib.util.find_spec(name) is None]
+    if missing:
+        reason = f"needs {', '.join(missing)}: pip install '.[docs]'"
+        if os.environ.get("NETMUX_REQUIRE_DOCS") == "1":
+            pytest.fail(f"{reason}: NETMUX_REQUIRE_DOCS=1 makes this a failure", pytrace=False)
+        pytest.skip(reason)
+    out = str(tmp_path_factory.mktemp("site"))
+    result = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q",
+                             "-b", "html", os.path.join(ROOT, "docs"), out],
+                            capture_output=True, timeout=300)
+    assert result.returncode == 0, f"the docs build failed:\n{result.stderr.decode()[-5000:]}"
+    return out
+
+
+def test_every_internal_link_of_the_built_site_leads_to_a_page_and_its_anchor(site):
+    pages: Dict[str, _Links] = {}
+    for path in glob.glob(os.path.join(site, "**", "*.html"), recursive=True):
+        parser = _Links()
+        with open(path, encoding="utf-8") as file:
+            parser.feed(file.read())
+        pages[os.path.normpath(path)] = parser
+    broken = []
+    for path, parser in sorted(pages.items()):
+        for link in parser.links:
+            if re.match(r"[a-z][a-z0-9+.-]*:", link) or link.startswith("//"):
+                continue                              # http:, mailto:, data:, javascript:
+            target, _, anchor = link.partition("#")
+            target = os.path.normpath(os.path.join(os.path.dirname(path), target.split("?")[0])) \
+                if target else path
+            where = f"{os.path.relpath(path, site)}: {link}"
+            if not os.path.exists(target):
+                broken.append(f"{where} (no such file)")
+            elif anchor and target.endswith(".html") and anchor not in pages[target].ids:
+                broken.append(f"{where} (no such anchor)")
+    assert pages and not broken, "broken links in the site:\n" + "\n".join(broken)
