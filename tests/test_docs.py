@@ -189,7 +189,8 @@ def check_command(command: str) -> None:
 
 
 def commands(block: Block) -> Iterator[str]:
-    for line in block.body.splitlines():
+    body = re.sub(r"\\\n *", " ", block.body)          # a line continued with a backslash
+    for line in body.splitlines():
         if block.info == "console":
             if not line.startswith("$ "):
                 continue                         # output
