@@ -27,6 +27,11 @@ The rule, by the fence's info string (the word after the opening backticks):
 
 Anything else (including a fence with no info string) fails with a message that
 says which of these to use.
+
+Then the site as readers see it: every code line it shows fits Furo's column at
+1280 px (CODE_WIDTH), and, where the docs extra is installed, the site builds
+with every warning an error, each internal link of its HTML leads to a page and
+an anchor that exist, and the course's pages link previous/next in order.
 """
 from __future__ import annotations
 
@@ -409,3 +414,18 @@ def test_every_code_line_the_site_shows_fits_the_column_at_1280_px(page):
         long_lines += [f"{where}: {len(line)} characters: {line}" for line in lines
                        if len(line) > CODE_WIDTH]
     assert not long_lines, f"longer than {CODE_WIDTH} characters:\n" + "\n".join(long_lines)
+
+
+def test_the_course_reads_in_order_with_previous_and_next_links(site):
+    """Furo's previous/next links follow the toctree: each step leads to the next one."""
+    toctree = re.search(r"```\{toctree\}\n(.*?)```", read("docs/tutorial/index.md"), re.DOTALL)
+    assert toctree, "docs/tutorial/index.md has no toctree"
+    steps = ["index"] + [line.strip() for line in toctree.group(1).splitlines()
+                         if line.strip() and not line.startswith(":")]
+    for here, there in zip(steps, steps[1:]):
+        with open(os.path.join(site, "tutorial", here + ".html"), encoding="utf-8") as file:
+            page = file.read()
+        assert f'class="next-page" href="{there}.html"' in page, f"{here}: no next link to {there}"
+        with open(os.path.join(site, "tutorial", there + ".html"), encoding="utf-8") as file:
+            assert f'class="prev-page" href="{here}.html"' in file.read(), \
+                f"{there}: no previous link to {here}"
