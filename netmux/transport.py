@@ -386,6 +386,7 @@ class TCPTransport(SocketTransport):
     __slots__ = (
         "_buffer", "_eof_received", "_eof_requested", "_last_activity", "_idle_timeout",
         "_idle_timer", "_yields", "_server", "_files_queued", "_timers",
+        "bytes_received", "bytes_sent", "handler_failed", "_draining",
     )
 
     def __init__(self, reactor: Reactor, sock: socket.socket, handler: Any, *,
@@ -402,6 +403,14 @@ class TCPTransport(SocketTransport):
         self._yields = 0                   # continuations queued by yield_turn()
         self._server = server              # get_extra_info("server"): None for connect()
         self._timers: Optional[List[Timer]] = None   # call_later()'s, cancelled on close
+        #: Bytes read from the socket, and handed to the kernel, so far: counted per
+        #: ``recv``/``send`` call where the activity stamp is taken, never per byte
+        #: (a front door's ``stats()`` adds them up).
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        #: True once a handler method raised and cost this connection (``stats()``).
+        self.handler_failed = False
+        self._draining = False             # start_drain() was called
 
     # ------------------------------------------------------------------
     # Start-up
@@ -432,6 +441,7 @@ class TCPTransport(SocketTransport):
             return
         if size:
             self._last_activity = self.reactor.turn_time
+            self.bytes_received += size
             try:
                 self._handler.data_received(buffer[:size].tobytes())
             except BaseException as exc:
@@ -475,6 +485,23 @@ class TCPTransport(SocketTransport):
         self._yields += 1
         self._update_reader()
         self.reactor.call_soon(self._continue_turn, callback, args)
+
+    # ------------------------------------------------------------------
+    # Draining: the front door stops, the handler ends at a boundary
+    # ------------------------------------------------------------------
+    def start_drain(self) -> None:
+        """The front door is draining (``shutdown(grace=...)``): tell the handler,
+        once, through its optional ``drain_started()`` (``Handler`` and ``Layer``
+        have one; an ``asyncio.Protocol`` has none and is left to finish or be
+        closed at the grace deadline). It is how a handler hears the drain:
+        it ends at its next message boundary. Nothing on a closing transport;
+        an exception from the handler costs the connection, as any handler error."""
+        if self._draining or self._closing:
+            return
+        self._draining = True
+        drain_started = getattr(self._handler, "drain_started", None)
+        if drain_started is not None:
+            self._run_callback(drain_started, (), "drain_started")
 
     # ------------------------------------------------------------------
     # Deadlines: a connection's own timers
@@ -537,9 +564,11 @@ class TCPTransport(SocketTransport):
                 return
             if sent == len(data):
                 self._last_activity = self.reactor.turn_time
+                self.bytes_sent += sent
                 return
             if sent:
                 self._last_activity = self.reactor.turn_time
+                self.bytes_sent += sent
                 data = memoryview(data)[sent:]
             self.reactor.add_writer(self._fileno, self._write_ready)
         buffer += data                      # copies: the caller may reuse its bytearray
@@ -564,6 +593,7 @@ class TCPTransport(SocketTransport):
             return
         del buffer[:sent]
         self._last_activity = self.reactor.turn_time
+        self.bytes_sent += sent
         if self._writing_paused or self._drain_waiters is not None:
             self._follow_water_marks(len(buffer))   # resume_writing: it may write more
         if buffer or self._lost or self._files_queued:   # resume_writing may have sendfile()d
@@ -651,6 +681,7 @@ class TCPTransport(SocketTransport):
             return
         if sent:
             self._last_activity = self.reactor.turn_time
+            self.bytes_sent += sent
         if not queue:
             self._buffer = bytearray()                  # drained: back to the bytes path
             self._files_queued = False
@@ -694,6 +725,7 @@ class TCPTransport(SocketTransport):
         connection. SystemExit and KeyboardInterrupt are not logged (they stop the
         program, whoever catches them reports them): the connection is aborted,
         so nothing is left half-registered, then they propagate."""
+        self.handler_failed = True
         if isinstance(exc, PROPAGATE):
             self._force_close(exc)
             raise exc

@@ -24,6 +24,12 @@ class EchoHandler(netmux.Handler):
     def data_received(self, data: bytes) -> None:
         self.transport.write(data)
 
+    def drain_started(self) -> None:
+        """A drain: an echo has no message boundary but the client's end of its
+        stream, so every byte sent is still echoed until the client closes (or
+        the grace period ends), as nginx's stream proxy drains."""
+        super().drain_started()
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The echo server has no options of its own."""
