@@ -284,14 +284,16 @@ class _StreamServer(ServerLifecycle):
                                  server=self)
         self._connections.add(transport)
         self._total += 1
+
         self._update_accepting()
         transport.start()
 
     def _connection_lost(self, transport: TCPTransport) -> None:
         """A connection counts until its ``connection_lost`` has returned: now."""
         self._connections.discard(transport)
-        self._closed_bytes_in += transport.bytes_received
-        self._closed_bytes_out += transport.bytes_sent
+        received, sent = transport.count_bytes()
+        self._closed_bytes_in += received
+        self._closed_bytes_out += sent
         self._handler_errors += transport.handler_failed
         if self._draining:
             if not self._connections:
@@ -399,11 +401,12 @@ class _StreamServer(ServerLifecycle):
         Its cost is one pass over the open connections; nothing is counted per byte.
         """
         connections = list(self._connections)
+        carried = [transport.count_bytes() for transport in connections]
         counts: Stats = {
             "open": len(connections),
             "total": self._total,
-            "bytes_in": self._closed_bytes_in + sum(t.bytes_received for t in connections),
-            "bytes_out": self._closed_bytes_out + sum(t.bytes_sent for t in connections),
+            "bytes_in": self._closed_bytes_in + sum(received for received, _ in carried),
+            "bytes_out": self._closed_bytes_out + sum(sent for _, sent in carried),
             "paused": sum(1 for t in connections if not t.is_reading() and not t.is_closing()),
             "paused_writing": sum(1 for t in connections if t.get_write_buffer_size() > t.get_write_buffer_limits()[1]),
             "accept_backoffs": self._accept_backoffs,

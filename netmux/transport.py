@@ -72,8 +72,11 @@ and off, water marks, closing exactly once); ``DatagramTransport`` in
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import socket
+import struct
+import termios
 from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Tuple
 
 from .errors import PROPAGATE, lost_reason
@@ -99,6 +102,74 @@ def byte_view(data: Any) -> memoryview:
         raise TypeError(f"data must be a bytes-like object, not {type(data).__name__}") from None
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
+
+# Byte counts the kernel keeps for a TCP socket (Linux 4.1+), read by
+# _kernel_counts: struct tcp_info (linux/tcp.h) holds tcpi_state in its first
+# byte and the u64 tcpi_bytes_acked, tcpi_bytes_received at byte 120.
+_TCP_INFO = getattr(socket, "TCP_INFO", None)
+_TCP_INFO_COUNTS = struct.Struct("=QQ")
+_TCP_INFO_COUNTS_AT = 120
+# States (include/net/tcp_states.h) once the peer's FIN came: it is counted as
+# one byte received. And once ours went: one byte sent (acked or queued).
+_PEER_FIN_STATES = frozenset({6, 8, 9, 11})      # TIME_WAIT, CLOSE_WAIT, LAST_ACK, CLOSING
+_OUR_FIN_STATES = frozenset({4, 5, 6, 9, 11})    # FIN_WAIT1, FIN_WAIT2, TIME_WAIT, LAST_ACK, CLOSING
+
+
+def _kernel_counts(sock: socket.socket, fin_received: bool, fin_sent: bool) -> Optional[Tuple[int, int]]:
+    """``(received, sent)`` data bytes of a TCP socket as the kernel counts them,
+    or None where it does not (a Unix socket, not Linux, an old kernel).
+
+    The kernel counts what it received from the peer, read or not, and what
+    the peer acknowledged; each FIN counts one. So what we read is received
+    less what waits unread (SIOCINQ, FIN not included) less the peer's FIN, and
+    what we handed over is acknowledged plus what waits in the send queue
+    (SIOCOUTQ, our FIN included) less our FIN. Whether a FIN came or went is
+    what the caller knows (EOF read, ``shutdown`` done) or the state says
+    (the closed state alone cannot tell a finished exchange from a reset).
+    """
+    if _TCP_INFO is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 256)
+        unread = _ioctl_int(sock, termios.FIONREAD)
+        unsent = _ioctl_int(sock, termios.TIOCOUTQ)
+    except OSError:
+        return None
+    if len(info) < _TCP_INFO_COUNTS_AT + _TCP_INFO_COUNTS.size:
+        return None
+    acked, received = _TCP_INFO_COUNTS.unpack_from(info, _TCP_INFO_COUNTS_AT)
+    state = info[0]
+    return (received - unread - (fin_received or state in _PEER_FIN_STATES),
+            acked + unsent - (fin_sent or state in _OUR_FIN_STATES))
+
+
+class _CountingSocket:
+    """A socket the kernel keeps no byte counts for (a Unix one): its ``recv_into``
+    and ``send`` count what they move; every other name is the socket's own."""
+
+    __slots__ = ("socket", "received", "sent")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.socket = sock
+        self.received = self.sent = 0
+
+    def recv_into(self, buffer: Any) -> int:
+        size: int = self.socket.recv_into(buffer)
+        self.received += size
+        return size
+
+    def send(self, data: Any) -> int:
+        sent: int = self.socket.send(data)
+        self.sent += sent
+        return sent
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.socket, name)
+
+
+def _ioctl_int(sock: socket.socket, request: int) -> int:
+    value: int = struct.unpack("i", fcntl.ioctl(sock.fileno(), request, b"\0\0\0\0"))[0]
+    return value
 
 #: Every write buffer's default high-water mark (asyncio's); the low one is a quarter of it.
 DEFAULT_HIGH_WATER = 64 * 1024
@@ -144,7 +215,7 @@ class SocketTransport:
     def __init__(self, reactor: Reactor, sock: socket.socket, handler: Any, peername: Any,
                  on_lost: Optional[Callable[[Any], None]]) -> None:
         self.reactor = reactor
-        self._sock = sock
+        self._sock: Any = sock          # a socket, or a _CountingSocket around one
         self._fileno = sock.fileno()
         self._handler = handler
         self._on_lost = on_lost
@@ -357,7 +428,8 @@ class SocketTransport:
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """``'peername'``, ``'sockname'`` or ``'socket'``, as asyncio names them."""
         if name == "socket":
-            return self._sock
+            sock = self._sock
+            return sock.socket if sock.__class__ is _CountingSocket else sock
         if name == "peername":
             if self._peername is None and not self._lost:
                 self._peername = _ask_socket(self._sock.getpeername)
@@ -386,7 +458,7 @@ class TCPTransport(SocketTransport):
     __slots__ = (
         "_buffer", "_eof_received", "_eof_requested", "_last_activity", "_idle_timeout",
         "_idle_timer", "_yields", "_server", "_files_queued", "_timers",
-        "bytes_received", "bytes_sent", "handler_failed", "_draining",
+        "_received", "_sent", "handler_failed", "_draining",
     )
 
     def __init__(self, reactor: Reactor, sock: socket.socket, handler: Any, *,
@@ -403,11 +475,15 @@ class TCPTransport(SocketTransport):
         self._yields = 0                   # continuations queued by yield_turn()
         self._server = server              # get_extra_info("server"): None for connect()
         self._timers: Optional[List[Timer]] = None   # call_later()'s, cancelled on close
-        #: Bytes read from the socket, and handed to the kernel, so far: counted per
-        #: ``recv``/``send`` call where the activity stamp is taken, never per byte
-        #: (a front door's ``stats()`` adds them up).
-        self.bytes_received = 0
-        self.bytes_sent = 0
+        # Bytes read and sent (count_bytes): asked of the kernel where it counts
+        # them (TCP on Linux), at no cost per message; elsewhere (a Unix socket)
+        # the socket is wrapped in a _CountingSocket that counts each call. Why
+        # not count here: an int sum past 256 is a new object per addition,
+        # which cost 3 % per echoed message each way under the instruction
+        # guard (bench/instructions), and even a test of a flag costs 1 %.
+        self._received = self._sent = 0
+        if _kernel_counts(sock, False, False) is None:
+            self._sock = _CountingSocket(sock)
         #: True once a handler method raised and cost this connection (``stats()``).
         self.handler_failed = False
         self._draining = False             # start_drain() was called
@@ -441,7 +517,6 @@ class TCPTransport(SocketTransport):
             return
         if size:
             self._last_activity = self.reactor.turn_time
-            self.bytes_received += size
             try:
                 self._handler.data_received(buffer[:size].tobytes())
             except BaseException as exc:
@@ -485,6 +560,20 @@ class TCPTransport(SocketTransport):
         self._yields += 1
         self._update_reader()
         self.reactor.call_soon(self._continue_turn, callback, args)
+
+    def count_bytes(self) -> Tuple[int, int]:
+        """``(received, sent)``: bytes read from the socket, and handed to the
+        kernel (written but still in our buffer: not yet), so far; fixed once
+        the connection is lost. Asked of the kernel over TCP on Linux, counted
+        per call elsewhere (``_CountingSocket``). For ``stats()``."""
+        sock = self._sock
+        if sock.__class__ is _CountingSocket:
+            return sock.received, sock.sent
+        if not self._lost:
+            counts = _kernel_counts(sock, self._eof_received, self._eof_requested and not self._buffer)
+            if counts is not None:
+                self._received, self._sent = counts
+        return self._received, self._sent
 
     # ------------------------------------------------------------------
     # Draining: the front door stops, the handler ends at a boundary
@@ -564,11 +653,9 @@ class TCPTransport(SocketTransport):
                 return
             if sent == len(data):
                 self._last_activity = self.reactor.turn_time
-                self.bytes_sent += sent
                 return
             if sent:
                 self._last_activity = self.reactor.turn_time
-                self.bytes_sent += sent
                 data = memoryview(data)[sent:]
             self.reactor.add_writer(self._fileno, self._write_ready)
         buffer += data                      # copies: the caller may reuse its bytearray
@@ -593,7 +680,6 @@ class TCPTransport(SocketTransport):
             return
         del buffer[:sent]
         self._last_activity = self.reactor.turn_time
-        self.bytes_sent += sent
         if self._writing_paused or self._drain_waiters is not None:
             self._follow_water_marks(len(buffer))   # resume_writing: it may write more
         if buffer or self._lost or self._files_queued:   # resume_writing may have sendfile()d
@@ -674,14 +760,17 @@ class TCPTransport(SocketTransport):
         queue = self._buffer
         if self._lost or not self._files_queued:
             return
+        sock = self._sock
+        counted = sock.sent if sock.__class__ is _CountingSocket else 0
         try:
-            sent = queue.send(self._sock)
+            sent = queue.send(sock)
         except (OSError, ValueError, EOFError) as exc:   # the socket's, or the file's
             self._fatal_error(exc, "sendfile")
             return
+        if sock.__class__ is _CountingSocket:
+            sock.sent = counted + sent          # os.sendfile went around its send()
         if sent:
             self._last_activity = self.reactor.turn_time
-            self.bytes_sent += sent
         if not queue:
             self._buffer = bytearray()                  # drained: back to the bytes path
             self._files_queued = False
@@ -753,6 +842,7 @@ class TCPTransport(SocketTransport):
         if not self._lost:      # both names outlive the socket, as in asyncio: connection_lost may log them
             self.get_extra_info("peername")
             self.get_extra_info("sockname")
+            self.count_bytes()  # and the byte counts, while the kernel still has them
         super()._force_close(exc, linger)
 
     def _close_socket(self, linger: bool) -> None:
