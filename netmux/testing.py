@@ -449,11 +449,16 @@ class MemoryTransport:
     # A server's drain, as the handler sees it
     # ------------------------------------------------------------------
     def start_drain(self) -> None:
-        """TCPTransport's: the handler's ``drain_started()`` (if it has one), once,
-        not on a closing connection; its exception costs the connection."""
+        """TCPTransport's: one chunk the peer sent is delivered first, then the
+        handler's ``drain_started()`` (if it has one), once, not on a closing
+        connection; its exception costs the connection."""
         if self._draining or self._closing:
             return
         self._draining = True
+        if self._inbound and self.is_reading() and not self._yields and not self._eof_received:
+            self._pump()          # TCPTransport reads what the peer sent before telling the handler
+            if self._closing:
+                return
         self._log("drain_started")
         drain_started = getattr(self._handler, "drain_started", None)
         if drain_started is not None:

@@ -583,11 +583,20 @@ class TCPTransport(SocketTransport):
         once, through its optional ``drain_started()`` (``Handler`` and ``Layer``
         have one; an ``asyncio.Protocol`` has none and is left to finish or be
         closed at the grace deadline). It is how a handler hears the drain:
-        it ends at its next message boundary. Nothing on a closing transport;
-        an exception from the handler costs the connection, as any handler error."""
+        it ends at its next message boundary. What the peer has sent already is
+        read first (one read). Nothing on a closing transport; an exception
+        from the handler costs the connection, as any handler error."""
         if self._draining or self._closing:
             return
         self._draining = True
+        if self._wants_reading():
+            # What the peer sent before the drain (a request queued in the
+            # kernel, a connection taken from the backlog) reaches the handler
+            # first: without it, a handler would take its unread request for
+            # a boundary. One read, as a turn gives; EAGAIN says nothing came.
+            self._read_ready()
+            if self._closing:
+                return
         drain_started = getattr(self._handler, "drain_started", None)
         if drain_started is not None:
             self._run_callback(drain_started, (), "drain_started")
