@@ -76,6 +76,7 @@ import fcntl
 import logging
 import socket
 import struct
+import sys
 import termios
 from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Tuple
 
@@ -106,7 +107,7 @@ def byte_view(data: Any) -> memoryview:
 # Byte counts the kernel keeps for a TCP socket (Linux 4.1+), read by
 # _kernel_counts: struct tcp_info (linux/tcp.h) holds tcpi_state in its first
 # byte and the u64 tcpi_bytes_acked, tcpi_bytes_received at byte 120.
-_TCP_INFO = getattr(socket, "TCP_INFO", None)
+_TCP_INFO = getattr(socket, "TCP_INFO", None) if sys.platform.startswith("linux") else None
 _TCP_INFO_COUNTS = struct.Struct("=QQ")
 _TCP_INFO_COUNTS_AT = 120
 # States (include/net/tcp_states.h) once the peer's FIN came: it is counted as
@@ -115,9 +116,15 @@ _PEER_FIN_STATES = frozenset({6, 8, 9, 11})      # TIME_WAIT, CLOSE_WAIT, LAST_A
 _OUR_FIN_STATES = frozenset({4, 5, 6, 9, 11})    # FIN_WAIT1, FIN_WAIT2, TIME_WAIT, LAST_ACK, CLOSING
 
 
+def _kernel_counts_for(sock: socket.socket) -> bool:
+    """True when the kernel counts this socket's bytes (TCP where TCP_INFO exists)."""
+    return _TCP_INFO is not None and sock.family in (socket.AF_INET, socket.AF_INET6)
+
+
 def _kernel_counts(sock: socket.socket, fin_received: bool, fin_sent: bool) -> Optional[Tuple[int, int]]:
     """``(received, sent)`` data bytes of a TCP socket as the kernel counts them,
-    or None where it does not (a Unix socket, not Linux, an old kernel).
+    or None where it does not (a Unix socket, not Linux, a kernel before 4.1,
+    which then reports no bytes at all).
 
     The kernel counts what it received from the peer, read or not, and what
     the peer acknowledged; each FIN counts one. So what we read is received
@@ -127,7 +134,7 @@ def _kernel_counts(sock: socket.socket, fin_received: bool, fin_sent: bool) -> O
     what the caller knows (EOF read, ``shutdown`` done) or the state says
     (the closed state alone cannot tell a finished exchange from a reset).
     """
-    if _TCP_INFO is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+    if _TCP_INFO is None or not _kernel_counts_for(sock):
         return None
     try:
         info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 256)
@@ -482,7 +489,7 @@ class TCPTransport(SocketTransport):
         # which cost 3 % per echoed message each way under the instruction
         # guard (bench/instructions), and even a test of a flag costs 1 %.
         self._received = self._sent = 0
-        if _kernel_counts(sock, False, False) is None:
+        if not _kernel_counts_for(sock):
             self._sock = _CountingSocket(sock)
         #: True once a handler method raised and cost this connection (``stats()``).
         self.handler_failed = False
@@ -851,7 +858,8 @@ class TCPTransport(SocketTransport):
         if not self._lost:      # both names outlive the socket, as in asyncio: connection_lost may log them
             self.get_extra_info("peername")
             self.get_extra_info("sockname")
-            self.count_bytes()  # and the byte counts, while the kernel still has them
+            if self._server is not None:
+                self.count_bytes()  # and the byte counts, while the kernel has them (for stats())
         super()._force_close(exc, linger)
 
     def _close_socket(self, linger: bool) -> None:
