@@ -336,6 +336,40 @@ def test_http_keepalive_closes_at_once_and_a_request_in_hand_gets_connection_clo
     assert run.server_conversation.closed and run.time == 2.0
 
 
+def test_http_clients_mid_request_under_load_all_get_their_answer_with_connection_close(reactor):
+    """20 keep-alive clients: each has had one answer and sent half of its next
+    request head when the drain begins; each gets its whole answer, marked
+    Connection: close, then EOF; none is cut."""
+    pytest.importorskip("h11")
+    from netmux.apps.http import HELLO_PAGE, HTTPHandler, Site
+    site = Site()
+    server = _server(reactor, lambda: HTTPHandler(site))
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    clients = [socket.create_connection(server.server_address, timeout=5) for _ in range(20)]
+    try:
+        for client in clients:
+            client.sendall(request)
+        for client in clients:
+            first = b""
+            while not first.endswith(HELLO_PAGE):        # bounded: run_and_recv fails at its deadline
+                first += run_and_recv(reactor, client, 1)
+            assert b"connection: close" not in first.lower()
+            client.sendall(request[:9])
+        reactor.run_once(0.01)
+        server.shutdown(grace=30)
+        for client in clients:
+            client.sendall(request[9:])
+        run_until(reactor, lambda: server.connections == 0, timeout=20)
+        for client in clients:
+            answer = recv_until_eof(client)
+            assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(HELLO_PAGE)
+            assert b"connection: close" in answer.lower()
+    finally:
+        for client in clients:
+            client.close()
+        server.server_close()
+
+
 def test_echo_echoes_to_the_end_then_closes_when_quiet():
     from netmux.apps.echo import EchoHandler
     conversation = drive(EchoHandler, [b"a", b"b"], eof=False, drain_at=0.0)
