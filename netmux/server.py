@@ -21,8 +21,8 @@ every connection (``transport.start_drain()``, which reaches the handler's
 ``drain_started()`` through every layer) so each ends at its next message
 boundary, waits for them up to ``grace`` seconds, closes the rest, and then
 stops ``serve_forever()``. ``stats()`` counts what went through the server
-and adds the reactor's ``health()``: counted per connection and per
-``recv``/``send`` call, never per byte.
+and adds the reactor's ``health()``: connections and errors are counted as
+they come and go, bytes by the transports (``count_bytes``), nothing per byte.
 
 What it never does: read or write a connection's bytes (the transport does),
 or install signal handlers (the command line does that).
@@ -284,7 +284,6 @@ class _StreamServer(ServerLifecycle):
                                  server=self)
         self._connections.add(transport)
         self._total += 1
-
         self._update_accepting()
         transport.start()
 
@@ -408,7 +407,8 @@ class _StreamServer(ServerLifecycle):
             "bytes_in": self._closed_bytes_in + sum(received for received, _ in carried),
             "bytes_out": self._closed_bytes_out + sum(sent for _, sent in carried),
             "paused": sum(1 for t in connections if not t.is_reading() and not t.is_closing()),
-            "paused_writing": sum(1 for t in connections if t.get_write_buffer_size() > t.get_write_buffer_limits()[1]),
+            "paused_writing": sum(1 for t in connections
+                                  if t.get_write_buffer_size() > t.get_write_buffer_limits()[1]),
             "accept_backoffs": self._accept_backoffs,
             "handler_errors": self._handler_errors,
             "tls_handshake_failures": self.tls_handshake_failures,
