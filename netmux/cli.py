@@ -6,9 +6,10 @@ a library must never install itself (SIGINT, SIGTERM -> a drain,
 ``shutdown(grace=--grace)``, exit code 0; the same signal again closes what is
 left at once), installed on the reactor (``add_signal_handler``) so they run
 on the loop. ``--stats N`` logs ``server.stats()`` every N seconds and
-``--metrics HOST:PORT`` serves it to Prometheus (``netmux/metrics.py``). The servers themselves live in ``netmux/apps/``,
-one module each, found through the registry there; each adds its own options
-to its own subcommand, so ``python -m netmux chat --help`` shows chat's.
+``--metrics HOST:PORT`` serves it to Prometheus (``netmux/metrics.py``).
+The servers themselves live in ``netmux/apps/``, one module each, found
+through the registry there; each adds its own options to its own
+subcommand, so ``python -m netmux chat --help`` shows chat's.
 With no arguments it runs the echo server on 127.0.0.1:8007, and options
 without a server name (``python -m netmux --port 9000``) go to echo too.
 Pinned by tests/test_cli.py.
