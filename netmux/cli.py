@@ -2,10 +2,14 @@
 
 Where it sits: outside the library, as its first user. It owns the process:
 the options every server shares, logging, one reactor, and the signal handlers
-a library must never install itself (SIGINT, SIGTERM -> a graceful
-``shutdown()``, exit code 0). The servers themselves live in ``netmux/apps/``,
-one module each, found through the registry there; each adds its own options
-to its own subcommand, so ``python -m netmux chat --help`` shows chat's.
+a library must never install itself (SIGINT, SIGTERM -> a drain,
+``shutdown(grace=--grace)``, exit code 0; the same signal again closes what is
+left at once), installed on the reactor (``add_signal_handler``) so they run
+on the loop. ``--stats N`` logs ``server.stats()`` every N seconds and
+``--metrics HOST:PORT`` serves it to Prometheus (``netmux/metrics.py``).
+The servers themselves live in ``netmux/apps/``, one module each, found
+through the registry there; each adds its own options to its own
+subcommand, so ``python -m netmux chat --help`` shows chat's.
 With no arguments it runs the echo server on 127.0.0.1:8007, and options
 without a server name (``python -m netmux --port 9000``) go to echo too.
 Pinned by tests/test_cli.py.
@@ -21,6 +25,7 @@ from types import ModuleType
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import apps
+from .metrics import MetricsServer, stats_line
 from .reactor import Reactor
 
 logger = logging.getLogger("netmux")
@@ -56,6 +61,13 @@ def _add_common_options(parser: argparse.ArgumentParser, defaults: bool,
                                    connections))
     parser.add_argument("--log-level", type=apps.log_level, default=default("INFO"), metavar="LEVEL",
                         help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default: INFO)")
+    parser.add_argument("--grace", type=apps.grace_seconds, default=default(10.0), metavar="S",
+                        help="on SIGINT/SIGTERM, let connections finish for up to S seconds "
+                             "(default: 10); a second signal closes them at once")
+    parser.add_argument("--stats", type=apps.duration, default=default(None), metavar="N",
+                        help="log one line of statistics every N seconds")
+    parser.add_argument("--metrics", type=apps.host_port, default=default(None), metavar="HOST:PORT",
+                        help="serve the statistics to Prometheus at http://HOST:PORT/metrics")
 
 
 def _prog() -> str:
@@ -126,11 +138,52 @@ def _where(address: Any) -> str:
     return address if isinstance(address, str) else repr(address)
 
 
+def _on_signals(reactor: Reactor, server: Any, grace: float) -> None:
+    """SIGINT and SIGTERM, on the loop: the first drains, the next closes what is left."""
+    received: List[int] = []
+
+    def stop(signum: int) -> None:
+        name = signal.Signals(signum).name
+        received.append(signum)
+        if len(received) == 1:
+            logger.info("%s: draining (at most %g s; send it again to stop at once)", name, grace)
+            server.shutdown(grace=grace)
+        else:
+            logger.warning("%s again: closing every connection now", name)
+            server.shutdown(grace=0)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        reactor.add_signal_handler(sig, stop, sig)
+
+
+def _log_stats_every(reactor: Reactor, server: Any, seconds: float) -> None:
+    """``--stats``: one line every ``seconds``; each line starts a new interval for the
+    slowest callback and the loop's load."""
+    last: List[Any] = [None]
+
+    def log_line() -> None:
+        stats = server.stats()
+        reactor.health(reset_slowest=True)
+        logger.info("stats: %s", stats_line(stats, last[0]))
+        last[0] = stats
+        reactor.call_later(seconds, log_line)
+
+    reactor.call_later(seconds, log_line)
+
+
+def _start_metrics(args: argparse.Namespace, reactor: Reactor, server: Any) -> Optional[MetricsServer]:
+    if args.metrics is None:
+        return None
+    metrics = MetricsServer(args.metrics, server.stats, reactor=reactor)
+    logger.info("metrics on http://%s/metrics", _where(metrics.server_address))
+    return metrics
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Parse ``argv``, serve until a signal, return the exit code."""
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    reactor = Reactor()
+    reactor = Reactor(time_callbacks=args.stats is not None or args.metrics is not None)
     try:
         server = apps.load(args.server).make_server(args, reactor)
     except (OSError, ValueError) as exc:     # an address in use, a damaged kv dump file
@@ -138,22 +191,24 @@ def main(argv: Optional[List[str]] = None) -> int:
         where = _where(args.unix if args.unix is not None else (args.host, args.port))
         print(f"netmux: cannot start {args.server} on {where}: {exc}", file=sys.stderr)
         return 1
-
-    def stop(signum: int, frame: Any) -> None:
-        # Runs in the serving thread between two bytecodes: shutdown() only asks
-        # the reactor to stop after its current turn, it does not wait.
-        logger.info("%s: shutting down", signal.Signals(signum).name)
-        server.shutdown()
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        metrics = _start_metrics(args, reactor, server)
+    except OSError as exc:
+        server.server_close()
+        reactor.close()
+        print(f"netmux: cannot serve metrics on {_where(args.metrics)}: {exc}", file=sys.stderr)
+        return 1
+    _on_signals(reactor, server, args.grace)
+    if args.stats is not None:
+        _log_stats_every(reactor, server, args.stats)
     where = _where(server.server_address)
     logger.info("netmux %s server on %s (Ctrl-C stops it)", args.server, where)
     try:
         server.serve_forever()
     finally:
         server.server_close()
-        reactor.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        if metrics is not None:
+            metrics.server_close()
+        reactor.close()             # our signal handlers go, the previous ones come back
         logger.info("netmux %s server on %s stopped", args.server, where)
     return 0

@@ -42,10 +42,22 @@ class Handler:
     #: None so that handler code writes ``self.transport.write(...)`` without a
     #: check first: every handler method but ``connection_made`` runs after it.
     transport: Transport = None  # type: ignore[assignment]
+    #: True once the server began a drain (``drain_started``).
+    draining = False
 
     def connection_made(self, transport: Transport) -> None:
         """The connection is up: keep the transport to write to it."""
         self.transport = transport
+
+    def drain_started(self) -> None:
+        """The server is draining (``shutdown(grace=...)``): end this connection at
+        its next message boundary, finishing the message in hand (an answer, then
+        ``transport.close()``, which flushes). Called once, not on a closing
+        connection; every layer passes it up. Only the handler knows where its
+        messages end, so this default only sets ``self.draining``: the connection
+        goes on until the peer ends it or the grace period does (a stream without
+        messages, an echo, is served to its end, as nginx's stream proxy does)."""
+        self.draining = True
 
     def data_received(self, data: bytes) -> None:
         """Some bytes arrived: any piece of the stream, not a message (see framing)."""

@@ -13,7 +13,8 @@ to know about it::
 
 What the base passes through, and why each passes unchanged:
 
-* **Events up**: ``data_received``, ``eof_received`` and flow control
+* **Events up**: ``data_received``, ``eof_received``, ``drain_started`` (the
+  server is draining) and flow control
   (``pause_writing``/``resume_writing``: the buffer below is full, so the
   handler above must stop producing). ``connection_lost`` goes up exactly once
   even if the layer below were to call it twice.
@@ -76,6 +77,13 @@ class Layer:
         """The peer's FIN: the handler above decides whether our write side stays open."""
         keep_open: Optional[bool] = self.handler.eof_received()
         return keep_open
+
+    def drain_started(self) -> None:
+        """The server is draining: passed up, to a handler that has the method
+        (an ``asyncio.Protocol`` has none)."""
+        drain_started = getattr(self.handler, "drain_started", None)
+        if drain_started is not None:
+            drain_started()
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         """The end, passed up exactly once."""

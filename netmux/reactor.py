@@ -12,9 +12,17 @@ What it lends the layers above, by name and with an invariant each (never a
 share; ``turn_time``, the clock read once per turn for activity stamps; and
 the registry of sockets in flight (``track_in_flight``/``forget_in_flight``),
 which ``close()`` finishes so nothing outlives the reactor (with the coroutines still
-pending, ``pending_tasks``). ``statistics()`` counts what it holds. Its clock
-is ``time.monotonic`` unless one is handed in (``Reactor(clock=...)``, a
-virtual clock for ``netmux.testing``).
+pending, ``pending_tasks``). ``statistics()`` counts what it holds and
+``health()`` how the loop spends its time (turns, seconds in ``select`` and in
+callbacks, and with ``Reactor(time_callbacks=True)`` the slowest callback by
+name). Its clock is ``time.monotonic`` unless one is handed in
+(``Reactor(clock=...)``, a virtual clock for ``netmux.testing``).
+
+Signals (``add_signal_handler``) come in through the same wake-up socket as
+``call_soon_threadsafe``: ``signal.set_wakeup_fd`` makes the C-level handler
+write the signal's number there, so a signal wakes a sleeping ``select`` at
+once and its callback runs on the loop, never between two bytecodes of
+whatever the main thread was doing.
 
 One turn of the loop (``run_once``), the same shape as redis' ``ae.c``:
 
@@ -33,7 +41,8 @@ exception escape. A raising callback is logged once on the ``netmux`` logger at
 ERROR level with its traceback, and the loop goes on; only ``PROPAGATE``
 (SystemExit, KeyboardInterrupt) leaves the loop, as in asyncio.
 
-Pinned by tests/test_reactor.py.
+Pinned by tests/test_reactor.py (signals: tests/test_signals.py; health:
+tests/test_stats.py).
 """
 from __future__ import annotations
 
@@ -43,11 +52,12 @@ import logging
 import math
 import select
 import selectors
+import signal
 import socket
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Coroutine, Deque, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Coroutine, Deque, Dict, List, Optional, Set, Tuple, Union
 
 from .errors import PROPAGATE
 from .tasks import Task
@@ -108,6 +118,8 @@ class Timer:
                  reactor: "Reactor") -> None:
         if not callable(callback):      # at the call site, as asyncio: not turns later in the loop
             raise TypeError(f"a callable is needed, not {callback!r}")
+        if reactor._time_callbacks:
+            callback = _TimedCallback(callback, reactor)
         self.when = when
         # Released (None and ()) once the timer has run or was cancelled.
         self._callback: Optional[Callable[..., Any]] = callback
@@ -160,16 +172,71 @@ class _WakeupSocketPair:
         except OSError:
             pass  # closed during shutdown: nobody is waiting any more
 
-    def drain(self) -> None:
+    def drain(self) -> bytes:
+        """Empty the reading end; return what was there: a zero byte per thread's
+        wake-up, a signal's number per signal (``signal.set_wakeup_fd``)."""
+        received = bytearray()
         try:
-            while self.read_sock.recv(4096):
-                pass
+            while True:
+                chunk = self.read_sock.recv(4096)
+                if not chunk:
+                    break
+                received += chunk
         except (BlockingIOError, InterruptedError):
             pass
+        return bytes(received)
 
     def close(self) -> None:
         self.read_sock.close()
         self.write_sock.close()
+
+
+def _ignore_signal(signum: int, frame: Any) -> None:
+    """The Python-level handler of a signal the reactor watches: nothing to do
+    here, the C-level handler has already written its number to the wake-up
+    socket (Python runs this one later, between two bytecodes of the main thread)."""
+
+
+def callback_name(callback: Any) -> str:
+    """A readable name for a callback, for the loop's health: its qualified name,
+    and for a transport's method the handler it serves (``TCPTransport._read_ready
+    (EchoHandler)``): a blocking handler shows up as itself."""
+    while isinstance(callback, (functools.partial, _TimedCallback)):
+        callback = callback.func if isinstance(callback, functools.partial) else callback.callback
+    owner = getattr(callback, "__self__", None)
+    name = getattr(callback, "__qualname__", None) or type(callback).__qualname__
+    protocol = getattr(owner, "get_protocol", None)
+    if protocol is not None:
+        handler = protocol()
+        for _ in range(8):              # through the layers, to the user's handler
+            inner = getattr(handler, "handler", None)
+            if inner is None:
+                break
+            handler = inner
+        name = f"{name} ({type(handler).__qualname__})"
+    return str(name)
+
+
+class _TimedCallback:
+    """A callback that notes how long it ran, for ``Reactor(time_callbacks=True)``:
+    two clock reads a call, which is why it is not the default."""
+
+    __slots__ = ("callback", "reactor")
+
+    def __init__(self, callback: Callable[..., Any], reactor: "Reactor") -> None:
+        self.callback = callback
+        self.reactor = reactor
+
+    def __repr__(self) -> str:
+        return f"<timed {callback_name(self.callback)}>"
+
+    def __call__(self, *args: Any) -> Any:
+        clock = self.reactor._clock
+        started = clock()
+        try:
+            return self.callback(*args)
+        finally:
+            self.reactor._note_callback_time(clock() - started, self.callback)
 
 
 class Reactor:
@@ -188,7 +255,7 @@ class Reactor:
     read_buffer_size = 64 * 1024
 
     def __init__(self, selector: Optional[selectors.BaseSelector] = None, *,
-                 clock: Optional[Callable[[], float]] = None) -> None:
+                 clock: Optional[Callable[[], float]] = None, time_callbacks: bool = False) -> None:
         """``selector``: a fresh ``selectors`` instance to wait with, owned by the
         reactor from now on (default: ``selectors.DefaultSelector()``).
 
@@ -199,6 +266,10 @@ class Reactor:
         takes no real time. The wait in ``select`` is still real: a virtual
         clock is for a reactor whose work is all queued, not for one waiting
         on sockets.
+
+        ``time_callbacks``: time every callback (two clock reads each) so that
+        ``health()`` names the slowest; off, the loop reads its clock twice a
+        turn and no more (what ``--stats`` and ``--metrics`` switch on).
         """
         if clock is not None and not callable(clock):
             raise TypeError(f"clock must be a callable returning seconds, not {type(clock).__name__}")
@@ -243,8 +314,19 @@ class Reactor:
         self._stopping = False
         self._running_thread: Optional[int] = None
         self._closed = False
+        # The loop's health (health()): counted once a turn, never per event.
+        self._time_callbacks = bool(time_callbacks)
+        self._turns = 0
+        self._select_seconds = 0.0
+        self._callback_seconds = 0.0
+        self._slowest: Tuple[float, str] = (0.0, "")
+        # Signals: signum -> (callback, args), the Python-level handlers they
+        # replaced, and the wake-up descriptor before ours (None: not taken).
+        self._signal_handlers: Dict[int, Tuple[Callable[..., Any], Tuple[Any, ...]]] = {}
+        self._previous_signal_handlers: Dict[int, Any] = {}
+        self._previous_wakeup_fd: Optional[int] = None
         self._wakeup = _WakeupSocketPair()
-        self.add_reader(self._wakeup.read_sock, self._wakeup.drain)
+        self.add_reader(self._wakeup.read_sock, self._wakeup_ready)
         #: Every Task (tasks.py) not done yet; a Task adds and removes itself.
         #: close() cancels those left, so no coroutine outlives the reactor.
         self.pending_tasks: Set[Task] = set()
@@ -362,6 +444,8 @@ class Reactor:
                 return False
             raise RuntimeError("the reactor is closed")
         fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+        if callback is not None and self._time_callbacks:
+            callback = _TimedCallback(callback, self)
         data = self._callbacks.get(fd) or self._new_callbacks.get(fd)
         if data is None:
             if callback is not None:
@@ -473,6 +557,107 @@ class Reactor:
             "tasks": len(self.pending_tasks),
         }
 
+    def health(self, reset_slowest: bool = False) -> Dict[str, Union[int, float, str]]:
+        """How the loop spends its time, since it was made (for logs and monitoring):
+
+        * ``turns``: turns of the loop (``run_once`` calls, and ``run()``'s);
+        * ``select_seconds``: time spent waiting in ``select`` (idle, or blocked
+          on nothing to do);
+        * ``callback_seconds``: time spent running callbacks between two waits:
+          the loop's load (one ``callback_seconds`` per second is a saturated core);
+        * ``slowest_callback`` and ``slowest_callback_seconds``: the longest
+          single callback since the last ``health(reset_slowest=True)``, by name
+          (``callback_name``), with ``Reactor(time_callbacks=True)`` only
+          (``""`` and 0.0 otherwise): one callback that blocks the loop shows
+          here, whatever else ran in its turn.
+
+        The times are on the reactor's clock; the callbacks of the turn that
+        is running now are counted when the next wait begins.
+        """
+        seconds, name = self._slowest
+        if reset_slowest:
+            self._slowest = (0.0, "")
+        return {"turns": self._turns, "select_seconds": self._select_seconds,
+                "callback_seconds": self._callback_seconds,
+                "slowest_callback": name, "slowest_callback_seconds": seconds}
+
+    def _note_callback_time(self, seconds: float, callback: Any) -> None:
+        if seconds > self._slowest[0]:       # the name is made only for a new record
+            self._slowest = (seconds, callback_name(callback))
+
+    # ------------------------------------------------------------------
+    # Signals: through the wake-up socket, callbacks on the loop
+    # ------------------------------------------------------------------
+    def add_signal_handler(self, sig: int, callback: Callable[..., Any], *args: Any) -> None:
+        """Call ``callback(*args)`` on the loop each time signal ``sig`` arrives
+        (replacing this reactor's earlier callback for ``sig``).
+
+        The process's wake-up descriptor (``signal.set_wakeup_fd``) becomes this
+        reactor's wake-up socket while it has a signal handler, so the signal
+        wakes a sleeping ``select`` at once; the Python-level handler it
+        replaces comes back with ``remove_signal_handler`` or ``close()``.
+        Signal handlers are the main thread's business in Python: RuntimeError
+        from any other thread, and on a closed reactor; ValueError for a number
+        that is not a signal (OSError from the kernel for SIGKILL and SIGSTOP);
+        TypeError for a callback that is not callable. One reactor per process
+        should own signals at a time: the wake-up descriptor is one per process.
+        """
+        if self._closed:
+            raise RuntimeError("the reactor is closed")
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("signal handlers can only be added from the main thread "
+                               "(Python delivers signals to it alone)")
+        if not callable(callback):
+            raise TypeError(f"a callable is needed, not {callback!r}")
+        signum = int(sig)
+        if signum not in signal.valid_signals():
+            raise ValueError(f"{sig!r} is not a signal number")
+        if self._previous_wakeup_fd is None:
+            # Non-blocking already (a full buffer means a wake-up is pending);
+            # a warning per dropped byte would only add noise.
+            self._previous_wakeup_fd = signal.set_wakeup_fd(self._wakeup.write_sock.fileno(),
+                                                            warn_on_full_buffer=False)
+        try:
+            previous = signal.signal(signum, _ignore_signal)
+        except (OSError, ValueError):
+            if not self._signal_handlers:
+                self._release_wakeup_fd()
+            raise
+        self._previous_signal_handlers.setdefault(signum, previous)
+        self._signal_handlers[signum] = (callback, args)
+
+    def remove_signal_handler(self, sig: int) -> bool:
+        """Stop handling ``sig``; the Python-level handler it replaced comes back.
+        True if a handler was removed. Main thread only, as adding."""
+        signum = int(sig)
+        if signum not in self._signal_handlers:
+            return False
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("signal handlers can only be removed from the main thread")
+        del self._signal_handlers[signum]
+        signal.signal(signum, self._previous_signal_handlers.pop(signum))
+        if not self._signal_handlers:
+            self._release_wakeup_fd()
+        return True
+
+    def _release_wakeup_fd(self) -> None:
+        """Hand the process's wake-up descriptor back to whoever had it before us."""
+        previous, self._previous_wakeup_fd = self._previous_wakeup_fd, None
+        if previous is not None:
+            signal.set_wakeup_fd(previous)
+
+    def _wakeup_ready(self) -> None:
+        """The wake-up socket's reader: a zero byte only woke us (a thread's
+        call_soon_threadsafe, a stop); any other byte is a signal, whose callback
+        is queued, once per arrival, in order."""
+        received = self._wakeup.drain()
+        handlers = self._signal_handlers
+        if handlers:
+            for signum in received:
+                entry = handlers.get(signum)
+                if entry is not None:
+                    self.call_soon(entry[0], *entry[1])
+
     # ------------------------------------------------------------------
     # Running
     # ------------------------------------------------------------------
@@ -480,8 +665,9 @@ class Reactor:
         """Run the loop until ``stop()`` is called."""
         self._enter_running()
         try:
+            started = self._clock()
             while not self._stopping:
-                self._run_once(None)
+                started = self._run_once(None, started)
         finally:
             self._stopping = False
             self._running_thread = None
@@ -494,7 +680,7 @@ class Reactor:
             _check_deadline(timeout)
         self._enter_running()
         try:
-            self._run_once(timeout)
+            self._run_once(timeout, self._clock())
         finally:
             self._running_thread = None
 
@@ -517,12 +703,16 @@ class Reactor:
         the ``connection_lost`` calls already queued are delivered now, since no
         turn will come to run them; every other queued callback and timer is
         dropped. Transports still open are not ours to close: their ``close()``
-        then acts as ``abort()``.
+        then acts as ``abort()``. Signal handlers are removed first (the
+        handlers and wake-up descriptor they replaced come back; RuntimeError
+        if that must happen off the main thread).
         """
         if self._running_thread is not None:
             raise RuntimeError("cannot close a running reactor")
         if self._closed:
             return
+        for signum in list(self._signal_handlers):
+            self.remove_signal_handler(signum)      # the previous handlers and wake-up fd come back
         for task in list(self.pending_tasks):
             task.cancel()               # GeneratorExit at its await: its finally blocks run now
         # Closed first: what the releases call back (a handler's connection_lost)
@@ -632,13 +822,25 @@ class Reactor:
             except BaseException:
                 logger.exception("exception in I/O callback for fd %d", fd)
 
-    def _run_once(self, timeout: Optional[float]) -> None:
-        """One turn: wait, then the due timers join the ready queue, which runs."""
+    def _run_once(self, timeout: Optional[float], started: float) -> float:
+        """One turn begun at ``started``: wait, then the due timers join the ready
+        queue, which runs. Returns when the turn ended, the next one's start.
+
+        The health counters cost one clock read a turn, none per event: the
+        poller reads ``turn_time`` when the wait ends (as it always has), and
+        this reads the clock once the turn's callbacks are done, which ``run()``
+        hands to the next turn as the start of its wait."""
         self._poll(self._wait_time(timeout))
         if self._timers:
             self._queue_due_timers()
         if self._ready:
             self._run_ready()
+        ended = self._clock()
+        self._turns += 1
+        waited = self.turn_time
+        self._select_seconds += waited - started
+        self._callback_seconds += ended - waited
+        return ended
 
     def _wait_time(self, timeout: Optional[float]) -> Optional[float]:
         """How long this turn may sleep in the poller: the one place a wait is

@@ -13,9 +13,21 @@ two front doors that differ only in how they listen: ``TCPServer`` on a port,
 ``UnixServer`` on a socket file. Binding itself, and a socket file's life,
 are ``sockets.py``'s.
 
+Stopping has two speeds. ``shutdown()`` stops ``serve_forever()`` and leaves
+the connections to ``server_close()``. ``shutdown(grace=seconds)`` drains:
+it accepts what the kernel has queued already, closes the listening socket
+(so new connections are refused, not left in a backlog nobody reads), tells
+every connection (``transport.start_drain()``, which reaches the handler's
+``drain_started()`` through every layer) so each ends at its next message
+boundary, waits for them up to ``grace`` seconds, closes the rest, and then
+stops ``serve_forever()``. ``stats()`` counts what went through the server
+and adds the reactor's ``health()``: connections and errors are counted as
+they come and go, bytes by the transports (``count_bytes``), nothing per byte.
+
 What it never does: read or write a connection's bytes (the transport does),
 or install signal handlers (the command line does that).
-Pinned by tests/test_server.py and tests/test_unix.py.
+Pinned by tests/test_server.py and tests/test_unix.py (the drain:
+tests/test_drain.py; stats: tests/test_stats.py).
 """
 from __future__ import annotations
 
@@ -24,7 +36,7 @@ import logging
 import socket
 import threading
 import warnings
-from typing import Any, Callable, Optional, Set, TypeVar
+from typing import Any, Callable, Dict, Optional, Set, TypeVar, Union
 
 from .errors import PROPAGATE
 from .reactor import Reactor, Timer, positive_seconds
@@ -55,6 +67,17 @@ _THREAD_SETTINGS = {
 }
 
 _Server = TypeVar("_Server", bound="ServerLifecycle")
+
+#: What ``stats()`` returns: counts (ints), seconds (floats), and a callback's name.
+Stats = Dict[str, Union[int, float, str]]
+
+
+def check_grace(grace: float) -> float:
+    """A drain's grace period: seconds, 0 (close at once) or more, inf meaning
+    wait for every connection; ValueError for a negative number or NaN."""
+    if not grace >= 0:
+        raise ValueError(f"grace must be 0 or more seconds, not {grace!r}")
+    return grace
 
 
 class ServerLifecycle:
@@ -104,8 +127,17 @@ class ServerLifecycle:
             if self._closed and self._owns_reactor:
                 self.reactor.close()     # server_close() ran inside a handler
 
-    def shutdown(self) -> None:
-        """Stop ``serve_forever()``; from another thread, return once it has returned."""
+    def shutdown(self, grace: Optional[float] = None) -> None:
+        """Stop ``serve_forever()``; from another thread, return once it has returned.
+
+        ``grace``: a server with connections drains first (see ``_StreamServer``);
+        for one without (UDP) it changes nothing but the check of its value."""
+        if grace is not None:
+            check_grace(grace)
+        self._stop_serving()
+
+    def _stop_serving(self) -> None:
+        """``shutdown()`` without a drain: the one place serving is stopped."""
         with self._lifecycle_lock:
             self._shutdown_request = True
             serving = self._serving_thread
@@ -124,6 +156,11 @@ class ServerLifecycle:
     def is_closed(self) -> bool:
         """True once ``server_close()`` has begun."""
         return self._closed
+
+    def stats(self) -> Stats:
+        """The reactor's ``health()``, its names prefixed ``loop_``: what a server
+        without connections can tell (a stream server adds its counts)."""
+        return {f"loop_{name}": value for name, value in self.reactor.health().items()}
 
     def _close_owned_reactor(self) -> None:
         if self._owns_reactor and not self.reactor.is_running():
@@ -165,6 +202,18 @@ class _StreamServer(ServerLifecycle):
         self.socket = self._listen()
         self._connections: Set[TCPTransport] = set()
         self._accepting = False
+        self._listening = True                  # the listening socket is open
+        # Counters for stats(): what closed connections carried is added up
+        # when they close; open ones are asked when stats() is.
+        self._total = 0
+        self._closed_bytes_in = 0
+        self._closed_bytes_out = 0
+        self._accept_backoffs = 0
+        self._handler_errors = 0
+        #: TLS handshakes that failed, counted by the TLS layer (0 without TLS).
+        self.tls_handshake_failures = 0
+        self._drain_timer: Optional[Timer] = None   # the grace deadline, while draining
+        self._draining = False
         self._backoff: Optional[float] = None   # seconds, while out of descriptors
         self._backoff_timer: Optional[Timer] = None
         self._init_lifecycle(reactor)
@@ -188,7 +237,8 @@ class _StreamServer(ServerLifecycle):
     # ------------------------------------------------------------------
     def _update_accepting(self) -> None:
         """Watch the listening socket exactly when a new connection may be taken."""
-        want = (not self._closed and self._backoff_timer is None and not self.reactor.is_closed()
+        want = (not self._closed and not self._draining and self._backoff_timer is None
+                and not self.reactor.is_closed()
                 and (self.max_connections is None or len(self._connections) < self.max_connections))
         if want != self._accepting:
             self._accepting = want
@@ -221,6 +271,7 @@ class _StreamServer(ServerLifecycle):
 
     def _back_off(self, exc: OSError) -> None:
         """Out of descriptors: stop watching the socket, retry later (never spin)."""
+        self._accept_backoffs += 1
         self._backoff = _BACKOFF_FIRST if self._backoff is None else min(self._backoff * 2, _BACKOFF_MAX)
         logger.error("accept() failed: %s; %d open; retrying in %.2f s",
                      exc, len(self._connections), self._backoff)
@@ -248,14 +299,139 @@ class _StreamServer(ServerLifecycle):
                                  idle_timeout=self.idle_timeout, on_lost=self._connection_lost,
                                  server=self)
         self._connections.add(transport)
+        self._total += 1
         self._update_accepting()
         transport.start()
 
     def _connection_lost(self, transport: TCPTransport) -> None:
         """A connection counts until its ``connection_lost`` has returned: now."""
         self._connections.discard(transport)
-        if self._accepting is False:
+        received, sent = transport.count_bytes()
+        self._closed_bytes_in += received
+        self._closed_bytes_out += sent
+        self._handler_errors += transport.handler_failed
+        if self._draining:
+            if not self._connections:
+                self._drain_finished()
+        elif self._accepting is False:
             self._update_accepting()
+
+    # ------------------------------------------------------------------
+    # Draining: shutdown(grace=...)
+    # ------------------------------------------------------------------
+    def shutdown(self, grace: Optional[float] = None) -> None:
+        """Stop ``serve_forever()``; from another thread, return once it has returned
+        (at once when it is not running; never deadlocks).
+
+        Without ``grace``, the connections stay open for ``server_close()``.
+        With ``grace`` (seconds, 0 or more; inf waits for every connection):
+        stop accepting (what the kernel queued is accepted first, then the
+        listening socket is closed, so later connections are refused), tell
+        every connection's handler (``drain_started()``), let the connections
+        finish and flush for up to ``grace`` seconds, close the rest
+        (``close_now``), then stop. A drain under way is not restarted: a second
+        call can only bring its deadline closer (``grace=0``: close the rest now).
+        The drain runs on the reactor: from another thread it is handed over and
+        waited for; from the serving thread (a handler, a signal callback) it
+        begins on the next turn. When nothing runs the reactor, it begins now
+        and completes whenever the reactor runs next (``serve_forever()``
+        included, which then returns once it is done).
+        """
+        if grace is None or self._closed or self.reactor.is_closed():
+            super().shutdown(grace)
+            return
+        check_grace(grace)
+        with self._lifecycle_lock:
+            serving = self._serving_thread
+        if serving is not None or self.reactor.is_running():
+            self.reactor.call_soon_threadsafe(self._drain, grace)
+        else:
+            self._drain(grace)
+        if serving is not None and serving != threading.get_ident():
+            self._stopped.wait()
+
+    def _drain(self, grace: float) -> None:
+        """On the reactor's thread: begin the drain, or bring its deadline closer."""
+        if self._closed:
+            return
+        deadline = self.reactor.time() + grace
+        if self._draining:
+            timer = self._drain_timer
+            if timer is not None and deadline < timer.when:
+                timer.cancel()
+                self._drain_timer = self.reactor.call_at(deadline, self._drain_deadline)
+            return
+        if self._accepting:
+            self._accept_ready()    # what the kernel queued already is served, not reset
+        self._draining = True
+        logger.info("server on %s: draining %d connections (grace %g s)",
+                    self.server_address, len(self._connections), grace)
+        self._update_accepting()
+        self._close_listening_socket()
+        for transport in list(self._connections):
+            transport.start_drain()
+        if self._connections:
+            self._drain_timer = self.reactor.call_at(deadline, self._drain_deadline)
+        else:
+            self._drain_finished()
+
+    def _drain_deadline(self) -> None:
+        """The grace period is over: close what is left, flushing what the kernel takes."""
+        self._drain_timer = None
+        logger.warning("server on %s: grace period over; closing %d connections",
+                       self.server_address, len(self._connections))
+        for transport in list(self._connections):
+            transport.close_now()       # its connection_lost runs now: the last one finishes the drain
+
+    def _drain_finished(self) -> None:
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
+        logger.info("server on %s: drained", self.server_address)
+        self._stop_serving()
+
+    def is_draining(self) -> bool:
+        """True once a drain (``shutdown(grace=...)``) has begun."""
+        return self._draining
+
+    # ------------------------------------------------------------------
+    # Counting
+    # ------------------------------------------------------------------
+    def stats(self) -> Stats:
+        """What went through this server, counted (for ``--stats``, ``--metrics``):
+
+        * ``open``: connections open now; ``total``: connections accepted so far;
+        * ``bytes_in``, ``bytes_out``: bytes read from and handed to the sockets
+          of every connection so far (open ones included), below any layer;
+        * ``paused``: open connections whose reading is paused (backpressure,
+          ``pause_reading``); ``paused_writing``: those above their high-water mark;
+        * ``accept_backoffs``: times ``accept()`` ran out of descriptors and backed off;
+        * ``handler_errors``: connections a handler's exception cost;
+        * ``tls_handshake_failures``: counted by the TLS layer (0 without TLS);
+        * ``draining``: 1 while a drain is under way;
+        * the reactor's ``health()`` as ``loop_turns``, ``loop_select_seconds``,
+          ``loop_callback_seconds``, ``loop_slowest_callback``,
+          ``loop_slowest_callback_seconds`` (see ``Reactor.health``).
+
+        Its cost is one pass over the open connections; nothing is counted per byte.
+        """
+        connections = list(self._connections)
+        carried = [transport.count_bytes() for transport in connections]
+        counts: Stats = {
+            "open": len(connections),
+            "total": self._total,
+            "bytes_in": self._closed_bytes_in + sum(received for received, _ in carried),
+            "bytes_out": self._closed_bytes_out + sum(sent for _, sent in carried),
+            "paused": sum(1 for t in connections if not t.is_reading() and not t.is_closing()),
+            "paused_writing": sum(1 for t in connections
+                                  if t.get_write_buffer_size() > t.get_write_buffer_limits()[1]),
+            "accept_backoffs": self._accept_backoffs,
+            "handler_errors": self._handler_errors,
+            "tls_handshake_failures": self.tls_handshake_failures,
+            "draining": int(self._draining),
+        }
+        counts.update(super().stats())
+        return counts
 
     # ------------------------------------------------------------------
     # Closing
@@ -273,12 +449,21 @@ class _StreamServer(ServerLifecycle):
             self._backoff_timer.cancel()
             self._backoff_timer = None
         self._update_accepting()
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
         for transport in list(self._connections):
             transport.close_now()
         self._close_listening_socket()
         self._close_owned_reactor()
 
     def _close_listening_socket(self) -> None:
+        """Close the listening socket, once (a drain closes it before ``server_close``)."""
+        if self._listening:
+            self._listening = False
+            self._unlisten()
+
+    def _unlisten(self) -> None:
         self.socket.close()
 
     @property
@@ -335,9 +520,9 @@ class UnixServer(_StreamServer):
         sock, self._socket_file = listen_unix(self.server_address, self._backlog)
         return sock
 
-    def _close_listening_socket(self) -> None:
+    def _unlisten(self) -> None:
         # The file first: while our socket is open, no other server can find
         # the file stale and take the path, and its inode cannot be reused.
         if self._socket_file is not None:
             self._socket_file.remove()
-        super()._close_listening_socket()
+        super()._unlisten()

@@ -26,7 +26,11 @@ What it models, TCPTransport's contract (``netmux.Transport``):
 * flow control: a peer that reads takes every write at once; one that does not
   (``peer_reads=False``, or not yet: a number of seconds) leaves the bytes in the
   write buffer, so ``pause_writing`` fires above the high-water mark and
-  ``resume_writing`` once the peer reads.
+  ``resume_writing`` once the peer reads;
+* a server's drain, as a handler sees it (``drain_at=``, ``grace=``): its
+  ``drain_started()`` once (``start_drain``), then, if it has not closed within
+  the grace period, the connection closed under it (what the peer took is
+  kept, the rest dropped, ``connection_lost(None)``), as ``close_now`` does.
 
 What it does not model: a kernel. There are no partial sends (a write is all
 taken or, with a non-reading peer, all buffered), no socket buffers of finite
@@ -182,6 +186,8 @@ class MemoryTransport:
         self._inbound_eof = False
         self._pump_queued = False
         self._yields = 0                  # continuations queued by yield_turn()
+        self._draining = False            # start_drain() was called
+        self._grace_timer: Optional[Timer] = None   # the drain's deadline (drive's grace=)
         # Where bytes and our FIN go once sent (pair() wires these to the other end).
         self._on_sent: Optional[Callable[[bytes], None]] = None
         self._on_eof: Optional[Callable[[], None]] = None
@@ -440,6 +446,32 @@ class MemoryTransport:
         return entry.clear
 
     # ------------------------------------------------------------------
+    # A server's drain, as the handler sees it
+    # ------------------------------------------------------------------
+    def start_drain(self) -> None:
+        """TCPTransport's: one chunk the peer sent is delivered first, then the
+        handler's ``drain_started()`` (if it has one), once, not on a closing
+        connection; its exception costs the connection."""
+        if self._draining or self._closing:
+            return
+        self._draining = True
+        if self._inbound and self.is_reading() and not self._yields and not self._eof_received:
+            self._pump()          # TCPTransport reads what the peer sent before telling the handler
+            if self._closing:
+                return
+        self._log("drain_started")
+        drain_started = getattr(self._handler, "drain_started", None)
+        if drain_started is not None:
+            self._call_function(drain_started, "drain_started")
+
+    def _grace_over(self) -> None:
+        """The grace period ended with the connection open: closed under the handler."""
+        if not self._lost:
+            self._log("grace_over")
+            self._flush()
+            self._force_close(None)
+
+    # ------------------------------------------------------------------
     # Closing, exactly once
     # ------------------------------------------------------------------
     def close(self) -> None:
@@ -473,6 +505,8 @@ class MemoryTransport:
         for timer in self._timers:
             timer.cancel()
         self._timers = []
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
         self._send_fin()
         if self.reactor.is_closed():
             self._call_connection_lost()
@@ -576,9 +610,26 @@ def _peer_reads_delay(peer_reads: Union[bool, float]) -> Optional[float]:
     return float(peer_reads)
 
 
+def _schedule_drain(reactor: Reactor, transport: MemoryTransport, drain_at: Optional[float],
+                    grace: float) -> None:
+    """At virtual time ``drain_at`` a drain begins; ``grace`` seconds later it closes what is left."""
+    if drain_at is None:
+        return
+    if not (drain_at >= 0 and grace >= 0):
+        raise ValueError(f"drain_at and grace must be seconds >= 0, not {drain_at!r} and {grace!r}")
+
+    def begin() -> None:
+        transport.start_drain()
+        if math.isfinite(grace) and not transport._lost:    # cancelled if it closes first
+            transport._grace_timer = reactor.call_later(grace, transport._grace_over)
+
+    reactor.call_at(drain_at, begin)
+
+
 def drive(handler_factory: Callable[[], Any], chunks: Iterable[Any], *, eof: bool = True,
           peer_reads: Union[bool, float] = True, until: Optional[float] = None,
-          max_jumps: int = MAX_JUMPS) -> Conversation:
+          max_jumps: int = MAX_JUMPS, drain_at: Optional[float] = None,
+          grace: float = math.inf) -> Conversation:
     """Run one handler against a scripted peer, with no socket, on virtual time.
 
     ``handler_factory()`` is called once (its exception propagates); the
@@ -591,6 +642,10 @@ def drive(handler_factory: Callable[[], Any], chunks: Iterable[Any], *, eof: boo
     ``peer_reads``: True, the peer takes every write at once; False, it never
     reads (writes stay buffered: ``pause_writing`` fires above high water); a
     number, it starts reading after that many virtual seconds.
+
+    ``drain_at``: the server begins a drain at that virtual time (the handler's
+    ``drain_started()``); ``grace`` seconds later (inf: never) the connection is
+    closed if the handler has not closed it, as ``shutdown(grace=...)`` does.
 
     Raises NotQuietError when timers keep coming forever (see ``run_until_quiet``).
     The reactor is closed before returning; the Conversation is taken just before.
@@ -608,6 +663,7 @@ def drive(handler_factory: Callable[[], Any], chunks: Iterable[Any], *, eof: boo
             transport._receive_eof()
         if delay is not None:
             reactor.call_later(delay, transport._peer_starts_reading)
+        _schedule_drain(reactor, transport, drain_at, grace)
         transport.start()
         run_until_quiet(reactor, clock, until=until, max_jumps=max_jumps)
         return Conversation._of(transport, clock.now)
@@ -672,7 +728,7 @@ def _wire(sender: MemoryTransport, receiver: MemoryTransport,
 
 def pair(client_factory: Callable[[], Any], server_factory: Callable[[], Any], *,
          cut: Optional[Callable[[bytes], Sequence[bytes]]] = None, until: Optional[float] = None,
-         max_jumps: int = MAX_JUMPS) -> Pair:
+         max_jumps: int = MAX_JUMPS, drain_at: Optional[float] = None, grace: float = math.inf) -> Pair:
     """Run a client handler against a server handler through memory, on virtual time.
 
     Each side's writes reach the other on a later turn, what one turn sent
@@ -682,6 +738,7 @@ def pair(client_factory: Callable[[], Any], server_factory: Callable[[], Any], *
     ``abort``) reaches the other side as EOF after the bytes before it; bytes
     sent to a side that has closed are dropped. The server's ``connection_made``
     runs first. Runs until quiet, as ``drive()``; ValueError for a bad ``cut``.
+    ``drain_at`` and ``grace``: the server side's drain, as ``drive()``'s.
     """
     clock = VirtualClock()
     reactor = Reactor(clock=clock)
@@ -693,6 +750,7 @@ def pair(client_factory: Callable[[], Any], server_factory: Callable[[], Any], *
         client_side = MemoryTransport(reactor, client, peername=SERVER_ADDRESS, sockname=CLIENT_ADDRESS)
         _wire(server_side, client_side, cut, failures)
         _wire(client_side, server_side, cut, failures)
+        _schedule_drain(reactor, server_side, drain_at, grace)
         server_side.start()
         client_side.start()
         run_until_quiet(reactor, clock, until=until, max_jumps=max_jumps)

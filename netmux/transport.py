@@ -72,8 +72,12 @@ and off, water marks, closing exactly once); ``DatagramTransport`` in
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import socket
+import struct
+import sys
+import termios
 from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Tuple
 
 from .errors import PROPAGATE, lost_reason
@@ -99,6 +103,80 @@ def byte_view(data: Any) -> memoryview:
         raise TypeError(f"data must be a bytes-like object, not {type(data).__name__}") from None
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
+
+# Byte counts the kernel keeps for a TCP socket (Linux 4.1+), read by
+# _kernel_counts: struct tcp_info (linux/tcp.h) holds tcpi_state in its first
+# byte and the u64 tcpi_bytes_acked, tcpi_bytes_received at byte 120.
+_TCP_INFO = getattr(socket, "TCP_INFO", None) if sys.platform.startswith("linux") else None
+_TCP_INFO_COUNTS = struct.Struct("=QQ")
+_TCP_INFO_COUNTS_AT = 120
+# States (include/net/tcp_states.h) once the peer's FIN came: it is counted as
+# one byte received. And once ours went: one byte sent (acked or queued).
+_PEER_FIN_STATES = frozenset({6, 8, 9, 11})      # TIME_WAIT, CLOSE_WAIT, LAST_ACK, CLOSING
+_OUR_FIN_STATES = frozenset({4, 5, 6, 9, 11})    # FIN_WAIT1, FIN_WAIT2, TIME_WAIT, LAST_ACK, CLOSING
+
+
+def _kernel_counts_for(sock: socket.socket) -> bool:
+    """True when the kernel counts this socket's bytes (TCP where TCP_INFO exists)."""
+    return _TCP_INFO is not None and sock.family in (socket.AF_INET, socket.AF_INET6)
+
+
+def _kernel_counts(sock: socket.socket, fin_received: bool, fin_sent: bool) -> Optional[Tuple[int, int]]:
+    """``(received, sent)`` data bytes of a TCP socket as the kernel counts them,
+    or None where it does not (a Unix socket, not Linux, a kernel before 4.1,
+    which then reports no bytes at all).
+
+    The kernel counts what it received from the peer, read or not, and what
+    the peer acknowledged; each FIN counts one. So what we read is received
+    less what waits unread (SIOCINQ, FIN not included) less the peer's FIN, and
+    what we handed over is acknowledged plus what waits in the send queue
+    (SIOCOUTQ, our FIN included) less our FIN. Whether a FIN came or went is
+    what the caller knows (EOF read, ``shutdown`` done) or the state says
+    (the closed state alone cannot tell a finished exchange from a reset).
+    """
+    if _TCP_INFO is None or not _kernel_counts_for(sock):
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 256)
+        unread = _ioctl_int(sock, termios.FIONREAD)
+        unsent = _ioctl_int(sock, termios.TIOCOUTQ)
+    except OSError:
+        return None
+    if len(info) < _TCP_INFO_COUNTS_AT + _TCP_INFO_COUNTS.size:
+        return None
+    acked, received = _TCP_INFO_COUNTS.unpack_from(info, _TCP_INFO_COUNTS_AT)
+    state = info[0]
+    return (received - unread - (fin_received or state in _PEER_FIN_STATES),
+            acked + unsent - (fin_sent or state in _OUR_FIN_STATES))
+
+
+class _CountingSocket:
+    """A socket the kernel keeps no byte counts for (a Unix one): its ``recv_into``
+    and ``send`` count what they move; every other name is the socket's own."""
+
+    __slots__ = ("socket", "received", "sent")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.socket = sock
+        self.received = self.sent = 0
+
+    def recv_into(self, buffer: Any) -> int:
+        size: int = self.socket.recv_into(buffer)
+        self.received += size
+        return size
+
+    def send(self, data: Any) -> int:
+        sent: int = self.socket.send(data)
+        self.sent += sent
+        return sent
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.socket, name)
+
+
+def _ioctl_int(sock: socket.socket, request: int) -> int:
+    value: int = struct.unpack("i", fcntl.ioctl(sock.fileno(), request, b"\0\0\0\0"))[0]
+    return value
 
 #: Every write buffer's default high-water mark (asyncio's); the low one is a quarter of it.
 DEFAULT_HIGH_WATER = 64 * 1024
@@ -144,7 +222,7 @@ class SocketTransport:
     def __init__(self, reactor: Reactor, sock: socket.socket, handler: Any, peername: Any,
                  on_lost: Optional[Callable[[Any], None]]) -> None:
         self.reactor = reactor
-        self._sock = sock
+        self._sock: Any = sock          # a socket, or a _CountingSocket around one
         self._fileno = sock.fileno()
         self._handler = handler
         self._on_lost = on_lost
@@ -357,7 +435,8 @@ class SocketTransport:
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """``'peername'``, ``'sockname'`` or ``'socket'``, as asyncio names them."""
         if name == "socket":
-            return self._sock
+            sock = self._sock
+            return sock.socket if sock.__class__ is _CountingSocket else sock
         if name == "peername":
             if self._peername is None and not self._lost:
                 self._peername = _ask_socket(self._sock.getpeername)
@@ -386,6 +465,7 @@ class TCPTransport(SocketTransport):
     __slots__ = (
         "_buffer", "_eof_received", "_eof_requested", "_last_activity", "_idle_timeout",
         "_idle_timer", "_yields", "_server", "_files_queued", "_timers",
+        "_received", "_sent", "handler_failed", "_draining",
     )
 
     def __init__(self, reactor: Reactor, sock: socket.socket, handler: Any, *,
@@ -402,6 +482,18 @@ class TCPTransport(SocketTransport):
         self._yields = 0                   # continuations queued by yield_turn()
         self._server = server              # get_extra_info("server"): None for connect()
         self._timers: Optional[List[Timer]] = None   # call_later()'s, cancelled on close
+        # Bytes read and sent (count_bytes): asked of the kernel where it counts
+        # them (TCP on Linux), at no cost per message; elsewhere (a Unix socket)
+        # the socket is wrapped in a _CountingSocket that counts each call. Why
+        # not count here: an int sum past 256 is a new object per addition,
+        # which cost 3 % per echoed message each way under the instruction
+        # guard (bench/instructions), and even a test of a flag costs 1 %.
+        self._received = self._sent = 0
+        if not _kernel_counts_for(sock):
+            self._sock = _CountingSocket(sock)
+        #: True once a handler method raised and cost this connection (``stats()``).
+        self.handler_failed = False
+        self._draining = False             # start_drain() was called
 
     # ------------------------------------------------------------------
     # Start-up
@@ -475,6 +567,46 @@ class TCPTransport(SocketTransport):
         self._yields += 1
         self._update_reader()
         self.reactor.call_soon(self._continue_turn, callback, args)
+
+    def count_bytes(self) -> Tuple[int, int]:
+        """``(received, sent)``: bytes read from the socket, and handed to the
+        kernel (written but still in our buffer: not yet), so far; fixed once
+        the connection is lost. Asked of the kernel over TCP on Linux, counted
+        per call elsewhere (``_CountingSocket``). For ``stats()``."""
+        sock = self._sock
+        if sock.__class__ is _CountingSocket:
+            return sock.received, sock.sent
+        if not self._lost:
+            counts = _kernel_counts(sock, self._eof_received, self._eof_requested and not self._buffer)
+            if counts is not None:
+                self._received, self._sent = counts
+        return self._received, self._sent
+
+    # ------------------------------------------------------------------
+    # Draining: the front door stops, the handler ends at a boundary
+    # ------------------------------------------------------------------
+    def start_drain(self) -> None:
+        """The front door is draining (``shutdown(grace=...)``): tell the handler,
+        once, through its optional ``drain_started()`` (``Handler`` and ``Layer``
+        have one; an ``asyncio.Protocol`` has none and is left to finish or be
+        closed at the grace deadline). It is how a handler hears the drain:
+        it ends at its next message boundary. What the peer has sent already is
+        read first (one read). Nothing on a closing transport; an exception
+        from the handler costs the connection, as any handler error."""
+        if self._draining or self._closing:
+            return
+        self._draining = True
+        if self._wants_reading():
+            # What the peer sent before the drain (a request queued in the
+            # kernel, a connection taken from the backlog) reaches the handler
+            # first: without it, a handler would take its unread request for
+            # a boundary. One read, as a turn gives; EAGAIN says nothing came.
+            self._read_ready()
+            if self._closing:
+                return
+        drain_started = getattr(self._handler, "drain_started", None)
+        if drain_started is not None:
+            self._run_callback(drain_started, (), "drain_started")
 
     # ------------------------------------------------------------------
     # Deadlines: a connection's own timers
@@ -644,11 +776,15 @@ class TCPTransport(SocketTransport):
         queue = self._buffer
         if self._lost or not self._files_queued:
             return
+        sock = self._sock
+        counted = sock.sent if sock.__class__ is _CountingSocket else 0
         try:
-            sent = queue.send(self._sock)
+            sent = queue.send(sock)
         except (OSError, ValueError, EOFError) as exc:   # the socket's, or the file's
             self._fatal_error(exc, "sendfile")
             return
+        if sock.__class__ is _CountingSocket:
+            sock.sent = counted + sent          # os.sendfile went around its send()
         if sent:
             self._last_activity = self.reactor.turn_time
         if not queue:
@@ -694,6 +830,7 @@ class TCPTransport(SocketTransport):
         connection. SystemExit and KeyboardInterrupt are not logged (they stop the
         program, whoever catches them reports them): the connection is aborted,
         so nothing is left half-registered, then they propagate."""
+        self.handler_failed = True
         if isinstance(exc, PROPAGATE):
             self._force_close(exc)
             raise exc
@@ -721,6 +858,8 @@ class TCPTransport(SocketTransport):
         if not self._lost:      # both names outlive the socket, as in asyncio: connection_lost may log them
             self.get_extra_info("peername")
             self.get_extra_info("sockname")
+            if self._server is not None:
+                self.count_bytes()  # and the byte counts, while the kernel has them (for stats())
         super()._force_close(exc, linger)
 
     def _close_socket(self, linger: bool) -> None:

@@ -453,7 +453,8 @@ def test_http_root_that_is_not_a_directory_is_a_one_line_error(tmp_path, case):
 
 @pytest.mark.parametrize("server_name", ["echo", "chat"])
 def test_sigterm_while_clients_are_connected_and_sending_exits_zero(cli, server_name):
-    server = cli(server_name, "--port", "0")
+    # An echo client that never pauses holds the drain to its end: --grace 1.
+    server = cli(server_name, "--port", "0", "--grace", "1")
     clients = [socket.create_connection(server.address, timeout=5) for _ in range(5)]
     try:
         for client in clients:

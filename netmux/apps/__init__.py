@@ -41,12 +41,12 @@ import importlib
 import logging
 import math
 from types import ModuleType
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Tuple
 
 import netmux
 
 __all__ = ["SERVERS", "AppUnavailable", "load", "stream_server", "port_number", "positive_int",
-           "byte_count", "duration", "log_level"]
+           "byte_count", "duration", "grace_seconds", "host_port", "log_level"]
 
 # server name -> module in this package, in the order --help lists them.
 SERVERS: Dict[str, str] = {
@@ -135,6 +135,24 @@ def duration(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a finite number of seconds above 0, not {text}")
     return value
+
+
+def grace_seconds(text: str) -> float:
+    """A drain's grace period: a finite number of seconds, 0 (close at once) or more."""
+    value = _number(text, float)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds, 0 or more, not {text}")
+    return value
+
+
+def host_port(text: str) -> Tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:9100`` for an IPv6 host) as ``(host, port)``."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not host:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, not {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, port_number(port)
 
 
 def log_level(text: str) -> str:

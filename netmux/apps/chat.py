@@ -226,6 +226,16 @@ class ChatMember(netmux.LineHandler):
             return
         self._held_since = None             # said at once: no longer held back
         self._handle(line)
+        if self.draining and not self.transport.is_closing():
+            self.transport.close()          # a drain waited for this line to end
+
+    def drain_started(self) -> None:
+        """The server is draining: say so, and go at once unless a line is half-typed
+        (then after it: the next message boundary)."""
+        super().drain_started()
+        self.send_notice("the server is shutting down")
+        if not self.framer.buffered:
+            self.transport.close()
 
     def _handle(self, line: bytes) -> None:
         """One line, ``\r\n`` or ``\n`` ended: a command or a message; a mistake is answered."""

@@ -21,8 +21,26 @@ UNIX_SOCKETS = True
 class EchoHandler(netmux.Handler):
     """Writes back every byte it reads."""
 
+    #: A drain closes the connection once the client has been quiet this long
+    #: (seconds): an echo's messages have no end but a pause.
+    drain_quiet = 0.5
+    _quiet: Any = None
+
     def data_received(self, data: bytes) -> None:
         self.transport.write(data)
+        if self.draining:
+            self._close_when_quiet()
+
+    def drain_started(self) -> None:
+        """A drain: every byte the client sends is still echoed; once it has sent
+        nothing for ``drain_quiet`` seconds, the connection closes (flushing)."""
+        super().drain_started()
+        self._close_when_quiet()
+
+    def _close_when_quiet(self) -> None:
+        if self._quiet is not None:
+            self._quiet.cancel()
+        self._quiet = self.transport.call_later(self.drain_quiet, self.transport.close)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

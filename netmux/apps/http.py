@@ -261,6 +261,13 @@ class HTTPHandler(netmux.Handler):
         if not self._yielded:          # else the continuation goes on with them
             self._process()            # pipelined requests h11 already holds
 
+    def drain_started(self) -> None:
+        """The server is draining: an idle keep-alive connection closes now; a request
+        under way is answered with ``Connection: close``, then the connection closes."""
+        super().drain_started()
+        if self._waiting == _NEXT and not self._conn.trailing_data[0]:
+            self.transport.close()
+
     def _close_files(self) -> None:
         for file in self._files:
             file.close()
@@ -503,7 +510,7 @@ class HTTPHandler(netmux.Handler):
         fields = fields + self.site.common_fields()
         if status != 304:
             fields.append((b"content-length", b"%d" % length))
-        if close:
+        if close or self.draining:
             fields.append((b"connection", b"close"))
         out = conn.send(h11.Response(status_code=status, headers=fields, reason=_REASONS.get(status, b"")))
         if body and self._method != b"HEAD":
@@ -519,6 +526,8 @@ class HTTPHandler(netmux.Handler):
 
     def _send_hello(self) -> None:
         """The hot path of the hello page: the same events every time, h11 still told."""
+        if self.draining:               # the cached page says keep-alive: answer it the long way
+            return self._respond(200, [(b"content-type", b"text/html; charset=utf-8")], HELLO_PAGE)
         conn = self._conn
         out = conn.send(self.site.hello())
         if self._method != b"HEAD":

@@ -149,6 +149,8 @@ class KVHandler(netmux.Handler):
                 self.transport.yield_turn(self._continue)
         elif self._parser.error is not None:
             self._protocol_error()
+        elif self.draining and not self._parser.buffered:
+            self.transport.close()      # a drain: no command begun or waiting, the next boundary
 
     def _parse_slice(self) -> bool:
         """Parse the next slice of the read into ``_commands``; False when none is left."""
@@ -169,6 +171,13 @@ class KVHandler(netmux.Handler):
         logger.info("kv: protocol error from %s: %s", self.transport.get_extra_info("peername"), message)
         self.transport.write(error(f"ERR Protocol error: {message}"))
         self.transport.close()
+
+    def drain_started(self) -> None:
+        """The server is draining: close now if no command is begun or waiting, else
+        once the commands in hand have run and been answered (see ``_work``)."""
+        super().drain_started()
+        if not self._yielded and not self._paused:
+            self._work()
 
     def pause_writing(self) -> None:
         self._paused = True
