@@ -299,7 +299,7 @@ class ProxyProtocolLayer(Layer):
             if self._reader.buffered:
                 self._refuse("connection closed in the middle of the PROXY header")
             else:               # a plain TCP health check: connect, then close
-                logger.debug("PROXY protocol: %s closed before sending a header",
+                logger.debug("PROXY protocol: %r closed before sending a header",
                              self.transport.get_extra_info("peername"))
         return None
 
@@ -316,7 +316,7 @@ class ProxyProtocolLayer(Layer):
     def _refuse(self, reason: str) -> None:
         """One log line, then the connection goes: no byte reached the handler."""
         self._refused = True
-        logger.warning("PROXY protocol: %s from %s; closing the connection",
+        logger.warning("PROXY protocol: %s from %r; closing the connection",
                        reason, self.transport.get_extra_info("peername"))
         self.transport.abort()
 

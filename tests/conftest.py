@@ -519,6 +519,7 @@ _CLIENT_PROGRAMS = {
                        ("redis-server", "redis-server")],
     "test_app_http.py": [("curl", "curl"), ("wrk", "wrk")],
     "test_app_chat.py": [("nc", "netcat-openbsd")],
+    "test_proxy.py": [("haproxy", "haproxy")],
 }
 
 
