@@ -218,16 +218,6 @@ class _StreamServer(ServerLifecycle):
                 break               # max_connections reached
         self._backoff = None        # accept works again: the next starvation starts small
 
-    def accept_backlog(self) -> None:
-        """Accept, now, the connections the kernel has queued on the listening socket.
-
-        A drain calls it before the listening socket closes: closing it resets
-        every connection still queued there, and with SO_REUSEPORT no sibling
-        takes them over (see workers.py). At most a backlog's worth, and none
-        beyond ``max_connections``."""
-        if self._accepting:
-            self._accept_ready()
-
     def _back_off(self, exc: OSError) -> None:
         """Out of descriptors: stop watching the socket, retry later (never spin)."""
         self._backoff = _BACKOFF_FIRST if self._backoff is None else min(self._backoff * 2, _BACKOFF_MAX)

@@ -32,8 +32,9 @@ Linux's caveat with SO_REUSEPORT: connections queued on a listening socket
 (the handshake done, not yet accepted) belong to that socket, and closing it
 resets them; the kernel does not move them to a sibling (unless
 ``net.ipv4.tcp_migrate_req = 1``, Linux 5.14+). A draining worker therefore
-first accepts everything its socket has queued (``accept_backlog()``), then
-stops listening, so only a connection that arrives in the instant between the
+first accepts everything its socket has queued, then closes it
+(``shutdown(grace=)`` does both, in that order), and serves what it accepted
+within the grace; only a connection that arrives in the instant between the
 two can be reset. A worker that crashes loses its queue; its siblings and
 its replacement serve the new ones.
 
@@ -314,10 +315,7 @@ class _WorkerProcess:
         os.close(self.ready_fd)
         reactor = self.server.reactor
         reactor.add_reader(self.life_fd, self._orphaned)
-        for sig in _STOP_SIGNALS:
-            # call_soon_threadsafe takes no lock: safe from a signal handler, and
-            # the drain then runs on the loop, between two callbacks.
-            signal.signal(sig, lambda signum, frame: reactor.call_soon_threadsafe(self._signalled, signum))
+        self._on_signals(reactor)
         try:
             self.server.serve_forever()
         finally:
@@ -326,11 +324,22 @@ class _WorkerProcess:
             reactor.close()
         return 0
 
+    def _on_signals(self, reactor: Any) -> None:
+        """SIGTERM and SIGINT run ``_signalled`` on the loop: through the reactor's
+        own signal handling where it has one, else by ``call_soon_threadsafe`` from
+        a Python handler (it takes no lock, so a handler may call it)."""
+        add_signal_handler = getattr(reactor, "add_signal_handler", None)
+        for sig in _STOP_SIGNALS:
+            if add_signal_handler is not None:
+                add_signal_handler(sig, self._signalled, sig)
+            else:
+                signal.signal(sig, lambda signum, frame: reactor.call_soon_threadsafe(self._signalled, signum))
+
     def _signalled(self, signum: int) -> None:
+        name = signal.Signals(signum).name
         if self.draining:
-            logger.info("worker %d: %s again: closing every connection now",
-                        self.index, signal.Signals(signum).name)
-            self.server.server_close()
+            logger.info("worker %d: %s again: closing every connection now", self.index, name)
+            self._stop(grace=0.0)
             return
         self._drain()
 
@@ -340,16 +349,19 @@ class _WorkerProcess:
         self._drain()
 
     def _drain(self) -> None:
-        """Take what the listening socket has queued, then stop: with a grace where
-        the server offers one (``shutdown(grace=)``), else at once."""
         self.draining = True
-        accept_backlog = getattr(self.server, "accept_backlog", None)
-        if accept_backlog is not None:
-            accept_backlog()
+        self._stop(self.grace)
+
+    def _stop(self, grace: float) -> None:
+        """A drain where the server has one (``shutdown(grace=)``: it accepts what
+        its socket has queued before closing it, see the module), else a stop
+        now (``shutdown()``, then ``server_close()`` closes every connection)."""
         shutdown = self.server.shutdown
         if "grace" in inspect.signature(shutdown).parameters:
-            shutdown(grace=self.grace)
-        else:                                       # a server without a drain: stop now
+            shutdown(grace=grace)
+        elif grace == 0:
+            self.server.server_close()
+        else:
             shutdown()
 
 

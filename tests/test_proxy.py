@@ -20,7 +20,7 @@ from netmux.proxy import (V2_SIGNATURE, ProxyHeader, ProxyHeaderReader, ProxyPro
                           ProxyProtocolLayer)
 from netmux.testing import chunkings, drive
 
-from conftest import ServerProcess, recv_exactly, recv_until_eof, run_until, wait_until
+from conftest import ROOT, ServerProcess, recv_exactly, recv_until_eof, run_until, wait_until
 
 
 # ----------------------------------------------------------------------
@@ -281,6 +281,30 @@ def test_a_missing_or_malformed_header_closes_with_one_log_line_and_no_handler(w
     assert len(lines) == 1 and lines[0].levelno == logging.WARNING
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(["v1", "v2"]), st.data())
+def test_any_chunking_through_the_layer_gives_the_handler_exactly_the_bytes_after_the_header(kind, data):
+    header = (v1 if kind == "v1" else v2)(("203.0.113.9", 5555))
+    chunks = data.draw(chunkings(header + b"one two three", max_pieces=20))
+    made: List[Peer] = []
+    conversation = drive(lambda: ProxyProtocolLayer(made.append(Peer()) or made[-1]), chunks)
+    assert conversation.written == b"203.0.113.9 5555 True\none two three"
+    assert made[0].events[0] == "made" and made[0].events[-1] == "lost"
+
+
+class AddressOf(netmux.StreamHandler):
+    """A coroutine handler: socketserver's client_address is the client's, not the balancer's."""
+
+    async def handle(self) -> None:
+        line = await self.readline()
+        await self.sendall(b"%s %d %s" % (self.client_address[0].encode(), self.client_address[1], line))
+
+
+def test_a_stream_handlers_client_address_is_the_one_the_header_names():
+    conversation = drive(lambda: ProxyProtocolLayer(AddressOf()), [v2(("198.51.100.20", 61000)) + b"hi\n"])
+    assert conversation.written == b"198.51.100.20 61000 hi\n"
+
+
 def test_a_silent_connection_is_closed_at_the_header_timeout_in_virtual_time(caplog):
     caplog.set_level(logging.WARNING, logger="netmux")
     made: List[Peer] = []
@@ -385,6 +409,12 @@ backend netmux_workers
     server one 127.0.0.1:{one} {send}
     server two 127.0.0.1:{two} {send}
 """
+
+
+def test_the_readme_shows_the_configuration_this_test_runs():
+    with open(os.path.join(ROOT, "README.md")) as readme:
+        text = readme.read()
+    assert HAPROXY_CONFIG.format(front=8000, one=8001, two=8002, send="send-proxy-v2") in text
 
 
 def free_port() -> int:

@@ -200,18 +200,3 @@ def test_a_reserved_port_lets_reuse_port_servers_bind_it_and_receives_nothing():
             server.server_close()
         reactor.close()
         reserved.close()
-
-
-def test_accept_backlog_takes_every_queued_connection_before_a_drain_closes_the_socket():
-    reactor = netmux.Reactor()
-    server = netmux.TCPServer(("127.0.0.1", 0), Echo, reactor=reactor)
-    clients = [socket.create_connection(server.server_address, timeout=5) for _ in range(5)]
-    try:
-        assert server.connections == 0        # queued in the kernel, not accepted: no turn ran
-        server.accept_backlog()
-        assert server.connections == 5
-    finally:
-        for client in clients:
-            client.close()
-        server.server_close()
-        reactor.close()
