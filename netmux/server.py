@@ -355,14 +355,14 @@ class UnixServer(_StreamServer):
                          proxy_protocol=proxy_protocol, proxy_header_timeout=proxy_header_timeout,
                          sock=sock)
 
-    def _listen(self) -> socket.socket:
-        sock, self._socket_file = listen_unix(self.server_address, self._backlog)
-        return sock
-
     def _adopt(self, sock: socket.socket) -> socket.socket:
         if sock.family != socket.AF_UNIX:
             raise ValueError(f"UnixServer needs a Unix socket, not {sock.family!r} (TCPServer?)")
         self.server_address = sock.getsockname()
+        return sock
+
+    def _listen(self) -> socket.socket:
+        sock, self._socket_file = listen_unix(self.server_address, self._backlog)
         return sock
 
     def _close_listening_socket(self) -> None:
