@@ -1,6 +1,7 @@
 """Many cores: serve_workers and --workers, in real processes (supervisor, workers, SIGKILL, SIGTERM)."""
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import signal
@@ -200,3 +201,30 @@ def test_a_reserved_port_lets_reuse_port_servers_bind_it_and_receives_nothing():
             server.server_close()
         reactor.close()
         reserved.close()
+
+
+HAS_DRAIN = "grace" in inspect.signature(netmux.TCPServer.shutdown).parameters
+
+
+@pytest.mark.skipif(not HAS_DRAIN, reason="TCPServer.shutdown(grace=) is not in this tree")
+def test_sigterm_drains_every_worker_so_clients_mid_conversation_get_their_replies():
+    process = ServerProcess(["--workers", "2", "--port", "0", "--log-level", "INFO"])
+    clients = [socket.create_connection(process.address, timeout=5) for _ in range(20)]
+    try:
+        for client in clients:
+            client.sendall(b"x" * 1000)
+        process.process.send_signal(signal.SIGTERM)
+        process.wait_for_log(r"SIGTERM: stopping 2 workers")
+        for client in clients:                # each finishes its conversation, then closes
+            assert recv_exactly(client, 1000) == b"x" * 1000
+            client.sendall(b"last words")
+            assert recv_exactly(client, 10) == b"last words"
+            client.shutdown(socket.SHUT_WR)
+            assert recv_until_eof(client) == b""
+        assert process.process.wait(20) == 0
+        with pytest.raises(OSError):          # nothing listens any more: refused
+            socket.create_connection(process.address, timeout=5).close()
+    finally:
+        for client in clients:
+            client.close()
+        process.stop(signal.SIGKILL)
