@@ -23,7 +23,7 @@ import errno
 import logging
 import socket
 import threading
-from typing import Any, Callable, Optional, Set, TypeVar
+from typing import Any, Callable, List, Optional, Set, TypeVar
 
 from .errors import PROPAGATE
 from .proxy import DEFAULT_HEADER_TIMEOUT, ProxyProtocolLayer, check_header_timeout
@@ -164,6 +164,12 @@ class _StreamServer(ServerLifecycle):
         self.proxy_header_timeout = proxy_header_timeout
         self.server_address = server_address
         self._backlog = backlog
+        #: What wraps each connection's handler, top first: each takes the handler
+        #: (or layer) above and returns the layer below it. The PROXY header comes
+        #: before every other byte on the wire (TLS records too): its layer is last.
+        self.layer_factories: List[Callable[[Any], Any]] = []
+        if proxy_protocol:
+            self.layer_factories.append(self._proxy_layer)
         self.socket = self._listen() if sock is None else self._adopt(adopt_listening_socket(sock))
         self._connections: Set[TCPTransport] = set()
         self._accepting = False
@@ -234,9 +240,7 @@ class _StreamServer(ServerLifecycle):
         try:
             conn.setblocking(False)
             set_nodelay(conn)
-            handler = self.handler_factory()
-            if self.proxy_protocol:     # outermost: the header precedes every byte, TLS's too
-                handler = ProxyProtocolLayer(handler, header_timeout=self.proxy_header_timeout)
+            handler = self._layered(self.handler_factory())
         except PROPAGATE:
             conn.close()
             raise
@@ -251,6 +255,15 @@ class _StreamServer(ServerLifecycle):
         self._connections.add(transport)
         self._update_accepting()
         transport.start()
+
+    def _layered(self, handler: Any) -> Any:
+        """``handler`` wrapped in ``layer_factories``, top first: what the transport drives."""
+        for make_layer in self.layer_factories:
+            handler = make_layer(handler)
+        return handler
+
+    def _proxy_layer(self, handler: Any) -> Any:
+        return ProxyProtocolLayer(handler, header_timeout=self.proxy_header_timeout)
 
     def _connection_lost(self, transport: TCPTransport) -> None:
         """A connection counts until its ``connection_lost`` has returned: now."""
