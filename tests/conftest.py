@@ -517,11 +517,11 @@ def run_one_way(way: str, factory: Callable[[], Any], data: bytes, *, eof: bool 
 # the program is missing; .ci/run sets NETMUX_REQUIRE_CLIENTS=1, so CI fails instead.
 # ----------------------------------------------------------------------
 _CLIENT_PROGRAMS = {
+    "test_proxy.py": [("haproxy", "haproxy")],
     "test_app_kv.py": [("redis-cli", "redis-tools"), ("redis-benchmark", "redis-tools"),
                        ("redis-server", "redis-server")],
     "test_app_http.py": [("curl", "curl"), ("wrk", "wrk")],
     "test_app_chat.py": [("nc", "netcat-openbsd")],
-    "test_proxy.py": [("haproxy", "haproxy")],
 }
 
 
