@@ -23,7 +23,7 @@ import errno
 import logging
 import socket
 import threading
-from typing import Any, Callable, List, Optional, Set, TypeVar
+from typing import Any, Callable, Optional, Set, TypeVar
 
 from .errors import PROPAGATE
 from .proxy import DEFAULT_HEADER_TIMEOUT, ProxyProtocolLayer, check_header_timeout
@@ -167,7 +167,7 @@ class _StreamServer(ServerLifecycle):
         #: What wraps each connection's handler, top first: each takes the handler
         #: (or layer) above and returns the layer below it. The PROXY header comes
         #: before every other byte on the wire (TLS records too): its layer is last.
-        self.layer_factories: List[Callable[[Any], Any]] = []
+        self.layer_factories: list[Callable[[Any], Any]] = []
         if proxy_protocol:
             self.layer_factories.append(self._proxy_layer)
         self.socket = self._listen() if sock is None else self._adopt(adopt_listening_socket(sock))
