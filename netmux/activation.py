@@ -28,6 +28,7 @@ import socket
 from typing import Any, Callable, List, Optional, Union
 
 from .server import TCPServer, UnixServer
+from .sockets import adopt_listening_socket
 
 __all__ = ["SD_LISTEN_FDS_START", "listen_fds", "socket_from_fd", "inherited_socket",
            "server_for_socket"]
@@ -68,16 +69,16 @@ def listen_fds(unset_environment: bool = True) -> List[socket.socket]:
 
 def inherited_socket(fd: Optional[int] = None) -> Optional[socket.socket]:
     """The one listening socket a command line serves: descriptor ``fd`` when given,
-    else the one systemd passed, else None (bind as usual). ValueError when
-    systemd passed several: a netmux server serves one socket."""
-    if fd is not None:
-        return socket_from_fd(fd)
-    sockets = listen_fds()
+    else the one systemd passed, else None (bind as usual). Checked here, before
+    anything is started or forked: ValueError for a socket that is not a
+    listening stream socket, or when systemd passed several (a netmux server
+    serves one); OSError when ``fd`` is not a socket."""
+    sockets = [socket_from_fd(fd)] if fd is not None else listen_fds()
     if len(sockets) > 1:
         for sock in sockets:
             sock.detach()               # not ours to close
         raise ValueError(f"systemd passed {len(sockets)} sockets (LISTEN_FDS); netmux serves one")
-    return sockets[0] if sockets else None
+    return adopt_listening_socket(sockets[0]) if sockets else None
 
 
 def server_for_socket(sock: socket.socket, handler_factory: Callable[[], Any],

@@ -114,6 +114,8 @@ def _check_deploying_options(args: argparse.Namespace, app: Any, parser: argpars
                                           ("--proxy-protocol", args.proxy_protocol)) if value]
     if given and not getattr(app, "UNIX_SOCKETS", False):
         parser.error(f"{args.server} is not a stream server ({given[0]})")
+    if args.workers is not None and not getattr(app, "WORKERS", True):
+        parser.error(f"{args.server} keeps its state in one process: --workers would split it")
     if args.unix is not None and (args.fd is not None or args.workers is not None):
         parser.error("--unix binds a socket file: it goes with neither --fd (a socket handed over) "
                      "nor --workers (which share a port; a Unix socket can be shared through --fd)")

@@ -213,6 +213,19 @@ def test_listen_fds_for_another_pid_is_ignored_and_the_server_binds_its_own_port
         handed.close()
 
 
+def test_fd_of_a_socket_that_is_not_listening_is_refused_before_anything_starts():
+    bound = socket.socket()
+    bound.bind(("127.0.0.1", 0))
+    process = ServerProcess(["--fd", str(bound.fileno()), "--workers", "2"], pass_fds=(bound.fileno(),),
+                            address_pattern=None)
+    try:
+        assert process.process.wait(20) == 1
+    finally:
+        process.stop(signal.SIGKILL)
+        bound.close()
+    assert "not listening" in process.log and "worker" not in process.log
+
+
 @pytest.mark.parametrize("arguments, code", [(["udp-echo", "--fd", "0"], 2), (["--fd", "-1"], 2),
                                              (["--fd", "0", "--unix", "/tmp/x"], 2), (["--fd", "0"], 1)])
 def test_fd_mistakes_are_reported(arguments, code):

@@ -152,7 +152,8 @@ def test_cli_workers_serve_echo_on_one_port_and_stop_on_sigterm():
 
 
 @pytest.mark.parametrize("arguments", [["udp-echo", "--workers", "2"], ["--workers", "0"],
-                                       ["--workers", "2", "--unix", "/tmp/x"]])
+                                       ["--workers", "2", "--unix", "/tmp/x"],
+                                       ["chat", "--workers", "2"], ["kv", "--workers", "2"]])
 def test_cli_refuses_workers_where_they_cannot_apply(arguments):
     process = ServerProcess(arguments, address_pattern=None)
     try:

@@ -25,6 +25,9 @@ The interface every app module follows (kept small so a new server is one file):
     ``stream_server``, which honours ``--fd``, ``--workers`` and
     ``--proxy-protocol`` too); for the others the command line refuses these
     options with a usage error rather than bind a port.
+``WORKERS: bool`` (optional, default True)
+    False for a server whose state lives in one process (chat's rooms, kv's
+    keyspace): the command line refuses ``--workers``, which would split it.
 ``CONNECTIONS: bool`` (optional, default True)
     False for a server without connections (UDP): the command line refuses
     ``--max-connections`` and ``--idle-timeout`` with a usage error rather
