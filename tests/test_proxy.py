@@ -1,12 +1,14 @@
 """The PROXY protocol: the sans-IO reader, the layer (socket, CountingLayer, drive), and HAProxy in front."""
 from __future__ import annotations
 
+import inspect
 import ipaddress
 import logging
 import os
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 from typing import Any, List, Optional
@@ -375,7 +377,7 @@ def test_ipv6_balancer_and_a_unix_socket_server_carry_the_header_too(tmp_path):
 # HAProxy in front of two netmux processes (Debian's haproxy)
 # ----------------------------------------------------------------------
 BACKEND = """
-import os, sys, netmux
+import os, ssl, sys, netmux
 class Says(netmux.Handler):
     def connection_made(self, transport):
         super().connection_made(transport)
@@ -383,7 +385,12 @@ class Says(netmux.Handler):
         balancer = transport.get_extra_info("proxy_peername")
         transport.write(f"{os.getpid()} {peer[0]} {peer[1]} {balancer[0]}\\n".encode())
         transport.close()
-server = netmux.TCPServer(("127.0.0.1", 0), Says, proxy_protocol=True)
+tls = {}
+if len(sys.argv) > 1:                  # certificate, key: TLS terminated here, below the balancer
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(sys.argv[1], sys.argv[2])
+    tls = {"ssl": context}
+server = netmux.TCPServer(("127.0.0.1", 0), Says, proxy_protocol=True, **tls)
 print("server on %s:%d" % server.server_address, file=sys.stderr, flush=True)
 try:
     server.serve_forever()
@@ -423,12 +430,47 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+HAS_TLS = "ssl" in inspect.signature(netmux.TCPServer).parameters
+
+
+def certificate(tmp_path) -> Any:
+    """A certificate for 127.0.0.1 from a throw-away CA (trustme), its key, and a
+    client context trusting that CA."""
+    trustme = pytest.importorskip("trustme")
+    authority = trustme.CA()
+    issued = authority.issue_cert("127.0.0.1")
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    issued.cert_chain_pems[0].write_to_path(cert)
+    issued.private_key_pem.write_to_path(key)
+    client = ssl.create_default_context()
+    authority.configure_trust(client)
+    return cert, key, client
+
+
+@pytest.mark.skipif(not HAS_TLS, reason="TCPServer(ssl=) is not in this tree")
+@pytest.mark.parametrize("header", [v1(("203.0.113.9", 5555)), v2(("203.0.113.9", 5555))], ids=["v1", "v2"])
+def test_tls_is_read_above_the_proxy_header(header, serve, tmp_path):
+    cert, key, client_context = certificate(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    serving = serve(lambda: netmux.CountingLayer(Peer()), proxy_protocol=True, ssl=context)
+    with serving.connect() as raw:
+        raw.sendall(header)                    # the balancer's header, then the client's TLS
+        with client_context.wrap_socket(raw, server_hostname="127.0.0.1") as client:
+            client.sendall(b"secret")
+            assert recv_exactly(client, 28) == b"203.0.113.9 5555 True\nsecret"
+
+
 @pytest.mark.clients
-@pytest.mark.parametrize("send", ["send-proxy", "send-proxy-v2"])
-def test_haproxy_in_front_balances_and_the_handlers_see_the_real_client_ports(send, tmp_path):
+@pytest.mark.parametrize("send, tls", [("send-proxy", False), ("send-proxy-v2", False),
+                                       pytest.param("send-proxy-v2", True, marks=pytest.mark.skipif(
+                                           not HAS_TLS, reason="TCPServer(ssl=) is not in this tree"))],
+                         ids=["v1", "v2", "v2-tls"])
+def test_haproxy_in_front_balances_and_the_handlers_see_the_real_client_ports(send, tls, tmp_path):
     haproxy = shutil.which("haproxy")
     assert haproxy is not None
-    backends = [ServerProcess([], code=BACKEND) for _ in range(2)]
+    cert, key, client_context = certificate(tmp_path) if tls else (None, None, None)
+    backends = [ServerProcess([cert, key] if tls else [], code=BACKEND) for _ in range(2)]
     process = None
     try:
         front = free_port()
@@ -448,9 +490,11 @@ def test_haproxy_in_front_balances_and_the_handlers_see_the_real_client_ports(se
         wait_until(listening, timeout=10)
         pids = set()
         for _ in range(10):
-            with socket.create_connection(("127.0.0.1", front), timeout=5) as client:
+            with socket.create_connection(("127.0.0.1", front), timeout=5) as raw:
+                port_used = raw.getsockname()
+                client = client_context.wrap_socket(raw, server_hostname="127.0.0.1") if tls else raw
                 pid, host, port, balancer = recv_until_eof(client).decode().split()
-                assert (host, int(port)) == client.getsockname()     # the real client port
+                assert (host, int(port)) == port_used                 # the real client port
                 assert balancer == "127.0.0.1"
                 pids.add(int(pid))
         assert pids == {backend.process.pid for backend in backends}
