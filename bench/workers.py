@@ -12,8 +12,10 @@ bench/README.md), against the echo server in four set-ups:
     haproxy-w2   HAProxy -> one port served by --workers 2 --proxy-protocol
 
 Nothing is pinned: the point is what N processes get out of the machine's cores, with the
-client (and HAProxy) sharing them. Prints a Markdown table (median msgs/s of the rounds,
-each round's numbers, and how many cores the machine kept busy meanwhile). Linux, a C
+client (and HAProxy) sharing them. Prints a Markdown table: median msgs/s of the rounds,
+each round's numbers, the cores the netmux processes used (supervisor and workers), and
+how many cores the whole machine kept busy meanwhile (other programs included: on a
+shared machine, compare rows of one run only). Linux, a C
 compiler, Debian's haproxy for the last two rows (skipped without it). 127.0.0.1 only;
 every process is stopped by its pid at the end.
 """
@@ -97,13 +99,30 @@ def busy_jiffies():
     return busy, busy + values[3] + values[4]
 
 
-def load(port, connections, size, warm, duration):
+def tree_cpu(pid):
+    """CPU seconds (user + system) of ``pid`` and its children, the workers."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        with open(f"/proc/{pid}/task/{pid}/children") as children:
+            kids = [int(child) for child in children.read().split()]
+    except OSError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(tree_cpu(kid) for kid in kids)
+
+
+def load(port, connections, size, warm, duration, server_pid):
     before = busy_jiffies()
+    cpu_before, started = tree_cpu(server_pid), time.monotonic()
     out = subprocess.run([CLIENT, "-h", "127.0.0.1", "-p", str(port), "-c", str(connections), "-s", str(size),
                           "-w", str(warm), "-d", str(duration)], stdout=subprocess.PIPE, text=True,
                          timeout=warm + duration + 60)
     after = busy_jiffies()
     result = json.loads([line for line in out.stdout.splitlines() if line.startswith("{")][-1])
+    # Over the whole client run (warm-up included): the cores netmux used, and so its
+    # messages per CPU-second, which other load on the machine disturbs less than msgs/s.
+    result["server_cores"] = (tree_cpu(server_pid) - cpu_before) / (time.monotonic() - started)
     result["cores_busy"] = (after[0] - before[0]) / max(1, after[1] - before[1]) * (os.cpu_count() or 1)
     return result
 
@@ -141,7 +160,7 @@ def run(setup, args, tmp):
                                        stderr=subprocess.DEVNULL)
             wait_port(port, haproxy)
         time.sleep(0.3)
-        return load(port, args.connections, args.size, args.warm, args.duration)
+        return load(port, args.connections, args.size, args.warm, args.duration, server.pid)
     finally:
         stop(haproxy, server)
 
@@ -166,13 +185,19 @@ def main():
                     f"{result['cores_busy']:.2f} cores busy")
     print(f"{args.connections} connections x {args.size} B closed-loop echo, {args.rounds} rounds of "
           f"{args.warm:g} s + {args.duration:g} s; {os.cpu_count()} cores\n")
-    print("| set-up | msgs/s (median) | each round | cores busy (median) |")
-    print("|---|---|---|---|")
+    print("| set-up | msgs/s (median) | each round | netmux cores | msgs per netmux CPU-second | machine cores busy |")
+    print("|---|---|---|---|---|---|")
     for setup in setups:
         rates = [result["msgs_per_s"] for result in results[setup]]
         cores = [result["cores_busy"] for result in results[setup]]
+        server = [result["server_cores"] for result in results[setup]]
+        per_cpu = [(result["msgs"] + result["msgs_warmup"]) / max(1e-9, result["server_cores"])
+                   / (args.warm + args.duration) for result in results[setup]]
         print(f"| {setup} | {statistics.median(rates):,.0f} | {', '.join(f'{r:,.0f}' for r in rates)} | "
+              f"{statistics.median(server):.2f} | {statistics.median(per_cpu):,.0f} | "
               f"{statistics.median(cores):.2f} |")
+    print("\n(medians of the rounds; netmux cores: supervisor and workers together, over the whole "
+          "client run)")
 
 
 if __name__ == "__main__":
