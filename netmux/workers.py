@@ -49,6 +49,7 @@ Pinned by tests/test_workers.py.
 """
 from __future__ import annotations
 
+import errno
 import inspect
 import logging
 import os
@@ -309,7 +310,9 @@ class _WorkerProcess:
         try:
             self.server = self.make_server()
         except Exception as exc:
-            logger.error("worker %d cannot start: %s", self.index, exc)
+            hint = (" (each worker binds its own socket: TCPServer(..., reuse_port=True)?)"
+                    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE else "")
+            logger.error("worker %d cannot start: %s%s", self.index, exc, hint)
             return 1
         os.write(self.ready_fd, _PID.pack(os.getpid()))
         os.close(self.ready_fd)
@@ -375,9 +378,11 @@ def _describe(status: int) -> str:
     return f"exited with code {os.WEXITSTATUS(status)}"
 
 
-def serve_workers(make_server: Callable[[], Any], workers: int, *, grace: float = DEFAULT_GRACE,
-                  max_boot_failures: int = 5, on_ready: Optional[Callable[[], Any]] = None) -> int:
-    """Run ``workers`` processes, each serving ``make_server()``, until SIGTERM or SIGINT.
+def serve_workers(make_server: Callable[[], Any], workers: Optional[int] = None, *,
+                  grace: float = DEFAULT_GRACE, max_boot_failures: int = 5,
+                  on_ready: Optional[Callable[[], Any]] = None) -> int:
+    """Run ``workers`` processes (None: one per core), each serving ``make_server()``,
+    until SIGTERM or SIGINT.
 
     ``make_server()`` runs in each worker (after ``fork()``) and returns a server
     with its own reactor: a ``TCPServer`` bound with ``reuse_port=True`` (each
@@ -388,6 +393,8 @@ def serve_workers(make_server: Callable[[], Any], workers: int, *, grace: float 
     1 when workers kept failing to start. Call it from the main thread of a
     process that runs no other thread (``fork()`` copies only the caller).
     """
+    if workers is None:
+        workers = os.cpu_count() or 1
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a whole number of at least 1, not {workers!r}")
     positive_seconds("grace", grace)

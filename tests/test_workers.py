@@ -165,7 +165,7 @@ def test_cli_refuses_workers_where_they_cannot_apply(arguments):
 # ----------------------------------------------------------------------
 # In-process pieces
 # ----------------------------------------------------------------------
-@pytest.mark.parametrize("workers", [0, -1, True, 1.5, None])
+@pytest.mark.parametrize("workers", [0, -1, True, 1.5, "2"])
 def test_serve_workers_refuses_a_bad_count_before_forking(workers):
     with pytest.raises(ValueError):
         serve_workers(lambda: None, workers)
@@ -229,3 +229,19 @@ def test_sigterm_drains_every_worker_so_clients_mid_conversation_get_their_repli
         for client in clients:
             client.close()
         process.stop(signal.SIGKILL)
+
+
+def test_workers_without_reuse_port_fail_at_start_up_with_a_hint():
+    code = """
+import logging, sys, netmux
+logging.basicConfig(level=logging.INFO)
+with netmux.TCPServer(("127.0.0.1", 0), netmux.Handler) as probe:
+    address = probe.server_address
+sys.exit(netmux.serve_workers(lambda: netmux.TCPServer(address, netmux.Handler), 2))
+"""
+    process = ServerProcess([], code=code, address_pattern=None)
+    try:
+        assert process.process.wait(20) == 1
+    finally:
+        process.stop(signal.SIGKILL)
+    assert "reuse_port=True)?" in process.log and "at start-up: stopping" in process.log
