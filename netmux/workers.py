@@ -17,11 +17,17 @@ The supervisor (the calling process) does no serving. It owns the workers:
   (its port taken, a configuration error) is a *boot failure*: at start-up the
   first one stops everything (restarting would not help), later
   ``max_boot_failures`` in a row do.
-* **Stopping**: SIGTERM or SIGINT is forwarded to every worker as a drain
+* **Stopping**: SIGTERM or SIGINT reaches every worker as SIGTERM, a drain
   (``shutdown(grace=)`` where the server has it: stop accepting, finish the
-  open connections); a second signal is forwarded too and forces; a worker
-  still alive ``grace + 5`` seconds later is killed (SIGKILL). Then
-  ``serve_workers`` returns 0 (1 after giving up on boot failures).
+  open connections); a second one reaches them as SIGQUIT, which closes
+  every connection at once; a worker still alive ``grace + 5`` seconds later
+  is killed (SIGKILL). Then ``serve_workers`` returns 0 (1 after giving up on
+  boot failures). The signals are the workers' contract, as nginx's are:
+  SIGTERM drains (and a repeated SIGTERM changes nothing, since systemd's
+  default ``KillMode=control-group`` sends it to every process of the service
+  besides our own forwarding), SIGQUIT closes now, and SIGINT is ignored:
+  Ctrl-C in a terminal signals the whole process group, and the supervisor
+  alone decides what that means.
 * **No orphans**: each worker watches a pipe whose only writer is the
   supervisor. When the supervisor dies, even by SIGKILL, the kernel closes
   that end and every worker's read end turns readable (EOF): the worker
@@ -77,6 +83,7 @@ _BACKOFF_MAX = 10.0
 #: Beyond the grace, for a worker to close its connections and exit before SIGKILL.
 _KILL_MARGIN = 5.0
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_DRAIN, _CLOSE_NOW = signal.SIGTERM, signal.SIGQUIT     # what a worker takes from the supervisor
 _PID = struct.Struct("!I")      # what a worker writes on the ready pipe: 4 bytes, atomic
 
 
@@ -237,17 +244,16 @@ class _Supervisor:
     # Stopping
     # ------------------------------------------------------------------
     def _stop(self, signum: Optional[int]) -> None:
-        """First stop: every worker drains. A second signal: forwarded, it forces."""
-        forward = signal.SIGTERM if signum is None else signal.Signals(signum)
+        """First stop: every worker drains. A second signal: they close everything now."""
+        name = "a stop" if signum is None else signal.Signals(signum).name
         if self.stopping:
             if signum is not None:
-                logger.info("%s again: forcing the workers to stop", forward.name)
-                self._kill_all(forward)
+                logger.info("%s again: the workers close every connection now", name)
+                self._kill_all(_CLOSE_NOW)
             return
         self.stopping = True
-        if signum is not None:
-            logger.info("%s: stopping %d workers (grace %g s)", forward.name, len(self.by_pid), self.grace)
-        self._kill_all(forward)
+        logger.info("%s: stopping %d workers (grace %g s)", name, len(self.by_pid), self.grace)
+        self._kill_all(_DRAIN)
         self.kill_at = time.monotonic() + self.grace + _KILL_MARGIN
 
     def _kill_all(self, signum: int) -> None:
@@ -282,6 +288,7 @@ class _Supervisor:
             signal.set_wakeup_fd(-1)
             for sig in _STOP_SIGNALS + (signal.SIGCHLD,):
                 signal.signal(sig, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)     # the terminal's: the supervisor decides
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             self.wake_r.close()
             self.wake_w.close()
@@ -304,7 +311,6 @@ class _WorkerProcess:
         self.make_server, self.index, self.ready_fd, self.life_fd = make_server, index, ready_fd, life_fd
         self.grace = grace
         self.server: Any = None
-        self.draining = False
 
     def run(self) -> int:
         try:
@@ -328,23 +334,24 @@ class _WorkerProcess:
         return 0
 
     def _on_signals(self, reactor: Any) -> None:
-        """SIGTERM and SIGINT run ``_signalled`` on the loop: through the reactor's
-        own signal handling where it has one, else by ``call_soon_threadsafe`` from
-        a Python handler (it takes no lock, so a handler may call it)."""
+        """SIGTERM drains, SIGQUIT closes now, on the loop: through the reactor's own
+        signal handling where it has one, else by ``call_soon_threadsafe`` from a
+        Python handler (it takes no lock, so a handler may call it)."""
         add_signal_handler = getattr(reactor, "add_signal_handler", None)
-        for sig in _STOP_SIGNALS:
-            if add_signal_handler is not None:
-                add_signal_handler(sig, self._signalled, sig)
-            else:
-                signal.signal(sig, lambda signum, frame: reactor.call_soon_threadsafe(self._signalled, signum))
+        actions: Dict[int, Callable[[], None]] = {_DRAIN: self._drain, _CLOSE_NOW: self._close_now}
 
-    def _signalled(self, signum: int) -> None:
-        name = signal.Signals(signum).name
-        if self.draining:
-            logger.info("worker %d: %s again: closing every connection now", self.index, name)
-            self._stop(grace=0.0)
-            return
-        self._drain()
+        def on_signal(signum: int, frame: Any) -> None:
+            reactor.call_soon_threadsafe(actions[signum])
+
+        for sig, action in actions.items():
+            if add_signal_handler is not None:
+                add_signal_handler(sig, action)
+            else:
+                signal.signal(sig, on_signal)
+
+    def _close_now(self) -> None:
+        logger.info("worker %d: closing every connection now", self.index)
+        self._stop(grace=0.0)
 
     def _orphaned(self) -> None:
         self.server.reactor.remove_reader(self.life_fd)
@@ -352,7 +359,7 @@ class _WorkerProcess:
         self._drain()
 
     def _drain(self) -> None:
-        self.draining = True
+        """Idempotent: a drain under way goes on (``shutdown(grace=)`` keeps its deadline)."""
         self._stop(self.grace)
 
     def _stop(self, grace: float) -> None:

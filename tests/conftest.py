@@ -336,10 +336,11 @@ class ServerProcess:
 
     def __init__(self, args: List[str], code: Optional[str] = None,
                  address_pattern: Optional[str] = r"server on (\S+):(\d+)",
-                 pass_fds: tuple = (), env: Optional[Dict[str, str]] = None) -> None:
+                 pass_fds: tuple = (), env: Optional[Dict[str, str]] = None,
+                 start_new_session: bool = False) -> None:
         command = [sys.executable, "-c", code] if code else [sys.executable, "-m", "netmux"]
         self.process = subprocess.Popen(command + args, stderr=subprocess.PIPE, env=dict(child_env(), **(env or {})),
-                                        cwd=ROOT, pass_fds=pass_fds)
+                                        cwd=ROOT, pass_fds=pass_fds, start_new_session=start_new_session)
         os.set_blocking(self.process.stderr.fileno(), False)
         self.log = ""
         if address_pattern is not None:

@@ -245,3 +245,46 @@ sys.exit(netmux.serve_workers(lambda: netmux.TCPServer(address, netmux.Handler),
     finally:
         process.stop(signal.SIGKILL)
     assert "reuse_port=True)?" in process.log and "at start-up: stopping" in process.log
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "systemd-control-group"])
+def test_a_signal_to_the_whole_process_group_drains_once_and_never_forces(signum):
+    """Ctrl-C signals every process of the terminal's group; systemd's default
+    KillMode=control-group sends SIGTERM to every process of the service. Either way
+    the workers hear it directly and from the supervisor: that must stay a drain."""
+    process = ServerProcess(["--workers", "2", "--port", "0"], start_new_session=True)
+    try:
+        pids = worker_pids(process)
+        with socket.create_connection(process.address, timeout=5) as client:
+            client.sendall(b"before")
+            assert recv_exactly(client, 6) == b"before"
+            os.killpg(process.process.pid, signum)
+            process.wait_for_log(r"%s: stopping 2 workers" % signal.Signals(signum).name)
+            if HAS_DRAIN:                       # an open conversation goes on during the drain
+                client.sendall(b"during")
+                assert recv_exactly(client, 6) == b"during"
+        assert process.process.wait(20) == 0
+        assert not any(alive(pid) for pid in pids)
+        assert "closing every connection now" not in process.read_log()
+    finally:
+        process.stop(signal.SIGKILL)
+
+
+@pytest.mark.skipif(not HAS_DRAIN, reason="TCPServer.shutdown(grace=) is not in this tree")
+def test_a_second_signal_closes_what_the_drain_still_waits_for():
+    process = ServerProcess(["--workers", "2", "--port", "0", "--grace", "30"])
+    try:
+        with socket.create_connection(process.address, timeout=5) as client:
+            client.sendall(b"x")
+            assert recv_exactly(client, 1) == b"x"
+            process.process.send_signal(signal.SIGTERM)
+            process.wait_for_log(r"SIGTERM: stopping 2 workers")
+            client.sendall(b"y")                # still served: the drain waits for us
+            assert recv_exactly(client, 1) == b"y"
+            process.process.send_signal(signal.SIGTERM)
+            process.wait_for_log(r"closing every connection now")
+            assert recv_until_eof(client) == b""
+        assert process.process.wait(10) == 0    # well within the 30 s grace
+    finally:
+        process.stop(signal.SIGKILL)
+
