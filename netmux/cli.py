@@ -191,7 +191,7 @@ def _serve_workers(args: argparse.Namespace) -> int:
 
     try:
         return workers.serve_workers(lambda: app.make_server(args, Reactor()), args.workers,
-                                     grace=getattr(args, "grace", None) or workers.DEFAULT_GRACE,
+                                     grace=getattr(args, "grace", workers.DEFAULT_GRACE),
                                      on_ready=ready)
     finally:
         for sock in (reserved, args.socket):

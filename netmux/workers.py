@@ -67,7 +67,6 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from .reactor import positive_seconds
 from .sockets import bound_socket
 
 __all__ = ["serve_workers", "reserve_port", "DEFAULT_GRACE"]
@@ -404,7 +403,8 @@ def serve_workers(make_server: Callable[[], Any], workers: Optional[int] = None,
         workers = os.cpu_count() or 1
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a whole number of at least 1, not {workers!r}")
-    positive_seconds("grace", grace)
+    if not grace >= 0:                  # NaN too; 0: close at once; inf: wait for every connection
+        raise ValueError(f"grace must be 0 or more seconds, not {grace!r}")
     if not isinstance(max_boot_failures, int) or max_boot_failures < 1:
         raise ValueError(f"max_boot_failures must be at least 1, not {max_boot_failures!r}")
     return _Supervisor(make_server, workers, grace, max_boot_failures, on_ready).run()
