@@ -65,7 +65,7 @@ import socket
 import struct
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional
 
 from .sockets import bound_socket
 
@@ -94,7 +94,7 @@ def reserve_port(host: str, port: int) -> socket.socket:
     return bound_socket((host, port), socket.SOCK_STREAM, reuse_address=True, reuse_port=True)
 
 
-class _Worker:
+class _Slot:
     """One slot of the pool: the process in it now, and how its predecessors fared."""
 
     def __init__(self, index: int) -> None:
@@ -115,8 +115,8 @@ class _Supervisor:
         self.grace = grace
         self.max_boot_failures = max_boot_failures
         self.on_ready = on_ready
-        self.slots = [_Worker(index) for index in range(1, workers + 1)]
-        self.by_pid: Dict[int, _Worker] = {}
+        self.slots = [_Slot(index) for index in range(1, workers + 1)]
+        self.by_pid: Dict[int, _Slot] = {}
         self.boot_failures = 0                # in a row, any slot
         self.all_ready_once = False
         self.stopping = False
@@ -177,7 +177,7 @@ class _Supervisor:
     # ------------------------------------------------------------------
     # Starting, and hearing that a worker is ready
     # ------------------------------------------------------------------
-    def _start(self, slot: _Worker) -> None:
+    def _start(self, slot: _Slot) -> None:
         slot.restart_at = None
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS + (signal.SIGCHLD,))
         pid = os.fork()
@@ -216,7 +216,7 @@ class _Supervisor:
             if slot is not None:
                 self._exited(slot, pid, status)
 
-    def _exited(self, slot: _Worker, pid: int, status: int) -> None:
+    def _exited(self, slot: _Slot, pid: int, status: int) -> None:
         slot.pid = None
         how = _describe(status)
         if self.stopping:

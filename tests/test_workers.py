@@ -6,7 +6,7 @@ import os
 import re
 import signal
 import socket
-from typing import Iterator, List, Optional, Set
+from typing import Iterator, List
 
 import pytest
 
