@@ -1,7 +1,7 @@
 """The README's coroutine echo: socketserver's handle() loop, as an async def on netmux.
 
     python examples/coroutine_echo.py            # serve on 127.0.0.1:8007 until Ctrl-C
-    python examples/coroutine_echo.py --demo     # serve on a free port, echo three clients, exit
+    python examples/coroutine_echo.py --demo   # serve, echo three clients, exit
 """
 import socket
 import sys
@@ -16,7 +16,7 @@ class Echo(netmux.StreamHandler):            # socketserver's handle(), as a cor
             data = await self.recv(1024)      # b"" at EOF
             if not data:
                 break
-            await self.sendall(data)          # waits while the write buffer is above low water
+            await self.sendall(data)          # waits while the buffer is over low water
 
 
 def demo() -> None:
@@ -25,7 +25,8 @@ def demo() -> None:
         thread = threading.Thread(target=server.serve_forever)
         thread.start()
         try:
-            clients = [socket.create_connection(server.server_address, timeout=5) for _ in range(3)]
+            address = server.server_address
+            clients = [socket.create_connection(address, timeout=5) for _ in range(3)]
             for number, client in enumerate(clients):
                 client.sendall(b"client %d" % number)
             for client in clients:

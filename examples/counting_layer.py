@@ -1,7 +1,7 @@
 """A layer between the transport and the handler: count the bytes of every connection.
 
-    python examples/counting_layer.py            # serve an echo on 127.0.0.1:8007, Ctrl-C prints totals
-    python examples/counting_layer.py --demo     # serve on a free port, echo two clients, print totals
+    python examples/counting_layer.py          # echo on port 8007; Ctrl-C: totals
+    python examples/counting_layer.py --demo   # echo two clients, print totals
 """
 import socket
 import sys
@@ -21,13 +21,14 @@ def counted_echo(counter):
 
 
 def demo() -> None:
-    counter = netmux.ByteCounter()        # shared by every connection: the server's totals
+    counter = netmux.ByteCounter()        # shared by every connection: the totals
     with netmux.TCPServer(("127.0.0.1", 0), counted_echo(counter)) as server:
         thread = threading.Thread(target=server.serve_forever)
         thread.start()
         try:
+            address = server.server_address
             for message in (b"hello", b"layers"):
-                with socket.create_connection(server.server_address, timeout=5) as client:
+                with socket.create_connection(address, timeout=5) as client:
                     client.sendall(message)
                     print(client.recv(1024).decode())
         finally:

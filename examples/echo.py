@@ -21,7 +21,8 @@ def demo() -> None:
         thread = threading.Thread(target=server.serve_forever)
         thread.start()
         try:
-            clients = [socket.create_connection(server.server_address, timeout=5) for _ in range(3)]
+            address = server.server_address
+            clients = [socket.create_connection(address, timeout=5) for _ in range(3)]
             for number, client in enumerate(clients):
                 client.sendall(b"client %d" % number)
             for client in clients:
@@ -37,7 +38,8 @@ def main() -> None:
         demo()
         return
     try:
-        with netmux.TCPServer(("127.0.0.1", 8007), Echo) as server:   # socketserver's shape
+        # socketserver's shape:
+        with netmux.TCPServer(("127.0.0.1", 8007), Echo) as server:
             server.serve_forever()
     except KeyboardInterrupt:
         pass

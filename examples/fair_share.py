@@ -1,7 +1,8 @@
 """Fairness: a handler that does a turn's share of its work, then yields.
 
-    python examples/fair_share.py            # serve on 127.0.0.1:8007: each line "N" is answered N*N
-    python examples/fair_share.py --demo     # one client pipelines 20,000 lines; another is answered meanwhile
+    python examples/fair_share.py          # serve on port 8007: a line "N" gets N*N
+    python examples/fair_share.py --demo   # one client pipelines 20,000 lines, another
+                                           # is answered meanwhile
 
 A handler that parses its own buffer (a Redis or HTTP server does) may find
 thousands of pipelined requests in one read. Answering them all before
@@ -25,7 +26,7 @@ class Squares(netmux.Handler):
     def connection_made(self, transport):
         super().connection_made(transport)
         self.buffer = bytearray()
-        self.waiting = False              # a continuation is queued: do not start another
+        self.waiting = False              # a continuation is queued: start no other
 
     def data_received(self, data):
         self.buffer += data
@@ -53,8 +54,9 @@ def demo() -> None:
         thread = threading.Thread(target=server.serve_forever)
         thread.start()
         try:
-            with socket.create_connection(server.server_address, timeout=10) as busy, \
-                    socket.create_connection(server.server_address, timeout=10) as polite:
+            address = server.server_address
+            with socket.create_connection(address, timeout=10) as busy, \
+                    socket.create_connection(address, timeout=10) as polite:
                 busy.sendall(b"".join(b"%d\n" % n for n in range(20_000)))
                 started = time.perf_counter()
                 polite.sendall(b"12\n")
@@ -63,8 +65,9 @@ def demo() -> None:
                 received = 0
                 while received < 20_000:
                     received += busy.recv(1 << 20).count(b"\n")
-            print(f"the polite client got {answer.decode().strip()} after {waited * 1e3:.1f} ms "
-                  f"while the busy one pipelined 20,000 lines; all {received} answered")
+            print(f"the polite client got {answer.decode().strip()} after "
+                  f"{waited * 1e3:.1f} ms while the busy one pipelined 20,000 lines; "
+                  f"all {received} answered")
         finally:
             server.shutdown()
             thread.join()

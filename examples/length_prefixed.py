@@ -1,6 +1,6 @@
-"""A framed server from docs/framing.md: each length-prefixed message comes back reversed.
+"""A framed server of docs/framing.md: each length-prefixed message comes back reversed.
 
-    python examples/length_prefixed.py --demo     # serve on a free port, send frames in pieces, exit
+    python examples/length_prefixed.py --demo   # serve, send frames in pieces, exit
 
 ``FramedHandler`` with a ``LengthPrefixFramer("!H")``: two bytes of length
 (network order), then the payload; ``send_frame`` adds the prefix for you.

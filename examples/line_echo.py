@@ -1,8 +1,8 @@
 """A line server: every line a client sends comes back in upper case.
 
     python examples/line_echo.py            # serve on 127.0.0.1:8008 until Ctrl-C
-    python examples/line_echo.py --demo     # serve, send a few lines in pieces, print, exit
-    python examples/line_echo.py --ask      # the client: two lines to the running server
+    python examples/line_echo.py --demo   # serve, send lines in pieces, print, exit
+    python examples/line_echo.py --ask    # the client: two lines to the running server
 
 Try it from another terminal with ``nc 127.0.0.1 8008`` and type some lines.
 
@@ -22,13 +22,13 @@ import threading
 import netmux
 
 
-class UpperEcho(netmux.LineHandler):        # LineFramer(b"\n", max_length=65536) per connection
+class UpperEcho(netmux.LineHandler):        # a LineFramer(b"\n", 65536) per connection
     def line_received(self, line):          # one whole line, the b"\n" stripped
         self.send_line(line.upper())        # the b"\n" appended
 
 
 def demo() -> None:
-    """Serve on a free port in a thread; send lines cut at awkward places; print the replies."""
+    """Serve on a free port in a thread; send lines cut at odd places; print replies."""
     server = netmux.TCPServer(("127.0.0.1", 0), UpperEcho)
     thread = threading.Thread(target=server.serve_forever)
     thread.start()
@@ -36,7 +36,7 @@ def demo() -> None:
         with socket.create_connection(server.server_address, timeout=5) as client:
             for piece in (b"hel", b"lo\nwor", b"ld\nthree lines in ", b"one send\n"):
                 client.sendall(piece)
-            client.shutdown(socket.SHUT_WR)       # no more lines: the server closes after replying
+            client.shutdown(socket.SHUT_WR)       # no more lines: replies, then close
             replies = b""
             while True:
                 data = client.recv(4096)
@@ -51,7 +51,7 @@ def demo() -> None:
 
 
 def ask() -> None:
-    """The client of docs/framing.md: two lines to the running server, whole lines back."""
+    """The client of docs/framing.md: two lines to the running server, lines back."""
     framer = netmux.LineFramer()
     with socket.create_connection(("127.0.0.1", 8008)) as sock:
         sock.sendall(framer.encode(b"hello") + framer.encode(b"world"))
@@ -65,11 +65,14 @@ def ask() -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Upper-case line echo server on 127.0.0.1:8008.")
+    parser = argparse.ArgumentParser(
+        description="Upper-case line echo server on 127.0.0.1:8008.")
     parser.add_argument("--demo", action="store_true", help="run a short demo and exit")
-    parser.add_argument("--ask", action="store_true", help="be the client of a running server")
+    parser.add_argument("--ask", action="store_true",
+                        help="be the client of a running server")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
     if args.demo:
         demo()
     elif args.ask:

@@ -48,8 +48,9 @@ class Leg(netmux.Handler):
 
     def connection_lost(self, exc) -> None:
         other = self.other
-        if other is not None and other.transport is not None and not other.transport.is_closing():
-            other.transport.close()              # flush what it holds, then close
+        peer = other.transport if other is not None else None
+        if peer is not None and not peer.is_closing():
+            peer.close()                         # flush what it holds, then close
 
 
 class Inbound(Leg):
@@ -117,7 +118,8 @@ def demo() -> None:
             netmux.TCPServer(("127.0.0.1", 0), Inbound, reactor=reactor) as relay:
         Inbound.target = upstream.server_address
         started = time.monotonic()
-        client = netmux.connect(relay.server_address, lambda: Pusher(payload), reactor=reactor)
+        client = netmux.connect(relay.server_address, lambda: Pusher(payload),
+                                reactor=reactor)
         deadline = started + 30
         while not client.done and time.monotonic() < deadline:
             reactor.run_once(0.1)
@@ -131,8 +133,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
-    parser.add_argument("--target", default="127.0.0.1:8007", help="HOST:PORT to relay to")
-    parser.add_argument("--demo", action="store_true", help="relay 10 MiB through an echo, then exit")
+    parser.add_argument("--target", default="127.0.0.1:8007",
+                        help="HOST:PORT to relay to")
+    parser.add_argument("--demo", action="store_true",
+                        help="relay 10 MiB through an echo, then exit")
     args = parser.parse_args()
     if args.demo:
         demo()

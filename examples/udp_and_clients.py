@@ -1,9 +1,9 @@
 """The programs of docs/udp-and-clients.md (and the README's one-thread example).
 
-    python examples/udp_and_clients.py --demo      # the handlers on free ports, then exit
+    python examples/udp_and_clients.py --demo   # the handlers on free ports, then exit
     python examples/udp_and_clients.py udp-server  # the UDP echo on 127.0.0.1:8007
     python examples/udp_and_clients.py udp-client  # ask it once
-    python examples/udp_and_clients.py readme      # UDP on 9000 + a TCP client of examples/echo.py
+    python examples/udp_and_clients.py readme   # UDP on 9000, a client of echo.py
 
 The pages show the programs with fixed ports; ``demo`` runs the same handlers
 against servers on ports the kernel picks, so it never meets a server you run.
@@ -92,7 +92,7 @@ def readme():
             reactor.stop()
 
     netmux.connect(("127.0.0.1", 8007), Hello, reactor=reactor, timeout=5)
-    reactor.run()                               # one thread: a UDP server and a TCP client
+    reactor.run()                          # one thread: a UDP server and a TCP client
     udp.server_close()
     reactor.close()
 
@@ -117,7 +117,8 @@ def demo():
     server_and_client()
 
 
-PROGRAMS = {"udp-server": udp_server, "udp-client": udp_client, "readme": readme, "--demo": demo}
+PROGRAMS = {"udp-server": udp_server, "udp-client": udp_client, "readme": readme,
+            "--demo": demo}
 
 if __name__ == "__main__":
     if sys.argv[1:] not in ([name] for name in PROGRAMS):

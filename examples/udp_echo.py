@@ -2,7 +2,7 @@
 
     python examples/udp_echo.py              # serve on 127.0.0.1:8007 until Ctrl-C
     python examples/udp_echo.py --port 9000  # another port ("::1" via --host for IPv6)
-    python examples/udp_echo.py --demo       # server and client in one thread, then exit
+    python examples/udp_echo.py --demo    # server and client in one thread, then exit
 
 Try the server from another terminal with ``nc -u 127.0.0.1 8007``, or:
 
@@ -64,7 +64,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8007)
-    parser.add_argument("--demo", action="store_true", help="run server and client once, then exit")
+    parser.add_argument("--demo", action="store_true",
+                        help="run server and client once, then exit")
     args = parser.parse_args()
     if args.demo:
         demo(args.host)

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
+from types import ModuleType
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import activation, apps, workers
@@ -26,21 +28,32 @@ logger = logging.getLogger("netmux")
 DEFAULT_SERVER = "echo"
 
 
-def _add_common_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+def _add_common_options(parser: argparse.ArgumentParser, defaults: bool,
+                        app: Optional[ModuleType] = None) -> None:
     """The options every server shares. A subcommand gets them without defaults
-    (SUPPRESS), so a value given before the server name is not overwritten."""
+    (SUPPRESS), so a value given before the server name is not overwritten; its
+    help names ``app``'s own port, and hides what ``app`` refuses (still parsed,
+    so that using one is parse_args' clear error, not "unrecognized arguments")."""
     def default(value: Any) -> Any:
         return value if defaults else argparse.SUPPRESS
 
+    def shown(help_text: str, honoured: bool) -> str:
+        return help_text if honoured else argparse.SUPPRESS
+
+    port = app.DEFAULT_PORT if app is not None else "the server's, listed below"
+    unix = app is None or getattr(app, "UNIX_SOCKETS", False)
+    connections = app is None or getattr(app, "CONNECTIONS", True)
     parser.add_argument("--host", default=default("127.0.0.1"), help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=apps.port_number, default=default(None),
-                        help="port to bind, 0 for any free one (default: the server's own)")
+                        help=f"port to bind, 0 for any free one (default: {port})")
     parser.add_argument("--unix", default=default(None), metavar="PATH",
-                        help="serve on the Unix socket PATH instead of a port (stream servers)")
+                        help=shown("serve on the Unix socket PATH instead of a port (stream servers)", unix))
     parser.add_argument("--max-connections", type=apps.positive_int, default=default(None), metavar="N",
-                        help="stop accepting at N open connections (TCP; default: no limit)")
+                        help=shown("stop accepting at N open connections (TCP; default: no limit)",
+                                   connections))
     parser.add_argument("--idle-timeout", type=apps.duration, default=default(None), metavar="S",
-                        help="close a connection after S idle seconds (TCP; default: never)")
+                        help=shown("close a connection after S idle seconds (TCP; default: never)",
+                                   connections))
     parser.add_argument("--log-level", type=apps.log_level, default=default("INFO"), metavar="LEVEL",
                         help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default: INFO)")
     # Deploying (README "Deploying"): stream servers only.
@@ -54,12 +67,22 @@ def _add_common_options(parser: argparse.ArgumentParser, defaults: bool) -> None
                         help="every connection starts with a PROXY v1/v2 header (behind HAProxy)")
 
 
-def _parser() -> Tuple[argparse.ArgumentParser, Dict[str, argparse.ArgumentParser], Dict[str, str]]:
+def _prog() -> str:
+    """The name the program was run by, for its usage lines: ``python -m netmux``,
+    or the console script's own name (``netmux``), as ``sys.argv[0]`` says."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if name in ("", "-c", "__main__.py"):
+        return "python -m netmux"
+    return name
+
+
+def _parser(prog: str = "python -m netmux") -> Tuple[argparse.ArgumentParser,
+                                                    Dict[str, argparse.ArgumentParser], Dict[str, str]]:
     """The parser, each server's subparser, and why a server cannot run here (if so)."""
     parser = argparse.ArgumentParser(
-        prog="python -m netmux", usage="%(prog)s [SERVER] [options]",
+        prog=prog, usage="%(prog)s [SERVER] [options]",
         description="Run a ready-made netmux server until SIGINT or SIGTERM (exit code 0). "
-                    "'python -m netmux SERVER --help' shows a server's own options.")
+                    f"'{prog} SERVER --help' shows a server's own options.")
     _add_common_options(parser, defaults=True)
     subparsers = parser.add_subparsers(dest="server", metavar="SERVER", prog=parser.prog,
                                        title=f"servers (default: {DEFAULT_SERVER})")
@@ -74,7 +97,7 @@ def _parser() -> Tuple[argparse.ArgumentParser, Dict[str, argparse.ArgumentParse
             continue
         child = subparsers.add_parser(name, help=f"{app.DESCRIPTION} (port {app.DEFAULT_PORT})",
                                       description=app.DESCRIPTION, usage="%(prog)s [options]")
-        _add_common_options(child, defaults=False)
+        _add_common_options(child, defaults=False, app=app)
         app.add_arguments(child)
         children[name] = child
     return parser, children, unavailable
@@ -83,7 +106,7 @@ def _parser() -> Tuple[argparse.ArgumentParser, Dict[str, argparse.ArgumentParse
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Parse a command line as ``main`` does (bad values exit 2 with a usage error).
     ``args.server`` names the server, ``args.port`` is resolved to its default."""
-    parser, children, unavailable = _parser()
+    parser, children, unavailable = _parser(_prog())
     args, unknown = parser.parse_known_args(argv)
     if args.server is None:
         args.server = DEFAULT_SERVER

@@ -23,6 +23,7 @@ import errno
 import logging
 import socket
 import threading
+import warnings
 from typing import Any, Callable, Optional, Set, TypeVar
 
 from .errors import PROPAGATE
@@ -44,6 +45,15 @@ _RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.E
 _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 1.0
 
+
+# socketserver's per-connection thread settings, which a port may carry over to a
+# netmux server subclass: there is no such thread here, so they would do nothing
+# in silence. Defining one warns instead (docs/from-socketserver.md says the same).
+_THREAD_SETTINGS = {
+    "daemon_threads": "netmux starts no thread per connection: there is none to make a daemon",
+    "block_on_close": "netmux starts no thread per connection: server_close() closes "
+                      "every connection before it returns",
+}
 
 _Server = TypeVar("_Server", bound="ServerLifecycle")
 
@@ -177,6 +187,12 @@ class _StreamServer(ServerLifecycle):
         self._backoff_timer: Optional[Timer] = None
         self._init_lifecycle(reactor)
         self._update_accepting()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name, why in _THREAD_SETTINGS.items():
+            if name in vars(cls):
+                warnings.warn(f"{cls.__qualname__}.{name} is ignored: {why}", UserWarning, stacklevel=2)
 
     def _listen(self) -> socket.socket:  # pragma: no cover - every server defines it
         raise NotImplementedError

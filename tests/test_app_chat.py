@@ -231,7 +231,8 @@ def test_a_line_over_the_framing_limit_ends_that_connection_and_the_room_hears(c
             pass                                  # the server may reset us before we finish
         alice.assert_closed()
         bob.expect("* guest1 left")
-    assert any("framing error" in record.getMessage() for record in caplog.records)
+    (logged,) = [record.getMessage() for record in caplog.records if "framing error" in record.getMessage()]
+    assert logged.endswith(f"a line over {chat.MAX_LINE} bytes at stream offset 0"), logged  # as alice read it
     bob.send("/who")
     bob.expect("* in lobby: guest2")
 

@@ -255,11 +255,59 @@ def test_server_help_shows_its_own_and_the_common_options(server, own_option):
     result = _run_cli(server, "--help")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"usage: python -m netmux {server} [options]")
-    for option in ("--host", "--port", "--max-connections", "--idle-timeout", "--log-level"):
+    for option in ("--host", "--port", "--log-level"):
         assert option in result.stdout
+    refused = ("--unix", "--max-connections", "--idle-timeout") if server == "udp-echo" else ()
+    for option in ("--unix", "--max-connections", "--idle-timeout"):
+        assert (option in result.stdout) == (option not in refused), option   # no option it refuses
     if own_option:
         assert own_option in result.stdout
         assert own_option not in _run_cli("echo", "--help").stdout
+
+
+@pytest.mark.parametrize("server", ["echo", "udp-echo", "chat", "kv", "http"])
+def test_server_help_shows_its_real_default_port(server):
+    from netmux import apps
+
+    result = _run_cli(server, "--help")
+    assert result.returncode == 0, result.stderr
+    help_text = " ".join(result.stdout.split())            # argparse wraps lines anywhere
+    assert f"(default: {apps.load(server).DEFAULT_PORT})" in help_text
+    assert "the server's own" not in help_text
+
+
+def test_udp_echo_refuses_unix_even_though_its_help_does_not_list_it():
+    result = _run_cli("udp-echo", "--unix", "/nonexistent/netmux.sock")
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == ("python -m netmux udp-echo: error: "
+                                              "udp-echo cannot serve on a Unix socket (--unix)")
+
+
+# pip's console script for ``netmux = netmux.__main__:main`` (setup.cfg), as pip writes it.
+CONSOLE_SCRIPT = """import re
+import sys
+from netmux.__main__ import main
+if __name__ == "__main__":
+    sys.argv[0] = re.sub(r"(-script\\.pyw|\\.exe)?$", "", sys.argv[0])
+    sys.exit(main())
+"""
+
+
+def test_the_console_script_says_its_own_name_in_usage_and_errors(tmp_path):
+    script = tmp_path / "netmux"
+    script.write_text(CONSOLE_SCRIPT)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(script), *args], cwd=str(tmp_path), env=child_env(),
+                              capture_output=True, text=True, timeout=30)
+
+    result = run("--help")
+    assert result.returncode == 0 and result.stdout.startswith("usage: netmux [SERVER] [options]")
+    assert "'netmux SERVER --help'" in " ".join(result.stdout.split())
+    assert "python -m" not in result.stdout
+    result = run("chat", "--port", "http")
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: netmux chat [options]\nnetmux chat: error: argument --port")
 
 
 def test_help_lists_every_registered_server_with_its_description():

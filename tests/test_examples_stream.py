@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Iterator, List, Tuple
 
@@ -38,13 +39,16 @@ runpy.run_path(sys.argv[1], run_name="__main__")
 
 PAIRS = [("from_socketserver/socketserver_echo.py", "from_socketserver/stream_echo.py"),
          ("from_socketserver/socketserver_lines.py", "from_socketserver/stream_lines.py"),
-         ("from_socketserver/socket_echo.py", "from_socketserver/stream_socket_echo.py")]
+         ("from_socketserver/socket_echo.py", "from_socketserver/stream_socket_echo.py"),
+         ("from_socketserver/socketserver_timeout.py", "from_socketserver/stream_timeout.py")]
+# Shown on the page as what not to do, and run here to prove it.
+WRONG = ["from_socketserver/stream_timeout_inside.py"]
 
 
 @contextlib.contextmanager
 def run_example(name: str) -> Iterator[Tuple[int, subprocess.Popen, List[bytes]]]:
     """Run examples/<name> as a program; yield (its port, the process, a list that gets
-    what it printed once it stopped); stop it (Ctrl-C) after."""
+    what it printed on stdout, then on stderr, once it stopped); stop it (Ctrl-C) after."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
     process = subprocess.Popen([sys.executable, "-W", "error::RuntimeWarning", "-c", _LAUNCHER,
                                 str(ROOT / "examples" / name)],
@@ -63,6 +67,7 @@ def run_example(name: str) -> Iterator[Tuple[int, subprocess.Popen, List[bytes]]
             process.kill()
             process.wait(5)
         output.append(process.stdout.read())
+        output.append(process.stderr.read())
         process.stdout.close()
         process.stderr.close()
 
@@ -101,6 +106,25 @@ def test_the_socket_docs_loop_and_its_port_echo_alike():
     assert replies == [payload, payload]
 
 
+@pytest.mark.parametrize("name", PAIRS[3])
+def test_the_timeout_original_and_its_port_answer_lines_then_drop_a_silent_client(name):
+    with run_example(name) as (port, process, output):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(b"one\ntwo\n")
+            assert recv_exactly(client, 8) == b"ONE\nTWO\n"
+            start = time.monotonic()
+            assert recv_until_eof(client) == b"too slow\n"      # then silence: told, and dropped
+            assert time.monotonic() - start >= 0.9                 # after its 1 s, not before
+    assert b"timed out" not in output[1], output[1].decode()     # the timeout was caught
+
+
+def test_an_except_inside_the_timeout_block_catches_nothing():
+    with run_example(WRONG[0]) as (port, process, output):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            assert recv_until_eof(client) == b""                  # no "too slow": closed
+    assert b"TimeoutError: timed out after 1" in output[1], output[1].decode()   # logged, escaped
+
+
 def test_the_ported_echo_serves_200_clients_at_once_from_one_thread():
     clients = []
     with run_example("from_socketserver/stream_socket_echo.py") as (port, process, output):
@@ -132,6 +156,6 @@ def test_every_code_block_of_the_page_is_an_example_file_run_here():
     blocks = _BLOCK.findall(text)
     assert text.count("```python") == len(blocks), "every python block names its file"
     shown = {path for path, _ in blocks}
-    assert shown == {f"examples/{name}" for pair in PAIRS for name in pair}
+    assert shown == {f"examples/{name}" for name in [*(name for pair in PAIRS for name in pair), *WRONG]}
     for path, code in blocks:
         assert code == (ROOT / path).read_text(), f"{path} differs from the page"

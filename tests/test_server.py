@@ -10,6 +10,7 @@ import selectors
 import socket
 import struct
 import threading
+import warnings
 import time
 
 import pytest
@@ -642,3 +643,12 @@ def test_a_server_on_a_closed_reactor_is_a_runtime_error_that_leaks_nothing():
         netmux.TCPServer(("127.0.0.1", 0), Echo, reactor=closed)
     with pytest.raises(RuntimeError):
         netmux.UDPServer(("127.0.0.1", 0), netmux.DatagramHandler, reactor=closed)
+
+
+@pytest.mark.parametrize("name", ["daemon_threads", "block_on_close"])
+def test_socketservers_thread_settings_on_a_subclass_warn_that_they_are_ignored(name):
+    with pytest.warns(UserWarning, match=rf"^Ported\.{name} is ignored: netmux starts no thread"):
+        type("Ported", (netmux.TCPServer,), {name: True})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        type("Plain", (netmux.TCPServer,), {"allow_reuse_address": True})   # not a thread setting

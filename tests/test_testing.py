@@ -84,6 +84,11 @@ def test_the_docs_example_passes_for_every_cut():
     testing_example.test_two_pings_get_two_pongs_however_they_are_cut()
 
 
+def test_the_docs_timer_example_needs_eof_false_to_see_its_timer_fire():
+    testing_example.test_a_silent_peer_is_reminded_after_30_virtual_seconds()
+    testing_example.test_with_the_default_eof_the_peer_hangs_up_and_the_timer_never_fires()
+
+
 def test_a_given_test_over_the_buggy_handler_fails():
     @settings(database=None, max_examples=500)
     @given(chunkings(b"PING\nPING\n"))

@@ -3,7 +3,8 @@
     python examples/tutorial/step01_blocking.py            # serve on 127.0.0.1:8001
     python examples/tutorial/step01_blocking.py --demo     # two clients; the second waits
 
-``serve`` is the loop from the socket HOWTO: accept one connection, then
+``serve`` is the loop of the echo server in the ``socket`` module's
+documentation (its "Example" section): accept one connection, then
 ``recv``/``sendall`` on it until the client hangs up, then accept the next.
 It is correct, and it serves exactly one client at a time: ``demo`` times a
 second client that connects while the first one is still connected.
@@ -24,6 +25,12 @@ def make_server(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     listener.bind((host, port))
     listener.listen()
     return listener
+
+
+def where(listener: socket.socket) -> str:
+    """The address a listening socket serves on, as host:port (what nc takes)."""
+    host, port = listener.getsockname()[:2]
+    return f"{host}:{port}"
 
 
 def serve(listener: socket.socket, clients: Optional[int] = None) -> None:
@@ -74,7 +81,7 @@ def main() -> None:
         demo()
         return
     with make_server(port=args.port) as listener:
-        print(f"echo on 127.0.0.1:{args.port}, one client at a time; Ctrl-C stops")
+        print(f"echo on {where(listener)}, one client at a time; Ctrl-C stops", flush=True)
         try:
             serve(listener)
         except KeyboardInterrupt:

@@ -18,7 +18,7 @@ import socketserver
 import threading
 from typing import Dict, List
 
-from step01_blocking import round_trip
+from step01_blocking import round_trip, where
 
 
 class EchoHandler(socketserver.BaseRequestHandler):
@@ -105,7 +105,7 @@ def main() -> None:
         demo(args.n)
         return
     with make_server(port=args.port) as server:
-        print(f"echo on 127.0.0.1:{args.port}, a thread per client; Ctrl-C stops")
+        print(f"echo on {where(server.socket)}, a thread per client; Ctrl-C stops", flush=True)
         try:
             server.serve_forever()
         except KeyboardInterrupt:

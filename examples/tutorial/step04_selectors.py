@@ -19,7 +19,7 @@ import selectors
 import socket
 from typing import Callable
 
-from step01_blocking import make_server, round_trip
+from step01_blocking import make_server, round_trip, where
 
 
 def serve(listener: socket.socket, stop: Callable[[], bool] = lambda: False) -> None:
@@ -86,7 +86,7 @@ def main() -> None:
         demo()
         return
     with make_server(port=args.port) as listener:
-        print(f"echo on 127.0.0.1:{args.port}, every client at once; Ctrl-C stops")
+        print(f"echo on {where(listener)}, every client at once; Ctrl-C stops", flush=True)
         try:
             serve(listener)
         except KeyboardInterrupt:

@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Callable, List
 
-from step01_blocking import make_server
+from step01_blocking import make_server, where
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 
@@ -54,10 +54,14 @@ class Connection:
         except BlockingIOError:
             return                         # a spurious wake-up: the selector will say again
         if data:
-            self.write(data)               # the echo; a real server would call its handler
+            self.data_received(data)
         else:
             self.closing = True
             self.update()
+
+    def data_received(self, data: bytes) -> None:
+        """What the server does with what arrived: echo it (step 7 answers lines instead)."""
+        self.write(data)
 
     def write(self, data: bytes) -> None:
         """Send at once if nothing is queued; keep what the kernel did not take."""
@@ -225,7 +229,7 @@ def main() -> None:
         demo()
         return
     with make_server(port=args.port) as listener:
-        print(f"echo on 127.0.0.1:{args.port}; Ctrl-C stops")
+        print(f"echo on {where(listener)}; Ctrl-C stops", flush=True)
         try:
             Server(listener).serve()
         except KeyboardInterrupt:

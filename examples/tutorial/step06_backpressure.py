@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import select
 import socket
-from step01_blocking import make_server
+from step01_blocking import make_server, where
 from step05_buffers import Connection, Server, serving
 
 HIGH_WATER = 64 * 1024             # pause reading above this many buffered bytes
@@ -90,7 +90,7 @@ def main() -> None:
         demo()
         return
     with make_server(port=args.port) as listener:
-        print(f"echo on 127.0.0.1:{args.port}, memory-bounded; Ctrl-C stops")
+        print(f"echo on {where(listener)}, memory-bounded; Ctrl-C stops", flush=True)
         try:
             BoundedServer(listener).serve()
         except KeyboardInterrupt:

@@ -1,6 +1,7 @@
 """Step 7: framing. ``recv()`` chunks are not messages; a sans-IO framer makes them so.
 
-    python examples/tutorial/step07_framing.py --demo
+    python examples/tutorial/step07_framing.py            # lines in upper case on 127.0.0.1:8007
+    python examples/tutorial/step07_framing.py --demo     # chunks versus lines
 
 Steps 4 to 6 echo bytes, so they never cared where a message ends. A server
 that answers *lines* does: step 3 showed that one ``recv`` may return two
@@ -11,13 +12,18 @@ one line and answers the wrong things.
 ``feed(data)`` takes whatever bytes arrived and returns the whole lines they
 completed, keeping the incomplete tail for next time; so it gives the same
 lines however the stream is cut, which a test proves with hypothesis over
-arbitrary cuts, no socket needed.
+arbitrary cuts, no socket needed. ``LineServer`` puts it between step 6's
+``recv`` and an answer: each whole line comes back in upper case.
 """
 from __future__ import annotations
 
 import argparse
 import socket
 from typing import List
+
+from step01_blocking import make_server, where
+from step05_buffers import Server
+from step06_backpressure import BoundedConnection
 
 
 def handle_chunks_naively(chunks: List[bytes]) -> List[bytes]:
@@ -64,6 +70,28 @@ def read_chunks(sock: socket.socket, size: int) -> List[bytes]:
     return chunks
 
 
+class LineConnection(BoundedConnection):
+    """Step 6's connection, answering lines: the framer sits between recv and answer."""
+
+    def __init__(self, server: Server, sock: socket.socket) -> None:
+        self.framer = LineFramer()
+        super().__init__(server, sock)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            lines = self.framer.feed(data)
+        except ValueError as error:        # a line over max_length: this peer is done
+            self.closing = True
+            self.write(f"error: {error}\n".encode())
+            return
+        for line in lines:
+            self.write(line.upper() + b"\n")
+
+
+class LineServer(Server):
+    connection_class = LineConnection
+
+
 def lines_over_tcp(pieces: List[bytes]) -> tuple:
     """Send ``pieces`` over loopback, then read them as one server would.
 
@@ -88,14 +116,24 @@ def demo() -> None:
     print(f"naive, one chunk = one line: {naive!r}")
     print(f"LineFramer: {framed!r}")
     framer = LineFramer()
-    print("fed byte by byte:", [line for byte in b"one\ntwo\n" for line in framer.feed(bytes([byte]))])
+    stream = b"".join([b"one\n", b"two\n", b"thr", b"ee\n"])
+    print("fed byte by byte:", [line for byte in stream for line in framer.feed(bytes([byte]))])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--demo", action="store_true", help="show chunks versus lines (the default)")
-    parser.parse_args()
-    demo()
+    parser.add_argument("--port", type=int, default=8007)
+    parser.add_argument("--demo", action="store_true", help="show chunks versus lines, and exit")
+    args = parser.parse_args()
+    if args.demo:
+        demo()
+        return
+    with make_server(port=args.port) as listener:
+        print(f"lines in upper case on {where(listener)}; Ctrl-C stops", flush=True)
+        try:
+            LineServer(listener).serve()
+        except KeyboardInterrupt:
+            pass
 
 
 if __name__ == "__main__":

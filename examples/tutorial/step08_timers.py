@@ -1,6 +1,7 @@
 """Step 8: time and other threads. A heap of timers and a wake-up socket pair.
 
-    python examples/tutorial/step08_timers.py --demo
+    python examples/tutorial/step08_timers.py            # a tick a second to each client, on 127.0.0.1:8008
+    python examples/tutorial/step08_timers.py --demo     # timer order, and what the wake-up pair buys
 
 Step 5's loop wakes every 0.1 s to check ``stop()``: it polls. That is both
 wasteful and too slow for anything with a deadline (an idle timeout, a retry),
@@ -14,6 +15,8 @@ next poll. ``Loop`` fixes both, as every event loop does:
   sleeping forever wakes at once.
 
 ``Loop(wakeup=False)`` leaves the byte out, to measure what it buys.
+``tick_server`` serves with timers: every client gets a line a second, from
+one thread, with no sleep anywhere.
 """
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ import threading
 import time
 from collections import deque
 from typing import Any, Callable, Deque, List, Optional, Tuple
+
+from step01_blocking import make_server, where
 
 
 class Loop:
@@ -111,6 +116,53 @@ class Loop:
         self.wake_writer.close()
 
 
+def tick_server(loop: Loop, listener: socket.socket, interval: float = 1.0) -> None:
+    """Send each client ``b"tick N\\n"`` every ``interval`` seconds, until it hangs up."""
+    def tick(conn: socket.socket, n: int) -> None:
+        if conn.fileno() < 0:
+            return                         # the client hung up: this timer chain ends here
+        try:
+            conn.send(b"tick %d\n" % n)
+        except (BlockingIOError, ConnectionError):
+            pass                           # a full buffer skips a tick; a reset ends below
+        loop.call_later(interval, tick, conn, n + 1)
+
+    def readable(conn: socket.socket) -> None:
+        try:
+            if conn.recv(4096):
+                return                     # what the client types is ignored
+        except BlockingIOError:
+            return
+        except ConnectionError:
+            pass
+        loop.remove(conn)                  # EOF or reset: forget it, close it
+        conn.close()
+
+    def accept() -> None:
+        conn, _ = listener.accept()
+        conn.setblocking(False)
+        loop.add_reader(conn, lambda: readable(conn))
+        tick(conn, 1)
+
+    listener.setblocking(False)
+    loop.add_reader(listener, accept)
+
+
+def run_in_thread(loop: Loop) -> Callable[[], None]:
+    """Run ``loop`` in a thread; return what stops it and closes every socket it watches."""
+    thread = threading.Thread(target=loop.run)
+    thread.start()
+
+    def stop() -> None:
+        loop.call_soon_threadsafe(loop.stop)   # the wake-up pair: select returns at once
+        thread.join()
+        for key in list(loop.selector.get_map().values()):
+            if key.fileobj is not loop.wake_reader:
+                key.fileobj.close()
+        loop.close()
+    return stop
+
+
 def timer_order(delays: List[float]) -> List[float]:
     """Set a timer per delay; return the delays in the order their timers ran."""
     loop = Loop()
@@ -153,17 +205,31 @@ def threadsafe_latency(wakeup: bool, sleep_cap: float = 1.0) -> float:
 
 def demo() -> None:
     print("timers set for 0.03, 0.01, 0.02 s ran in the order", timer_order([0.03, 0.01, 0.02]))
+    print("another thread calls call_soon_threadsafe 0.2 s into the loop's 1 s select:")
     for wakeup in (False, True):
         latency = threadsafe_latency(wakeup)
-        print(f"call_soon_threadsafe {'with' if wakeup else 'without'} the wake-up pair: "
-              f"ran after {latency * 1000:.1f} ms")
+        print(f"  {'with' if wakeup else 'without'} the wake-up pair, the callback "
+              f"ran {latency * 1000:.1f} ms after the call")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--demo", action="store_true", help="run the measurements (the default)")
-    parser.parse_args()
-    demo()
+    parser.add_argument("--port", type=int, default=8008)
+    parser.add_argument("--demo", action="store_true", help="run the measurements and exit")
+    args = parser.parse_args()
+    if args.demo:
+        demo()
+        return
+    loop = Loop()
+    with make_server(port=args.port) as listener:
+        tick_server(loop, listener)
+        print(f"a tick a second to each client on {where(listener)}; Ctrl-C stops", flush=True)
+        try:
+            loop.run()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            loop.close()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""Step 9: coroutines on the loop. Straight-line code that waits without blocking.
+"""Step 9: coroutines. A function that pauses where it would block, and whoever resumes it.
 
-    python examples/tutorial/step09_coroutines.py --demo
+    python examples/tutorial/step09_coroutines.py            # echo on 127.0.0.1:8009, one client at a time
+    python examples/tutorial/step09_coroutines.py --demo     # a callback that waits; a coroutine's parks
 
 A conversation (read a name, then a message, then answer) is three lines of
 blocking code. On step 8's loop a callback cannot wait, so that code must be
@@ -14,28 +15,67 @@ functions are generators of the same kind, and ``await x`` passes whatever
 
 * ``ReadyToRead(sock)``/``ReadyToWrite(sock)`` are awaitables that yield
   themselves: "park me until this socket is ready";
-* ``Task`` drives one coroutine: ``send()`` runs it to its next park, and the
-  loop's reader callback ``send()``s again when the socket is ready;
-* ``recv``, ``sendall`` and ``LineReader.readline`` are the ordinary blocking
-  calls, rewritten to await instead of block.
+* ``recv`` and ``sendall`` are the blocking calls, rewritten to park instead
+  of block, and ``echo`` is step 1's inner loop written with them;
+* ``run`` drives one coroutine by hand: ``send()`` runs it to its next park,
+  ``select`` waits for that socket, ``send()`` resumes it.
 
-The conversation is again three straight lines (``greeter``), and the loop
-serves everyone while it waits.
+``run`` waits in ``select`` for one coroutine's socket, so it serves one
+client at a time, as step 1 did: step 10 runs many on step 8's loop.
 """
 from __future__ import annotations
 
 import argparse
+import select
 import selectors
 import socket
 import threading
-from collections import deque
-from typing import Any, Callable, Coroutine, Deque, Generator, Optional
+import time
+from typing import Any, Coroutine, Generator, List, Optional, Tuple
 
-from step07_framing import LineFramer
-from step08_timers import Loop
+from step01_blocking import make_server, where
+from step08_timers import Loop, run_in_thread
 
 
-# -- awaitables that park a coroutine on a socket --------------------------
+# -- what breaks: a callback that waits -------------------------------------
+def blocking_greeter(loop: Loop, listener: socket.socket) -> None:
+    """A conversation as a plain callback on step 8's loop: its reads block the loop."""
+    def on_accept() -> None:
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rb") as lines:
+            conn.settimeout(10)            # blocking, so that readline() can wait...
+            name = lines.readline().rstrip(b"\n")
+            message = lines.readline().rstrip(b"\n")   # ...and nobody else is served meanwhile
+            conn.sendall(name + b" says " + message + b"\n")
+    listener.setblocking(False)
+    loop.add_reader(listener, on_accept)
+
+
+def converse(address: tuple, name: bytes, message: bytes) -> bytes:
+    """One whole conversation: a name line, a message line, the answer."""
+    with socket.create_connection(address, timeout=10) as client:
+        client.sendall(name + b"\n" + message + b"\n")
+        return client.recv(1024)
+
+
+def quick_while_slow(address: tuple, slow_for: float = 1.0) -> Tuple[bytes, float, bytes]:
+    """A slow client sends its name, and its message ``slow_for`` s later; meanwhile a
+    quick client has a whole conversation. Returns (quick's answer, seconds it took,
+    slow's answer)."""
+    with socket.create_connection(address, timeout=10) as slow:
+        slow.sendall(b"slow\n")                                    # half a conversation...
+        rest = threading.Timer(slow_for, slow.sendall, (b"hello\n",))   # ...the rest later
+        rest.start()
+        try:
+            start = time.monotonic()
+            reply = converse(address, b"quick", b"hi")
+            took = time.monotonic() - start
+            return reply, took, slow.recv(1024)
+        finally:
+            rest.join()
+
+
+# -- awaitables that park a coroutine on a socket ---------------------------
 class ReadyToRead:
     """``await ReadyToRead(sock)`` returns once ``sock`` is readable."""
 
@@ -54,43 +94,7 @@ class ReadyToWrite(ReadyToRead):
     events = selectors.EVENT_WRITE
 
 
-class Task:
-    """Runs one coroutine on a Loop: each park registers a callback that resumes it."""
-
-    def __init__(self, loop: Loop, coroutine: Coroutine[Any, Any, Any]) -> None:
-        self.loop, self.coroutine = loop, coroutine
-        self.parked: Optional[socket.socket] = None
-        self.done = False
-        self.exception: Optional[BaseException] = None
-        loop.call_soon(self.step)
-
-    def step(self) -> None:
-        self.parked = None
-        try:
-            park = self.coroutine.send(None)       # run until the next park (or the end)
-        except StopIteration:
-            self.done = True
-            return
-        except Exception as exc:                   # the coroutine failed: record, do not crash
-            self.done, self.exception = True, exc
-            return
-        self.parked = park.sock
-        self.loop.selector.register(park.sock, park.events, self.resume)
-
-    def resume(self) -> None:
-        self.loop.remove(self.parked)
-        self.step()
-
-    def cancel(self) -> None:
-        """Raise GeneratorExit at the coroutine's await, so its ``finally`` blocks run."""
-        if self.parked is not None:
-            self.loop.remove(self.parked)
-            self.parked = None
-        self.coroutine.close()
-        self.done = True
-
-
-# -- the blocking calls, awaiting instead ----------------------------------
+# -- the blocking calls, parking instead ------------------------------------
 async def recv(sock: socket.socket, size: int) -> bytes:
     while True:
         try:
@@ -108,107 +112,112 @@ async def sendall(sock: socket.socket, data: bytes) -> None:
             await ReadyToWrite(sock)
 
 
-class LineReader:
-    """Whole lines from a socket: step 7's framer, with an awaiting ``readline``."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock, self.framer = sock, LineFramer()
-        self.lines: Deque[bytes] = deque()
-
-    async def readline(self) -> bytes:
-        """The next line without its b"\\n"; b"" at EOF."""
-        while not self.lines:
-            data = await recv(self.sock, 4096)
-            if not data:
-                return b""
-            self.lines.extend(self.framer.feed(data))
-        return self.lines.popleft()
-
-
-# -- the conversation, twice -----------------------------------------------
-async def greeter(sock: socket.socket) -> None:
+async def echo(sock: socket.socket) -> None:
+    """Step 1's inner loop, parking where it blocked."""
     with sock:
-        reader = LineReader(sock)
-        name = await reader.readline()
-        message = await reader.readline()
-        await sendall(sock, name + b" says " + message + b"\n")
+        while True:
+            data = await recv(sock, 65536)
+            if not data:
+                break                      # the client hung up
+            await sendall(sock, data)
 
 
-async def accept_forever(loop: Loop, listener: socket.socket,
-                         handle: Callable[[socket.socket], Coroutine[Any, Any, None]]) -> None:
-    listener.setblocking(False)
+# -- driving one coroutine by hand ------------------------------------------
+def run(coroutine: Coroutine[Any, Any, Any], parks: Optional[List[str]] = None) -> Any:
+    """Drive ``coroutine`` to its end; return its result. ``parks`` collects each park."""
     while True:
-        await ReadyToRead(listener)
+        try:
+            park = coroutine.send(None)    # run until it parks (or returns)
+        except StopIteration as end:
+            return end.value
+        if parks is not None:
+            parks.append(type(park).__name__)
+        if park.events == selectors.EVENT_READ:
+            select.select([park.sock], [], [])     # wait, as a blocking call would...
+        else:
+            select.select([], [park.sock], [])     # ...but out here, not in the coroutine
+
+
+def serve(listener: socket.socket, clients: Optional[int] = None) -> None:
+    """Accept a client, run its ``echo`` to the end, accept the next: one at a time.
+    Returns after ``clients`` clients (None: never)."""
+    served = 0
+    while clients is None or served < clients:
         conn, _ = listener.accept()
         conn.setblocking(False)
-        Task(loop, handle(conn))
+        run(echo(conn))
+        served += 1
 
 
-def blocking_greeter(loop: Loop, listener: socket.socket) -> None:
-    """The same conversation as a plain callback: its reads block the whole loop."""
-    def on_accept() -> None:
+def wait_for_park(parks: List[str], kind: str, timeout: float) -> None:
+    """Poll until ``kind`` is among ``parks`` (or ``timeout`` seconds have passed)."""
+    deadline = time.monotonic() + timeout
+    while kind not in parks and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
+def echo_parks(size: int = 1 << 20, timeout: float = 10.0) -> Tuple[int, List[str]]:
+    """``run(echo(...))`` for a client that sends ``size`` bytes and reads the echo
+    only once the echo has parked on ReadyToWrite. Returns (bytes echoed, the parks).
+
+    Small kernel buffers on both sides make the parks many and the numbers clear.
+    """
+    with make_server() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        client.settimeout(timeout)
+        client.connect(listener.getsockname())
         conn, _ = listener.accept()
-        with conn, conn.makefile("rb") as lines:
-            conn.settimeout(10)            # blocking, so that readline() can wait...
-            name = lines.readline().rstrip(b"\n")
-            message = lines.readline().rstrip(b"\n")   # ...and nobody else is served meanwhile
-            conn.sendall(name + b" says " + message + b"\n")
-    listener.setblocking(False)
-    loop.add_reader(listener, on_accept)
-
-
-def start_greeter(blocking: bool) -> tuple:
-    """A greeter on a Loop in a thread; returns (address, stop)."""
-    loop = Loop()
-    listener = socket.create_server(("127.0.0.1", 0))
-    if blocking:
-        blocking_greeter(loop, listener)
-    else:
-        Task(loop, accept_forever(loop, listener, greeter))
-    thread = threading.Thread(target=loop.run)
-    thread.start()
-
-    def stop() -> None:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
-        for key in list(loop.selector.get_map().values()):
-            if key.fileobj is not loop.wake_reader:
-                key.fileobj.close()        # sockets parked by unfinished conversations
-        loop.close()
-        listener.close()
-    return listener.getsockname(), stop
-
-
-def converse(address: tuple, name: bytes, message: bytes) -> bytes:
-    with socket.create_connection(address, timeout=10) as client:
-        client.sendall(name + b"\n" + message + b"\n")
-        return client.recv(1024)
+        conn.setblocking(False)
+        parks: List[str] = []
+        server = threading.Thread(target=run, args=(echo(conn), parks))
+        server.start()
+        with client:
+            wait_for_park(parks, "ReadyToRead", timeout)   # nothing sent yet: recv must park
+            sender = threading.Thread(target=client.sendall, args=(bytes(size),))
+            sender.start()
+            wait_for_park(parks, "ReadyToWrite", timeout)  # we do not read yet: sendall must
+            echoed = 0
+            while echoed < size:
+                data = client.recv(1 << 20)
+                if not data:
+                    break
+                echoed += len(data)
+            sender.join()
+        server.join()                      # our close: echo's recv gets b"" and returns
+    return echoed, parks
 
 
 def demo() -> None:
-    import time
-
-    for blocking in (True, False):
-        address, stop = start_greeter(blocking)
+    loop = Loop()
+    with make_server() as listener:
+        blocking_greeter(loop, listener)
+        stop = run_in_thread(loop)
         try:
-            with socket.create_connection(address, timeout=10) as slow:
-                slow.sendall(b"slow\n")                    # half a conversation...
-                threading.Timer(1.0, slow.sendall, (b"hello\n",)).start()   # ...the rest in 1 s
-                start = time.monotonic()
-                reply = converse(address, b"quick", b"hi")
-                took = time.monotonic() - start
-                slow_reply = slow.recv(1024)
+            reply, took, slow_reply = quick_while_slow(listener.getsockname())
         finally:
             stop()
-        kind = "blocking callback" if blocking else "coroutines"
-        print(f"{kind}: {reply!r} after {took:.2f} s, while {slow_reply!r} took its time")
+    print(f"a callback that waits: {reply!r} after {took:.2f} s, once {slow_reply!r} was sent")
+    echoed, parks = echo_parks()
+    print(f"run(echo(conn)), {echoed} bytes: parked {parks.count('ReadyToRead')} times "
+          f"on ReadyToRead, {parks.count('ReadyToWrite')} on ReadyToWrite")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--demo", action="store_true", help="run both greeters (the default)")
-    parser.parse_args()
-    demo()
+    parser.add_argument("--port", type=int, default=8009)
+    parser.add_argument("--demo", action="store_true", help="run the measurements and exit")
+    args = parser.parse_args()
+    if args.demo:
+        demo()
+        return
+    with make_server(port=args.port) as listener:
+        print(f"echo on {where(listener)}, one coroutine at a time; Ctrl-C stops", flush=True)
+        try:
+            serve(listener)
+        except KeyboardInterrupt:
+            pass
 
 
 if __name__ == "__main__":

@@ -304,7 +304,10 @@ class ChatMember(netmux.LineHandler):
     def framing_error(self, error: netmux.FramingError) -> None:
         """A line too long to buffer: say why before the connection ends (logged, closed)."""
         self.send_error(f"line too long (over {MAX_LINE} bytes); closing the connection")
-        super().framing_error(error)
+        # The framer's limit counts the "\r" of "\r\n" (max_length is MAX_LINE + 1):
+        # the log says the limit the member was told, not the framer's.
+        where = "" if error.offset is None else f" at stream offset {error.offset}"
+        super().framing_error(netmux.FramingError(f"a line over {MAX_LINE} bytes{where}", error.offset))
 
     # -- output ----------------------------------------------------------------
 

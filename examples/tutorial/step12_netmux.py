@@ -1,17 +1,19 @@
-"""Step 10: the same servers on netmux. Steps 1-9, in a library.
+"""Step 12: the same servers on netmux. Steps 1-11, in a library.
 
-    python examples/tutorial/step10_netmux.py            # the greeter on 127.0.0.1:8010
-    python examples/tutorial/step10_netmux.py --demo     # every server, with its own clients
+    python examples/tutorial/step12_netmux.py            # the greeter on 127.0.0.1:8012
+    python examples/tutorial/step12_netmux.py --demo     # every server, with its own clients
 
-The echo of steps 1-6 is a ``netmux.Handler`` with one method. Step 9's
-conversation is written twice: as callbacks on a ``netmux.LineHandler`` (step
-7's framer, and the state in an attribute), and as three straight lines in a
-``netmux.StreamHandler`` (step 9's coroutines). The loop, the buffers, the
-backpressure, the framer, the timers and the tasks are netmux's.
+It imports netmux: run it after ``pip install .``, or from the repository's
+root with ``PYTHONPATH=.``. The echo of steps 1-6 is a ``netmux.Handler``
+with one method. Step 11's conversation is written twice: as callbacks on a
+``netmux.LineHandler`` (step 7's framer, and the state in an attribute), and
+as three straight lines in a ``netmux.StreamHandler`` (steps 9-11's
+coroutines and tasks). The loop, the buffers, the backpressure, the framer,
+the timers and the tasks are netmux's.
 
-What step 9's hand-rolled loop still lacks shows up as soon as a client
+What step 11's hand-rolled loop still lacks shows up as soon as a client
 misbehaves. ``demo`` measures one thing: a client that connects and says
-nothing holds step 9's greeter (a socket and a parked task) forever, while
+nothing holds step 11's greeter (a socket and a parked task) forever, while
 ``TCPServer(idle_timeout=...)`` closes it; each such client costs a file
 descriptor, and a server that keeps them runs out (EMFILE).
 """
@@ -35,7 +37,7 @@ class Echo(netmux.Handler):
 
 
 class LineGreeter(netmux.LineHandler):
-    """Step 9's conversation as callbacks: one line at a time, state in an attribute."""
+    """Step 11's conversation as callbacks: one line at a time, state in an attribute."""
 
     name: Optional[bytes] = None
 
@@ -48,7 +50,7 @@ class LineGreeter(netmux.LineHandler):
 
 
 class StreamGreeter(netmux.StreamHandler):
-    """Step 9's conversation as a coroutine: three straight lines again."""
+    """Step 11's conversation as a coroutine: three straight lines again."""
 
     async def handle(self) -> None:
         name = (await self.readline()).rstrip(b"\n")
@@ -90,7 +92,8 @@ def closed_within(address: Tuple[str, int], wait: float) -> Optional[float]:
 
 
 def demo() -> None:
-    import step09_coroutines as step09
+    import step10_tasks as step10
+    import step11_conversations as step11
 
     address, stop = start(Echo)
     try:
@@ -113,12 +116,12 @@ def demo() -> None:
             stop()
         print(f"{greeter.__name__}: {reply!r} after {took:.2f} s, then {slow_reply!r}")
 
-    address, stop = step09.start_greeter(blocking=False)
+    address, stop = step10.start(step11.greeter)
     try:
         held = closed_within(address, 1.0)
     finally:
         stop()
-    print("a silent client on step 9's greeter: " +
+    print("a silent client on step 11's greeter: " +
           ("still connected after 1.0 s" if held is None else f"closed after {held:.2f} s"))
     address, stop = start(StreamGreeter, idle_timeout=0.5)
     try:
@@ -132,14 +135,19 @@ def demo() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo", action="store_true", help="run every server against its own clients")
-    parser.add_argument("--port", type=int, default=8010)
+    parser.add_argument("--port", type=int, default=8012)
     args = parser.parse_args()
     if args.demo:
         demo()
         return
     with netmux.TCPServer(("127.0.0.1", args.port), StreamGreeter, idle_timeout=60) as server:
-        print(f"greeter on {server.server_address}: send a name line, then a message line")
-        server.serve_forever()
+        host, port = server.server_address[:2]
+        print(f"greeter on {host}:{port}: send a name line, then a message line; Ctrl-C stops",
+              flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass                     # leaving the with block closes the server and its connections
 
 
 if __name__ == "__main__":
