@@ -16,6 +16,9 @@ The layers, bottom to top (one module each):
     udp.py        DatagramTransport and UDPServer: the same for datagrams
     client.py     connect(), connect_socket(), open_datagram(): the outgoing front doors
     layer.py      Layer: a handler below and a transport above, stacked by a factory
+    proxy.py      the PROXY protocol (v1/v2) from a load balancer, as a layer below the rest
+    activation.py serving a listening socket handed over (--fd, systemd's LISTEN_FDS)
+    workers.py    serve_workers(): N processes on one port (SO_REUSEPORT) under a supervisor
     tasks.py      coroutines on the reactor: Task, sleep, timeout (no asyncio underneath)
     stream.py     StreamHandler: socketserver's handle(), with async/await
     testing.py    drive(), pair(): handlers on in-memory transports and virtual time, for tests
@@ -32,6 +35,7 @@ from .client import connect, connect_socket, open_datagram
 from .framing import FramingError, LengthPrefixFramer, LineFramer, NetstringFramer
 from .stream import IncompleteReadError, StreamHandler
 from .tasks import CancelledError, Task, sleep, timeout
+from .workers import serve_workers
 
 __version__ = "0.1.0"
 
@@ -41,4 +45,5 @@ __all__ = [
     "Layer", "CountingLayer", "ByteCounter",
     "FramedHandler", "FramingError", "LengthPrefixFramer", "LineFramer", "LineHandler", "NetstringFramer",
     "StreamHandler", "IncompleteReadError", "CancelledError", "Task", "sleep", "timeout",
+    "serve_workers",
 ]

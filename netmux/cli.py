@@ -24,7 +24,7 @@ import sys
 from types import ModuleType
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import apps
+from . import activation, apps, workers
 from .metrics import MetricsServer, stats_line
 from .reactor import Reactor
 
@@ -61,13 +61,22 @@ def _add_common_options(parser: argparse.ArgumentParser, defaults: bool,
                                    connections))
     parser.add_argument("--log-level", type=apps.log_level, default=default("INFO"), metavar="LEVEL",
                         help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default: INFO)")
-    parser.add_argument("--grace", type=apps.grace_seconds, default=default(10.0), metavar="S",
+    parser.add_argument("--grace", type=apps.grace_seconds, default=default(workers.DEFAULT_GRACE), metavar="S",
                         help="on SIGINT/SIGTERM, let connections finish for up to S seconds "
                              "(default: 10); a second signal closes them at once")
     parser.add_argument("--stats", type=apps.duration, default=default(None), metavar="N",
                         help="log one line of statistics every N seconds")
     parser.add_argument("--metrics", type=apps.host_port, default=default(None), metavar="HOST:PORT",
                         help="serve the statistics to Prometheus at http://HOST:PORT/metrics")
+    # Deploying (README "Deploying"): stream servers only.
+    parser.add_argument("--fd", type=apps.file_descriptor, default=default(None), metavar="N",
+                        help="serve the listening socket at descriptor N, handed over by a parent "
+                             "(systemd's LISTEN_FDS is read without it)")
+    parser.add_argument("--workers", type=apps.positive_int, default=default(None), metavar="N",
+                        help="run N worker processes, each on its own SO_REUSEPORT socket, "
+                             "restarted when they die (default: serve in this process)")
+    parser.add_argument("--proxy-protocol", action="store_true", default=default(False),
+                        help="every connection starts with a PROXY v1/v2 header (behind HAProxy)")
 
 
 def _prog() -> str:
@@ -126,9 +135,27 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                               ("--idle-timeout", args.idle_timeout)):
             if value is not None:       # silently ignoring a limit would be a lie
                 children[args.server].error(f"{args.server} has no connections to limit ({option})")
+    _check_deploying_options(args, app, children[args.server])
     if args.port is None:
         args.port = app.DEFAULT_PORT
     return args
+
+
+def _check_deploying_options(args: argparse.Namespace, app: Any, parser: argparse.ArgumentParser) -> None:
+    """--fd, --workers, --proxy-protocol: for the servers ``apps.stream_server``
+    builds (those with UNIX_SOCKETS), and --unix goes with neither of the first two."""
+    given = [option for option, value in (("--fd", args.fd is not None),
+                                          ("--workers", args.workers is not None),
+                                          ("--proxy-protocol", args.proxy_protocol)) if value]
+    if given and not getattr(app, "UNIX_SOCKETS", False):
+        parser.error(f"{args.server} is not a stream server ({given[0]})")
+    if args.workers is not None and not getattr(app, "WORKERS", True):
+        parser.error(f"{args.server} keeps its state in one process: --workers would split it")
+    if args.workers is not None and (args.stats is not None or args.metrics is not None):
+        parser.error("--stats and --metrics count one process: they do not go with --workers")
+    if args.unix is not None and (args.fd is not None or args.workers is not None):
+        parser.error("--unix binds a socket file: it goes with neither --fd (a socket handed over) "
+                     "nor --workers (which share a port; a Unix socket can be shared through --fd)")
 
 
 def _where(address: Any) -> str:
@@ -183,6 +210,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Parse ``argv``, serve until a signal, return the exit code."""
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        args.socket = activation.inherited_socket(args.fd)     # --fd, or systemd's LISTEN_FDS
+        if args.socket is not None and not getattr(apps.load(args.server), "UNIX_SOCKETS", False):
+            raise ValueError(f"{args.server} is not a stream server")
+    except (OSError, ValueError) as exc:
+        print(f"netmux: cannot serve {args.server} on the socket handed over: {exc}", file=sys.stderr)
+        return 1
+    if args.workers is not None:
+        return _serve_workers(args)
     reactor = Reactor(time_callbacks=args.stats is not None or args.metrics is not None)
     try:
         server = apps.load(args.server).make_server(args, reactor)
@@ -212,3 +248,33 @@ def main(argv: Optional[List[str]] = None) -> int:
         reactor.close()             # our signal handlers go, the previous ones come back
         logger.info("netmux %s server on %s stopped", args.server, where)
     return 0
+
+
+def _serve_workers(args: argparse.Namespace) -> int:
+    """``--workers N``: a supervisor forks N servers (workers.py). Each binds its
+    own SO_REUSEPORT socket on a port reserved here first (so ``--port 0``
+    means one port for all), or all share the socket handed over (``--fd``)."""
+    app = apps.load(args.server)
+    reserved = None
+    if args.socket is None:
+        try:
+            reserved = workers.reserve_port(args.host, args.port)
+        except OSError as exc:
+            print(f"netmux: cannot start {args.server} on {_where((args.host, args.port))}: {exc}",
+                  file=sys.stderr)
+            return 1
+        args.port, args.reuse_port = reserved.getsockname()[1], True
+    where = _where(args.socket.getsockname() if args.socket is not None else (args.host, args.port))
+
+    def ready() -> None:
+        logger.info("netmux %s server on %s (%d workers; Ctrl-C stops them)", args.server, where, args.workers)
+
+    try:
+        return workers.serve_workers(lambda: app.make_server(args, Reactor()), args.workers,
+                                     grace=args.grace,
+                                     on_ready=ready)
+    finally:
+        for sock in (reserved, args.socket):
+            if sock is not None:
+                sock.close()
+        logger.info("netmux %s server on %s stopped", args.server, where)

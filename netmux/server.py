@@ -39,10 +39,11 @@ import warnings
 from typing import Any, Callable, Dict, Optional, Set, TypeVar, Union
 
 from .errors import PROPAGATE
+from .proxy import DEFAULT_HEADER_TIMEOUT, ProxyProtocolLayer, check_header_timeout
 from .reactor import Reactor, Timer, positive_seconds
-from .sockets import (IPAddress, UnixAddress, UnixPath, UnixSocketFile, bound_address,
-                      check_handler_factory, check_reactor_open, listen_tcp, listen_unix,
-                      set_nodelay, unix_path)
+from .sockets import (IPAddress, UnixAddress, UnixPath, UnixSocketFile, adopt_listening_socket,
+                      bound_address, check_handler_factory, check_reactor_open, listen_tcp,
+                      listen_unix, set_nodelay, unix_path)
 from .transport import TCPTransport
 
 __all__ = ["TCPServer", "UnixServer"]
@@ -183,23 +184,40 @@ class _StreamServer(ServerLifecycle):
 
     A subclass says only how it listens: ``_listen()`` binds
     ``self.server_address`` (socketserver's ``server_bind``), may replace it
-    with the address actually bound, and returns the listening socket.
+    with the address actually bound, and returns the listening socket; or,
+    given a listening socket (``sock=``, as asyncio's ``create_server``: socket
+    activation, a socket inherited from a parent), ``_adopt(sock)`` takes it
+    and says its address. ``proxy_protocol``: every connection starts with a
+    PROXY header (``proxy.py``), read by a layer below the handler's.
     """
 
     def __init__(self, server_address: Any, handler_factory: Callable[[], Any], *,
                  reactor: Optional[Reactor], backlog: int,
-                 max_connections: Optional[int], idle_timeout: Optional[float]) -> None:
+                 max_connections: Optional[int], idle_timeout: Optional[float],
+                 proxy_protocol: bool = False, proxy_header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+                 sock: Optional[socket.socket] = None) -> None:
         check_handler_factory(handler_factory)
         check_reactor_open(reactor)
         if max_connections is not None and not max_connections >= 1:    # NaN too
             raise ValueError("max_connections must be at least 1")
         positive_seconds("idle_timeout", idle_timeout)     # NaN too; inf: never
+        check_header_timeout(proxy_header_timeout)
+        if (sock is None) == (server_address is None):
+            raise ValueError("give a server address or a listening socket (sock=), not both or neither")
         self.handler_factory = handler_factory
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
+        self.proxy_protocol = proxy_protocol
+        self.proxy_header_timeout = proxy_header_timeout
         self.server_address = server_address
         self._backlog = backlog
-        self.socket = self._listen()
+        #: What wraps each connection's handler, top first: each takes the handler
+        #: (or layer) above and returns the layer below it. The PROXY header comes
+        #: before every other byte on the wire (TLS records too): its layer is last.
+        self.layer_factories: list[Callable[[Any], Any]] = []
+        if proxy_protocol:
+            self.layer_factories.append(self._proxy_layer)
+        self.socket = self._listen() if sock is None else self._adopt(adopt_listening_socket(sock))
         self._connections: Set[TCPTransport] = set()
         self._accepting = False
         self._listening = True                  # the listening socket is open
@@ -226,6 +244,9 @@ class _StreamServer(ServerLifecycle):
                 warnings.warn(f"{cls.__qualname__}.{name} is ignored: {why}", UserWarning, stacklevel=2)
 
     def _listen(self) -> socket.socket:  # pragma: no cover - every server defines it
+        raise NotImplementedError
+
+    def _adopt(self, sock: socket.socket) -> socket.socket:  # pragma: no cover - every server defines it
         raise NotImplementedError
 
     def fileno(self) -> int:
@@ -286,7 +307,7 @@ class _StreamServer(ServerLifecycle):
         try:
             conn.setblocking(False)
             set_nodelay(conn)
-            handler = self.handler_factory()
+            handler = self._layered(self.handler_factory())
         except PROPAGATE:
             conn.close()
             raise
@@ -302,6 +323,15 @@ class _StreamServer(ServerLifecycle):
         self._total += 1
         self._update_accepting()
         transport.start()
+
+    def _layered(self, handler: Any) -> Any:
+        """``handler`` wrapped in ``layer_factories``, top first: what the transport drives."""
+        for make_layer in self.layer_factories:
+            handler = make_layer(handler)
+        return handler
+
+    def _proxy_layer(self, handler: Any) -> Any:
+        return ProxyProtocolLayer(handler, header_timeout=self.proxy_header_timeout)
 
     def _connection_lost(self, transport: TCPTransport) -> None:
         """A connection counts until its ``connection_lost`` has returned: now."""
@@ -477,20 +507,37 @@ class TCPServer(_StreamServer):
 
     Binds and listens in the constructor (SO_REUSEADDR on); ``("::1", 0)`` is
     IPv6. ``handler_factory`` is any zero-argument callable returning a handler.
+
+    ``sock``: serve this listening TCP socket instead of binding one (then
+    ``server_address`` is None and is read from it; ``backlog`` and
+    ``reuse_port`` are the socket's own already). ``proxy_protocol=True``:
+    each connection starts with a PROXY v1 or v2 header from a load balancer,
+    the client's address then being ``get_extra_info('peername')``; a header
+    missing after ``proxy_header_timeout`` seconds or malformed closes it.
     """
 
     server_address: IPAddress
 
-    def __init__(self, server_address: IPAddress, handler_factory: Callable[[], Any], *,
+    def __init__(self, server_address: Optional[IPAddress], handler_factory: Callable[[], Any], *,
                  reactor: Optional[Reactor] = None, backlog: int = 128, reuse_port: bool = False,
-                 max_connections: Optional[int] = None, idle_timeout: Optional[float] = None) -> None:
+                 max_connections: Optional[int] = None, idle_timeout: Optional[float] = None,
+                 proxy_protocol: bool = False, proxy_header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+                 sock: Optional[socket.socket] = None) -> None:
         self.reuse_port = reuse_port
         super().__init__(server_address, handler_factory, reactor=reactor, backlog=backlog,
-                         max_connections=max_connections, idle_timeout=idle_timeout)
+                         max_connections=max_connections, idle_timeout=idle_timeout,
+                         proxy_protocol=proxy_protocol, proxy_header_timeout=proxy_header_timeout,
+                         sock=sock)
 
     def _listen(self) -> socket.socket:
         sock = listen_tcp(self.server_address, self._backlog, reuse_port=self.reuse_port)
         self.server_address = bound_address(sock)      # the port resolved when 0 was asked
+        return sock
+
+    def _adopt(self, sock: socket.socket) -> socket.socket:
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            raise ValueError(f"TCPServer needs a TCP socket, not {sock.family!r} (UnixServer?)")
+        self.server_address = bound_address(sock)
         return sock
 
 
@@ -505,16 +552,28 @@ class UnixServer(_StreamServer):
     left alone. ``server_close()`` removes the file, if it is still the one
     this server created. Connections use the same ``TCPTransport`` (minus
     TCP_NODELAY); their ``peername`` is what the kernel gives, usually ``''``.
+    ``sock`` and ``proxy_protocol`` as TCPServer's; a socket handed over this
+    way (path None) has its file left alone at the end: its owner made it.
     """
 
     server_address: UnixPath
 
-    def __init__(self, path: UnixAddress, handler_factory: Callable[[], Any], *,
+    def __init__(self, path: Optional[UnixAddress], handler_factory: Callable[[], Any], *,
                  reactor: Optional[Reactor] = None, backlog: int = 128,
-                 max_connections: Optional[int] = None, idle_timeout: Optional[float] = None) -> None:
+                 max_connections: Optional[int] = None, idle_timeout: Optional[float] = None,
+                 proxy_protocol: bool = False, proxy_header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+                 sock: Optional[socket.socket] = None) -> None:
         self._socket_file: Optional[UnixSocketFile] = None
-        super().__init__(unix_path(path), handler_factory, reactor=reactor, backlog=backlog,
-                         max_connections=max_connections, idle_timeout=idle_timeout)
+        super().__init__(None if path is None else unix_path(path), handler_factory, reactor=reactor,
+                         backlog=backlog, max_connections=max_connections, idle_timeout=idle_timeout,
+                         proxy_protocol=proxy_protocol, proxy_header_timeout=proxy_header_timeout,
+                         sock=sock)
+
+    def _adopt(self, sock: socket.socket) -> socket.socket:
+        if sock.family != socket.AF_UNIX:
+            raise ValueError(f"UnixServer needs a Unix socket, not {sock.family!r} (TCPServer?)")
+        self.server_address = sock.getsockname()
+        return sock
 
     def _listen(self) -> socket.socket:
         sock, self._socket_file = listen_unix(self.server_address, self._backlog)

@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator, Optional, Tuple, Union
 __all__ = [
     "check_handler_factory", "check_reactor_open", "is_unix_address", "unix_path",
     "split_host_port", "address_family", "bound_socket", "bound_address", "listen_tcp",
-    "listen_unix", "UnixSocketFile", "set_nodelay", "IPAddress", "UnixAddress", "UnixPath",
+    "listen_unix", "adopt_listening_socket", "UnixSocketFile", "set_nodelay", "IPAddress", "UnixAddress", "UnixPath",
 ]
 
 #: An IP address as the front doors take it: ``(host, port)``, or IPv6's
@@ -155,6 +155,27 @@ def listen_tcp(address: IPAddress, backlog: int, *, reuse_port: bool = False) ->
     with _closed_on_failure(bound_socket(address, socket.SOCK_STREAM, reuse_address=True,
                                          reuse_port=reuse_port)) as sock:
         sock.listen(backlog)
+    return sock
+
+
+def adopt_listening_socket(sock: socket.socket) -> socket.socket:
+    """A listening stream socket someone else bound (socket activation, a parent
+    process), made non-blocking; ValueError for anything else.
+
+    Checked before a server takes it: a datagram socket or one that is not
+    listening would only fail at the first ``accept()``, long after the
+    mistake. (The flag is set on the open file description, which a parent
+    sharing the socket sees too; a listener that only hands it over never
+    accepts itself, so that is harmless.)
+    """
+    if not isinstance(sock, socket.socket):
+        raise TypeError(f"sock must be a socket.socket, not {type(sock).__name__}")
+    if sock.type != socket.SOCK_STREAM:
+        raise ValueError(f"a server needs a stream socket, not {sock.type!r}")
+    listening = getattr(socket, "SO_ACCEPTCONN", None)
+    if listening is not None and not sock.getsockopt(socket.SOL_SOCKET, listening):
+        raise ValueError(f"the socket is not listening (call listen() first): {sock!r}")
+    sock.setblocking(False)
     return sock
 
 

@@ -335,9 +335,12 @@ class ServerProcess:
     """
 
     def __init__(self, args: List[str], code: Optional[str] = None,
-                 address_pattern: Optional[str] = r"server on (\S+):(\d+)") -> None:
+                 address_pattern: Optional[str] = r"server on (\S+):(\d+)",
+                 pass_fds: tuple = (), env: Optional[Dict[str, str]] = None,
+                 start_new_session: bool = False) -> None:
         command = [sys.executable, "-c", code] if code else [sys.executable, "-m", "netmux"]
-        self.process = subprocess.Popen(command + args, stderr=subprocess.PIPE, env=child_env(), cwd=ROOT)
+        self.process = subprocess.Popen(command + args, stderr=subprocess.PIPE, env=dict(child_env(), **(env or {})),
+                                        cwd=ROOT, pass_fds=pass_fds, start_new_session=start_new_session)
         os.set_blocking(self.process.stderr.fileno(), False)
         self.log = ""
         if address_pattern is not None:
@@ -515,6 +518,7 @@ def run_one_way(way: str, factory: Callable[[], Any], data: bytes, *, eof: bool 
 # the program is missing; .ci/run sets NETMUX_REQUIRE_CLIENTS=1, so CI fails instead.
 # ----------------------------------------------------------------------
 _CLIENT_PROGRAMS = {
+    "test_proxy.py": [("haproxy", "haproxy")],
     "test_app_kv.py": [("redis-cli", "redis-tools"), ("redis-benchmark", "redis-tools"),
                        ("redis-server", "redis-server")],
     "test_app_http.py": [("curl", "curl"), ("wrk", "wrk")],

@@ -21,8 +21,13 @@ The interface every app module follows (kept small so a new server is one file):
     or to the Unix socket ``args.unix`` if the app serves one (a stream app
     gets both, and the limits, from ``stream_server``).
 ``UNIX_SOCKETS: bool`` (optional, default False)
-    True when ``make_server`` honours ``--unix``; for the others the command
-    line refuses ``--unix`` with a usage error rather than bind a port.
+    True when ``make_server`` honours ``--unix`` (it builds its server with
+    ``stream_server``, which honours ``--fd``, ``--workers`` and
+    ``--proxy-protocol`` too); for the others the command line refuses these
+    options with a usage error rather than bind a port.
+``WORKERS: bool`` (optional, default True)
+    False for a server whose state lives in one process (chat's rooms, kv's
+    keyspace): the command line refuses ``--workers``, which would split it.
 ``CONNECTIONS: bool`` (optional, default True)
     False for a server without connections (UDP): the command line refuses
     ``--max-connections`` and ``--idle-timeout`` with a usage error rather
@@ -44,9 +49,11 @@ from types import ModuleType
 from typing import Any, Callable, Dict, Tuple
 
 import netmux
+from netmux.activation import server_for_socket
 
 __all__ = ["SERVERS", "AppUnavailable", "load", "stream_server", "port_number", "positive_int",
-           "byte_count", "duration", "grace_seconds", "host_port", "log_level"]
+           "byte_count", "duration", "file_descriptor", "grace_seconds", "host_port",
+           "log_level"]
 
 # server name -> module in this package, in the order --help lists them.
 SERVERS: Dict[str, str] = {
@@ -80,18 +87,25 @@ def load(name: str) -> ModuleType:
 
 def stream_server(args: argparse.Namespace, handler_factory: Callable[[], Any],
                   reactor: netmux.Reactor, **kwargs: Any) -> Any:
-    """The stream server the common options ask for, on ``reactor``: a
+    """The stream server the common options ask for, on ``reactor``: one serving
+    the socket handed over (``args.socket``: ``--fd``, systemd), else a
     ``UnixServer`` on ``args.unix`` when it is given, else a ``TCPServer`` on
-    ``(args.host, args.port)``; either with ``--max-connections`` and
-    ``--idle-timeout``. ``kwargs`` go to the server as they are. A Namespace built
+    ``(args.host, args.port)`` (SO_REUSEPORT when ``args.reuse_port``: the
+    ``--workers``); each with ``--max-connections``, ``--idle-timeout`` and
+    ``--proxy-protocol``. ``kwargs`` go to the server as they are. A Namespace built
     without the common options (an app's own parser, in a test) means the
     defaults for those missing."""
     limits = dict(reactor=reactor, max_connections=getattr(args, "max_connections", None),
-                  idle_timeout=getattr(args, "idle_timeout", None), **kwargs)
+                  idle_timeout=getattr(args, "idle_timeout", None),
+                  proxy_protocol=getattr(args, "proxy_protocol", False), **kwargs)
+    handed = getattr(args, "socket", None)      # --fd or systemd's LISTEN_FDS (cli.py)
+    if handed is not None:
+        return server_for_socket(handed, handler_factory, **limits)
     path = getattr(args, "unix", None)
     if path is not None:
         return netmux.UnixServer(path, handler_factory, **limits)
-    return netmux.TCPServer((args.host, args.port), handler_factory, **limits)
+    return netmux.TCPServer((args.host, args.port), handler_factory,
+                            reuse_port=getattr(args, "reuse_port", False), **limits)
 
 
 # ---------------------------------------------------------------------------
@@ -153,6 +167,14 @@ def host_port(text: str) -> Tuple[str, int]:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, port_number(port)
+
+
+def file_descriptor(text: str) -> int:
+    """An open file descriptor's number, 0 or more."""
+    value = int(_number(text, int))
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a file descriptor is 0 or more, not {value}")
+    return value
 
 
 def log_level(text: str) -> str:

@@ -68,6 +68,7 @@ from netmux.apps import positive_int, duration, stream_server
 DESCRIPTION = "line-based chat rooms for nc/telnet: /nick, /join, /who, /quit"
 DEFAULT_PORT = 8008
 UNIX_SOCKETS = True
+WORKERS = False          # the rooms live in one process: --workers would split them
 DEFAULT_ROOM = "lobby"
 MAX_LINE = 4096          # bytes before the line end: longer lines end the connection
 MAX_MESSAGE = 1000       # characters in one message

@@ -41,6 +41,7 @@ from netmux.apps.resp import ProtocolError, RespParser, bulk, error
 DESCRIPTION = "key-value store speaking the Redis protocol (redis-cli, redis-benchmark)"
 DEFAULT_PORT = 6379                 # Redis's: redis-cli and redis-benchmark find it unasked
 UNIX_SOCKETS = True                 # redis-cli -s PATH
+WORKERS = False                     # one keyspace in one process: --workers would split it
 
 logger = logging.getLogger("netmux")
 
