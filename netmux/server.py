@@ -23,13 +23,14 @@ import errno
 import logging
 import socket
 import threading
-from typing import Any, Callable, Optional, Set, TypeVar
+from typing import Any, Callable, List, Optional, Set, TypeVar
 
 from .errors import PROPAGATE
 from .reactor import Reactor, Timer, positive_seconds
 from .sockets import (IPAddress, UnixAddress, UnixPath, UnixSocketFile, bound_address,
                       check_handler_factory, check_reactor_open, listen_tcp, listen_unix,
                       set_nodelay, unix_path)
+from .tls import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, TLSSettings, check_context, tls_settings
 from .transport import TCPTransport
 
 __all__ = ["TCPServer", "UnixServer"]
@@ -141,7 +142,8 @@ class _StreamServer(ServerLifecycle):
 
     def __init__(self, server_address: Any, handler_factory: Callable[[], Any], *,
                  reactor: Optional[Reactor], backlog: int,
-                 max_connections: Optional[int], idle_timeout: Optional[float]) -> None:
+                 max_connections: Optional[int], idle_timeout: Optional[float],
+                 tls: Optional[TLSSettings] = None) -> None:
         check_handler_factory(handler_factory)
         check_reactor_open(reactor)
         if max_connections is not None and not max_connections >= 1:    # NaN too
@@ -152,6 +154,11 @@ class _StreamServer(ServerLifecycle):
         self.idle_timeout = idle_timeout
         self.server_address = server_address
         self._backlog = backlog
+        self._tls = tls
+        #: What wraps each connection's handler, top first: each takes the handler
+        #: (or layer) above and returns the layer below it. TLS is the first; a
+        #: layer that must see the bytes before TLS (a PROXY header) goes after it.
+        self.layer_factories: List[Callable[[Any], Any]] = [self._tls_layer] if tls else []
         self.socket = self._listen()
         self._connections: Set[TCPTransport] = set()
         self._accepting = False
@@ -219,7 +226,7 @@ class _StreamServer(ServerLifecycle):
         try:
             conn.setblocking(False)
             set_nodelay(conn)
-            handler = self.handler_factory()
+            handler = self._layered(self.handler_factory())
         except PROPAGATE:
             conn.close()
             raise
@@ -234,6 +241,25 @@ class _StreamServer(ServerLifecycle):
         self._connections.add(transport)
         self._update_accepting()
         transport.start()
+
+    def _layered(self, handler: Any) -> Any:
+        """``handler`` wrapped in ``layer_factories``, top first: what the transport drives."""
+        for make_layer in self.layer_factories:
+            handler = make_layer(handler)
+        return handler
+
+    def _tls_layer(self, handler: Any) -> Any:
+        assert self._tls is not None
+        return self._tls.wrap(handler)         # the context as it is now: reload_tls()
+
+    def reload_tls(self, context: Any) -> None:
+        """New connections use ``context`` (a renewed certificate); open ones keep
+        theirs. Thread-safe (one assignment), so a signal handler may call it.
+        TypeError for anything but an ``ssl.SSLContext``, RuntimeError on a
+        server built without ``ssl=``."""
+        if self._tls is None:
+            raise RuntimeError("reload_tls() on a server built without ssl=")
+        self._tls.context = check_context(context)
 
     def _connection_lost(self, transport: TCPTransport) -> None:
         """A connection counts until its ``connection_lost`` has returned: now."""
@@ -276,16 +302,26 @@ class TCPServer(_StreamServer):
 
     Binds and listens in the constructor (SO_REUSEADDR on); ``("::1", 0)`` is
     IPv6. ``handler_factory`` is any zero-argument callable returning a handler.
+
+    ``ssl``: an ``ssl.SSLContext`` to speak TLS (``netmux.tls``: the handshake
+    runs on the reactor, the handler hears ``connection_made`` once it is done);
+    ``ssl_handshake_timeout`` and ``ssl_shutdown_timeout`` are seconds (None:
+    never); ``ssl_tolerate_ragged_eof`` takes a TCP EOF without close_notify as
+    the peer's EOF instead of an error. ``reload_tls()`` swaps the context.
     """
 
     server_address: IPAddress
 
     def __init__(self, server_address: IPAddress, handler_factory: Callable[[], Any], *,
                  reactor: Optional[Reactor] = None, backlog: int = 128, reuse_port: bool = False,
-                 max_connections: Optional[int] = None, idle_timeout: Optional[float] = None) -> None:
+                 max_connections: Optional[int] = None, idle_timeout: Optional[float] = None,
+                 ssl: Any = None, ssl_handshake_timeout: Optional[float] = DEFAULT_HANDSHAKE_TIMEOUT,
+                 ssl_shutdown_timeout: Optional[float] = DEFAULT_SHUTDOWN_TIMEOUT,
+                 ssl_tolerate_ragged_eof: bool = False) -> None:
         self.reuse_port = reuse_port
+        tls = tls_settings(ssl, ssl_handshake_timeout, ssl_shutdown_timeout, ssl_tolerate_ragged_eof)
         super().__init__(server_address, handler_factory, reactor=reactor, backlog=backlog,
-                         max_connections=max_connections, idle_timeout=idle_timeout)
+                         max_connections=max_connections, idle_timeout=idle_timeout, tls=tls)
 
     def _listen(self) -> socket.socket:
         sock = listen_tcp(self.server_address, self._backlog, reuse_port=self.reuse_port)
@@ -304,16 +340,21 @@ class UnixServer(_StreamServer):
     left alone. ``server_close()`` removes the file, if it is still the one
     this server created. Connections use the same ``TCPTransport`` (minus
     TCP_NODELAY); their ``peername`` is what the kernel gives, usually ``''``.
+    ``ssl`` and its companions as TCPServer's.
     """
 
     server_address: UnixPath
 
     def __init__(self, path: UnixAddress, handler_factory: Callable[[], Any], *,
                  reactor: Optional[Reactor] = None, backlog: int = 128,
-                 max_connections: Optional[int] = None, idle_timeout: Optional[float] = None) -> None:
+                 max_connections: Optional[int] = None, idle_timeout: Optional[float] = None,
+                 ssl: Any = None, ssl_handshake_timeout: Optional[float] = DEFAULT_HANDSHAKE_TIMEOUT,
+                 ssl_shutdown_timeout: Optional[float] = DEFAULT_SHUTDOWN_TIMEOUT,
+                 ssl_tolerate_ragged_eof: bool = False) -> None:
         self._socket_file: Optional[UnixSocketFile] = None
+        tls = tls_settings(ssl, ssl_handshake_timeout, ssl_shutdown_timeout, ssl_tolerate_ragged_eof)
         super().__init__(unix_path(path), handler_factory, reactor=reactor, backlog=backlog,
-                         max_connections=max_connections, idle_timeout=idle_timeout)
+                         max_connections=max_connections, idle_timeout=idle_timeout, tls=tls)
 
     def _listen(self) -> socket.socket:
         sock, self._socket_file = listen_unix(self.server_address, self._backlog)
