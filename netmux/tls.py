@@ -204,6 +204,7 @@ class TLSLayer(Layer):
         self._eof_requested = False              # write_eof() was asked
         self._close_notify_sent = False
         self._peer_closed = False                # the peer's close_notify (or tolerated EOF) came
+        self._fin_received = False               # ... and its TCP FIN
         self._eof_waiting = False                # ... and waits for the handler to read again
         self._reading = True                     # what the handler asked for
         # Plaintext not yet encrypted, in order: bytes, and FileRegions read in pieces.
@@ -347,8 +348,9 @@ class TLSLayer(Layer):
             return None
         if self._state != _OPEN:
             return None                       # closing: the transport below closes now
+        self._fin_received = True
         if self._peer_closed:
-            return not self._closing          # our side may still write
+            return self._still_writing()
         if not self._tolerate_ragged_eof:
             logger.debug("%r: TCP EOF without close_notify (ragged EOF)", self)
             self._error = ssl.SSLEOFError("the peer closed the TCP connection without "
@@ -358,7 +360,12 @@ class TLSLayer(Layer):
             return None
         self._peer_closed = self._eof_waiting = True
         self._deliver_eof()
-        return not self._closing
+        return self._still_writing()
+
+    def _still_writing(self) -> bool:
+        """After the peer's EOF: keep the transport below open while we have
+        something to send (a queue to encrypt, or a write side not yet closed)."""
+        return bool(self._queue) or not (self._closing or self._eof_requested)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         """The end below: timers cancelled; the handler hears it if it ever heard
@@ -478,7 +485,7 @@ class TLSLayer(Layer):
                 entry.append(self.transport.when_drained(entry[0]))
         if self._state == _OPEN and (self._closing or self._eof_requested) and not self._close_notify_sent:
             self._send_close_notify()
-            if self._closing:
+            if self._closing or self._fin_received:
                 self._start_shutdown()
 
     def _drop_queue(self) -> None:
