@@ -41,6 +41,12 @@ def _add_common_options(parser: argparse.ArgumentParser, defaults: bool) -> None
                         help="stop accepting at N open connections (TCP; default: no limit)")
     parser.add_argument("--idle-timeout", type=apps.duration, default=default(None), metavar="S",
                         help="close a connection after S idle seconds (TCP; default: never)")
+    parser.add_argument("--tls-cert", default=default(None), metavar="FILE",
+                        help="speak TLS with this certificate chain (PEM; stream servers; SIGHUP reloads it)")
+    parser.add_argument("--tls-key", default=default(None), metavar="FILE",
+                        help="the private key of --tls-cert (PEM; default: in the --tls-cert file)")
+    parser.add_argument("--tls-ca", default=default(None), metavar="FILE",
+                        help="require client certificates signed by a CA in FILE (mutual TLS)")
     parser.add_argument("--log-level", type=apps.log_level, default=default("INFO"), metavar="LEVEL",
                         help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default: INFO)")
 
@@ -91,6 +97,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                               ("--idle-timeout", args.idle_timeout)):
             if value is not None:       # silently ignoring a limit would be a lie
                 children[args.server].error(f"{args.server} has no connections to limit ({option})")
+    if args.tls_cert is None:
+        for option, value in (("--tls-key", args.tls_key), ("--tls-ca", args.tls_ca)):
+            if value is not None:
+                children[args.server].error(f"{option} needs --tls-cert")
+    elif not getattr(app, "CONNECTIONS", True):
+        children[args.server].error(f"{args.server} has no connections to protect (--tls-cert)")
+    args.alpn_protocols = getattr(app, "ALPN_PROTOCOLS", None)
     if args.port is None:
         args.port = app.DEFAULT_PORT
     return args
@@ -101,6 +114,18 @@ def _where(address: Any) -> str:
     if isinstance(address, tuple):
         return f"{address[0]}:{address[1]}"
     return address if isinstance(address, str) else repr(address)
+
+
+def _reload_tls(server: Any, args: argparse.Namespace) -> None:
+    """SIGHUP: new connections get the certificate files as they are now (renewed);
+    open ones keep theirs. A file that does not load keeps the old context."""
+    try:
+        context = apps.tls_context(args)
+    except (OSError, ValueError) as exc:       # ssl.SSLError is an OSError
+        logger.error("SIGHUP: TLS certificate not reloaded (still serving the old one): %s", exc)
+        return
+    server.reload_tls(context)
+    logger.info("SIGHUP: TLS certificate reloaded from %s", args.tls_cert)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -123,6 +148,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         server.shutdown()
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if args.tls_cert is not None:
+        # The handler only queues the reload: reading files belongs to the loop's turn.
+        previous[signal.SIGHUP] = signal.signal(
+            signal.SIGHUP, lambda signum, frame: reactor.call_soon_threadsafe(_reload_tls, server, args))
     where = _where(server.server_address)
     logger.info("netmux %s server on %s (Ctrl-C stops it)", args.server, where)
     try:

@@ -23,6 +23,8 @@ The interface every app module follows (kept small so a new server is one file):
 ``UNIX_SOCKETS: bool`` (optional, default False)
     True when ``make_server`` honours ``--unix``; for the others the command
     line refuses ``--unix`` with a usage error rather than bind a port.
+``ALPN_PROTOCOLS: List[str]`` (optional)
+    what the server announces by ALPN under ``--tls-cert`` (http: ``http/1.1``).
 ``CONNECTIONS: bool`` (optional, default True)
     False for a server without connections (UDP): the command line refuses
     ``--max-connections`` and ``--idle-timeout`` with a usage error rather
@@ -40,12 +42,14 @@ import argparse
 import importlib
 import logging
 import math
+import ssl
 from types import ModuleType
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
 import netmux
+from netmux.tls import server_context
 
-__all__ = ["SERVERS", "AppUnavailable", "load", "stream_server", "port_number", "positive_int",
+__all__ = ["SERVERS", "AppUnavailable", "load", "stream_server", "tls_context", "port_number", "positive_int",
            "byte_count", "duration", "log_level"]
 
 # server name -> module in this package, in the order --help lists them.
@@ -83,15 +87,33 @@ def stream_server(args: argparse.Namespace, handler_factory: Callable[[], Any],
     """The stream server the common options ask for, on ``reactor``: a
     ``UnixServer`` on ``args.unix`` when it is given, else a ``TCPServer`` on
     ``(args.host, args.port)``; either with ``--max-connections`` and
-    ``--idle-timeout``. ``kwargs`` go to the server as they are. A Namespace built
-    without the common options (an app's own parser, in a test) means the
-    defaults for those missing."""
+    ``--idle-timeout``; TLS with ``--tls-cert`` (``tls_context``). ``kwargs`` go
+    to the server as they are. A Namespace built without the common options (an
+    app's own parser, in a test) means the defaults for those missing."""
     limits = dict(reactor=reactor, max_connections=getattr(args, "max_connections", None),
                   idle_timeout=getattr(args, "idle_timeout", None), **kwargs)
+    context = tls_context(args)
+    if context is not None:
+        # The ready-made servers frame what they read (lines, RESP, HTTP lengths),
+        # so a truncated stream shows anyway; and many clients (curl, redis-cli)
+        # close without close_notify: a ragged EOF is their EOF, not an error.
+        limits.update(ssl=context, ssl_tolerate_ragged_eof=True)
     path = getattr(args, "unix", None)
     if path is not None:
         return netmux.UnixServer(path, handler_factory, **limits)
     return netmux.TCPServer((args.host, args.port), handler_factory, **limits)
+
+
+def tls_context(args: argparse.Namespace) -> Optional[ssl.SSLContext]:
+    """The server-side TLS context ``--tls-cert``/``--tls-key``/``--tls-ca`` ask
+    for (with the app's ALPN protocols), None without ``--tls-cert``; OSError
+    (ssl.SSLError) for a file that is missing or not a certificate or key."""
+    certfile = getattr(args, "tls_cert", None)
+    if certfile is None:
+        return None
+    return server_context(certfile, getattr(args, "tls_key", None),
+                                     cafile=getattr(args, "tls_ca", None),
+                                     alpn_protocols=getattr(args, "alpn_protocols", None))
 
 
 # ---------------------------------------------------------------------------
