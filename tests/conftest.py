@@ -519,6 +519,8 @@ _CLIENT_PROGRAMS = {
                        ("redis-server", "redis-server")],
     "test_app_http.py": [("curl", "curl"), ("wrk", "wrk")],
     "test_app_chat.py": [("nc", "netcat-openbsd")],
+    "test_tls.py": [("openssl", "openssl"), ("curl", "curl"), ("redis-cli", "redis-tools"),
+                    ("redis-benchmark", "redis-tools")],
 }
 
 

@@ -9,10 +9,12 @@ import asyncio
 import hashlib
 import logging
 import os
+import signal
 import socket
 import ssl
 import struct
 import subprocess
+import sys
 import threading
 import time
 from typing import Any, List
@@ -23,7 +25,8 @@ import netmux
 from netmux.testing import pair
 from netmux.tls import TLSLayer
 
-from conftest import Echo, keeping, needs_ipv6, readable, recv_exactly, run_until, wait_until
+from conftest import (ROOT, Echo, ServerProcess, child_env, keeping, needs_ipv6, readable, recv_exactly,
+                      run_until, wait_until)
 
 trustme = pytest.importorskip("trustme")
 
@@ -929,3 +932,115 @@ def test_a_silent_peer_times_out_in_virtual_time(server_ctx: ssl.SSLContext) -> 
                          [], eof=False)
     assert conversation.closed and conversation.aborted and conversation.time == 10.0
     assert conversation.handler.handler.lost == []
+
+
+# ----------------------------------------------------------------------
+# The ready-made servers over TLS, with real clients (python -m netmux ... --tls-cert)
+# ----------------------------------------------------------------------
+def _tls_options(files: Any) -> List[str]:
+    return ["--port", "0", "--tls-cert", files["cert"], "--tls-key", files["key"]]
+
+
+@pytest.mark.clients
+def test_curl_fetches_from_the_http_app_over_tls(files: Any, tmp_path: Any) -> None:
+    pytest.importorskip("h11")
+    big = tmp_path / "big.bin"
+    digest = hashlib.sha256()
+    with open(big, "wb") as out:
+        for number in range(100):                  # 100 MiB, a MiB at a time
+            block = hashlib.sha256(b"%d" % number).digest() * 32768
+            out.write(block)
+            digest.update(block)
+    (tmp_path / "small.txt").write_bytes(b"0123456789")
+    server = ServerProcess(["http", "--root", str(tmp_path), *_tls_options(files)])
+    try:
+        base = f"https://localhost:{server.address[1]}"
+        curl = ["curl", "--silent", "--show-error", "--fail", "--cacert", files["ca"],
+                "--resolve", f"localhost:{server.address[1]}:127.0.0.1"]
+        small = subprocess.run(curl + ["--write-out", "%{http_version}", f"{base}/small.txt"],
+                               capture_output=True, timeout=30)
+        assert small.stdout == b"01234567891.1", small.stderr     # the body, then ALPN's http/1.1
+        ranged = subprocess.run(curl + ["--range", "2-5", f"{base}/small.txt"], capture_output=True, timeout=30)
+        assert ranged.stdout == b"2345", ranged.stderr
+        fetched = tmp_path / "fetched.bin"
+        whole = subprocess.run(curl + ["--output", str(fetched), f"{base}/big.bin"], capture_output=True,
+                               timeout=120)
+        assert whole.returncode == 0, whole.stderr
+        with open(fetched, "rb") as got:
+            assert _sha256(got) == digest.hexdigest()
+    finally:
+        assert server.stop() == 0
+    assert "Traceback" not in server.log
+
+
+def _sha256(file: Any) -> str:
+    digest = hashlib.sha256()
+    for block in iter(lambda: file.read(1 << 20), b""):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+@pytest.mark.clients
+def test_redis_cli_and_redis_benchmark_talk_to_kv_over_tls(files: Any) -> None:
+    server = ServerProcess(["kv", *_tls_options(files)])
+    try:
+        port = str(server.address[1])
+        cli = ["redis-cli", "--tls", "--cacert", files["ca"], "-h", "127.0.0.1", "-p", port]
+        assert subprocess.run(cli + ["SET", "greeting", "hello"], capture_output=True,
+                              timeout=30).stdout == b"OK\n"
+        assert subprocess.run(cli + ["GET", "greeting"], capture_output=True, timeout=30).stdout == b"hello\n"
+        bench = subprocess.run(["redis-benchmark", "--tls", "--cacert", files["ca"], "-h", "127.0.0.1",
+                                "-p", port, "-n", "2000", "-c", "10", "-t", "set,get", "-q"],
+                               capture_output=True, timeout=60)
+        assert bench.returncode == 0 and b"requests per second" in bench.stdout, bench.stderr
+    finally:
+        assert server.stop() == 0
+    assert "Traceback" not in server.log
+
+
+def test_the_echo_app_reloads_its_certificate_on_sighup(files: Any, tmp_path: Any) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_bytes(open(files["cert"], "rb").read())
+    key.write_bytes(open(files["key"], "rb").read())
+    server = ServerProcess(["echo", "--port", "0", "--tls-cert", str(cert), "--tls-key", str(key)])
+    try:
+        old = tls_socket(server.address, _trusting(files))
+        try:
+            other_ca = trustme.CA()
+            renewed = other_ca.issue_cert("localhost", "127.0.0.1")
+            renewed.private_key_pem.write_to_path(str(key))
+            cert.write_bytes(b"".join(blob.bytes() for blob in renewed.cert_chain_pems))
+            server.process.send_signal(signal.SIGHUP)
+            server.wait_for_log("TLS certificate reloaded")
+            trusts_other = ssl.create_default_context()
+            other_ca.configure_trust(trusts_other)
+            with tls_socket(server.address, trusts_other) as new:
+                new.sendall(b"new")
+                assert recv_exactly(new, 3) == b"new"
+            old.sendall(b"old")                    # the open one keeps its certificate
+            assert recv_exactly(old, 3) == b"old"
+            cert.write_bytes(b"not a certificate")
+            server.process.send_signal(signal.SIGHUP)
+            server.wait_for_log("not reloaded")
+            with tls_socket(server.address, trusts_other) as again:   # still the renewed one
+                again.sendall(b"x")
+                assert recv_exactly(again, 1) == b"x"
+        finally:
+            old.close()
+    finally:
+        assert server.stop() == 0
+
+
+def test_tls_options_are_checked_by_the_command_line(files: Any) -> None:
+    from netmux import cli
+    for argv in (["echo", "--tls-key", files["key"]], ["echo", "--tls-ca", files["ca"]],
+                 ["udp-echo", "--tls-cert", files["cert"]]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.parse_args(argv)
+        assert exit_info.value.code == 2
+    args = cli.parse_args(["http", "--tls-cert", files["cert"], "--tls-key", files["key"]])
+    assert args.alpn_protocols == ["http/1.1"]
+    result = subprocess.run([sys.executable, "-m", "netmux", "echo", "--port", "0",
+                             "--tls-cert", files["ca"] + ".missing"], capture_output=True, timeout=30,
+                            env=child_env(), cwd=ROOT)
+    assert result.returncode == 1 and b"cannot start echo" in result.stderr
