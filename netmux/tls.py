@@ -310,9 +310,10 @@ class TLSLayer(Layer):
         """The plaintext of every whole record, and whether close_notify came."""
         chunks: List[bytes] = []
         peer_closed = False
+        sslobj = self._ssl
         while True:
             try:
-                chunk = self._ssl.read(_READ_SIZE)
+                chunk = sslobj.read(_READ_SIZE)
             except ssl.SSLWantReadError:
                 break
             except ssl.SSLZeroReturnError:
@@ -327,6 +328,10 @@ class TLSLayer(Layer):
                 peer_closed = True
                 break
             chunks.append(chunk)
+            if not (self._incoming.pending or sslobj.pending()):
+                # Nothing left to decrypt (OpenSSL takes one record at a time from
+                # the BIO): spare the read that would only raise SSLWantReadError.
+                break
         self._flush()                         # a read may need a write (key update, alert)
         return chunks, peer_closed
 
@@ -392,10 +397,12 @@ class TLSLayer(Layer):
         if self._queue or self._state != _OPEN or self._retry_on_read:
             self._enqueue(data)
             return
+        # No flow-control check here: with nothing queued, the sum is the buffer
+        # below, whose own marks (ours) call pause_writing on us when it rises.
         if not self._encrypt(data) and self._retry_on_read:
             self._queue.append(data)         # the same bytes, retried once records come in
             self._queued += len(data)
-        self._follow_water_marks()
+            self._follow_water_marks()
 
     def sendfile(self, file: Any, offset: int = 0, count: Optional[int] = None) -> None:
         """Queue ``count`` bytes of ``file`` from ``offset``: read in pieces and
