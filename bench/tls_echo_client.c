@@ -8,8 +8,9 @@
  *              prints {"messages_per_s": ..., "mb_per_s": ...} over the measured window.
  *   handshake: each connection connects, completes the TLS handshake, closes (no session
  *              resumption: full handshakes), and starts over; prints {"handshakes_per_s": ...}.
- *   idle:      opens CONNS connections and completes their handshakes, prints "HELD" on
- *              stdout, then holds them for SECONDS and exits.
+ *   idle:      opens CONNS connections, each completing its handshake and one echo of
+ *              SIZE bytes (so the server has surely accepted and finished it), prints
+ *              "HELD" on stdout, then holds them for SECONDS and exits.
  * -P: plain TCP, no TLS (the baseline rows). Every loop is bounded by -w and -d.
  */
 #define _GNU_SOURCE
@@ -110,7 +111,7 @@ static int advance(struct conn *c, const char *mode) {
             getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &error, &length);
             if (error) { errno = error; die("connect"); }
             if (plain) {
-                c->state = strcmp(mode, "echo") == 0 ? SENDING : HELD;
+                c->state = strcmp(mode, "handshake") == 0 ? HELD : SENDING;
             } else {
                 c->ssl = SSL_new(ctx);
                 SSL_set_fd(c->ssl, c->fd);
@@ -124,7 +125,7 @@ static int advance(struct conn *c, const char *mode) {
         case HANDSHAKE:
             result = SSL_do_handshake(c->ssl);
             if (result == 1) {
-                c->state = strcmp(mode, "echo") == 0 ? SENDING : HELD;
+                c->state = strcmp(mode, "handshake") == 0 ? HELD : SENDING;
                 if (c->state == HELD) return 0;
                 continue;
             }
@@ -147,6 +148,7 @@ static int advance(struct conn *c, const char *mode) {
             if (result > 0) {
                 c->received += result;
                 if (c->received >= size) {
+                    if (strcmp(mode, "idle") == 0) { c->state = HELD; return 0; }
                     if (measuring) completed++;
                     c->state = SENDING;
                     c->sent = 0;

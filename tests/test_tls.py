@@ -27,6 +27,7 @@ from netmux.tls import TLSLayer
 
 from conftest import (ROOT, Echo, ServerProcess, child_env, keeping, needs_ipv6, readable, recv_exactly,
                       run_until, wait_until)
+from test_stream import EchoStream
 
 trustme = pytest.importorskip("trustme")
 
@@ -278,15 +279,6 @@ class EchoFrames(netmux.FramedHandler):
 
     def frame_received(self, frame: bytes) -> None:
         self.send_frame(frame)
-
-
-class EchoStream(netmux.StreamHandler):
-    async def handle(self) -> None:
-        while True:
-            data = await self.recv(65536)
-            if not data:
-                break
-            await self.sendall(data)
 
 
 class EchoProtocol(asyncio.Protocol):
@@ -1044,3 +1036,58 @@ def test_tls_options_are_checked_by_the_command_line(files: Any) -> None:
                              "--tls-cert", files["ca"] + ".missing"], capture_output=True, timeout=30,
                             env=child_env(), cwd=ROOT)
     assert result.returncode == 1 and b"cannot start echo" in result.stderr
+
+
+# ----------------------------------------------------------------------
+# Properties: any cut of the records, any mix of writes and files, in order
+# ----------------------------------------------------------------------
+hypothesis = pytest.importorskip("hypothesis")
+strategies = hypothesis.strategies
+
+
+class Script(netmux.Handler):
+    """A server that performs ``steps`` (bytes to write, or a region of ``source``
+    to sendfile), then closes."""
+
+    def __init__(self, steps: List[Any], source: Any) -> None:
+        self.steps, self.source = steps, source
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        for step in self.steps:
+            if isinstance(step, bytes):
+                transport.write(step)
+            else:
+                transport.sendfile(self.source, *step)
+        transport.close()
+
+
+class Collects(Made):
+    pass
+
+
+_SOURCE = bytes(range(256)) * 1024        # 256 KiB: regions of it span several pieces
+
+
+@hypothesis.settings(max_examples=40, deadline=None,
+                     suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture])
+@hypothesis.given(steps=strategies.lists(strategies.one_of(
+                      strategies.binary(min_size=1, max_size=70_000),
+                      strategies.tuples(strategies.integers(0, len(_SOURCE) - 1),
+                                        strategies.integers(1, 200_000))), max_size=6),
+                  piece=strategies.integers(1, 20_000))
+def test_writes_and_files_arrive_in_order_whatever_the_cut(steps: List[Any], piece: int,
+                                                           server_ctx: ssl.SSLContext,
+                                                           client_ctx: ssl.SSLContext) -> None:
+    import io
+    source = io.BytesIO(_SOURCE)
+    steps = [step if isinstance(step, bytes) else (step[0], min(step[1], len(_SOURCE) - step[0]))
+             for step in steps]
+    expected = b"".join(step if isinstance(step, bytes) else _SOURCE[step[0]:step[0] + step[1]]
+                        for step in steps)
+    result = pair(lambda: TLSLayer(Collects(), client_ctx, server_side=False, server_hostname="localhost"),
+                  lambda: TLSLayer(Script(steps, source), server_ctx, server_side=True),
+                  cut=lambda data: [data[i:i + piece] for i in range(0, len(data), piece)])
+    client = result.client.handler
+    assert bytes(client.data) == expected
+    assert client.eof and client.lost == [None]
