@@ -3,7 +3,8 @@
 Where it sits: outside the library, as its first user. It owns the process:
 the options every server shares, logging, one reactor, and the signal handlers
 a library must never install itself (SIGINT, SIGTERM -> a graceful
-``shutdown()``, exit code 0). The servers themselves live in ``netmux/apps/``,
+``shutdown()``, exit code 0; SIGHUP under ``--tls-cert`` -> the certificate
+files read again, ``reload_tls()``). The servers themselves live in ``netmux/apps/``,
 one module each, found through the registry there; each adds its own options
 to its own subcommand, so ``python -m netmux chat --help`` shows chat's.
 With no arguments it runs the echo server on 127.0.0.1:8007, and options

@@ -83,9 +83,12 @@ DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 #: Seconds ``close()`` waits for the peer's close_notify (asyncio's default).
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 
-# Plaintext read from the SSLObject per call, and a file piece encrypted at once.
+# Plaintext read from the SSLObject per call, a file piece read at once, and the
+# most plaintext encrypted at once (a 64 MiB write is not copied whole through
+# OpenSSL's buffers: it waits in the queue, as views of the caller's bytes).
 _READ_SIZE = 64 * 1024
 _FILE_PIECE = 64 * 1024
+_ENCRYPT_SLICE = 256 * 1024
 
 # The connection's states, in order.
 _HANDSHAKE, _OPEN, _SHUTDOWN, _DONE = "handshake", "open", "shutdown", "done"
@@ -207,8 +210,8 @@ class TLSLayer(Layer):
         self._fin_received = False               # ... and its TCP FIN
         self._eof_waiting = False                # ... and waits for the handler to read again
         self._reading = True                     # what the handler asked for
-        # Plaintext not yet encrypted, in order: bytes, and FileRegions read in pieces.
-        self._queue: Deque[Union[bytes, FileRegion]] = deque()
+        # Plaintext not yet encrypted, in order: views of bytes, and FileRegions read in pieces.
+        self._queue: Deque[Union[memoryview, FileRegion]] = deque()
         self._queued = 0
         self._retry_on_read = False              # a write wanted to read first (renegotiation)
         self._drain_cancel: Optional[Callable[[], None]] = None
@@ -394,13 +397,13 @@ class TLSLayer(Layer):
         self._check_writable("write")
         if not data:
             return
-        if self._queue or self._state != _OPEN or self._retry_on_read:
-            self._enqueue(data)
+        if self._queue or self._state != _OPEN or self._retry_on_read or len(data) > _ENCRYPT_SLICE:
+            self._enqueue(memoryview(data))    # a large write is encrypted a slice at a time
             return
         # No flow-control check here: with nothing queued, the sum is the buffer
         # below, whose own marks (ours) call pause_writing on us when it rises.
         if not self._encrypt(data) and self._retry_on_read:
-            self._queue.append(data)         # the same bytes, retried once records come in
+            self._queue.append(memoryview(data))   # the same bytes, retried once records come in
             self._queued += len(data)
             self._follow_water_marks()
 
@@ -419,12 +422,12 @@ class TLSLayer(Layer):
         if self._eof_requested:
             raise RuntimeError(f"{method}() after write_eof()")
 
-    def _enqueue(self, item: Union[bytes, FileRegion]) -> None:
+    def _enqueue(self, item: Union[memoryview, FileRegion]) -> None:
         self._queue.append(item)
-        self._queued += len(item) if isinstance(item, bytes) else item.remaining
+        self._queued += item.remaining if isinstance(item, FileRegion) else len(item)
         self._pump()
 
-    def _encrypt(self, data: bytes) -> bool:
+    def _encrypt(self, data: Union[bytes, memoryview]) -> bool:
         """Encrypt ``data`` and send the records; False if OpenSSL must read first
         (then the caller keeps ``data`` to retry with the same bytes)."""
         try:
@@ -462,21 +465,25 @@ class TLSLayer(Layer):
     def _encrypt_next(self) -> bool:
         """Encrypt the queue's next piece; False if nothing more can be done now."""
         item = self._queue[0]
-        if isinstance(item, bytes):
-            if not self._encrypt(item):
-                return False
-            self._queue.popleft()
-            self._queued -= len(item)
+        if not isinstance(item, FileRegion):
+            piece = item[:_ENCRYPT_SLICE]
+            if not self._encrypt(piece):
+                return False               # kept whole: a retry encrypts the same slice
+            if len(item) > len(piece):
+                self._queue[0] = item[len(piece):]       # a view: no copy of the rest
+            else:
+                self._queue.popleft()
+            self._queued -= len(piece)
             return True
         try:
-            piece = bytes(item.read(min(item.remaining, _FILE_PIECE)))
+            piece = item.read(min(item.remaining, _FILE_PIECE))
         except (OSError, ValueError, EOFError) as exc:   # the file's: closed, shorter than promised
             logger.warning("%r: sendfile failed: %s", self, exc)
             self._end(exc, abort=True)
             return False
         if not item.remaining:
             self._queue.popleft()
-        self._queue.appendleft(piece)        # encrypted next as bytes: a retry reuses them
+        self._queue.appendleft(piece)        # encrypted next, as any bytes: a retry reuses them
         return True
 
     def _drained_below(self) -> None:

@@ -816,6 +816,32 @@ def test_sendfile_through_tls_reads_the_file_in_pieces(serve: Any, server_ctx: s
         assert tls_recv_until_eof(sock) == b"head:" + content[10:] + b":tail"
 
 
+class WritesOnce(netmux.Handler):
+    """One 24 MiB write, then close."""
+
+    data = b""
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        transport.write(self.data)
+        transport.close()
+
+
+def test_a_large_write_is_encrypted_a_slice_at_a_time(serve: Any, server_ctx: ssl.SSLContext,
+                                                      client_ctx: ssl.SSLContext) -> None:
+    class Writes(WritesOnce):
+        data = os.urandom(24 << 20)
+    handlers: List[Any] = []
+    server = serve(keeping(handlers, Writes), ssl=server_ctx)
+    with tls_socket(server.address, client_ctx, suppress_ragged_eofs=False) as sock:
+        wait_until(lambda: handlers and handlers[0].transport)
+        queued = server.call(lambda: (handlers[0].transport.get_write_buffer_size(),
+                                      handlers[0].transport.transport.get_write_buffer_size()))
+        assert queued[0] > 8 << 20                 # counted as plaintext waiting ...
+        assert queued[1] <= 512 * 1024             # ... not as 24 MiB of ciphertext below
+        assert tls_recv_until_eof(sock) == Writes.data
+
+
 # ----------------------------------------------------------------------
 # Many clients, Unix sockets, reload_tls, arguments
 # ----------------------------------------------------------------------

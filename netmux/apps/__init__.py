@@ -13,8 +13,8 @@ The interface every app module follows (kept small so a new server is one file):
     the port used when ``--port`` is not given.
 ``add_arguments(parser: argparse.ArgumentParser) -> None``
     adds the app's own options (the command line adds ``--host``, ``--port``,
-    ``--unix``, ``--max-connections``, ``--idle-timeout`` and ``--log-level``
-    itself).
+    ``--unix``, ``--max-connections``, ``--idle-timeout``, ``--tls-cert``,
+    ``--tls-key``, ``--tls-ca`` and ``--log-level`` itself).
 ``make_server(args: argparse.Namespace, reactor: netmux.Reactor)``
     returns a server (``serve_forever``/``shutdown``/``server_close``/
     ``server_address``) bound to ``(args.host, args.port)`` on ``reactor``,
