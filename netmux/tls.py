@@ -34,12 +34,15 @@ rewritten for 3.11 after uvloop, met the same ones):
   ``connection_lost``) unless ``tolerate_ragged_eof``: a truncation attack
   looks exactly like it, but HTTPS peers often skip close_notify.
 * **Writing** encrypts at once into the outgoing BIO and hands the records to
-  the transport below. When OpenSSL needs to read before it can write (TLS 1.2
-  renegotiation, which we also refuse: ``OP_NO_RENEGOTIATION``), the *same*
-  bytes are retried once data has come in, as OpenSSL requires.
+  the transport below. A write above 256 KiB, or one behind a queued file,
+  waits in a queue (a view of the caller's bytes, not a copy) and is encrypted
+  a slice at a time as the transport below drains. When OpenSSL needs to read
+  before it can write (TLS 1.2 renegotiation, which we also refuse:
+  ``OP_NO_RENEGOTIATION``), the *same* bytes are retried once data has come
+  in, as OpenSSL requires.
 * **Flow control counts both sides.** ``get_write_buffer_size()`` is the
-  plaintext still queued here (bytes behind a file, file bytes not yet read)
-  plus the ciphertext the transport below holds; the handler's
+  plaintext still queued here (a large write, bytes behind a file, file bytes
+  not yet read) plus the ciphertext the transport below holds; the handler's
   ``pause_writing``/``resume_writing`` follow that sum against this layer's
   marks. ``sendfile()`` reads the file in pieces, one piece at a time, only
   while the transport below is at or under its low mark: a peer that reads
