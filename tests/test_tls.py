@@ -805,15 +805,23 @@ def test_sendfile_through_tls_reads_the_file_in_pieces(serve: Any, server_ctx: s
     class Sends(SendsFile):
         pass
     Sends.path = str(path)
+    queued, received = _held_then_received(serve, Sends, server_ctx, client_ctx)
+    assert queued[0] > 8 << 20                 # file bytes counted, not read yet ...
+    assert queued[1] <= 256 * 1024             # ... nor held below as ciphertext
+    assert received == b"head:" + content[10:] + b":tail"
+
+
+def _held_then_received(serve: Any, factory: Any, server_ctx: ssl.SSLContext,
+                        client_ctx: ssl.SSLContext) -> Any:
+    """``((layer's buffer size, the socket transport's), every byte to close_notify)``
+    of one connection whose client reads only after the first measure."""
     handlers: List[Any] = []
-    server = serve(keeping(handlers, Sends), ssl=server_ctx)
+    server = serve(keeping(handlers, factory), ssl=server_ctx)
     with tls_socket(server.address, client_ctx, suppress_ragged_eofs=False) as sock:
         wait_until(lambda: handlers and handlers[0].transport)
         queued = server.call(lambda: (handlers[0].transport.get_write_buffer_size(),
                                       handlers[0].transport.transport.get_write_buffer_size()))
-        assert queued[0] > 8 << 20                 # file bytes counted, not read yet ...
-        assert queued[1] <= 256 * 1024             # ... nor held below as ciphertext
-        assert tls_recv_until_eof(sock) == b"head:" + content[10:] + b":tail"
+        return queued, tls_recv_until_eof(sock)
 
 
 class WritesOnce(netmux.Handler):
@@ -831,15 +839,10 @@ def test_a_large_write_is_encrypted_a_slice_at_a_time(serve: Any, server_ctx: ss
                                                       client_ctx: ssl.SSLContext) -> None:
     class Writes(WritesOnce):
         data = os.urandom(24 << 20)
-    handlers: List[Any] = []
-    server = serve(keeping(handlers, Writes), ssl=server_ctx)
-    with tls_socket(server.address, client_ctx, suppress_ragged_eofs=False) as sock:
-        wait_until(lambda: handlers and handlers[0].transport)
-        queued = server.call(lambda: (handlers[0].transport.get_write_buffer_size(),
-                                      handlers[0].transport.transport.get_write_buffer_size()))
-        assert queued[0] > 8 << 20                 # counted as plaintext waiting ...
-        assert queued[1] <= 512 * 1024             # ... not as 24 MiB of ciphertext below
-        assert tls_recv_until_eof(sock) == Writes.data
+    queued, received = _held_then_received(serve, Writes, server_ctx, client_ctx)
+    assert queued[0] > 8 << 20                 # counted as plaintext waiting ...
+    assert queued[1] <= 512 * 1024             # ... not as 24 MiB of ciphertext below
+    assert received == Writes.data
 
 
 # ----------------------------------------------------------------------
@@ -1088,10 +1091,6 @@ class Script(netmux.Handler):
         transport.close()
 
 
-class Collects(Made):
-    pass
-
-
 _SOURCE = bytes(range(256)) * 1024        # 256 KiB: regions of it span several pieces
 
 
@@ -1111,7 +1110,7 @@ def test_writes_and_files_arrive_in_order_whatever_the_cut(steps: List[Any], pie
              for step in steps]
     expected = b"".join(step if isinstance(step, bytes) else _SOURCE[step[0]:step[0] + step[1]]
                         for step in steps)
-    result = pair(lambda: TLSLayer(Collects(), client_ctx, server_side=False, server_hostname="localhost"),
+    result = pair(lambda: TLSLayer(Made(), client_ctx, server_side=False, server_hostname="localhost"),
                   lambda: TLSLayer(Script(steps, source), server_ctx, server_side=True),
                   cut=lambda data: [data[i:i + piece] for i in range(0, len(data), piece)])
     client = result.client.handler
