@@ -1116,3 +1116,44 @@ def test_writes_and_files_arrive_in_order_whatever_the_cut(steps: List[Any], pie
     client = result.client.handler
     assert bytes(client.data) == expected
     assert client.eof and client.lost == [None]
+
+
+class SaysHello(netmux.Handler):
+    """Writes ``hello`` once connected, then echoes."""
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        wants_read_once(transport.get_extra_info("ssl_object"))
+        transport.write(b"hello")
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+def wants_read_once(sslobj: ssl.SSLObject) -> None:
+    """The next ``write`` raises SSLWantReadError (as in a TLS 1.2 renegotiation)
+    and remembers what it was asked; later ones write."""
+    real = sslobj.write
+    asked: List[bytes] = []
+
+    def write(data: Any) -> int:
+        asked.append(bytes(data))
+        if len(asked) == 1:
+            raise ssl.SSLWantReadError("the peer must speak first")
+        return real(data)
+    sslobj.write = write          # type: ignore[method-assign]
+    sslobj.asked = asked          # type: ignore[attr-defined]
+
+
+def test_a_write_that_wants_a_read_is_retried_with_the_same_bytes(server_ctx: ssl.SSLContext,
+                                                                  client_ctx: ssl.SSLContext) -> None:
+    class Speaks(Made):
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            transport.write(b"ping")
+
+    result = pair(lambda: TLSLayer(Speaks(), client_ctx, server_side=False, server_hostname="localhost"),
+                  lambda: TLSLayer(SaysHello(), server_ctx, server_side=True))
+    assert bytes(result.client.handler.data) == b"helloping"      # in order, once the ping came in
+    asked = result.server.get_extra_info("ssl_object").asked
+    assert asked[:2] == [b"hello", b"hello"]
