@@ -16,6 +16,7 @@ The layers, bottom to top (one module each):
     udp.py        DatagramTransport and UDPServer: the same for datagrams
     client.py     connect(), connect_socket(), open_datagram(): the outgoing front doors
     layer.py      Layer: a handler below and a transport above, stacked by a factory
+    tls.py        TLSLayer: TLS over ssl.MemoryBIO, put in place by ssl= on servers and connect()
     proxy.py      the PROXY protocol (v1/v2) from a load balancer, as a layer below the rest
     activation.py serving a listening socket handed over (--fd, systemd's LISTEN_FDS)
     workers.py    serve_workers(): N processes on one port (SO_REUSEPORT) under a supervisor
@@ -30,6 +31,7 @@ from .server import TCPServer, UnixServer
 from .interface import Transport
 from .transport import TCPTransport
 from .layer import ByteCounter, CountingLayer, Layer
+from .tls import TLSLayer
 from .udp import DatagramTransport, UDPServer
 from .client import connect, connect_socket, open_datagram
 from .framing import FramingError, LengthPrefixFramer, LineFramer, NetstringFramer
@@ -42,7 +44,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Reactor", "Timer", "Handler", "DatagramHandler", "TCPTransport", "Transport", "TCPServer",
     "UnixServer", "UDPServer", "DatagramTransport", "connect", "connect_socket", "open_datagram",
-    "Layer", "CountingLayer", "ByteCounter",
+    "Layer", "CountingLayer", "ByteCounter", "TLSLayer",
     "FramedHandler", "FramingError", "LengthPrefixFramer", "LineFramer", "LineHandler", "NetstringFramer",
     "StreamHandler", "IncompleteReadError", "CancelledError", "Task", "sleep", "timeout",
     "serve_workers",

@@ -6,7 +6,8 @@ a library must never install itself (SIGINT, SIGTERM -> a drain,
 ``shutdown(grace=--grace)``, exit code 0; the same signal again closes what is
 left at once), installed on the reactor (``add_signal_handler``) so they run
 on the loop. ``--stats N`` logs ``server.stats()`` every N seconds and
-``--metrics HOST:PORT`` serves it to Prometheus (``netmux/metrics.py``).
+``--metrics HOST:PORT`` serves it to Prometheus (``netmux/metrics.py``);
+SIGHUP under ``--tls-cert`` reads the certificate files again (``reload_tls()``).
 The servers themselves live in ``netmux/apps/``, one module each, found
 through the registry there; each adds its own options to its own
 subcommand, so ``python -m netmux chat --help`` shows chat's.
@@ -58,6 +59,15 @@ def _add_common_options(parser: argparse.ArgumentParser, defaults: bool,
                                    connections))
     parser.add_argument("--idle-timeout", type=apps.duration, default=default(None), metavar="S",
                         help=shown("close a connection after S idle seconds (TCP; default: never)",
+                                   connections))
+    parser.add_argument("--tls-cert", default=default(None), metavar="FILE",
+                        help=shown("speak TLS with this certificate chain (PEM; SIGHUP reloads it)",
+                                   connections))
+    parser.add_argument("--tls-key", default=default(None), metavar="FILE",
+                        help=shown("the private key of --tls-cert (PEM; default: in the --tls-cert file)",
+                                   connections))
+    parser.add_argument("--tls-ca", default=default(None), metavar="FILE",
+                        help=shown("require client certificates signed by a CA in FILE (mutual TLS)",
                                    connections))
     parser.add_argument("--log-level", type=apps.log_level, default=default("INFO"), metavar="LEVEL",
                         help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default: INFO)")
@@ -136,6 +146,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
             if value is not None:       # silently ignoring a limit would be a lie
                 children[args.server].error(f"{args.server} has no connections to limit ({option})")
     _check_deploying_options(args, app, children[args.server])
+    if args.tls_cert is None:
+        for option, value in (("--tls-key", args.tls_key), ("--tls-ca", args.tls_ca)):
+            if value is not None:
+                children[args.server].error(f"{option} needs --tls-cert")
+    elif not getattr(app, "CONNECTIONS", True):
+        children[args.server].error(f"{args.server} has no connections to protect (--tls-cert)")
+    args.alpn_protocols = getattr(app, "ALPN_PROTOCOLS", None)
     if args.port is None:
         args.port = app.DEFAULT_PORT
     return args
@@ -206,6 +223,18 @@ def _start_metrics(args: argparse.Namespace, reactor: Reactor, server: Any) -> O
     return metrics
 
 
+def _reload_tls(server: Any, args: argparse.Namespace) -> None:
+    """SIGHUP: new connections get the certificate files as they are now (renewed);
+    open ones keep theirs. A file that does not load keeps the old context."""
+    try:
+        context = apps.tls_context(args)
+    except (OSError, ValueError) as exc:       # ssl.SSLError is an OSError
+        logger.error("SIGHUP: TLS certificate not reloaded (still serving the old one): %s", exc)
+        return
+    server.reload_tls(context)
+    logger.info("SIGHUP: TLS certificate reloaded from %s", args.tls_cert)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Parse ``argv``, serve until a signal, return the exit code."""
     args = parse_args(argv)
@@ -237,6 +266,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     _on_signals(reactor, server, args.grace)
     if args.stats is not None:
         _log_stats_every(reactor, server, args.stats)
+    if args.tls_cert is not None:
+        reactor.add_signal_handler(signal.SIGHUP, _reload_tls, server, args)
     where = _where(server.server_address)
     logger.info("netmux %s server on %s (Ctrl-C stops it)", args.server, where)
     try:

@@ -54,6 +54,7 @@ from .errors import PROPAGATE
 from .reactor import Reactor, positive_seconds
 from .sockets import (IPAddress, UnixAddress, address_family, check_handler_factory,
                       check_reactor_open, is_unix_address, set_nodelay, split_host_port, unix_path)
+from .tls import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, tls_settings
 from .transport import TCPTransport
 from .udp import DatagramTransport
 
@@ -69,7 +70,10 @@ _Handler = TypeVar("_Handler")
 
 
 def connect(address: Union[IPAddress, UnixAddress], handler_factory: Callable[[], _Handler], *,
-            reactor: Reactor, timeout: Optional[float] = None) -> _Handler:
+            reactor: Reactor, timeout: Optional[float] = None, ssl: Any = None,
+            server_hostname: Optional[str] = None,
+            ssl_handshake_timeout: Optional[float] = DEFAULT_HANDSHAKE_TIMEOUT,
+            ssl_shutdown_timeout: Optional[float] = DEFAULT_SHUTDOWN_TIMEOUT) -> _Handler:
     """Start a connection to ``address`` on ``reactor``; return the handler.
 
     ``address`` is ``(host, port)`` for TCP (or an IPv6 ``(host, port,
@@ -89,8 +93,16 @@ def connect(address: Union[IPAddress, UnixAddress], handler_factory: Callable[[]
     literal such as ``"127.0.0.1"`` or ``"::1"`` does not. ``timeout`` starts
     once the name is resolved and covers every address tried.
 
+    ``ssl``: an ``ssl.SSLContext`` (or True: ``ssl.create_default_context()``)
+    to speak TLS over the connection (``netmux.tls``); ``connection_made`` then
+    comes once the handshake is done, and a failed handshake (a certificate
+    that does not verify, a wrong host name) is ``connection_lost(exc)`` with
+    the ``ssl.SSLError``. ``server_hostname`` is checked against the
+    certificate and sent as SNI; by default the host of ``address``.
+    ``ssl_handshake_timeout``/``ssl_shutdown_timeout``: as TCPServer's.
+
     Raises TypeError for a factory that is not callable or an address that is
-    neither a pair nor a path, ValueError for a timeout that is not positive
+    neither a pair nor a path (or an ``ssl`` that is not a context), ValueError for a timeout that is not positive
     (NaN included; inf means none) or an empty path, RuntimeError on a closed
     reactor (before anything is made or opened); the factory's own exception
     propagates.
@@ -103,9 +115,13 @@ def connect(address: Union[IPAddress, UnixAddress], handler_factory: Callable[[]
         host, port = split_host_port(address)
         connector = _Connector(reactor, host, port, timeout)
         connector.ipv6_extra = tuple(cast(IPAddress, address)[2:4])
+        server_hostname = host if server_hostname is None else server_hostname
     positive_seconds("timeout", timeout)
+    tls = tls_settings(ssl, ssl_handshake_timeout, ssl_shutdown_timeout, server_side=False)
     check_reactor_open(reactor)
     handler = connector.handler = handler_factory()
+    if tls is not None:       # the TLS layer between the socket and the handler
+        connector.handler = tls.wrap(handler, server_hostname)
     connector._begin()
     return handler
 

@@ -183,6 +183,14 @@ class FileRegion:
         self.remaining -= sent
         return sent
 
+    def read(self, size: int) -> memoryview:
+        """Up to ``size`` next bytes of the region, taken off it: for a layer that
+        must transform the file's bytes instead of sending them (TLS encrypts
+        them). EOFError when the file ends early."""
+        piece = self._read(size)
+        self.remaining -= len(piece)
+        return piece
+
     def _read(self, size: int) -> memoryview:
         if has_descriptor(self.file):
             data = os.pread(self.file.fileno(), size, self.offset)

@@ -36,7 +36,7 @@ import logging
 import socket
 import threading
 import warnings
-from typing import Any, Callable, Dict, Optional, Set, TypeVar, Union
+from typing import Any, Callable, Dict, List, Optional, Set, TypeVar, Union
 
 from .errors import PROPAGATE
 from .proxy import DEFAULT_HEADER_TIMEOUT, ProxyProtocolLayer, check_header_timeout
@@ -44,6 +44,8 @@ from .reactor import Reactor, Timer, positive_seconds
 from .sockets import (IPAddress, UnixAddress, UnixPath, UnixSocketFile, adopt_listening_socket,
                       bound_address, check_handler_factory, check_reactor_open, listen_tcp,
                       listen_unix, set_nodelay, unix_path)
+from .tls import (DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, TLSSettings, check_context,
+                  tls_settings)
 from .transport import TCPTransport
 
 __all__ = ["TCPServer", "UnixServer"]
@@ -195,7 +197,7 @@ class _StreamServer(ServerLifecycle):
                  reactor: Optional[Reactor], backlog: int,
                  max_connections: Optional[int], idle_timeout: Optional[float],
                  proxy_protocol: bool = False, proxy_header_timeout: float = DEFAULT_HEADER_TIMEOUT,
-                 sock: Optional[socket.socket] = None) -> None:
+                 sock: Optional[socket.socket] = None, tls: Optional[TLSSettings] = None) -> None:
         check_handler_factory(handler_factory)
         check_reactor_open(reactor)
         if max_connections is not None and not max_connections >= 1:    # NaN too
@@ -211,10 +213,12 @@ class _StreamServer(ServerLifecycle):
         self.proxy_header_timeout = proxy_header_timeout
         self.server_address = server_address
         self._backlog = backlog
+        self._tls = tls
         #: What wraps each connection's handler, top first: each takes the handler
-        #: (or layer) above and returns the layer below it. The PROXY header comes
-        #: before every other byte on the wire (TLS records too): its layer is last.
-        self.layer_factories: list[Callable[[Any], Any]] = []
+        #: (or layer) above and returns the layer below it. TLS is the first; the
+        #: PROXY header comes before every other byte on the wire (TLS records
+        #: too), so its layer is last.
+        self.layer_factories: List[Callable[[Any], Any]] = [self._tls_layer] if tls else []
         if proxy_protocol:
             self.layer_factories.append(self._proxy_layer)
         self.socket = self._listen() if sock is None else self._adopt(adopt_listening_socket(sock))
@@ -332,6 +336,19 @@ class _StreamServer(ServerLifecycle):
 
     def _proxy_layer(self, handler: Any) -> Any:
         return ProxyProtocolLayer(handler, header_timeout=self.proxy_header_timeout)
+
+    def _tls_layer(self, handler: Any) -> Any:
+        assert self._tls is not None
+        return self._tls.wrap(handler)         # the context as it is now: reload_tls()
+
+    def reload_tls(self, context: Any) -> None:
+        """New connections use ``context`` (a renewed certificate); open ones keep
+        theirs. Thread-safe (one assignment), so a signal handler may call it.
+        TypeError for anything but an ``ssl.SSLContext``, RuntimeError on a
+        server built without ``ssl=``."""
+        if self._tls is None:
+            raise RuntimeError("reload_tls() on a server built without ssl=")
+        self._tls.context = check_context(context)
 
     def _connection_lost(self, transport: TCPTransport) -> None:
         """A connection counts until its ``connection_lost`` has returned: now."""
@@ -514,6 +531,11 @@ class TCPServer(_StreamServer):
     each connection starts with a PROXY v1 or v2 header from a load balancer,
     the client's address then being ``get_extra_info('peername')``; a header
     missing after ``proxy_header_timeout`` seconds or malformed closes it.
+    ``ssl``: an ``ssl.SSLContext`` to speak TLS (``netmux.tls``: the handshake
+    runs on the reactor, the handler hears ``connection_made`` once it is done);
+    ``ssl_handshake_timeout`` and ``ssl_shutdown_timeout`` are seconds (None:
+    never); ``ssl_tolerate_ragged_eof`` takes a TCP EOF without close_notify as
+    the peer's EOF instead of an error. ``reload_tls()`` swaps the context.
     """
 
     server_address: IPAddress
@@ -522,12 +544,16 @@ class TCPServer(_StreamServer):
                  reactor: Optional[Reactor] = None, backlog: int = 128, reuse_port: bool = False,
                  max_connections: Optional[int] = None, idle_timeout: Optional[float] = None,
                  proxy_protocol: bool = False, proxy_header_timeout: float = DEFAULT_HEADER_TIMEOUT,
-                 sock: Optional[socket.socket] = None) -> None:
+                 sock: Optional[socket.socket] = None,
+                 ssl: Any = None, ssl_handshake_timeout: Optional[float] = DEFAULT_HANDSHAKE_TIMEOUT,
+                 ssl_shutdown_timeout: Optional[float] = DEFAULT_SHUTDOWN_TIMEOUT,
+                 ssl_tolerate_ragged_eof: bool = False) -> None:
         self.reuse_port = reuse_port
+        tls = tls_settings(ssl, ssl_handshake_timeout, ssl_shutdown_timeout, ssl_tolerate_ragged_eof)
         super().__init__(server_address, handler_factory, reactor=reactor, backlog=backlog,
                          max_connections=max_connections, idle_timeout=idle_timeout,
                          proxy_protocol=proxy_protocol, proxy_header_timeout=proxy_header_timeout,
-                         sock=sock)
+                         sock=sock, tls=tls)
 
     def _listen(self) -> socket.socket:
         sock = listen_tcp(self.server_address, self._backlog, reuse_port=self.reuse_port)
@@ -554,6 +580,7 @@ class UnixServer(_StreamServer):
     TCP_NODELAY); their ``peername`` is what the kernel gives, usually ``''``.
     ``sock`` and ``proxy_protocol`` as TCPServer's; a socket handed over this
     way (path None) has its file left alone at the end: its owner made it.
+    ``ssl`` and its companions as TCPServer's.
     """
 
     server_address: UnixPath
@@ -562,12 +589,16 @@ class UnixServer(_StreamServer):
                  reactor: Optional[Reactor] = None, backlog: int = 128,
                  max_connections: Optional[int] = None, idle_timeout: Optional[float] = None,
                  proxy_protocol: bool = False, proxy_header_timeout: float = DEFAULT_HEADER_TIMEOUT,
-                 sock: Optional[socket.socket] = None) -> None:
+                 sock: Optional[socket.socket] = None,
+                 ssl: Any = None, ssl_handshake_timeout: Optional[float] = DEFAULT_HANDSHAKE_TIMEOUT,
+                 ssl_shutdown_timeout: Optional[float] = DEFAULT_SHUTDOWN_TIMEOUT,
+                 ssl_tolerate_ragged_eof: bool = False) -> None:
         self._socket_file: Optional[UnixSocketFile] = None
+        tls = tls_settings(ssl, ssl_handshake_timeout, ssl_shutdown_timeout, ssl_tolerate_ragged_eof)
         super().__init__(None if path is None else unix_path(path), handler_factory, reactor=reactor,
                          backlog=backlog, max_connections=max_connections, idle_timeout=idle_timeout,
                          proxy_protocol=proxy_protocol, proxy_header_timeout=proxy_header_timeout,
-                         sock=sock)
+                         sock=sock, tls=tls)
 
     def _adopt(self, sock: socket.socket) -> socket.socket:
         if sock.family != socket.AF_UNIX:

@@ -524,6 +524,8 @@ _CLIENT_PROGRAMS = {
     "test_app_http.py": [("curl", "curl"), ("wrk", "wrk")],
     "test_app_chat.py": [("nc", "netcat-openbsd")],
     "test_stats.py": [("promtool", "prometheus")],
+    "test_tls.py": [("openssl", "openssl"), ("curl", "curl"), ("redis-cli", "redis-tools"),
+                    ("redis-benchmark", "redis-tools")],
 }
 
 

@@ -13,8 +13,8 @@ The interface every app module follows (kept small so a new server is one file):
     the port used when ``--port`` is not given.
 ``add_arguments(parser: argparse.ArgumentParser) -> None``
     adds the app's own options (the command line adds ``--host``, ``--port``,
-    ``--unix``, ``--max-connections``, ``--idle-timeout`` and ``--log-level``
-    itself).
+    ``--unix``, ``--max-connections``, ``--idle-timeout``, ``--tls-cert``,
+    ``--tls-key``, ``--tls-ca`` and ``--log-level`` itself).
 ``make_server(args: argparse.Namespace, reactor: netmux.Reactor)``
     returns a server (``serve_forever``/``shutdown``/``server_close``/
     ``server_address``) bound to ``(args.host, args.port)`` on ``reactor``,
@@ -28,6 +28,8 @@ The interface every app module follows (kept small so a new server is one file):
 ``WORKERS: bool`` (optional, default True)
     False for a server whose state lives in one process (chat's rooms, kv's
     keyspace): the command line refuses ``--workers``, which would split it.
+``ALPN_PROTOCOLS: List[str]`` (optional)
+    what the server announces by ALPN under ``--tls-cert`` (http: ``http/1.1``).
 ``CONNECTIONS: bool`` (optional, default True)
     False for a server without connections (UDP): the command line refuses
     ``--max-connections`` and ``--idle-timeout`` with a usage error rather
@@ -45,15 +47,17 @@ import argparse
 import importlib
 import logging
 import math
+import ssl
 from types import ModuleType
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import netmux
 from netmux.activation import server_for_socket
+from netmux.tls import server_context
 
-__all__ = ["SERVERS", "AppUnavailable", "load", "stream_server", "port_number", "positive_int",
-           "byte_count", "duration", "file_descriptor", "grace_seconds", "host_port",
-           "log_level"]
+__all__ = ["SERVERS", "AppUnavailable", "load", "stream_server", "tls_context", "port_number",
+           "positive_int", "byte_count", "duration", "file_descriptor", "grace_seconds",
+           "host_port", "log_level"]
 
 # server name -> module in this package, in the order --help lists them.
 SERVERS: Dict[str, str] = {
@@ -92,12 +96,18 @@ def stream_server(args: argparse.Namespace, handler_factory: Callable[[], Any],
     ``UnixServer`` on ``args.unix`` when it is given, else a ``TCPServer`` on
     ``(args.host, args.port)`` (SO_REUSEPORT when ``args.reuse_port``: the
     ``--workers``); each with ``--max-connections``, ``--idle-timeout`` and
-    ``--proxy-protocol``. ``kwargs`` go to the server as they are. A Namespace built
-    without the common options (an app's own parser, in a test) means the
-    defaults for those missing."""
+    ``--proxy-protocol``; TLS with ``--tls-cert`` (``tls_context``). ``kwargs`` go
+    to the server as they are. A Namespace built without the common options (an
+    app's own parser, in a test) means the defaults for those missing."""
     limits = dict(reactor=reactor, max_connections=getattr(args, "max_connections", None),
                   idle_timeout=getattr(args, "idle_timeout", None),
                   proxy_protocol=getattr(args, "proxy_protocol", False), **kwargs)
+    context = tls_context(args)
+    if context is not None:
+        # The ready-made servers frame what they read (lines, RESP, HTTP lengths),
+        # so a truncated stream shows anyway; and many clients (curl, redis-cli)
+        # close without close_notify: a ragged EOF is their EOF, not an error.
+        limits.update(ssl=context, ssl_tolerate_ragged_eof=True)
     handed = getattr(args, "socket", None)      # --fd or systemd's LISTEN_FDS (cli.py)
     if handed is not None:
         return server_for_socket(handed, handler_factory, **limits)
@@ -106,6 +116,18 @@ def stream_server(args: argparse.Namespace, handler_factory: Callable[[], Any],
         return netmux.UnixServer(path, handler_factory, **limits)
     return netmux.TCPServer((args.host, args.port), handler_factory,
                             reuse_port=getattr(args, "reuse_port", False), **limits)
+
+
+def tls_context(args: argparse.Namespace) -> Optional[ssl.SSLContext]:
+    """The server-side TLS context ``--tls-cert``/``--tls-key``/``--tls-ca`` ask
+    for (with the app's ALPN protocols), None without ``--tls-cert``; OSError
+    (ssl.SSLError) for a file that is missing or not a certificate or key."""
+    certfile = getattr(args, "tls_cert", None)
+    if certfile is None:
+        return None
+    return server_context(certfile, getattr(args, "tls_key", None),
+                          cafile=getattr(args, "tls_ca", None),
+                          alpn_protocols=getattr(args, "alpn_protocols", None))
 
 
 # ---------------------------------------------------------------------------

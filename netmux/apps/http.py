@@ -87,10 +87,11 @@ from netmux.apps import byte_count, positive_int, duration, stream_server
 # extra; `import netmux` never imports this module.
 import h11
 
-__all__ = ["DESCRIPTION", "DEFAULT_PORT", "HELLO_PAGE", "add_arguments", "make_server", "HTTPHandler", "Site"]
+__all__ = ["DESCRIPTION", "DEFAULT_PORT", "ALPN_PROTOCOLS", "HELLO_PAGE", "add_arguments", "make_server", "HTTPHandler", "Site"]
 
 DESCRIPTION = "HTTP/1.1: a hello page, or static files below --root (needs h11)"
 DEFAULT_PORT = 8080
+ALPN_PROTOCOLS = ["http/1.1"]       # announced under --tls-cert (HTTP/2 is not spoken)
 UNIX_SOCKETS = True
 
 logger = logging.getLogger("netmux.http")
