@@ -1,7 +1,7 @@
 """A TLS echo server: the handler is the plain echo, the server speaks TLS.
 
-    python examples/tls_echo.py --cert cert.pem --key key.pem   # serve on 127.0.0.1:8443
-    python examples/tls_echo.py --demo     # a throwaway certificate (openssl), two clients
+    python examples/tls_echo.py --cert cert.pem --key key.pem  # on 127.0.0.1:8443
+    python examples/tls_echo.py --demo   # a throwaway certificate, two clients
 
 Try it with ``openssl s_client -connect 127.0.0.1:8443 -CAfile cert.pem``.
 """
@@ -33,7 +33,8 @@ class Hello(netmux.Handler):
     """A netmux TLS client: says hello, prints the echo, closes."""
 
     def connection_made(self, transport):
-        super().connection_made(transport)       # after the handshake: the peer's certificate is known
+        # After the handshake: the peer's certificate is known.
+        super().connection_made(transport)
         assert transport.get_extra_info("peercert")["subjectAltName"]
         transport.write(b"hello from a netmux client")
 
@@ -47,9 +48,11 @@ class Hello(netmux.Handler):
 
 def make_certificate(directory):
     """A self-signed certificate for localhost and 127.0.0.1 (demo only)."""
-    certfile, keyfile = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout", keyfile, "-out", certfile,
+    certfile = os.path.join(directory, "cert.pem")
+    keyfile = os.path.join(directory, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec",
+                    "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-keyout", keyfile, "-out", certfile,
                     "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
                    check=True, capture_output=True)
     return certfile, keyfile
@@ -63,16 +66,17 @@ def demo():
             thread = threading.Thread(target=server.serve_forever)
             thread.start()
             try:
-                with socket.create_connection(server.server_address, timeout=5) as raw:
-                    with client_context.wrap_socket(raw, server_hostname="localhost") as client:
-                        client.sendall(b"hello from Python's ssl module")
-                        print(client.recv(1024).decode(), f"({client.version()})")
+                raw = socket.create_connection(server.server_address, timeout=5)
+                hostname = "localhost"
+                with client_context.wrap_socket(raw, server_hostname=hostname) as client:
+                    client.sendall(b"hello from Python's ssl module")
+                    print(client.recv(1024).decode(), f"({client.version()})")
             finally:
                 server.shutdown()
                 thread.join()
-            reactor = netmux.Reactor()             # a netmux client, on a reactor of its own
-            netmux.connect(server.server_address, Hello, reactor=reactor, ssl=client_context,
-                           server_hostname="localhost")
+            reactor = netmux.Reactor()   # a netmux client, on a reactor of its own
+            netmux.connect(server.server_address, Hello, reactor=reactor,
+                           ssl=client_context, server_hostname="localhost")
             thread = threading.Thread(target=server.serve_forever)
             thread.start()
             try:
@@ -89,7 +93,8 @@ def main():
         return
     args = sys.argv[1:]
     if len(args) != 4 or args[0] != "--cert" or args[2] != "--key":
-        sys.exit("usage: python examples/tls_echo.py --cert CERT.pem --key KEY.pem  (or --demo)")
+        sys.exit("usage: python examples/tls_echo.py --cert CERT.pem --key KEY.pem"
+                 "  (or --demo)")
     server = tls_server(("127.0.0.1", 8443), args[1], args[3])
     try:
         server.serve_forever()

@@ -939,7 +939,8 @@ def test_bad_tls_arguments_are_refused(server_ctx: ssl.SSLContext) -> None:
 # In memory: netmux.testing drives both ends of a TLS conversation
 # ----------------------------------------------------------------------
 def test_pair_drives_tls_in_memory(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext) -> None:
-    result = pair(lambda: TLSLayer(Ping(), client_ctx, server_side=False, server_hostname="localhost"),
+    result = pair(lambda: TLSLayer(Ping(), client_ctx, server_side=False,
+                                   server_hostname="localhost"),
                   lambda: TLSLayer(Echo(), server_ctx, server_side=True),
                   cut=lambda data: [data[i:i + 7] for i in range(0, len(data), 7)])
     client = result.client.handler
