@@ -67,8 +67,8 @@ def demo():
             thread.start()
             try:
                 raw = socket.create_connection(server.server_address, timeout=5)
-                hostname = "localhost"
-                with client_context.wrap_socket(raw, server_hostname=hostname) as client:
+                host = "localhost"
+                with client_context.wrap_socket(raw, server_hostname=host) as client:
                     client.sendall(b"hello from Python's ssl module")
                     print(client.recv(1024).decode(), f"({client.version()})")
             finally:
