@@ -36,7 +36,7 @@ from typing import Any, List, Optional
 import netmux
 from netmux.apps import byte_count, stream_server
 from netmux.apps.kvstore import CommandError, Store, execute, subcommand
-from netmux.apps.resp import ProtocolError, RespParser, bulk, error
+from netmux.apps.resp import MAX_BULK, ProtocolError, RespParser, bulk
 
 DESCRIPTION = "key-value store speaking the Redis protocol (redis-cli, redis-benchmark)"
 DEFAULT_PORT = 6379                 # Redis's: redis-cli and redis-benchmark find it unasked
@@ -165,9 +165,10 @@ class KVHandler(netmux.Handler):
         return True
 
     def _protocol_error(self) -> None:
-        message = self._parser.error
-        logger.info("kv: protocol error from %s: %s", self.transport.get_extra_info("peername"), message)
-        self.transport.write(error(f"ERR Protocol error: {message}"))
+        fault = self._parser.error
+        assert fault is not None
+        logger.info("kv: protocol error from %s: %s", self.transport.get_extra_info("peername"), fault)
+        self.transport.write(fault.reply())
         self.transport.close()
 
     def pause_writing(self) -> None:
@@ -261,8 +262,9 @@ class KVServer:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """kv's own options (the command line adds --host, --port and the rest)."""
-    parser.add_argument("--max-request", type=byte_count, default=1 << 20, metavar="BYTES",
-                        help="largest bulk string a client may send (default: 1048576)")
+    parser.add_argument("--max-request", type=byte_count, default=MAX_BULK, metavar="BYTES",
+                        help=f"largest bulk string a client may send (default: {MAX_BULK}, "
+                             "Redis's proto-max-bulk-len)")
     parser.add_argument("--dump", metavar="FILE", default=None,
                         help="load FILE at start, save it on SAVE and on a graceful stop")
 
