@@ -183,12 +183,15 @@ class RespParser:
                     if end < 0:
                         return position
                     line = data[position:end]
-                    if b"\x00" in line:
+                    if _plain(line):                         # no quote, NUL, \v, \f: split() is Redis's
+                        arguments = line.split()
+                    elif b"\x00" in line:
                         return self._stall(position)
+                    else:
+                        arguments = split_inline(line[:-1] if line[-1:] == b"\r" else line)
+                        if arguments is None:
+                            raise ProtocolError("unbalanced quotes in request")
                     position = end + 1
-                    arguments = split_inline(line[:-1] if line[-1:] == b"\r" else line)
-                    if arguments is None:
-                        raise ProtocolError("unbalanced quotes in request")
                     if arguments:
                         commands.append(arguments)
                     continue
@@ -223,21 +226,22 @@ class RespParser:
         remaining = self._remaining
         length = self._bulk_length
         budget = self._budget
+        max_bulk = self.max_bulk
         while remaining:
             if length < 0:
                 end = find(b"\r", position)
                 if end < 0 or end + 2 > size:
                     break
                 digits = data[position + 1:end]
-                if data[position] != 36 or not digits.isdigit() or len(digits) > 18 or (
-                        digits[0] == 48 and len(digits) > 1):     # not b"$N": the slow path
+                if data[position] != 36 or end - position > 19 or not digits.isdigit() or (
+                        digits[0] == 48 and end - position > 2):  # not b"$N": the slow path
                     length = self._bulk_header(data[position:end])
                     if length < 0:
                         self._stall(position)
                         break
                 else:
                     length = int(digits)
-                if length > self.max_bulk:
+                if length > max_bulk:
                     raise ProtocolError("invalid bulk length")
                 budget -= length
                 if budget < 0:
@@ -282,6 +286,8 @@ def _string2ll(digits: bytes) -> Optional[int]:
 
 def _multibulk_length(digits: bytes) -> Optional[int]:
     """The count after ``*`` (zero or negative: a request to skip); None: a NUL (stall)."""
+    if digits.isdigit() and len(digits) < 10 and digits[0] != 48:    # 1 to 999,999,999: no regex
+        return int(digits)
     count = _string2ll(digits)
     if count is not None and count <= MAX_ARGUMENTS:
         return count
@@ -300,7 +306,7 @@ _DOUBLE = re.compile(rb'"((?:[^"\\]|\\.)*)"', re.DOTALL)
 _SINGLE = re.compile(rb"'((?:[^'\\]|\\'|\\(?!'))*)'")
 _ESCAPE = re.compile(rb"\\(x[0-9a-fA-F]{2}|.)", re.DOTALL)
 _ESCAPED = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"a": b"\a"}
-_PLAIN = re.compile(rb"[^\"'\x0b\x0c]*")          # a line without quotes, \v or \f: bytes.split()
+_plain = re.compile(rb"[^\"'\x0b\x0c\x00]*").fullmatch   # no quote, \v, \f, NUL: bytes.split() is Redis's
 
 
 def _unescape(match: "re.Match[bytes]") -> bytes:
@@ -315,7 +321,7 @@ def split_inline(line: bytes) -> Optional[List[bytes]]:
     an unquoted part, then possibly one quoted part, which must be followed by a
     blank or the end: ``a"b c"`` is ``ab c``, ``"a"b`` is unbalanced.
     """
-    if _PLAIN.fullmatch(line):
+    if _plain(line):
         return line.split()
     words: List[bytes] = []
     position, size = _after_blanks(line, 0), len(line)
