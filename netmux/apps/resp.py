@@ -183,14 +183,10 @@ class RespParser:
                     if end < 0:
                         return position
                     line = data[position:end]
-                    if _plain(line):                         # no quote, NUL, \v, \f: split() is Redis's
-                        arguments = line.split()
-                    elif b"\x00" in line:
+                    # No quote, NUL, \v or \f (nearly always): bytes.split() is Redis's split.
+                    arguments = line.split() if _plain(line) else self._unusual_line(line)
+                    if arguments is None:
                         return self._stall(position)
-                    else:
-                        arguments = split_inline(line[:-1] if line[-1:] == b"\r" else line)
-                        if arguments is None:
-                            raise ProtocolError("unbalanced quotes in request")
                     position = end + 1
                     if arguments:
                         commands.append(arguments)
@@ -259,6 +255,16 @@ class RespParser:
         self._bulk_length = length
         self._budget = budget
         return position
+
+    @staticmethod
+    def _unusual_line(line: bytes) -> Optional[Command]:
+        """An inline line with quotes, \\v, \\f or a NUL: its words; None: a NUL (stall)."""
+        if b"\x00" in line:
+            return None
+        words = split_inline(line[:-1] if line[-1:] == b"\r" else line)
+        if words is None:
+            raise ProtocolError("unbalanced quotes in request")
+        return words
 
     @staticmethod
     def _bulk_header(line: bytes) -> int:
