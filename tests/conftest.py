@@ -517,6 +517,7 @@ def run_one_way(way: str, factory: Callable[[], Any], data: bytes, *, eof: bool 
 _CLIENT_PROGRAMS = {
     "test_app_kv.py": [("redis-cli", "redis-tools"), ("redis-benchmark", "redis-tools"),
                        ("redis-server", "redis-server")],
+    "test_app_kv_differential.py": [("redis-server", "redis-server")],
     "test_app_http.py": [("curl", "curl"), ("wrk", "wrk")],
     "test_app_chat.py": [("nc", "netcat-openbsd")],
 }
