@@ -514,3 +514,20 @@ def test_every_command_is_one_method_with_its_arity_beside_it():
     assert methods == {name.decode() for name in store.commands if name.islower()}
     for name in methods:
         assert isinstance(getattr(Store, "do_" + name).arity, int)
+
+
+# ----------------------------------------------------------------------
+# Found by tests/test_app_kv_differential.py (bench/kv_differential.py, 5,000 examples)
+# ----------------------------------------------------------------------
+@pytest.mark.parametrize("command, reply", [       # each read from redis-server 7.0.15
+    ((b"NOSUCH", b"\x00\xff\r\n"), b"-ERR unknown command 'NOSUCH', with args beginning with: '' \r\n"),
+    ((b"NO\x00SUCH", b"a"), b"-ERR unknown command 'NO', with args beginning with: 'a' \r\n"),
+    ((b"NOSUCH", b"a\r\nb", b"\xff\xfe"), b"-ERR unknown command 'NOSUCH', with args beginning with: 'a  b' '\xff\xfe' \r\n"),
+    ((b"NOSUCH",) + (b"abcdefghij",) * 20, b"-ERR unknown command 'NOSUCH', with args beginning with: "
+     + b"'abcdefghij' " * 10 + b"\r\n"),
+    ((b"NOSUCH", b"x" * 124, b"yy", b"z"), b"-ERR unknown command 'NOSUCH', with args beginning with: '"
+     + b"x" * 124 + b"' 'y' \r\n"),
+    ((b"X" * 200,), b"-ERR unknown command '" + b"X" * 128 + b"', with args beginning with: \r\n"),
+])
+def test_an_unknown_command_is_answered_byte_for_byte_as_redis_does(store, command, reply):
+    assert store.execute(list(command)) == reply

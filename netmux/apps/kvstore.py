@@ -719,7 +719,18 @@ def subcommand(args: List[bytes], arities: Dict[bytes, int]) -> bytes:
 
 
 def _unknown_command(args: List[bytes]) -> bytes:
-    """Redis's wording, which redis-cli users recognise."""
-    name = args[0][:128].decode("utf-8", "replace")
-    quoted = "".join(f"'{arg[:128].decode('utf-8', 'replace')}' " for arg in args[1:16])
-    return error(f"ERR unknown command '{name}', with args beginning with: {quoted}")
+    """Redis's reply, byte for byte (server.c's processCommand): arguments quoted while
+    under 128 bytes, each cut to what is left of them; the bytes as sent, but a NUL
+    ends a word (C strings) and CR, LF become spaces (found by the differential test)."""
+    quoted = b""
+    for index in range(1, len(args)):
+        if len(quoted) >= 128:
+            break
+        quoted += b"'%s' " % _c_string(args[index][:128 - len(quoted)])
+    text = b"ERR unknown command '%s', with args beginning with: %s" % (_c_string(args[0][:128]), quoted)
+    return b"-%s\r\n" % text.replace(b"\r", b" ").replace(b"\n", b" ")
+
+
+def _c_string(word: bytes) -> bytes:
+    """``word`` as C's ``%s`` prints it: up to its first NUL."""
+    return word.split(b"\x00", 1)[0]
