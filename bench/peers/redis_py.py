@@ -35,27 +35,20 @@ import collections
 import glob
 import os
 import re
-import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 import xml.etree.ElementTree as ElementTree
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import free_port, servers, start_server  # noqa: E402
+
 SUITES = {
     "strings-keys": ("tests/test_commands.py", "# BASIC KEY COMMANDS", "# LIST COMMANDS"),
     "pipeline": ("tests/test_pipeline.py", None, None),
     "pubsub": ("tests/test_pubsub.py", None, None),
 }
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def fetch_sdist(workdir):
@@ -98,26 +91,6 @@ def node_ids(tree, path, start, stop):
     return ids
 
 
-def start_server(command, port, timeout=20.0):
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env=dict(os.environ, PYTHONPATH=ROOT))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return process
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise RuntimeError(f"{command[0]} did not listen on {port}")
-
-
-def servers():
-    return {
-        "redis-server": lambda port: ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no"],
-        "netmux kv": lambda port: [sys.executable, "-m", "netmux", "kv", "--port", str(port), "--log-level", "ERROR"],
-    }
 
 
 def run_suite(tree, ids, port, args, report):

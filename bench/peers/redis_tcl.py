@@ -32,25 +32,19 @@ import glob
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import free_port, servers, start_server  # noqa: E402
+
 UNITS = ["unit/type/string", "unit/type/incr", "unit/keyspace", "unit/expire", "unit/protocol", "unit/info",
          "unit/scan", "unit/multi", "unit/pubsub", "unit/quit"]
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 RESULT = re.compile(r"^\[(ok|err|exception|skip|ignore)\]: (.*?)(?: \(\d+ ms\))?$")
 
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def fetch_source(workdir):
@@ -66,26 +60,6 @@ def fetch_source(workdir):
     return glob.glob(os.path.join(workdir, "redis-*/"))[0]
 
 
-def servers():
-    return {
-        "redis-server": lambda port: ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no", "--enable-debug-command", "yes"],
-        "netmux kv": lambda port: [sys.executable, "-m", "netmux", "kv", "--port", str(port), "--log-level", "ERROR"],
-    }
-
-
-def start_server(command, port, timeout=20.0):
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env=dict(os.environ, PYTHONPATH=ROOT))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return process
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise RuntimeError(f"{command[0]} did not listen on {port}")
 
 
 def lenient_copy(source, workdir):
@@ -134,7 +108,7 @@ def main():
         table, failing = [], []
         for unit in args.units.split(","):
             row = [unit]
-            for name, command in servers().items():
+            for name, command in servers("--enable-debug-command", "yes").items():
                 port = free_port()
                 process = start_server(command(port), port)
                 try:

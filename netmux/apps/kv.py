@@ -1,12 +1,13 @@
 """kv: an in-memory key-value store that ``redis-cli`` and ``redis-benchmark`` talk to.
 
 Where it sits: a ready-made server on the public API alone (``import netmux``),
-in three modules, bottom to top:
+in four modules, bottom to top:
 
-* ``resp.py`` -- the RESP2 parser, sans-IO: bytes in, commands out, with
-  Redis's request limits;
+* ``resp.py`` -- the RESP2 parser, sans-IO: bytes in, commands out, read as
+  redis-server reads them, with Redis's request limits;
+* ``kvdump.py`` -- the dump file: its format, atomic writes, stale temp files;
 * ``kvstore.py`` -- the keyspace and its commands, sans-IO: a command in, an
-  encoded reply out; expiry; the dump file;
+  encoded reply out; expiry; saving and loading through ``kvdump``;
 * this module -- the network side: ``KVHandler``, one per connection, runs the
   commands the parser hands up, ``commands_per_turn`` (128) a turn, and writes
   the replies of a turn in one ``write`` (pipelining costs one ``send`` per

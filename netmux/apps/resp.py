@@ -37,7 +37,7 @@ Linear work, whatever the chunking:
 Limits, Redis's defaults, checked as soon as they are known; memory follows
 what the client sent, never what it announced (nothing is preallocated):
 a bulk string over ``max_bulk`` (proto-max-bulk-len, 512 MiB; ``--max-request``
-of ``python -m netmux kv``) or a count over 2**31 - 1 (Redis 7's limit, not
+of ``python -m netmux kv``) or a count over ``2**31 - 1`` (Redis 7's limit, not
 6's 1,048,576); an unfinished line held past 64 KiB (PROTO_INLINE_MAX_SIZE:
 "too big inline request", "too big mbulk count string", "too big bulk count
 string"; like Redis this is checked on what is held after a read, and the
