@@ -23,9 +23,10 @@ def servers(*redis_options):
     }
 
 
-def start_server(command, port, timeout=20.0):
-    """Start ``command`` and wait (bounded) until it accepts on ``port``."""
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+def start_server(command, port, directory, timeout=20.0):
+    """Start ``command`` in ``directory`` (where redis-server writes its dump.rdb and
+    appendonlydir when a test asks it to) and wait, bounded, until it accepts on ``port``."""
+    process = subprocess.Popen(command, cwd=directory, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env=dict(os.environ, PYTHONPATH=ROOT))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -149,7 +149,7 @@ def main():
             row = [suite]
             for name, command in servers().items():
                 port = free_port()
-                process = start_server(command(port), port)
+                process = start_server(command(port), port, workdir)
                 report = os.path.join(workdir, f"{suite}-{name}.xml")
                 try:
                     tail = run_suite(tree, ids, port, args, report)

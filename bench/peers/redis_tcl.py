@@ -110,7 +110,7 @@ def main():
             row = [unit]
             for name, command in servers("--enable-debug-command", "yes").items():
                 port = free_port()
-                process = start_server(command(port), port)
+                process = start_server(command(port), port, workdir)
                 try:
                     results = run_unit(source, unit, port, args)
                 finally:
