@@ -284,8 +284,11 @@ INLINE_LINE = st.tuples(
     INLINE_NAME, st.lists(st.tuples(words(b" ", b"  ", b"\t", b"\x0b "), INLINE_WORD), max_size=3),
     words(b"\r\n", b"\n", b"\r\r\n", b" \r\n"),
 ).map(lambda drawn: drawn[0] + b"".join(space + word for space, word in drawn[1]) + drawn[2])
+# A stray CR turns a multibulk request into inline lines, so any argument may run as a
+# command: not SYNC, which makes a client a replica of redis-server (kv has no replication).
+NOT_IN_KV = {b"SYNC"}
 MULTIBULK = st.one_of(
-    COMMAND.map(encode),
+    COMMAND.filter(lambda command: not NOT_IN_KV & {word.upper() for word in command}).map(encode),
     st.sampled_from([b"*0\r\n", b"*-1\r\n", b"*-10\r\n", b"*-0\r\n", b"*01\r\n", b"*+1\r\n", b"*1\r\n$-1\r\n",
                      b"*1\r\n$04\r\nPING\r\n", b"*1\r\n$4\r\nPINGxx", b"*1\rX$4\r\nPING\r\n", b"*1\r\n:4\r\n",
                      b"*2\r\n$4\r\nECHO\r\n$0\r\n\r\n", b"*1\r\n$0\r\n\r\n", b"*1\r\n$\r\n", b"*\r\n",
