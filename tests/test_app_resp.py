@@ -356,3 +356,16 @@ def test_words_quoted_as_redis_cli_quotes_them_come_back_whole_under_any_chunkin
         return b'"' + b"".join(b"\\x%02x" % byte for byte in word) + b'"'
     stream = b"".join(b" ".join(quote(word) for word in command) + b"\r\n" for command in commands)
     assert feed_all(RespParser(), cut(stream, points)) == commands
+
+
+def test_long_unfinished_lines_fed_byte_by_byte_are_parsed_once_not_once_per_byte(monkeypatch):
+    parses = []
+    parse = RespParser._parse
+    monkeypatch.setattr(RespParser, "_parse", lambda self, data, commands: parses.append(1) or parse(self, data, commands))
+    for stream in (b"ECHO " + b"x" * 60000 + b"\r\n",                   # inline: waits for its LF
+                   b"*1\x00" + b"1" * 60000,                             # a NUL: stalled, never re-read
+                   b"*1\r\n$" + b"1" * 60000):                          # a length line: waits for its CR
+        parser, parses[:] = RespParser(), []
+        for index in range(len(stream)):
+            feed(parser, stream[index:index + 1])
+        assert len(parses) <= 3, stream[:10]
