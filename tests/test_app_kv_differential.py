@@ -233,6 +233,7 @@ def peers() -> Iterator[Peers]:
 
         wait_until(connect_redis, timeout=10)
         opened.append(Connection(serving.address))
+        assert opened[1].pipeline([[b"PING"]]) == [b"+PONG\r\n"]    # accepted: its socket counts from now
         yield Peers(opened[0], opened[1], ("127.0.0.1", port), serving.address)
     finally:
         for connection in opened:
