@@ -521,6 +521,7 @@ _CLIENT_PROGRAMS = {
     "test_proxy.py": [("haproxy", "haproxy")],
     "test_app_kv.py": [("redis-cli", "redis-tools"), ("redis-benchmark", "redis-tools"),
                        ("redis-server", "redis-server")],
+    "test_app_kv_differential.py": [("redis-server", "redis-server")],
     "test_app_http.py": [("curl", "curl"), ("wrk", "wrk")],
     "test_app_chat.py": [("nc", "netcat-openbsd")],
     "test_stats.py": [("promtool", "prometheus")],

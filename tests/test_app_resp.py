@@ -1,13 +1,14 @@
 """The sans-IO RESP2 parser of the kv server: bytes in, commands out, under any chunking."""
 from __future__ import annotations
 
-from typing import List
+import re
+from typing import List, Optional
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from netmux.apps import resp
-from netmux.apps.resp import MAX_ARGUMENTS, MAX_INLINE, ProtocolError, RespParser
+from netmux.apps.resp import MAX_ARGUMENTS, MAX_BULK, MAX_INLINE, MAX_QUERY, ProtocolError, RespParser, split_inline
 
 
 def encode(command: List[bytes]) -> bytes:
@@ -36,7 +37,8 @@ def feed_all(parser: RespParser, chunks: List[bytes]) -> List[List[bytes]]:
 
 
 commands_strategy = st.lists(st.lists(st.binary(max_size=40), min_size=1, max_size=5), min_size=1, max_size=8)
-inline_word = st.binary(min_size=1, max_size=10).filter(lambda word: not any(c in word for c in b" \t\r\n\x0b\x0c*"))
+inline_word = st.binary(min_size=1, max_size=10).filter(
+    lambda word: not any(c in word for c in b" \t\r\n\x0b\x0c*\"'\x00"))
 
 
 @settings(max_examples=300, deadline=None)
@@ -84,37 +86,88 @@ def test_arbitrary_bytes_stay_bounded_and_a_fault_is_sticky(garbage, points):
         assert parser.buffered <= max(MAX_INLINE, 100 + 2) + 1
 
 
+def as_the_server_feeds(stream: bytes, first: int) -> List[bytes]:
+    """``stream`` cut after ``first`` bytes, then in 16 KiB slices (kv.py's _PARSE_SLICE, Redis's read)."""
+    rest = stream[first:]
+    return [stream[:first]] + [rest[start:start + 16384] for start in range(0, len(rest), 16384)]
+
+
+# Each checked against redis-server 7.0.15 with a raw socket: the same message, then the close.
 @pytest.mark.parametrize("stream, message", [
     (b"*1\r\n$-5\r\n", "invalid bulk length"),
     (b"*1\r\n$-1\r\n", "invalid bulk length"),
-    (b"*1\r\n$1048577\r\n", "invalid bulk length"),
+    (b"*1\r\n$536870913\r\n", "invalid bulk length"),
     (b"*1\r\n$99999999999999999999\r\n", "invalid bulk length"),
-    (b"*1048577\r\n", "invalid multibulk length"),
-    (b"*-2\r\n", "invalid multibulk length"),
-    (b"*1x\r\n", "invalid multibulk length"),
-    (b"*1\r\n$1\x00\r\n", "invalid bulk length"),
-    (b"*\x00\r\n", "invalid multibulk length"),
+    (b"*1\r\n$04\r\nPING\r\n", "invalid bulk length"),
     (b"*1\r\n$ 3\r\nabc\r\n", "invalid bulk length"),
     (b"*1\r\n$+3\r\nabc\r\n", "invalid bulk length"),
+    (b"*1\r\n$\r\n", "invalid bulk length"),
+    (b"*2147483648\r\n", "invalid multibulk length"),
+    (b"*-0\r\n", "invalid multibulk length"),
+    (b"*-99999999999999999999\r\n", "invalid multibulk length"),
+    (b"*01\r\n$4\r\nPING\r\n", "invalid multibulk length"),
+    (b"*+1\r\n$4\r\nPING\r\n", "invalid multibulk length"),
+    (b"*1x\r\n", "invalid multibulk length"),
+    (b"*1\n$4\r\nPING\r\n", "invalid multibulk length"),
+    (b"*\r\n", "invalid multibulk length"),
+    (b"*1" + b"1" * 40 + b"\r\n", "invalid multibulk length"),
     (b"*1\r\n:3\r\n", "expected '$', got ':'"),
-    (b"*1\r\n$3\r\nabcXY", "bulk string not followed by CRLF"),
-    (b"*1" + b"1" * 40, "too big length line"),
-    (b"*1\r\n$" + b"1" * 40, "too big length line"),
+    (b"*1\r\n\xe9\r\n", "expected '$', got '\xe9'"),
+    (b'ECHO "abc"def\r\n', "unbalanced quotes in request"),
+    (b"ECHO 'abc'def\r\n", "unbalanced quotes in request"),
+    (b'ECHO "abc\r\n', "unbalanced quotes in request"),
+    (b"ECHO 'a\\'\r\n", "unbalanced quotes in request"),
+    (b'ECHO "a\\"\r\n', "unbalanced quotes in request"),
+    (b'ECHO "a""b"\r\n', "unbalanced quotes in request"),
+    (b"*" + b"1" * (MAX_INLINE + 1), "too big mbulk count string"),
+    (b"*1\r\n$" + b"1" * (MAX_INLINE + 1), "too big bulk count string"),
     (b"GET " + b"k" * (200 * 1024) + b"\r\n", "too big inline request"),
     (b"GET " + b"k" * (200 * 1024), "too big inline request"),
+    # A NUL before a line's end: Redis's strchr never finds the end, so the line
+    # waits for more, and the connection fails once 64 KiB are held.
+    (b"*1\x00\r\n" + b"PING\r\n" * 11000, "too big mbulk count string"),
+    (b"*1\r\n$4\x00\r\n" + b"PING\r\n" * 11000, "too big bulk count string"),
+    (b"ECHO a\x00b\r\n" + b"PING\r\n" * 11000, "too big inline request"),
 ], ids=lambda value: repr(value[:24]) if isinstance(value, bytes) else None)
-def test_malformed_requests_are_sticky_protocol_errors(stream, message):
-    bytewise = [bytes([byte]) for byte in stream[:300]] + ([stream[300:]] if len(stream) > 300 else [])
-    for chunks in ([stream], [stream[:1], stream[1:]], bytewise):
+def test_malformed_requests_are_sticky_protocol_errors_worded_as_redis(stream, message):
+    for first in (16384, 1, 5, 300):
         parser = RespParser()
-        for chunk in chunks:
+        for chunk in as_the_server_feeds(stream, first):
             if parser.error is not None:
                 break
             assert feed(parser, chunk) == []
-        assert str(parser.error) == message, chunks[:3]
-        assert parser.buffered <= MAX_INLINE + 1
-        with pytest.raises(ProtocolError, match="Protocol|length|request|CRLF|expected"):
+            assert parser.buffered <= MAX_INLINE
+        assert str(parser.error) == message, first
+        with pytest.raises(ProtocolError, match=re.escape(message)):
             parser.feed(b"PING\r\n")
+
+
+@pytest.mark.parametrize("stream, reply", [
+    (b"*1\r\n:3\r\n", b"-ERR Protocol error: expected '$', got ':'\r\n"),
+    (b"*1\r\n\xe9\r\n", b"-ERR Protocol error: expected '$', got '\xe9'\r\n"),    # the byte, raw
+    (b"*1\r\n\n\r\n", b"-ERR Protocol error: expected '$', got ' '\r\n"),         # no line break in it
+])
+def test_the_protocol_error_reply_is_redis_byte_for_byte(stream, reply):
+    with pytest.raises(ProtocolError) as raised:
+        RespParser().feed(stream)
+    assert raised.value.reply() == reply
+
+
+def test_a_bulk_body_is_followed_by_two_bytes_redis_does_not_check():
+    assert RespParser().feed(b"*1\r\n$4\r\nPINGxx*1\r\n$4\r\nPING\r\n") == [[b"PING"], [b"PING"]]
+
+
+def test_a_length_line_ends_at_its_first_cr_and_the_byte_after_it_whatever_it_is():
+    parser = RespParser()
+    assert parser.feed(b"*1\rX$4\r") == []
+    assert parser.feed(b"\nPING\r\n") == [[b"PING"]]
+
+
+def test_a_nul_before_a_line_end_stalls_the_connection_as_redis_strchr_does():
+    for stream in (b"*1\x00\r\n$4\r\nPING\r\n", b"*1\r\n$4\x00\r\nPING\r\nPING\r\n", b"ECHO \"a\x00b\"\r\nPING\r\n",
+                   b"*1\r\n\x00\r\n"):
+        parser = RespParser()
+        assert feed_all(parser, [stream, b"PING\r\n"]) == [] and parser.error is None
 
 
 def test_commands_before_a_fault_come_with_the_error_as_framing_errors_frames_do():
@@ -143,8 +196,9 @@ def test_binary_values_with_nul_and_crlf_inside_are_kept_exactly():
     assert RespParser().feed(encode([b"SET", b"\x00k", value])) == [[b"SET", b"\x00k", value]]
 
 
-def test_empty_and_null_multibulk_and_blank_inline_lines_run_nothing():
-    assert RespParser().feed(b"*0\r\n*-1\r\n\r\n   \r\n\n" + encode([b"PING"])) == [[b"PING"]]
+def test_empty_and_negative_multibulk_counts_and_blank_inline_lines_run_nothing():
+    stream = b"*0\r\n*-1\r\n*-10\r\n*-9223372036854775808\r\n\r\n   \r\n\n\x0b\r\n\r\r\n"
+    assert RespParser().feed(stream + encode([b"PING"])) == [[b"PING"]]
 
 
 def test_a_large_value_fed_byte_by_byte_is_held_not_reparsed():
@@ -163,10 +217,17 @@ def test_a_large_value_fed_byte_by_byte_is_held_not_reparsed():
     assert joins <= 20       # once per header/argument, not once per byte
 
 
-def test_the_argument_count_limit_is_redis_own():
-    assert MAX_ARGUMENTS == 1024 * 1024
+def test_the_default_limits_are_redis_7_own():
+    assert (MAX_ARGUMENTS, MAX_INLINE, MAX_BULK, MAX_QUERY) == (2**31 - 1, 65536, 512 * 2**20, 2**30)
     parser = RespParser()
-    assert feed(parser, b"*1048576\r\n") == [] and parser.error is None
+    assert (parser.max_bulk, parser.max_total) == (MAX_BULK, MAX_QUERY)
+    assert feed(parser, b"*2147483647\r\n$536870912\r\n") == [] and parser.error is None
+
+
+def test_memory_follows_what_was_sent_not_what_was_announced():
+    parser = RespParser()
+    parser.feed(b"*2147483647\r\n" + b"$0\r\n\r\n" * 10 + b"$536870912\r\nabc")
+    assert parser.buffered == 3 and parser.error is None
 
 
 def test_one_request_may_not_announce_more_than_max_total_bytes():
@@ -174,7 +235,7 @@ def test_one_request_may_not_announce_more_than_max_total_bytes():
     assert feed(parser, encode([b"MSET", b"a", b"x" * 10, b"b", b"x" * 9])) == [[b"MSET", b"a", b"x" * 10, b"b", b"x" * 9]]
     assert feed(parser, b"*5\r\n$4\r\nMSET\r\n$1\r\na\r\n$10\r\n" + b"x" * 10 + b"\r\n$1\r\nb\r\n$10\r\n") == []
     assert str(parser.error) == "too big request" and parser.buffered == 0
-    assert RespParser(max_bulk=1000).max_total == 64000
+    assert RespParser(max_bulk=1000).max_total == MAX_QUERY
 
 
 @pytest.mark.parametrize("limits", [{"max_bulk": -1}, {"max_total": -1}])
@@ -189,3 +250,122 @@ def test_negative_limits_are_refused(limits):
 ])
 def test_reply_encoders(reply, encoded):
     assert reply == encoded
+
+
+# ----------------------------------------------------------------------
+# Inline commands: Redis's sdssplitargs, transliterated from sds.c as the reference
+# ----------------------------------------------------------------------
+def sdssplitargs(line: bytes) -> Optional[List[bytes]]:
+    """sds.c's loop, statement for statement (C's isspace; a NUL ends the string)."""
+    line += b"\x00"
+    space = b" \t\n\r\x0b\x0c"
+    hexdigits = b"0123456789abcdefABCDEF"
+    escaped = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("a"): 7}
+    p, words = 0, []
+    while True:
+        while line[p] and line[p] in space:
+            p += 1
+        if not line[p]:
+            return words
+        inq = insq = done = False
+        current = bytearray()
+        while not done:
+            c = line[p]
+            if inq:
+                if c == 92 and line[p + 1] == ord("x") and line[p + 2] and line[p + 2] in hexdigits \
+                        and line[p + 3] and line[p + 3] in hexdigits:
+                    current.append(int(line[p + 2:p + 4], 16))
+                    p += 3
+                elif c == 92 and line[p + 1]:
+                    p += 1
+                    current.append(escaped.get(line[p], line[p]))
+                elif c == 34:
+                    if line[p + 1] and line[p + 1] not in space:
+                        return None
+                    done = True
+                elif not c:
+                    return None
+                else:
+                    current.append(c)
+            elif insq:
+                if c == 92 and line[p + 1] == 39:
+                    p += 1
+                    current.append(39)
+                elif c == 39:
+                    if line[p + 1] and line[p + 1] not in space:
+                        return None
+                    done = True
+                elif not c:
+                    return None
+                else:
+                    current.append(c)
+            elif c in b" \n\r\t\x00":
+                done = True
+            elif c == 34:
+                inq = True
+            elif c == 39:
+                insq = True
+            else:
+                current.append(c)
+            if line[p]:
+                p += 1
+        words.append(bytes(current))
+
+
+inline_byte = st.sampled_from(b" \t\r\x0b\x0c\x1c\"'\\xnrtba0fFgG7\xe9")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(inline_byte, max_size=40).map(bytes))
+def test_inline_lines_split_as_redis_sdssplitargs_does(line):
+    assert split_inline(line) == sdssplitargs(line)
+
+
+@pytest.mark.parametrize("line, words", [
+    (b'SET "a b" c', [b"SET", b"a b", b"c"]),
+    (b'SET k "x"', [b"SET", b"k", b"x"]),
+    (b'ECHO "\\x41\\x4a\\x4"', [b"ECHO", b"AJx4"]),
+    (b'ECHO "\\n\\r\\t\\b\\a\\z\\\\\\""', [b"ECHO", b'\n\r\t\x08\x07z\\"']),
+    (b"ECHO 'a\\'b\\n'", [b"ECHO", b"a'b\\n"]),
+    (b'ECHO a"b c"', [b"ECHO", b"ab c"]),
+    (b"ECHO '' \"\"", [b"ECHO", b"", b""]),
+    (b"ECHO a\x0bb\x0cc", [b"ECHO", b"a\x0bb\x0cc"]),
+    (b'ECHO "a"\x0bb', [b"ECHO", b"a", b"b"]),
+    (b'ECHO "abc"def', None), (b"ECHO 'abc", None),
+])
+def test_inline_quoting_as_redis_cli_users_type_it(line, words):
+    assert split_inline(line) == words
+
+
+def test_an_inline_line_ends_at_lf_and_one_cr_before_it_is_dropped():
+    assert RespParser().feed(b'ECHO "a\rb"\r\nECHO a\rb\r\r\n') == [[b"ECHO", b"a\rb"], [b"ECHO", b"a", b"b"]]
+
+
+def test_unbalanced_quotes_come_after_the_commands_before_them():
+    with pytest.raises(ProtocolError) as raised:
+        RespParser().feed(b'PING\r\nSET "a b" c\r\nECHO "x\r\nPING\r\n')
+    assert raised.value.commands == [[b"PING"], [b"SET", b"a b", b"c"]]
+    assert str(raised.value) == "unbalanced quotes in request"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.binary(max_size=8).filter(lambda word: b"\x00" not in word), min_size=1, max_size=4),
+                min_size=1, max_size=6), st.lists(st.integers(min_value=0), max_size=20))
+def test_words_quoted_as_redis_cli_quotes_them_come_back_whole_under_any_chunking(commands, points):
+    def quote(word: bytes) -> bytes:               # sdscatrepr, as redis-cli --no-raw prints a value
+        return b'"' + b"".join(b"\\x%02x" % byte for byte in word) + b'"'
+    stream = b"".join(b" ".join(quote(word) for word in command) + b"\r\n" for command in commands)
+    assert feed_all(RespParser(), cut(stream, points)) == commands
+
+
+def test_long_unfinished_lines_fed_byte_by_byte_are_parsed_once_not_once_per_byte(monkeypatch):
+    parses = []
+    parse = RespParser._parse
+    monkeypatch.setattr(RespParser, "_parse", lambda self, data, commands: parses.append(1) or parse(self, data, commands))
+    for stream in (b"ECHO " + b"x" * 60000 + b"\r\n",                   # inline: waits for its LF
+                   b"*1\x00" + b"1" * 60000,                             # a NUL: stalled, never re-read
+                   b"*1\r\n$" + b"1" * 60000):                          # a length line: waits for its CR
+        parser, parses[:] = RespParser(), []
+        for index in range(len(stream)):
+            feed(parser, stream[index:index + 1])
+        assert len(parses) <= 3, stream[:10]

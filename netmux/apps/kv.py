@@ -1,12 +1,13 @@
 """kv: an in-memory key-value store that ``redis-cli`` and ``redis-benchmark`` talk to.
 
 Where it sits: a ready-made server on the public API alone (``import netmux``),
-in three modules, bottom to top:
+in four modules, bottom to top:
 
-* ``resp.py`` -- the RESP2 parser, sans-IO: bytes in, commands out, with
-  Redis's request limits;
+* ``resp.py`` -- the RESP2 parser, sans-IO: bytes in, commands out, read as
+  redis-server reads them, with Redis's request limits;
+* ``kvdump.py`` -- the dump file: its format, atomic writes, stale temp files;
 * ``kvstore.py`` -- the keyspace and its commands, sans-IO: a command in, an
-  encoded reply out; expiry; the dump file;
+  encoded reply out; expiry; saving and loading through ``kvdump``;
 * this module -- the network side: ``KVHandler``, one per connection, runs the
   commands the parser hands up, ``commands_per_turn`` (128) a turn, and writes
   the replies of a turn in one ``write`` (pipelining costs one ``send`` per
@@ -27,16 +28,20 @@ Tests: ``tests/test_app_kv.py``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import logging
 import os
+import signal
 import sys
-from typing import Any, List, Optional
+import threading
+from typing import Any, Iterator, List, Optional
 
 import netmux
 from netmux.apps import byte_count, stream_server
+from netmux.apps.kvdump import remove_stale_temps
 from netmux.apps.kvstore import CommandError, Store, execute, subcommand
-from netmux.apps.resp import ProtocolError, RespParser, bulk, error
+from netmux.apps.resp import MAX_BULK, ProtocolError, RespParser, bulk
 
 DESCRIPTION = "key-value store speaking the Redis protocol (redis-cli, redis-benchmark)"
 DEFAULT_PORT = 6379                 # Redis's: redis-cli and redis-benchmark find it unasked
@@ -168,9 +173,10 @@ class KVHandler(netmux.Handler):
         return True
 
     def _protocol_error(self) -> None:
-        message = self._parser.error
-        logger.info("kv: protocol error from %s: %s", self.transport.get_extra_info("peername"), message)
-        self.transport.write(error(f"ERR Protocol error: {message}"))
+        fault = self._parser.error
+        assert fault is not None
+        logger.info("kv: protocol error from %s: %s", self.transport.get_extra_info("peername"), fault)
+        self.transport.write(fault.reply())
         self.transport.close()
 
     def drain_started(self) -> None:
@@ -271,27 +277,34 @@ class KVServer:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """kv's own options (the command line adds --host, --port and the rest)."""
-    parser.add_argument("--max-request", type=byte_count, default=1 << 20, metavar="BYTES",
-                        help="largest bulk string a client may send (default: 1048576)")
-    parser.add_argument("--dump", metavar="FILE", default=None,
+    parser.add_argument("--max-request", type=byte_count, default=MAX_BULK, metavar="BYTES",
+                        help=f"largest bulk string a client may send (default: {MAX_BULK}, "
+                             "Redis's proto-max-bulk-len)")
+    parser.add_argument("--dump", metavar="FILE", default=None, type=_dump_path,
                         help="load FILE at start, save it on SAVE and on a graceful stop")
+
+
+def _dump_path(text: str) -> str:
+    """``--dump``'s type: an empty path named no file, and the data was lost at the stop."""
+    if not text:
+        raise argparse.ArgumentTypeError("must name a file (an empty path would lose the data at the stop)")
+    return text
 
 
 def make_server(args: argparse.Namespace, reactor: netmux.Reactor) -> KVServer:
     """Build the kv server the parsed ``args`` describe, on ``reactor``.
 
     Raises OSError (the address in use, the dump's directory not writable) or
-    ValueError (a damaged dump file, which is left as it is).
+    ValueError (a damaged dump file, which is left as it is). SIGINT or SIGTERM
+    while the dump loads is a stop as the command line's others: SystemExit(0),
+    nothing saved.
     """
     store = Store(dump_path=args.dump, port=args.port)
     if args.dump is not None:
-        # Fail now, not at the stop, when the dump could not be written.
-        directory = os.path.dirname(os.path.abspath(args.dump))
-        if not os.path.isdir(directory):
-            raise FileNotFoundError(errno.ENOENT, "the dump's directory does not exist", directory)
-        if not os.access(directory, os.W_OK | os.X_OK):
-            raise PermissionError(errno.EACCES, "cannot write the dump's directory", directory)
-        logger.info("kv: loaded %d keys from %s", store.load(), args.dump)
+        _check_dump_directory(args.dump)
+        for stale in remove_stale_temps(args.dump):
+            logger.warning("kv: removed %s, left by a save that did not finish", stale)
+        _load(store, args.dump)
     max_request = args.max_request
     server = KVServer(stream_server(args, lambda: KVHandler(store, max_request), reactor), store)
     if isinstance(server.server_address, tuple):
@@ -299,6 +312,53 @@ def make_server(args: argparse.Namespace, reactor: netmux.Reactor) -> KVServer:
     else:
         store.port = 0          # Redis's INFO says tcp_port:0 when it serves a Unix socket only
     return server
+
+
+def _check_dump_directory(path: str) -> None:
+    """Fail now, not at the stop, when the dump could not be written."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(errno.ENOENT, "the dump's directory does not exist", directory)
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "cannot write the dump's directory", directory)
+
+
+class _Stopped(Exception):
+    """SIGINT or SIGTERM arrived while the dump was loading."""
+
+
+def _load(store: Store, path: str) -> None:
+    """Load the dump at ``path`` into ``store``, if there is one; a stop meanwhile exits 0."""
+    if not os.path.exists(path):
+        logger.info("kv: no dump file at %s, starting empty", path)
+        return
+    logger.info("kv: loading %s", path)
+    try:
+        with _stop_signals_raise():
+            count = store.load()
+    except _Stopped as stop:
+        logger.info("%s: shutting down while %s was loading (nothing saved)", stop, path)
+        raise SystemExit(0) from None
+    logger.info("kv: loaded %d keys from %s", count, path)
+
+
+@contextlib.contextmanager
+def _stop_signals_raise() -> Iterator[None]:
+    """SIGINT and SIGTERM raise _Stopped in the block (the command line's handlers
+    come later, once the server exists); only the main thread can set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise _Stopped(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

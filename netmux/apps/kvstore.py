@@ -13,9 +13,9 @@ Redis samples random keys for that; we keep a heap of deadlines instead, which
 finds exactly the expired keys, and bound the work per call. Deadlines are
 wall-clock milliseconds, so they mean the same after a restart.
 
-The dump file (``--dump``) is a small checked binary format, written
-atomically; it is input, so it is never unpickled and a damaged one is refused
-whole rather than half loaded.
+The dump file (``--dump``) is ``kvdump.py``'s: a small checked binary format,
+written atomically; it is input, so it is never unpickled and a damaged one is
+refused whole rather than half loaded.
 """
 from __future__ import annotations
 
@@ -23,13 +23,11 @@ import heapq
 import logging
 import os
 import re
-import struct
-import tempfile
 import time
-import zlib
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 from netmux import __version__
+from netmux.apps.kvdump import read_dump, write_dump
 from netmux.apps.resp import array, bulk, error, integer
 
 __all__ = ["Store", "CommandError", "CommandTable", "execute", "subcommand", "write_dump", "read_dump"]
@@ -721,74 +719,18 @@ def subcommand(args: List[bytes], arities: Dict[bytes, int]) -> bytes:
 
 
 def _unknown_command(args: List[bytes]) -> bytes:
-    """Redis's wording, which redis-cli users recognise."""
-    name = args[0][:128].decode("utf-8", "replace")
-    quoted = "".join(f"'{arg[:128].decode('utf-8', 'replace')}' " for arg in args[1:16])
-    return error(f"ERR unknown command '{name}', with args beginning with: {quoted}")
+    """Redis's reply, byte for byte (server.c's processCommand): arguments quoted while
+    under 128 bytes, each cut to what is left of them; the bytes as sent, but a NUL
+    ends a word (C strings) and CR, LF become spaces (found by the differential test)."""
+    quoted = b""
+    for index in range(1, len(args)):
+        if len(quoted) >= 128:
+            break
+        quoted += b"'%s' " % _c_string(args[index][:128 - len(quoted)])
+    text = b"ERR unknown command '%s', with args beginning with: %s" % (_c_string(args[0][:128]), quoted)
+    return b"-%s\r\n" % text.replace(b"\r", b" ").replace(b"\n", b" ")
 
 
-# ======================================================================
-# The dump file: magic, then (key length, value length, deadline) records, then a CRC32
-# ======================================================================
-_MAGIC = b"NETMUX-KV 1\n"
-_RECORD = struct.Struct(">IIq")     # key length, value length, deadline in Unix ms (-1: none)
-
-
-def write_dump(path: str, items: Any) -> None:
-    """Write ``(key, value, deadline)`` items to ``path`` atomically.
-
-    A crash at any moment leaves either the old file or the new one whole: the
-    new one is written to a temp file in the same directory (so the rename
-    cannot cross file systems), fsynced, renamed over the old, and the
-    directory is fsynced so the rename itself survives a power cut.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    descriptor, temp_path = tempfile.mkstemp(dir=directory, prefix=".kv-dump-", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            crc = zlib.crc32(_MAGIC)
-            file.write(_MAGIC)
-            for key, value, deadline in items:
-                record = _RECORD.pack(len(key), len(value), deadline) + key + value
-                crc = zlib.crc32(record, crc)
-                file.write(record)
-            file.write(struct.pack(">I", crc))
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp_path, path)
-    except BaseException:
-        try:
-            os.unlink(temp_path)
-        except OSError:
-            pass
-        raise
-    directory_descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(directory_descriptor)
-    finally:
-        os.close(directory_descriptor)
-
-
-def read_dump(path: str) -> List[Tuple[bytes, bytes, int]]:
-    """The ``(key, value, deadline)`` items of a dump; ValueError if it is not one, whole."""
-    with open(path, "rb") as file:
-        content = file.read()
-    if not content.startswith(_MAGIC) or len(content) < len(_MAGIC) + 4:
-        raise ValueError(f"{path}: not a netmux kv dump")
-    body, (crc,) = memoryview(content)[:-4], struct.unpack(">I", content[-4:])
-    if zlib.crc32(body) != crc:
-        raise ValueError(f"{path}: checksum mismatch (truncated or corrupt)")
-    items = []
-    position = len(_MAGIC)
-    while position < len(body):
-        if position + _RECORD.size > len(body):
-            raise ValueError(f"{path}: truncated record at byte {position}")
-        key_length, value_length, deadline = _RECORD.unpack_from(body, position)
-        position += _RECORD.size
-        end = position + key_length + value_length
-        if end > len(body):
-            raise ValueError(f"{path}: record overruns the file at byte {position}")
-        items.append((bytes(body[position:position + key_length]),
-                      bytes(body[position + key_length:end]), deadline))
-        position = end
-    return items
+def _c_string(word: bytes) -> bytes:
+    """``word`` as C's ``%s`` prints it: up to its first NUL."""
+    return word.split(b"\x00", 1)[0]

@@ -1,11 +1,27 @@
 """RESP2, the Redis protocol, sans-IO: bytes in, commands (lists of bytes) out.
 
 Where it sits: under ``kv.py``, beside ``netmux.framing``. It imports no
-socket and no reactor; its tests feed bytes (``tests/test_app_resp.py``).
+socket and no reactor; its tests feed bytes (``tests/test_app_resp.py``), and
+``tests/test_app_kv_differential.py`` sends the same bytes to redis-server.
 
 A client sends either a *multibulk* request, ``*2\\r\\n$3\\r\\nGET\\r\\n$1\\r\\nk\\r\\n``,
 or an *inline* one, ``GET k\\r\\n`` (what a human types into ``nc``). Both
-become ``[b"GET", b"k"]``.
+become ``[b"GET", b"k"]``. Both are read exactly as redis-server 7.0 reads
+them (networking.c), quirks included, because a client cannot tell the two
+servers apart otherwise:
+
+* An inline line ends at ``\\n`` (one ``\\r`` before it dropped) and is split by
+  ``split_inline``, Redis's ``sdssplitargs``: blanks separate words; in double
+  quotes ``\\xHH``, ``\\n``, ``\\r``, ``\\t``, ``\\b``, ``\\a`` and ``\\<any>``;
+  in single quotes only ``\\'``; a closing quote followed by anything but a
+  blank, or a quote left open, is "unbalanced quotes in request".
+* A length line (``*N``, ``$N``) ends at its first ``\\r`` and the byte after
+  it, whatever that byte is; ``N`` is strict decimal (no ``+``, no leading
+  zero); ``*0`` and any negative count are skipped; after a bulk body two
+  bytes are skipped unchecked (Redis does not look at them).
+* Redis finds line ends with ``strchr``, which stops at a NUL byte: a NUL
+  before the end of a line means the line never ends for Redis. We do the
+  same (the connection waits, then fails at the 64 KiB line limit).
 
 Linear work, whatever the chunking:
 
@@ -15,30 +31,36 @@ Linear work, whatever the chunking:
 * A request cut between two reads keeps its progress (arguments done, the
   bulk length announced), so the next read resumes where the last stopped and
   nothing is parsed twice. Held bytes are only re-joined when a frame can
-  have completed: the announced bulk is all there, or a line ended (a ``\\n``
-  arrived). A 1 MiB value sent one byte at a time costs one join, not a
-  million.
+  have completed: the announced bulk is all there, or a line's end arrived.
+  A 1 MiB value sent one byte at a time costs one join, not a million.
 
-Limits, checked as soon as they are known and never buffering past them
-(Redis's own numbers): a bulk string over ``max_bulk`` bytes (the ``--max-request``
-of ``python -m netmux kv``), more than 1,048,576 arguments, an inline line over
-64 KiB, a length line over 32 bytes; and, where Redis relies on its 1 GiB
-query-buffer limit, one request whose arguments add up to more than ``max_total``
-bytes (64 × ``max_bulk`` unless given), so that a single MSET cannot take all memory. Anything malformed -- a negative or
-non-decimal length, a missing ``\\r\\n`` after a bulk, a ``*`` request whose
-items are not ``$`` bulks -- is a protocol error. Errors are sticky: the
-stream is bad, and the caller replies ``-ERR Protocol error: ...`` and closes.
+Limits, Redis's defaults, checked as soon as they are known; memory follows
+what the client sent, never what it announced (nothing is preallocated):
+a bulk string over ``max_bulk`` (proto-max-bulk-len, 512 MiB; ``--max-request``
+of ``python -m netmux kv``) or a count over ``2**31 - 1`` (Redis 7's limit, not
+6's 1,048,576); an unfinished line held past 64 KiB (PROTO_INLINE_MAX_SIZE:
+"too big inline request", "too big mbulk count string", "too big bulk count
+string"; like Redis this is checked on what is held after a read, and the
+server feeds 16 KiB at a time as Redis reads); and, ours, one request whose
+arguments add up to more than ``max_total`` (1 GiB, client-query-buffer-limit,
+where Redis would close without a word). Errors are sticky: the stream is
+bad, and the caller replies ``-ERR Protocol error: ...`` (``error_reply``) and
+closes.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Union
+import re
+from typing import List, Optional, Tuple, Union
 
-__all__ = ["ProtocolError", "RespParser", "MAX_ARGUMENTS", "MAX_INLINE", "bulk", "error", "integer",
-           "array"]
+__all__ = ["ProtocolError", "RespParser", "MAX_ARGUMENTS", "MAX_INLINE", "MAX_BULK", "MAX_QUERY",
+           "split_inline", "bulk", "error", "integer", "array"]
 
-MAX_ARGUMENTS = 1024 * 1024      # Redis: "invalid multibulk length" above this
-MAX_INLINE = 64 * 1024           # Redis's PROTO_INLINE_MAX_SIZE
-_MAX_LENGTH_LINE = 32            # "*1048576" or "$1048576" are 8 bytes; 32 is generous
+MAX_ARGUMENTS = (1 << 31) - 1    # Redis 7: "invalid multibulk length" above INT_MAX
+MAX_INLINE = 64 * 1024           # Redis's PROTO_INLINE_MAX_SIZE: an unfinished line, any kind
+MAX_BULK = 512 * 1024 * 1024     # Redis's proto-max-bulk-len default
+MAX_QUERY = 1024 * 1024 * 1024   # Redis's client-query-buffer-limit default
+_TOO_BIG = {"inline": "too big inline request", "*": "too big mbulk count string",
+            "$": "too big bulk count string"}
 
 
 class ProtocolError(ValueError):
@@ -53,6 +75,11 @@ class ProtocolError(ValueError):
         super().__init__(message)
         self.commands: List["Command"] = []
 
+    def reply(self) -> bytes:
+        """The error reply Redis sends, byte for byte (a byte it quotes is sent raw)."""
+        text = str(self).replace("\r", " ").replace("\n", " ")
+        return b"-ERR Protocol error: %s\r\n" % text.encode("latin-1", "replace")
+
 
 Command = List[bytes]
 
@@ -66,17 +93,18 @@ class RespParser:
     keeps it, and any later ``feed`` raises it again.
     """
 
-    __slots__ = ("max_bulk", "max_total", "error", "_held", "_need", "_arguments", "_remaining",
-                 "_bulk_length", "_budget")
+    __slots__ = ("max_bulk", "max_total", "error", "_held", "_need", "_stalled", "_arguments",
+                 "_remaining", "_bulk_length", "_budget")
 
-    def __init__(self, max_bulk: int = 1 << 20, max_total: Optional[int] = None) -> None:
+    def __init__(self, max_bulk: int = MAX_BULK, max_total: Optional[int] = None) -> None:
         if max_bulk < 0 or (max_total is not None and max_total < 0):
             raise ValueError("limits must not be negative")
         self.max_bulk = max_bulk
-        self.max_total = 64 * max_bulk if max_total is None else max_total
+        self.max_total = MAX_QUERY if max_total is None else max_total
         self.error: Optional[ProtocolError] = None
         self._held = bytearray()       # bytes of a request not yet complete
         self._need = 0                 # len(_held) a bulk body waits for; 0: waiting for a line
+        self._stalled = False          # a NUL came before the line's end: it never ends (strchr)
         self._arguments: Optional[Command] = None   # a multibulk request in progress
         self._remaining = 0            # its arguments still to come
         self._bulk_length = -1         # the current argument's announced length; -1: not read yet
@@ -97,6 +125,7 @@ class RespParser:
             if held:
                 held += data
                 if not self._may_complete(data):
+                    self._check_held()
                     return commands
                 data = bytes(held)
                 held.clear()
@@ -112,25 +141,33 @@ class RespParser:
             raise
         return commands
 
+    def _line_kind(self) -> str:
+        """What the held line is: ``inline``, a count (``*``) or a bulk length (``$``)."""
+        if self._arguments is not None:
+            return "$"
+        return "*" if self._held[:1] == b"*" else "inline"
+
     def _may_complete(self, data: bytes) -> bool:
-        """Whether the held bytes plus ``data`` can end a frame (else: keep holding)."""
+        """Whether the held bytes, ``data`` just added, can end a frame (else: keep holding)."""
+        if self._stalled:
+            return False
+        held = self._held
         if self._need:
-            return len(self._held) >= self._need
-        if b"\n" in data:
-            return True
-        self._check_held()
-        return False
+            return len(held) >= self._need
+        if self._line_kind() == "inline":
+            return b"\n" in data
+        # A length line ends at a "\r" and one more byte: look from the byte before data.
+        return held.find(b"\r", len(held) - len(data) - 1, len(held) - 1) >= 0
 
     def _check_held(self) -> None:
-        """A line still unterminated: fail as soon as it is longer than allowed."""
-        if self._need:
-            return
-        held = self._held
-        if self._arguments is None and held[:1] != b"*":
-            if len(held) > MAX_INLINE:
-                raise ProtocolError("too big inline request")
-        elif len(held) > _MAX_LENGTH_LINE:
-            raise ProtocolError("too big length line")
+        """A line still unfinished: fail once more than Redis would hold is held."""
+        if not self._need and len(self._held) > MAX_INLINE:
+            raise ProtocolError(_TOO_BIG[self._line_kind()])
+
+    def _stall(self, position: int) -> int:
+        """A NUL in the line: Redis's strchr never finds its end; hold until the limit."""
+        self._stalled = True
+        return position
 
     # ------------------------------------------------------------------
     # The parse proper: from position 0 of ``data``, return where it stopped
@@ -146,27 +183,28 @@ class RespParser:
                     if end < 0:
                         return position
                     line = data[position:end]
+                    # No quote, NUL, \v or \f (nearly always): bytes.split() is Redis's split.
+                    arguments = line.split() if _plain(line) else self._unusual_line(line)
+                    if arguments is None:
+                        return self._stall(position)
                     position = end + 1
-                    if len(line) > MAX_INLINE:
-                        raise ProtocolError("too big inline request")
-                    arguments = line.split()
                     if arguments:
                         commands.append(arguments)
                     continue
-                end = data.find(b"\r\n", position, position + _MAX_LENGTH_LINE + 2)
-                if end < 0:
-                    return self._unterminated(data, position)
+                end = data.find(b"\r", position)
+                if end < 0 or end + 2 > size:
+                    return position
                 count = _multibulk_length(data[position + 1:end])
+                if count is None:
+                    return self._stall(position)
                 position = end + 2
-                if count > MAX_ARGUMENTS:
-                    raise ProtocolError("invalid multibulk length")
-                if count <= 0:                                # *0 and *-1: nothing to run
+                if count <= 0:                                # *0 and *-N: nothing to run
                     continue
                 self._arguments = []
                 self._remaining = count
                 self._budget = self.max_total
             position = self._parse_bulks(data, position)
-            if self._remaining:
+            if self._remaining or self._stalled:
                 return position
             commands.append(self._arguments)
             self._arguments = None
@@ -184,21 +222,22 @@ class RespParser:
         remaining = self._remaining
         length = self._bulk_length
         budget = self._budget
+        max_bulk = self.max_bulk
         while remaining:
             if length < 0:
-                if position >= size:
-                    break
-                if data[position] != 36:                      # b"$"
-                    raise ProtocolError(f"expected '$', got {chr(data[position])!r}")
-                end = find(b"\r\n", position, position + _MAX_LENGTH_LINE + 2)
-                if end < 0:
-                    self._unterminated(data, position)
+                end = find(b"\r", position)
+                if end < 0 or end + 2 > size:
                     break
                 digits = data[position + 1:end]
-                if not digits.isdigit():
-                    raise ProtocolError("invalid bulk length")
-                length = int(digits)
-                if length > self.max_bulk:
+                if data[position] != 36 or end - position > 19 or not digits.isdigit() or (
+                        digits[0] == 48 and end - position > 2):  # not b"$N": the slow path
+                    length = self._bulk_header(data[position:end])
+                    if length < 0:
+                        self._stall(position)
+                        break
+                else:
+                    length = int(digits)
+                if length > max_bulk:
                     raise ProtocolError("invalid bulk length")
                 budget -= length
                 if budget < 0:
@@ -208,9 +247,7 @@ class RespParser:
             if end + 2 > size:
                 self._need = length + 2        # what the held bytes must reach
                 break
-            if data[end] != 13 or data[end + 1] != 10:        # b"\r\n"
-                raise ProtocolError("bulk string not followed by CRLF")
-            append(data[position:end])
+            append(data[position:end])         # the two bytes after it: skipped, as Redis does
             position = end + 2
             length = -1
             remaining -= 1
@@ -220,20 +257,106 @@ class RespParser:
         return position
 
     @staticmethod
-    def _unterminated(data: bytes, position: int) -> int:
-        """A length line without its CRLF: wait for more, unless it is already too long."""
-        if len(data) - position > _MAX_LENGTH_LINE + 1:
-            raise ProtocolError("too big length line")
-        return position
+    def _unusual_line(line: bytes) -> Optional[Command]:
+        """An inline line with quotes, \\v, \\f or a NUL: its words; None: a NUL (stall)."""
+        if b"\x00" in line:
+            return None
+        words = split_inline(line[:-1] if line[-1:] == b"\r" else line)
+        if words is None:
+            raise ProtocolError("unbalanced quotes in request")
+        return words
+
+    @staticmethod
+    def _bulk_header(line: bytes) -> int:
+        """A ``$`` line the fast path refused: its length, -1 (a NUL: stall) or the error."""
+        if b"\x00" in line:
+            return -1
+        if line[0] != 36:
+            raise ProtocolError(f"expected '$', got '{chr(line[0])}'")
+        length = _string2ll(line[1:])
+        if length is None or length < 0:
+            raise ProtocolError("invalid bulk length")
+        return length
 
 
-def _multibulk_length(digits: bytes) -> int:
-    """The count after ``*``: a decimal, or -1 (a null request, which Redis ignores)."""
-    if digits.isdigit():
+_LONG_LONG = re.compile(rb"0|-?[1-9][0-9]{0,18}")
+
+
+def _string2ll(digits: bytes) -> Optional[int]:
+    """Redis's ``string2ll``: strict decimal in C's long long, or None."""
+    if not _LONG_LONG.fullmatch(digits):
+        return None
+    number = int(digits)
+    return number if -(1 << 63) <= number < (1 << 63) else None
+
+
+def _multibulk_length(digits: bytes) -> Optional[int]:
+    """The count after ``*`` (zero or negative: a request to skip); None: a NUL (stall)."""
+    if digits.isdigit() and len(digits) < 10 and digits[0] != 48:    # 1 to 999,999,999: no regex
         return int(digits)
-    if digits == b"-1":
-        return -1
+    count = _string2ll(digits)
+    if count is not None and count <= MAX_ARGUMENTS:
+        return count
+    if b"\x00" in digits:
+        return None
     raise ProtocolError("invalid multibulk length")
+
+
+# ----------------------------------------------------------------------
+# Inline commands: Redis's sdssplitargs
+# ----------------------------------------------------------------------
+_SPACE = b" \t\n\r\x0b\x0c"                      # C's isspace: skipped between words
+_BLANKS = re.compile(rb"[ \t\n\r\x0b\x0c]*")
+_BARE = re.compile(rb"[^ \t\n\r\x00\"']*")       # a word's unquoted part (\v, \f stay in it)
+_DOUBLE = re.compile(rb'"((?:[^"\\]|\\.)*)"', re.DOTALL)
+_SINGLE = re.compile(rb"'((?:[^'\\]|\\'|\\(?!'))*)'")
+_ESCAPE = re.compile(rb"\\(x[0-9a-fA-F]{2}|.)", re.DOTALL)
+_ESCAPED = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"a": b"\a"}
+_plain = re.compile(rb"[^\"'\x0b\x0c\x00]*").fullmatch   # no quote, \v, \f, NUL: bytes.split() is Redis's
+
+
+def _unescape(match: "re.Match[bytes]") -> bytes:
+    code = match.group(1)
+    return bytes([int(code[1:], 16)]) if len(code) == 3 else _ESCAPED.get(code, code)
+
+
+def split_inline(line: bytes) -> Optional[List[bytes]]:
+    """An inline command's words as Redis's ``sdssplitargs`` makes them; None: unbalanced quotes.
+
+    ``line`` has no NUL and no line ending (the parser took them off). A word is
+    an unquoted part, then possibly one quoted part, which must be followed by a
+    blank or the end: ``a"b c"`` is ``ab c``, ``"a"b`` is unbalanced.
+    """
+    if _plain(line):
+        return line.split()
+    words: List[bytes] = []
+    position, size = _after_blanks(line, 0), len(line)
+    while position < size:
+        bare = _BARE.match(line, position)
+        word, position = bare.group(), bare.end()    # type: ignore[union-attr]  # "*": always
+        if position < size and line[position] in b"\"'":
+            quoted = _quoted(line, position)
+            if quoted is None:
+                return None
+            part, position = quoted
+            word += part
+        words.append(word)
+        position = _after_blanks(line, position)
+    return words
+
+
+def _quoted(line: bytes, position: int) -> Optional[Tuple[bytes, int]]:
+    """The quoted part at ``position``, unescaped, and where it ends; None: unbalanced."""
+    double = line[position] == 34
+    match = (_DOUBLE if double else _SINGLE).match(line, position)
+    if match is None or (match.end() < len(line) and line[match.end()] not in _SPACE):
+        return None
+    inner = match.group(1)
+    return (_ESCAPE.sub(_unescape, inner) if double else inner.replace(b"\\'", b"'")), match.end()
+
+
+def _after_blanks(line: bytes, position: int) -> int:
+    return _BLANKS.match(line, position).end()          # type: ignore[union-attr]  # "*": always
 
 
 # ----------------------------------------------------------------------
