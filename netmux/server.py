@@ -339,7 +339,12 @@ class _StreamServer(ServerLifecycle):
 
     def _tls_layer(self, handler: Any) -> Any:
         assert self._tls is not None
-        return self._tls.wrap(handler)         # the context as it is now: reload_tls()
+        layer = self._tls.wrap(handler)        # the context as it is now: reload_tls()
+        layer.on_handshake_failure = self._count_tls_failure
+        return layer
+
+    def _count_tls_failure(self) -> None:
+        self.tls_handshake_failures += 1
 
     def reload_tls(self, context: Any) -> None:
         """New connections use ``context`` (a renewed certificate); open ones keep

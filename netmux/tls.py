@@ -221,6 +221,9 @@ class TLSLayer(Layer):
         self._drain_waiters: List[List[Any]] = []
         self._high_water, self._low_water = water_marks()
         self._writing_paused = False
+        #: Called (no arguments) when the handshake fails or times out: a server
+        #: counts them for ``stats()['tls_handshake_failures']``.
+        self.on_handshake_failure: Optional[Callable[[], None]] = None
 
     def __repr__(self) -> str:
         return f"<TLSLayer {self._state} over {self.transport!r}>"
@@ -257,13 +260,19 @@ class TLSLayer(Layer):
 
     def _handshake_failed(self, exc: Exception) -> None:
         logger.info("%r: TLS handshake with %r failed: %s", self, self.get_extra_info("peername"), exc)
+        self._count_failure()
         self._end(exc, abort=False)
+
+    def _count_failure(self) -> None:
+        if self.on_handshake_failure is not None:
+            self.on_handshake_failure()
 
     def _handshake_timed_out(self) -> None:
         self._timer = None
         if self._state == _HANDSHAKE:
             logger.info("%r: TLS handshake with %r not done after %g s; aborting", self,
                         self.get_extra_info("peername"), self._handshake_timeout)
+            self._count_failure()
             self._end(TimeoutError(f"TLS handshake timed out after {self._handshake_timeout} s"),
                       abort=True)
 

@@ -440,7 +440,9 @@ def test_a_handshake_not_done_in_time_is_dropped(trickle: bool, reactor: netmux.
                 reactor.run_once(0.02)
             elapsed = time.monotonic() - start
         assert server.connections == 0 and 0.25 < elapsed < 3
+        assert server.stats()["tls_handshake_failures"] == 1
         assert _served(reactor, server, client_ctx)
+        assert server.stats()["tls_handshake_failures"] == 1    # a good handshake is no failure
     finally:
         server.server_close()
 
@@ -468,6 +470,7 @@ def test_plain_text_to_a_tls_port_is_logged_once_and_costs_that_connection(
         assert len(notable) == 1 and notable[0].levelno == logging.INFO and notable[0].exc_info is None
         assert "handshake" in notable[0].getMessage()
         assert handlers[0].lost == []                   # the handler never heard of it
+        assert server.stats()["tls_handshake_failures"] == 1
         assert _served(reactor, server, client_ctx)
     finally:
         server.server_close()
