@@ -395,12 +395,9 @@ def test_every_internal_link_of_the_built_site_leads_to_a_page_and_its_anchor(si
 # Furo's content column at a 1280 px window shows 90 characters of code; past
 # that a block scrolls sideways and hides the end of its lines (the comments).
 CODE_WIDTH = 88
-# The course's pages are being rewritten (issue 19's course item): they join the
-# check when that lands.
-WIDTH_PENDING = ("docs/tutorial/",)
 
 
-@pytest.mark.parametrize("page", [page for page in PAGES if not page.startswith(WIDTH_PENDING)])
+@pytest.mark.parametrize("page", PAGES)
 def test_every_code_line_the_site_shows_fits_the_column_at_1280_px(page):
     long_lines = []
     for block in (block for block in ALL_BLOCKS if block.page == page):

@@ -233,9 +233,11 @@ lines_strategy = st.lists(st.binary(max_size=20).filter(lambda line: b"\n" not i
 
 
 @settings(max_examples=300, deadline=None)
-@given(lines=lines_strategy, tail=st.binary(max_size=10).filter(lambda b: b"\n" not in b),
+@given(lines=lines_strategy,
+       tail=st.binary(max_size=10).filter(lambda b: b"\n" not in b),
        data=st.data())
-def test_step07_the_framer_gives_the_same_lines_however_the_stream_is_cut(lines, tail, data):
+def test_step07_the_framer_gives_the_same_lines_however_the_stream_is_cut(
+        lines, tail, data):
     stream = b"".join(step07.LineFramer.encode(line) for line in lines) + tail
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=12)))
     pieces = [stream[start:end] for start, end in zip([0] + cuts, cuts + [len(stream)])]

@@ -34,7 +34,7 @@ def where(listener: socket.socket) -> str:
 
 
 def serve(listener: socket.socket, clients: Optional[int] = None) -> None:
-    """Echo for each client in turn; return after ``clients`` clients (None: forever)."""
+    """Echo each client in turn; return after ``clients`` clients (None: forever)."""
     served = 0
     while clients is None or served < clients:
         conn, address = listener.accept()      # blocks until a client connects

@@ -90,9 +90,10 @@ def demo(n: int = 1000) -> None:
         thread.join()
         server.server_close()
     print(f"with a first client connected, the second's echo took {waited * 1000:.1f} ms")
+    resident, address_space = grown["VmRSS"], grown["VmSize"]
     print(f"{n} idle connections: +{grown['Threads']} threads, "
-          f"+{grown['VmRSS'] / 1024:.1f} MiB resident ({grown['VmRSS'] / n:.0f} KiB each), "
-          f"+{grown['VmSize'] / 1024:.0f} MiB of address space (stacks)")
+          f"+{resident / 1024:.1f} MiB resident ({resident / n:.0f} KiB each),\n"
+          f"  +{address_space / 1024:.0f} MiB of address space (stacks)")
 
 
 def main() -> None:

@@ -54,7 +54,8 @@ def recv_with_nothing_to_read() -> int:
     with client, server:
         try:
             server.recv(1024)
-        except BlockingIOError as exc:         # not an error: "nothing yet, come back later"
+        except BlockingIOError as exc:
+            # not an error: "nothing yet, come back later"
             return exc.errno
     raise AssertionError("recv returned without data")
 
@@ -89,7 +90,7 @@ def wait_readable(sock: socket.socket, count: int, timeout: float = 5.0) -> None
 
 
 def two_sends_in_one_piece() -> bytes:
-    """Surprise 3, first half: two sends, both queued when the reader looks, in one piece."""
+    """Surprise 3, first half: two queued sends, one ``recv``, one piece."""
     client, server = tcp_pair()
     with client, server:
         client.send(b"hello ")
@@ -98,8 +99,9 @@ def two_sends_in_one_piece() -> bytes:
         return server.recv(1024)               # both sends, in one piece
 
 
-def one_send_in_pieces(size: int = 1 << 20, timeout: float = 10.0) -> Tuple[List[int], int]:
-    """Surprise 3, second half: one ``sendall`` of ``size`` bytes, read with ``recv(size)``.
+def one_send_in_pieces(size: int = 1 << 20,
+                       timeout: float = 10.0) -> Tuple[List[int], int]:
+    """Surprise 3, second half: one ``sendall`` of ``size``, read with ``recv(size)``.
 
     Returns (the size of each piece recv returned, the receiver's SO_RCVBUF).
     """
@@ -113,7 +115,8 @@ def one_send_in_pieces(size: int = 1 << 20, timeout: float = 10.0) -> Tuple[List
         while sum(pieces) < size and time.monotonic() < deadline:
             select.select([server], [], [], timeout)
             try:
-                pieces.append(len(server.recv(size)))  # asks for all, gets what is there
+                # asks for all, gets what is there
+                pieces.append(len(server.recv(size)))
             except BlockingIOError:
                 pass
         sender.join()

@@ -60,7 +60,7 @@ class Connection:
             self.update()
 
     def data_received(self, data: bytes) -> None:
-        """What the server does with what arrived: echo it (step 7 answers lines instead)."""
+        """What the server does with what arrived: echo it (step 7 answers lines)."""
         self.write(data)
 
     def write(self, data: bytes) -> None:
@@ -217,7 +217,8 @@ def demo(size: int = 16 << 20) -> None:
                 stop()
         print(f"{name}: sent {size} bytes before reading, got {received} back")
     print(f"one idle client, loop turns per second: write always watched "
-          f"{turns_per_second(True):,.0f}, only while buffered {turns_per_second(False):,.0f}")
+          f"{turns_per_second(True):,.0f},\n"
+          f"  only while buffered {turns_per_second(False):,.0f}")
 
 
 def main() -> None:

@@ -55,7 +55,8 @@ class Loop:
             self.ready.append((callback, args))
 
     def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> None:
-        heapq.heappush(self.timers, (time.monotonic() + delay, next(self.sequence), callback, args))
+        deadline = time.monotonic() + delay
+        heapq.heappush(self.timers, (deadline, next(self.sequence), callback, args))
 
     def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
         self.call_soon(callback, *args)
@@ -117,14 +118,16 @@ class Loop:
 
 
 def tick_server(loop: Loop, listener: socket.socket, interval: float = 1.0) -> None:
-    """Send each client ``b"tick N\\n"`` every ``interval`` seconds, until it hangs up."""
+    """Send each client ``b"tick N\\n"`` every ``interval`` s, until it hangs up."""
     def tick(conn: socket.socket, n: int) -> None:
         if conn.fileno() < 0:
-            return                         # the client hung up: this timer chain ends here
+            # the client hung up: this timer chain ends here
+            return
         try:
             conn.send(b"tick %d\n" % n)
         except (BlockingIOError, ConnectionError):
-            pass                           # a full buffer skips a tick; a reset ends below
+            # a full buffer skips a tick; a reset ends below
+            pass
         loop.call_later(interval, tick, conn, n + 1)
 
     def readable(conn: socket.socket) -> None:
@@ -149,12 +152,13 @@ def tick_server(loop: Loop, listener: socket.socket, interval: float = 1.0) -> N
 
 
 def run_in_thread(loop: Loop) -> Callable[[], None]:
-    """Run ``loop`` in a thread; return what stops it and closes every socket it watches."""
+    """Run ``loop`` in a thread; return what stops it and closes the loop's sockets."""
     thread = threading.Thread(target=loop.run)
     thread.start()
 
     def stop() -> None:
-        loop.call_soon_threadsafe(loop.stop)   # the wake-up pair: select returns at once
+        # the wake-up pair: select returns at once
+        loop.call_soon_threadsafe(loop.stop)
         thread.join()
         for key in list(loop.selector.get_map().values()):
             if key.fileobj is not loop.wake_reader:

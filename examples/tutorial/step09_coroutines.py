@@ -43,9 +43,10 @@ def blocking_greeter(loop: Loop, listener: socket.socket) -> None:
     def on_accept() -> None:
         conn, _ = listener.accept()
         with conn, conn.makefile("rb") as lines:
-            conn.settimeout(10)            # blocking, so that readline() can wait...
+            # blocking: readline() waits, and nobody else is served meanwhile
+            conn.settimeout(10)
             name = lines.readline().rstrip(b"\n")
-            message = lines.readline().rstrip(b"\n")   # ...and nobody else is served meanwhile
+            message = lines.readline().rstrip(b"\n")
             conn.sendall(name + b" says " + message + b"\n")
     listener.setblocking(False)
     loop.add_reader(listener, on_accept)
@@ -124,7 +125,7 @@ async def echo(sock: socket.socket) -> None:
 
 # -- driving one coroutine by hand ------------------------------------------
 def run(coroutine: Coroutine[Any, Any, Any], parks: Optional[List[str]] = None) -> Any:
-    """Drive ``coroutine`` to its end; return its result. ``parks`` collects each park."""
+    """Drive ``coroutine`` to its end; return its result. ``parks`` gets each park."""
     while True:
         try:
             park = coroutine.send(None)    # run until it parks (or returns)
@@ -132,10 +133,11 @@ def run(coroutine: Coroutine[Any, Any, Any], parks: Optional[List[str]] = None) 
             return end.value
         if parks is not None:
             parks.append(type(park).__name__)
+        # wait, as a blocking call would, but out here, not in the coroutine
         if park.events == selectors.EVENT_READ:
-            select.select([park.sock], [], [])     # wait, as a blocking call would...
+            select.select([park.sock], [], [])
         else:
-            select.select([], [park.sock], [])     # ...but out here, not in the coroutine
+            select.select([], [park.sock], [])
 
 
 def serve(listener: socket.socket, clients: Optional[int] = None) -> None:
@@ -198,7 +200,8 @@ def demo() -> None:
             reply, took, slow_reply = quick_while_slow(listener.getsockname())
         finally:
             stop()
-    print(f"a callback that waits: {reply!r} after {took:.2f} s, once {slow_reply!r} was sent")
+    print(f"a callback that waits: {reply!r} after {took:.2f} s,\n"
+          f"  once {slow_reply!r} was sent")
     echoed, parks = echo_parks()
     print(f"run(echo(conn)), {echoed} bytes: parked {parks.count('ReadyToRead')} times "
           f"on ReadyToRead, {parks.count('ReadyToWrite')} on ReadyToWrite")

@@ -41,11 +41,13 @@ class Task:
     def step(self) -> None:
         self.parked = None
         try:
-            park = self.coroutine.send(None)       # run until the next park (or the end)
+            # run until the next park (or the end)
+            park = self.coroutine.send(None)
         except StopIteration:
             self.done = True
             return
-        except Exception as exc:                   # the coroutine failed: record, do not crash
+        except Exception as exc:
+            # the coroutine failed: record, do not crash
             self.done, self.exception = True, exc
             return
         self.parked = park.sock
@@ -59,7 +61,7 @@ class Task:
         self.step()
 
     def cancel(self) -> None:
-        """Raise GeneratorExit at the coroutine's await, so its ``finally`` blocks run."""
+        """Raise GeneratorExit at the coroutine's await: its ``finally`` blocks run."""
         if self.parked is not None:
             self.loop.remove(self.parked)
             self.parked = None
@@ -67,9 +69,10 @@ class Task:
         self.done = True
 
 
-async def accept_forever(loop: Loop, listener: socket.socket,
-                         handle: Callable[[socket.socket], Coroutine[Any, Any, None]]) -> None:
-    """Park on the listening socket; start a Task running ``handle(conn)`` per client."""
+async def accept_forever(
+        loop: Loop, listener: socket.socket,
+        handle: Callable[[socket.socket], Coroutine[Any, Any, None]]) -> None:
+    """Park on the listener; start a Task running ``handle(conn)`` for each client."""
     listener.setblocking(False)
     while True:
         await ReadyToRead(listener)

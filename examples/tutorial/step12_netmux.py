@@ -37,7 +37,7 @@ class Echo(netmux.Handler):
 
 
 class LineGreeter(netmux.LineHandler):
-    """Step 11's conversation as callbacks: one line at a time, state in an attribute."""
+    """Step 11's conversation as callbacks: a line at a time, state in an attribute."""
 
     name: Optional[bytes] = None
 
