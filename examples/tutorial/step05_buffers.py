@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import selectors
+import signal
 import socket
 import threading
 import time
@@ -231,10 +232,11 @@ def main() -> None:
         return
     with make_server(port=args.port) as listener:
         print(f"echo on {where(listener)}; Ctrl-C stops", flush=True)
-        try:
-            Server(listener).serve()
-        except KeyboardInterrupt:
-            pass
+        # Ctrl-C sets a flag that the loop reads between turns: a KeyboardInterrupt
+        # could land in the middle of closing a connection and leave it half closed.
+        stopping: list = []
+        signal.signal(signal.SIGINT, lambda signum, frame: stopping.append(signum))
+        Server(listener).serve(stop=lambda: bool(stopping))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import select
+import signal
 import socket
 from step01_blocking import make_server, where
 from step05_buffers import Connection, Server, serving
@@ -91,10 +92,11 @@ def main() -> None:
         return
     with make_server(port=args.port) as listener:
         print(f"echo on {where(listener)}, memory-bounded; Ctrl-C stops", flush=True)
-        try:
-            BoundedServer(listener).serve()
-        except KeyboardInterrupt:
-            pass
+        # Ctrl-C sets a flag that the loop reads between turns: a KeyboardInterrupt
+        # could land in the middle of closing a connection and leave it half closed.
+        stopping: list = []
+        signal.signal(signal.SIGINT, lambda signum, frame: stopping.append(signum))
+        BoundedServer(listener).serve(stop=lambda: bool(stopping))
 
 
 if __name__ == "__main__":

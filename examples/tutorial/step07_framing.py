@@ -18,6 +18,7 @@ arbitrary cuts, no socket needed. ``LineServer`` puts it between step 6's
 from __future__ import annotations
 
 import argparse
+import signal
 import socket
 from typing import List
 
@@ -130,10 +131,11 @@ def main() -> None:
         return
     with make_server(port=args.port) as listener:
         print(f"lines in upper case on {where(listener)}; Ctrl-C stops", flush=True)
-        try:
-            LineServer(listener).serve()
-        except KeyboardInterrupt:
-            pass
+        # Ctrl-C sets a flag that the loop reads between turns: a KeyboardInterrupt
+        # could land in the middle of closing a connection and leave it half closed.
+        stopping: list = []
+        signal.signal(signal.SIGINT, lambda signum, frame: stopping.append(signum))
+        LineServer(listener).serve(stop=lambda: bool(stopping))
 
 
 if __name__ == "__main__":
