@@ -35,8 +35,10 @@ from typing import Any, List, Optional
 
 import netmux
 from netmux.apps import byte_count, stream_server
-from netmux.apps.kvstore import CommandError, Store, execute, subcommand
-from netmux.apps.resp import ProtocolError, RespParser, bulk, error
+from netmux.apps.kvcommand import execute
+from netmux.apps.kvsession import Quit, Session
+from netmux.apps.kvstore import Store
+from netmux.apps.resp import ProtocolError, RespParser, error
 
 DESCRIPTION = "key-value store speaking the Redis protocol (redis-cli, redis-benchmark)"
 DEFAULT_PORT = 6379                 # Redis's: redis-cli and redis-benchmark find it unasked
@@ -51,10 +53,6 @@ _SWEEP_INTERVAL = 0.1               # seconds between expiry sweeps (Redis: hz 1
 # ======================================================================
 # One connection
 # ======================================================================
-class _Quit(Exception):
-    """QUIT: reply +OK after the replies before it, then close."""
-
-
 _BATCH = 64 * 1024      # write at least this often, so a full buffer can stop us
 _PARSE_SLICE = 16 * 1024    # bytes parsed at a time, as Redis reads 16 KiB per client per event
 
@@ -69,6 +67,12 @@ class KVHandler(netmux.Handler):
     pipelining client costs the others one share per turn. A peer that does not
     read its replies pauses the work instead (``pause_writing``); it goes on in
     ``resume_writing``. QUIT ends it: nothing after it runs.
+
+    The client's own state (database, transaction, subscriptions) is its
+    ``Session``; this handler is the session's subscriber: ``push`` writes a
+    published message and enforces Redis's client-output-buffer-limit for
+    pub/sub (32 MiB at once, or 8 MiB for 60 s, by default): a subscriber that
+    does not read is disconnected, the publisher never waits for it.
     """
 
     #: Commands run per turn of the loop at most (see README, kv: fairness).
@@ -83,17 +87,18 @@ class KVHandler(netmux.Handler):
         self._next = 0
         self._paused = False                    # the peer does not read: wait for resume_writing
         self._yielded = False                   # a continuation is queued: do not start another
-        self.name = b""
-        self._table = dict(store.commands)
-        for name, entry in ((b"quit", (self._do_quit, -1)), (b"client", (self._do_client, -2))):
-            self._table[name] = self._table[name.upper()] = entry
+        self._over_soft_limit_since: Optional[float] = None     # pub/sub output above the soft limit
+        self.session = Session(store, self, store.next_client_id)
+        store.next_client_id += 1
 
     def connection_made(self, transport: netmux.Transport) -> None:
         self.transport = transport
         self._store.clients += 1
+        self._store.stats["total_connections_received"] += 1
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self._store.clients -= 1
+        self.session.close()
         self._drop_work()
 
     def data_received(self, data: bytes) -> None:
@@ -116,17 +121,22 @@ class KVHandler(netmux.Handler):
     def _work(self) -> None:
         """Run a turn's share of the commands, write their replies, and go on next
         turn (or once the peer reads) with the rest."""
-        table, budget = self._table, max(1, self.commands_per_turn)
+        session, store, budget = self.session, self._store, max(1, self.commands_per_turn)
+        table = session.table
+        store.db = session.database
+        if (session.channels or session.patterns) and store.pubsub.has_pending():
+            store.pubsub.deliver_pending()      # what was published before our replies goes first
         replies: List[bytes] = []
         size = 0
         while budget > 0 and (self._next < len(self._commands) or self._parse_slice()):
             commands, start = self._commands, self._next
             stop = min(len(commands), start + budget)
             budget -= stop - start
+            store.stats["total_commands_processed"] += stop - start
             for index in range(start, stop):
                 try:
-                    reply = execute(table, commands[index])
-                except _Quit:
+                    reply = execute(table, commands[index]) if session.plain else session.run(commands[index])
+                except Quit:
                     self._drop_work()
                     self.transport.write(b"".join(replies) + _OK)
                     self.transport.close()
@@ -183,19 +193,28 @@ class KVHandler(netmux.Handler):
         if not self._paused and not self.transport.is_closing():
             self.transport.resume_reading()
 
-    def _do_quit(self, args: List[bytes]) -> bytes:
-        raise _Quit()
-
-    def _do_client(self, args: List[bytes]) -> bytes:
-        name = subcommand(args, {b"SETNAME": 3, b"GETNAME": 2, b"SETINFO": 4})
-        if name == b"SETNAME":
-            if any(byte <= 32 or byte > 126 for byte in args[2]):
-                raise CommandError("ERR Client names cannot contain spaces, newlines or special characters.")
-            self.name = args[2]
-            return _OK
-        if name == b"GETNAME":
-            return bulk(self.name or None)
-        return _OK                      # SETINFO (Redis 7.2, sent by redis-py): nothing to keep
+    def push(self, data: bytes) -> None:
+        """Write a published message (``kvpubsub`` calls it), then apply Redis's
+        client-output-buffer-limit for pub/sub clients: over the hard limit, or
+        over the soft one for its whole period, the connection is dropped."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(data)
+        size = transport.get_write_buffer_size()
+        hard, soft, seconds = self._store.settings.pubsub_limits
+        if soft and size > soft:
+            now = transport.reactor.time()
+            if self._over_soft_limit_since is None:
+                self._over_soft_limit_since = now
+            over_soft = now - self._over_soft_limit_since >= seconds
+        else:
+            self._over_soft_limit_since, over_soft = None, False
+        if (hard and size > hard) or over_soft:
+            logger.warning("kv: client %s closed for overcoming of output buffer limits (%d bytes)",
+                           transport.get_extra_info("peername"), size)
+            self._drop_work()
+            transport.abort()
 
 
 # ======================================================================
@@ -217,6 +236,7 @@ class KVServer:
         self.store = store
         self._saved = False
         self._sweep_timer = server.reactor.call_later(_SWEEP_INTERVAL, self._sweep)
+        store.pubsub.schedule = server.reactor.call_soon      # a large fan-out goes on in later turns
 
     def __getattr__(self, name: str) -> Any:
         # Only called for names not found on KVServer itself: the wrapped server's.
@@ -236,7 +256,7 @@ class KVServer:
         self.server.shutdown(*args, **kwargs)
 
     def _sweep(self) -> None:
-        more = self.store.sweep()
+        more = self.store.active_expire and self.store.sweep()
         self._sweep_timer = self.server.reactor.call_later(0 if more else _SWEEP_INTERVAL, self._sweep)
 
     def server_close(self) -> None:
