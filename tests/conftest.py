@@ -517,6 +517,8 @@ def run_one_way(way: str, factory: Callable[[], Any], data: bytes, *, eof: bool 
 _CLIENT_PROGRAMS = {
     "test_app_kv.py": [("redis-cli", "redis-tools"), ("redis-benchmark", "redis-tools"),
                        ("redis-server", "redis-server")],
+    **{f"test_app_kv_{family}.py": [("redis-server", "redis-server")]
+       for family in ("strings", "keyspace", "transactions", "pubsub", "server")},
     "test_app_http.py": [("curl", "curl"), ("wrk", "wrk")],
     "test_app_chat.py": [("nc", "netcat-openbsd")],
 }

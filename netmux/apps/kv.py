@@ -237,6 +237,8 @@ class KVServer:
         self._saved = False
         self._sweep_timer = server.reactor.call_later(_SWEEP_INTERVAL, self._sweep)
         store.pubsub.schedule = server.reactor.call_soon      # a large fan-out goes on in later turns
+        if isinstance(server.server_address, tuple):
+            store.port = server.server_address[1]
 
     def __getattr__(self, name: str) -> Any:
         # Only called for names not found on KVServer itself: the wrapped server's.

@@ -41,6 +41,7 @@ from netmux.apps.kvcommand import CommandError, CommandTable, command_table, exe
 from netmux.apps.kvdb import SWEEP_BUDGET, Database, Value
 from netmux.apps.kvkeyspace import DATABASES, KeyspaceCommands
 from netmux.apps.kvpubsub import PubSub
+from netmux.apps.kvsession import Session
 from netmux.apps.kvstrings import MAX_VALUE, StringCommands
 
 __all__ = ["Store", "CommandError", "CommandTable", "execute", "subcommand", "write_dump", "read_dump"]
@@ -67,7 +68,6 @@ class Store(StringCommands, KeyspaceCommands, ServerCommands):
         self.dump_path = dump_path
         self.clock = clock
         self.clients = 0                                 # open connections, for INFO
-        self.port = port                                 # for INFO
         self.settings = Settings(port)
         self.pubsub = PubSub()
         self.active_expire = True                        # DEBUG SET-ACTIVE-EXPIRE 0 stops the sweep
@@ -79,7 +79,7 @@ class Store(StringCommands, KeyspaceCommands, ServerCommands):
         self.stats: Dict[str, int] = {"total_connections_received": 0, "total_commands_processed": 0,
                                       "expired_keys": 0}
         self.commands: CommandTable = command_table(self)
-        self._session: Any = None                        # execute()'s client, made on first use
+        self._session: Optional[Session] = None          # execute()'s client, made on first use
         self.pushed: List[bytes] = []
 
     def execute(self, args: List[bytes]) -> bytes:
@@ -87,13 +87,21 @@ class Store(StringCommands, KeyspaceCommands, ServerCommands):
         one client whose published messages are kept in ``pushed`` (sans-IO use:
         tests, a REPL; ``kv.py`` gives each connection its own session)."""
         if self._session is None:
-            from netmux.apps.kvsession import Session       # it imports this module's parts
             self._session = Session(self, self, 0)
         return self._session.run(args)
 
     def push(self, data: bytes) -> None:
         """A message published to ``execute``'s client: kept in ``pushed``."""
         self.pushed.append(data)
+
+    @property
+    def port(self) -> int:
+        """The TCP port served (0 for a Unix socket), as INFO and CONFIG GET port say."""
+        return int(self.settings.values[b"port"])
+
+    @port.setter
+    def port(self, value: int) -> None:
+        self.settings.values[b"port"] = b"%d" % value
 
     def sweep(self, budget: int = SWEEP_BUDGET) -> bool:
         """Delete expired keys, looking at up to ``budget`` deadline entries over every

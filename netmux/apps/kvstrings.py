@@ -373,7 +373,7 @@ class StringCommands:
             if value is None:
                 value = self.db.data[args[1]] = bytearray()
             value = self._growable(args[1], value)
-        replies = [_bitfield_run(value or b"", operation) for operation in operations]
+        replies = [_bitfield_run(b"" if value is None else value, operation) for operation in operations]
         return array([b"$-1\r\n" if reply is None else integer(reply) for reply in replies])
 
 

@@ -1,0 +1,145 @@
+"""Side by side: the same commands to kv and to a real redis-server 7.0, replies compared.
+
+The kv test files (``test_app_kv*.py``) use it for their differential tests
+(marked ``clients``: they need ``redis-server``). ``Servers`` starts one
+redis-server on a free port (no persistence) and one kv in a thread;
+``connect()`` opens a ``RespConnection`` to each, closed by ``close()``.
+A reply is parsed just enough to compare: ``+``/``-`` lines as their raw
+bytes, integers as ints, bulks as bytes (None for null), arrays as lists
+(None for a null array).
+"""
+from __future__ import annotations
+
+import socket
+import subprocess
+from typing import Any, Iterator, List, Sequence, Tuple
+
+import netmux
+from netmux.apps.kv import KVHandler, KVServer
+from netmux.apps.kvstore import Store
+from conftest import ServingThread, wait_until
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def encode(args: Sequence[bytes]) -> bytes:
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in args)
+
+
+class RespConnection:
+    """A blocking RESP2 client that returns each reply parsed for comparison."""
+
+    def __init__(self, address: tuple, timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection(address, timeout=timeout)
+        self.file = self.sock.makefile("rb")
+
+    def call(self, *args: bytes) -> Any:
+        return self.pipeline([list(args)])[0]
+
+    def pipeline(self, commands: List[List[bytes]]) -> List[Any]:
+        """Send every command in one write, then read their replies."""
+        self.sock.sendall(b"".join(encode(args) for args in commands))
+        return [self.read() for _ in commands]
+
+    def send(self, *args: bytes) -> None:
+        self.sock.sendall(encode(args))
+
+    def read(self) -> Any:
+        line = self.file.readline()
+        kind, rest = line[:1], line[1:-2]
+        if kind in (b"+", b"-"):
+            return line
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            return None if int(rest) < 0 else self.file.read(int(rest) + 2)[:-2]
+        assert kind == b"*", line
+        return None if int(rest) < 0 else [self.read() for _ in range(int(rest))]
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+class Servers:
+    """A redis-server process and a kv server thread, and connections to both."""
+
+    def __init__(self) -> None:
+        port = free_port()
+        self.redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                       "--appendonly", "no", "--enable-debug-command", "yes"],
+                                      stdout=subprocess.DEVNULL)
+        self.redis_address = ("127.0.0.1", port)
+        self.store = Store()
+        self.kv = ServingThread(KVServer(netmux.TCPServer(("127.0.0.1", 0), lambda: KVHandler(self.store, 1 << 20)),
+                                         self.store))
+        self.connections: List[RespConnection] = []
+
+        def redis_answers() -> bool:
+            try:
+                RespConnection(self.redis_address).close()
+                return True
+            except OSError:
+                return False
+
+        wait_until(redis_answers, timeout=10)
+
+    def connect(self) -> Tuple[RespConnection, RespConnection]:
+        """A new connection to each: (redis-server's, kv's); ``disconnect()`` closes them."""
+        pair = (RespConnection(self.redis_address), RespConnection(self.kv.address))
+        self.connections += pair
+        assert pair[1].call(b"PING") == b"+PONG\r\n"        # accepted: it counts from now
+        return pair
+
+    def disconnect(self) -> None:
+        """Close every connection opened so far (a test ends with the descriptors it had)."""
+        for connection in self.connections:
+            connection.close()
+        self.connections = []
+
+    def close(self) -> None:
+        self.disconnect()
+        self.kv.stop()
+        self.redis.terminate()
+        self.redis.wait(10)
+
+
+def serving() -> Iterator[Servers]:
+    """The body of a module-scoped fixture: both servers, stopped at the end."""
+    servers = Servers()
+    try:
+        yield servers
+    finally:
+        servers.close()
+
+
+def words(line: str) -> List[bytes]:
+    """A command written as redis-cli's words, quotes and escapes allowed: 'SET k "a\\x00b"'."""
+    import codecs
+    import shlex
+    return [codecs.escape_decode(word.encode("latin-1"))[0] for word in shlex.split(line)]
+
+
+def differences(servers: Servers, script: str, ignore: Sequence[str] = ()) -> List[Tuple[str, Any, Any]]:
+    """Run each line of ``script`` on a fresh connection pair (after FLUSHALL) and list
+    the lines whose replies differ: (line, redis-server's, kv's). A line starting
+    with one of ``ignore`` is run but not compared."""
+    redis_connection, kv_connection = servers.connect()
+    try:
+        assert redis_connection.call(b"FLUSHALL") == kv_connection.call(b"FLUSHALL") == b"+OK\r\n"
+        found = []
+        for line in script.strip().splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            command = words(line)
+            expected, got = redis_connection.call(*command), kv_connection.call(*command)
+            if expected != got and not line.upper().startswith(tuple(prefix.upper() for prefix in ignore)):
+                found.append((line, expected, got))
+        return found
+    finally:
+        servers.disconnect()
