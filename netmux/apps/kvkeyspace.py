@@ -307,7 +307,7 @@ class KeyspaceCommands:
     @command(2)
     def do_expiretime(self, args: List[bytes]) -> bytes:
         deadline = self._deadline_of(args[1])
-        return integer(deadline if deadline < 0 else deadline // 1000)
+        return integer(deadline if deadline < 0 else (deadline + 500) // 1000)      # rounded, as Redis's
 
     @command(2)
     def do_pexpiretime(self, args: List[bytes]) -> bytes:
