@@ -72,18 +72,27 @@ class Session:
         if self.plain:
             return execute(self.table, args)
         name = args[0].lower()
+        refused = check(self.table, args)
+        if not refused and (self.channels or self.patterns) and name not in _SUBSCRIBED_ALLOWED:
+            refused = error(f"ERR Can't execute '{name.decode('utf-8', 'replace')}': only (P|S)SUBSCRIBE / "
+                            "(P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
+        if refused:
+            return self._reject(name, refused)
         if self.queue is not None and name not in _NOT_QUEUED:
-            refused = check(self.table, args)
-            if refused:
-                self.aborted = True
-                return refused
             self.queue.append(args)
             return _QUEUED
-        if (self.channels or self.patterns) and self.queue is None and name not in _SUBSCRIBED_ALLOWED:
-            refused = check(self.table, args)
-            return refused or error(f"ERR Can't execute '{name.decode('utf-8', 'replace')}': only (P|S)SUBSCRIBE / "
-                                    "(P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
         return execute(self.table, args)
+
+    def _reject(self, name: bytes, refused: bytes) -> bytes:
+        """A command refused before it runs (Redis's rejectCommand): it spoils the
+        transaction; a refused EXEC discards it at once, saying why."""
+        self.aborted = self.queue is not None
+        if name != b"exec":
+            return refused
+        if self.queue is not None:
+            self._end_transaction()
+        reason = refused[1:].split(b" ", 1)[1] if refused.startswith(b"-ERR ") else refused[1:]
+        return b"-EXECABORT Transaction discarded because of: " + reason
 
     def close(self) -> None:
         """The connection is gone: drop its watches and subscriptions."""
@@ -201,9 +210,14 @@ class Session:
         self._end_transaction()
         return OK
 
-    @command(1)
+    @command(-1)
     def do_exec(self, args: List[bytes]) -> bytes:
         queue = self.queue
+        if len(args) > 1:                   # refused before it runs: see _reject
+            if queue is not None:
+                self._end_transaction()
+            raise CommandError("EXECABORT Transaction discarded because of: "
+                               "wrong number of arguments for 'exec' command")
         if queue is None:
             raise CommandError("ERR EXEC without MULTI")
         aborted, changed = self.aborted, self.dirty or any(db.expired_since(key) for db, key in self.watching)
