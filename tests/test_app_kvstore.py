@@ -366,7 +366,7 @@ def test_info_sections(store):
     headers = [line for line in run(store, "INFO", "all").split(b"\r\n") if line.startswith(b"#")]
     assert headers == [line for line in run(store, "INFO").split(b"\r\n") if line.startswith(b"#")]
     assert headers == [b"# " + name for name in (b"Server", b"Clients", b"Memory", b"Persistence", b"Stats",
-                                                  b"Replication", b"Cpu", b"Modules", b"Errorstats",
+                                                  b"Replication", b"CPU", b"Modules", b"Errorstats",
                                                   b"Cluster", b"Keyspace")]
 
 

@@ -34,6 +34,7 @@ _UNITS = {b"": 1, b"b": 1, b"k": 1000, b"kb": 1024, b"m": 1000 ** 2, b"mb": 1024
 _POLICIES = ("volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl", "allkeys-lru",
              "allkeys-lfu", "allkeys-random", "noeviction")
 _BUFFER_CLASSES = ("normal", "slave", "pubsub")
+_INFO_TITLES = {"cpu": "CPU"}
 _DEBUG_UNKNOWN = "ERR unknown subcommand or wrong number of arguments for '{}'. Try DEBUG HELP."
 _DEBUG_HELP = [
     "DEBUG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
@@ -243,7 +244,10 @@ class ServerCommands:
         # No functions (kv runs no scripts): FLUSH has nothing to do, LIST nothing to list.
         name = subcommand(args, {b"FLUSH": -2, b"LIST": -2})
         if name == b"FLUSH":
-            if len(args) > 3 or (len(args) == 3 and args[2].upper() not in (b"SYNC", b"ASYNC")):
+            if len(args) > 3:
+                raise CommandError("ERR unknown subcommand or wrong number of arguments for 'flush'. "
+                                   "Try FUNCTION HELP.")
+            if (len(args) == 3 and args[2].upper() not in (b"SYNC", b"ASYNC")):
                 raise CommandError("ERR FUNCTION FLUSH only supports SYNC|ASYNC option")
             return OK
         return b"*0\r\n"
@@ -283,7 +287,7 @@ class ServerCommands:
         wanted = {name.lower().decode("utf-8", "replace") for name in args[1:]} or {"default"}
         if wanted & {"all", "everything", "default"}:
             wanted |= set(sections)
-        text = "\r\n".join("# " + name.capitalize() + "\r\n" + "".join(f"{line}\r\n" for line in lines)
+        text = "\r\n".join(f"# {_INFO_TITLES.get(name, name.capitalize())}\r\n" + "".join(f"{line}\r\n" for line in lines)
                            for name, lines in sections.items() if name in wanted)
         return bulk(text.encode())
 
