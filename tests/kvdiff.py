@@ -14,6 +14,8 @@ import socket
 import subprocess
 from typing import Any, Iterator, List, Sequence, Tuple
 
+import pytest
+
 import netmux
 from netmux.apps.kv import KVHandler, KVServer
 from netmux.apps.kvstore import Store
@@ -108,13 +110,30 @@ class Servers:
         self.redis.wait(10)
 
 
-def serving() -> Iterator[Servers]:
-    """The body of a module-scoped fixture: both servers, stopped at the end."""
-    servers = Servers()
+@pytest.fixture(scope="module")
+def servers() -> Iterator[Servers]:
+    """Both servers for a test module (import this fixture), stopped at its end."""
+    both = Servers()
     try:
-        yield servers
+        yield both
     finally:
-        servers.close()
+        both.close()
+
+
+def run(store: Store, *words: object) -> bytes:
+    """``store.execute`` of ``words``, each bytes or anything ``str()`` makes a word of."""
+    return store.execute([word if isinstance(word, bytes) else str(word).encode() for word in words])
+
+
+def same_replies(servers: Servers, commands: List[List[bytes]]) -> None:
+    """Run ``commands`` on a fresh pair of connections after FLUSHALL: each reply the same."""
+    redis_connection, kv_connection = servers.connect()
+    try:
+        assert redis_connection.call(b"FLUSHALL") == kv_connection.call(b"FLUSHALL")
+        for command in commands:
+            assert kv_connection.call(*command) == redis_connection.call(*command), command
+    finally:
+        servers.disconnect()
 
 
 def words(line: str) -> List[bytes]:

@@ -1,22 +1,14 @@
 """kv's keyspace (netmux/apps/kvkeyspace.py, kvdb.py): databases, names, SCAN, expiry, against redis-server 7.0."""
 from __future__ import annotations
 
-from typing import Iterator, List, Set
+from typing import List, Set
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from netmux.apps.kvstore import Store
 import kvdiff
-
-
-@pytest.fixture(scope="module")
-def servers() -> Iterator[kvdiff.Servers]:
-    yield from kvdiff.serving()
-
-
-def run(store: Store, *words: object) -> bytes:
-    return store.execute([word if isinstance(word, bytes) else str(word).encode() for word in words])
+from kvdiff import run, servers  # noqa: F401 (a fixture)
 
 
 NAMES = """
@@ -201,15 +193,8 @@ KEYSPACE_COMMANDS = st.one_of(
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(KEYSPACE_COMMANDS, min_size=1, max_size=12))
 def test_generated_keyspace_commands_answer_as_redis_server(servers, commands):
-    redis_connection, kv_connection = servers.connect()
-    try:
-        assert redis_connection.call(b"FLUSHALL") == kv_connection.call(b"FLUSHALL")
-        for command in commands:
-            if command[0] == b"OBJECT":
-                command = [b"OBJECT", b"ENCODING", command[1]]
-            assert kv_connection.call(*command) == redis_connection.call(*command), command
-    finally:
-        servers.disconnect()
+    kvdiff.same_replies(servers, [[b"OBJECT", b"ENCODING", command[1]] if command[0] == b"OBJECT" else command
+                                  for command in commands])
 
 
 @pytest.mark.clients

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import socket
-from typing import Any, Iterator, List
+from typing import Any, List
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -13,12 +13,8 @@ from netmux.apps.kvpubsub import PubSub
 from netmux.apps.kvstore import Store
 from netmux.testing import drive
 import kvdiff
-from conftest import WAYS, recv_exactly, run_one_way, run_until, wait_until
-
-
-@pytest.fixture(scope="module")
-def servers() -> Iterator[kvdiff.Servers]:
-    yield from kvdiff.serving()
+from kvdiff import servers  # noqa: F401 (a fixture)
+from conftest import WAYS, recv_exactly, run_one_way, run_until
 
 
 def on_both(servers: kvdiff.Servers, steps: List[Any]) -> List[Any]:

@@ -2,22 +2,14 @@
 from __future__ import annotations
 
 import time
-from typing import Iterator
+
 
 import pytest
 import redis
 
 from netmux.apps.kvstore import Store
 import kvdiff
-
-
-@pytest.fixture(scope="module")
-def servers() -> Iterator[kvdiff.Servers]:
-    yield from kvdiff.serving()
-
-
-def run(store: Store, *words: object) -> bytes:
-    return store.execute([word if isinstance(word, bytes) else str(word).encode() for word in words])
+from kvdiff import run, servers  # noqa: F401 (a fixture)
 
 
 SERVER = """

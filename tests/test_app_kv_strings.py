@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Iterator
+
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -10,15 +10,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from netmux.apps.kvfloat import format_long_double, parse_long_double, round_long_double
 from netmux.apps.kvstore import Store
 import kvdiff
-
-
-@pytest.fixture(scope="module")
-def servers() -> Iterator[kvdiff.Servers]:
-    yield from kvdiff.serving()
-
-
-def run(store: Store, *words: object) -> bytes:
-    return store.execute([word if isinstance(word, bytes) else str(word).encode() for word in words])
+from kvdiff import run, servers  # noqa: F401 (a fixture)
 
 
 # ----------------------------------------------------------------------
@@ -286,13 +278,7 @@ STRING_COMMANDS = st.one_of(
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(STRING_COMMANDS, min_size=1, max_size=10))
 def test_generated_string_commands_answer_as_redis_server(servers, commands):
-    redis_connection, kv_connection = servers.connect()
-    try:
-        assert redis_connection.call(b"FLUSHALL") == kv_connection.call(b"FLUSHALL")
-        for command in commands:
-            assert kv_connection.call(*command) == redis_connection.call(*command), command
-    finally:
-        servers.disconnect()
+    kvdiff.same_replies(servers, commands)
 
 
 # ----------------------------------------------------------------------

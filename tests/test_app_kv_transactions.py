@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Iterator, List, Tuple
+from typing import List, Tuple
 
 import pytest
 import redis
@@ -13,12 +13,8 @@ from netmux.apps.kvdb import Database
 from netmux.apps.kvstore import Store
 from netmux.testing import drive
 import kvdiff
+from kvdiff import servers  # noqa: F401 (a fixture)
 from conftest import WAYS, run_one_way
-
-
-@pytest.fixture(scope="module")
-def servers() -> Iterator[kvdiff.Servers]:
-    yield from kvdiff.serving()
 
 
 ONE_CLIENT = """
