@@ -307,9 +307,42 @@ def test_bitcount_and_bitpos_over_a_big_value_run_in_c():
 
 def test_lcs_past_its_table_limit_is_refused_at_once():
     store = Store()
-    run(store, "SET", "a", b"x" * 2000)
-    run(store, "SET", "b", b"y" * 2000)
+    run(store, "SET", "a", b"x" * 10_000)
+    run(store, "SET", "b", b"y" * 10_000)
     assert run(store, "LCS", "a", "b").startswith(b"-ERR Insufficient memory")
+    run(store, "SET", "a", b"x")
+    run(store, "SET", "b", b"y" * 40_000)
+    assert run(store, "LCS", "a", "b").startswith(b"-ERR Insufficient memory")
+
+
+def reference_lcs(first: bytes, second: bytes) -> bytes:
+    """Redis's dynamic programme and walk, cell by cell (lcsCommand in t_string.c)."""
+    table = [[0] * (len(second) + 1) for _ in range(len(first) + 1)]
+    for i in range(1, len(first) + 1):
+        for j in range(1, len(second) + 1):
+            table[i][j] = (table[i - 1][j - 1] + 1 if first[i - 1] == second[j - 1]
+                           else max(table[i - 1][j], table[i][j - 1]))
+    i, j, text = len(first), len(second), bytearray()
+    while i > 0 and j > 0:
+        if first[i - 1] == second[j - 1]:
+            text.append(first[i - 1])
+            i, j = i - 1, j - 1
+        elif table[i - 1][j] > table[i][j - 1]:
+            i -= 1
+        else:
+            j -= 1
+    return bytes(reversed(text))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text("abc", max_size=40).map(str.encode), st.text("abc", max_size=40).map(str.encode))
+def test_the_bit_parallel_lcs_walks_as_redis_table_does(first, second):
+    store = Store()
+    run(store, "SET", "a", first)
+    run(store, "SET", "b", second)
+    expected = reference_lcs(first, second)
+    assert run(store, "LCS", "a", "b") == b"$%d\r\n%s\r\n" % (len(expected), expected)
+    assert run(store, "LCS", "a", "b", "LEN") == b":%d\r\n" % len(expected)
 
 
 @settings(max_examples=300)

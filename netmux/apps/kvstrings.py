@@ -8,9 +8,9 @@ Costs stay what the client asked for, and run in C where a value is big:
 SETRANGE and SETBIT change a bytearray in place (growing it at most to
 ``proto-max-bulk-len``, 512 MB, Redis's limit); BITCOUNT counts with
 ``int.bit_count``; BITPOS finds the first interesting byte with a regex
-search; BITOP works on whole integers; LCS needs a table of len(a) x len(b)
-cells, as Redis's, and is refused past ``lcs_max_cells`` (ours) instead of
-holding the loop for seconds. Tests: ``tests/test_app_kv_strings.py``.
+search; BITOP works on whole integers; LCS computes Redis's table of
+len(a) x len(b) cells bit-parallel (one big-integer step per byte of a), and is
+refused past ``lcs_max_cells`` (ours) instead of holding the loop for long. Tests: ``tests/test_app_kv_strings.py``.
 """
 from __future__ import annotations
 
@@ -266,11 +266,12 @@ class StringCommands:
     def do_lcs(self, args: List[bytes]) -> bytes:
         options = _lcs_options(args)
         first, second = (bytes(self.db.lookup(key) or b"") for key in args[1:3])
-        if (len(first) + 1) * (len(second) + 1) > self.lcs_max_cells:
+        if ((len(first) + 1) * (len(second) + 1) > self.lcs_max_cells
+                or len(first) + len(second) > _LCS_MAX_WALK):
             raise CommandError("ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len")
-        table = _lcs_table(first, second)
+        table = _LcsTable(first, second)
         if options[b"LEN"] and not options[b"IDX"]:
-            return integer(table[-1][-1])
+            return integer(table.length())
         matches, text = _lcs_walk(first, second, table)
         if not options[b"IDX"]:
             return bulk(text)
@@ -470,6 +471,7 @@ def _first_bit(value: Value, bit: int, first: int, last: int) -> int:
 
 
 _LCS_FLAGS = (b"LEN", b"IDX", b"WITHMATCHLEN")
+_LCS_MAX_WALK = 1 << 15             # len(a) + len(b): the walk back takes up to that many steps
 
 
 def _lcs_options(args: List[bytes]) -> Dict[bytes, int]:
@@ -491,18 +493,34 @@ def _lcs_options(args: List[bytes]) -> Dict[bytes, int]:
     return options
 
 
-def _lcs_table(first: bytes, second: bytes) -> List[List[int]]:
-    """The dynamic programme's table: cell [i][j] is the LCS length of first[:i] and second[:j]."""
-    table = [[0] * (len(second) + 1)]
-    for byte in first:
-        above, row = table[-1], [0]
-        for j, other in enumerate(second):
-            row.append(above[j] + 1 if byte == other else max(above[j + 1], row[j]))
-        table.append(row)
-    return table
+class _LcsTable:
+    """The LCS lengths of every pair of prefixes, bit-parallel (Allison-Dix, Hyyro):
+    row i is one integer of len(second) bits whose zeros up to bit j count the LCS
+    of first[:i] and second[:j]. Building it is len(first) big-integer steps, in C;
+    a cell is a mask and a popcount. It stands for Redis's table of uint32 cells."""
+
+    def __init__(self, first: bytes, second: bytes) -> None:
+        width = len(second)
+        self.mask = (1 << width) - 1
+        positions: Dict[int, int] = {}
+        for index, byte in enumerate(second):
+            positions[byte] = positions.get(byte, 0) | 1 << index
+        row = self.mask
+        self.rows = [row]
+        for byte in first:
+            matches = row & positions.get(byte, 0)
+            row = ((row + matches) | (row - matches)) & self.mask
+            self.rows.append(row)
+
+    def cell(self, i: int, j: int) -> int:
+        """The LCS length of first[:i] and second[:j]."""
+        return j - _BIT_COUNT(self.rows[i] & ((1 << j) - 1))
+
+    def length(self) -> int:
+        return self.mask.bit_length() - _BIT_COUNT(self.rows[-1])
 
 
-def _lcs_walk(first: bytes, second: bytes, table: List[List[int]]) -> Tuple[List[List[int]], bytes]:
+def _lcs_walk(first: bytes, second: bytes, table: _LcsTable) -> Tuple[List[List[int]], bytes]:
     """Redis's walk back through the table: the matched ranges (last first, each
     [first start, first end, second start, second end]) and the LCS itself."""
     i, j = len(first), len(second)
@@ -516,7 +534,7 @@ def _lcs_walk(first: bytes, second: bytes, table: List[List[int]]) -> Tuple[List
             else:
                 matches.append([i - 1, i - 1, j - 1, j - 1])
             i, j = i - 1, j - 1
-        elif table[i - 1][j] > table[i][j - 1]:
+        elif table.cell(i - 1, j) > table.cell(i, j - 1):
             i -= 1
         else:
             j -= 1
