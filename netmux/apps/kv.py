@@ -47,7 +47,7 @@ UNIX_SOCKETS = True                 # redis-cli -s PATH
 logger = logging.getLogger("netmux")
 
 _OK = b"+OK\r\n"
-_SWEEP_INTERVAL = 0.1               # seconds between expiry sweeps (Redis: hz 10)
+_SWEEP_INTERVAL = 0.1               # seconds before the first expiry sweep (then 1 / CONFIG's hz, 10)
 
 
 # ======================================================================
@@ -259,7 +259,8 @@ class KVServer:
 
     def _sweep(self) -> None:
         more = self.store.active_expire and self.store.sweep()
-        self._sweep_timer = self.server.reactor.call_later(0 if more else _SWEEP_INTERVAL, self._sweep)
+        interval = 1 / int(self.store.settings.values[b"hz"])      # CONFIG SET hz: Redis's sweeps a second
+        self._sweep_timer = self.server.reactor.call_later(0 if more else interval, self._sweep)
 
     def server_close(self) -> None:
         """Close the wrapped server, then save the dump (once): a graceful stop loses nothing."""

@@ -90,6 +90,7 @@ class Store(StringCommands, KeyspaceCommands, ServerCommands):
         tests, a REPL; ``kv.py`` gives each connection its own session)."""
         if self._session is None:
             self._session = Session(self, self, 0)
+        self.db = self._session.database
         return self._session.run(args)
 
     def push(self, data: bytes) -> None:
