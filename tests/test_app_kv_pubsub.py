@@ -56,6 +56,38 @@ def test_subscribe_publish_and_subscribed_mode_answer_as_redis_server(servers):
 
 
 @pytest.mark.clients
+def test_sharded_channels_answer_as_redis_server(servers):
+    steps = [
+        (0, "sunsubscribe"), (0, "ssubscribe a b"), (0, "read"), (0, "subscribe x"), (0, "ssubscribe c"),
+        (0, "get k"), (1, "spublish a m1"), (0, "read"), (1, "publish a m2"), (1, "pubsub shardnumsub a x"),
+        (1, "pubsub shardchannels b*"), (1, "pubsub channels"), (1, "pubsub shardchannels a b"),
+        (0, "unsubscribe"), (0, "sunsubscribe a"), (0, "sunsubscribe c"), (0, "get k"), (0, "sunsubscribe"),
+        (0, "get k"), (0, "ssubscribe a a"), (0, "read"), (0, "ping"), (0, "reset"), (0, "ssubscribe"),
+        (1, "spublish a"), (1, "pubsub shardnumsub"),
+    ]
+    assert on_both(servers, steps) == []
+
+
+@pytest.mark.clients
+def test_client_list_and_info_as_redis_py_reads_them(servers):
+    import redis
+    host, port = servers.kv.address
+    first, second = redis.Redis(host=host, port=port, protocol=2), redis.Redis(host=host, port=port, protocol=2)
+    try:
+        first.client_setname("one")
+        second.ping()
+        listed = first.client_list()
+        assert [client["name"] for client in listed if client["name"]] == ["one"] and len(listed) >= 2
+        assert first.client_info()["id"] == str(first.client_id()) or first.client_info()["id"] == first.client_id()
+        assert first.client_list(_type="pubsub") == []
+        assert [int(client["id"]) for client in first.client_list(client_id=[second.client_id()])] == \
+            [second.client_id()]
+    finally:
+        first.close()
+        second.close()
+
+
+@pytest.mark.clients
 def test_a_message_published_before_unsubscribe_comes_before_its_confirmation(servers):
     steps = [(0, "subscribe c"), (1, "publish c first"), (0, "unsubscribe c"), (0, "read"), (1, "publish c after")]
     assert on_both(servers, steps) == []

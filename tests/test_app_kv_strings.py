@@ -246,6 +246,11 @@ bitfield bf bogus
 bitfield nokey get u8 0
 exists nokey
 bitfield bf get u8 #-1
+bitfield_ro bf get u8 0 set u8 0 1
+bitfield_ro bf get u8
+bitfield_ro bf get u8 0 get i4 2
+bitfield_ro bf foo
+bitfield_ro bf overflow sat get u8 0
 """
 
 

@@ -95,9 +95,13 @@ class KVHandler(netmux.Handler):
         self.transport = transport
         self._store.clients += 1
         self._store.stats["total_connections_received"] += 1
+        self._store.sessions[self.session.client_id] = self.session
+        self.session.address = _address(transport.get_extra_info("peername"))
+        self.session.local_address = _address(transport.get_extra_info("sockname"))
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self._store.clients -= 1
+        self._store.sessions.pop(self.session.client_id, None)
         self.session.close()
         self._drop_work()
 
@@ -124,7 +128,7 @@ class KVHandler(netmux.Handler):
         session, store, budget = self.session, self._store, max(1, self.commands_per_turn)
         table = session.table
         store.db = session.database
-        if (session.channels or session.patterns) and store.pubsub.has_pending():
+        if store.pubsub.has_pending() and session.subscribed():
             store.pubsub.deliver_pending()      # what was published before our replies goes first
         replies: List[bytes] = []
         size = 0
@@ -215,6 +219,13 @@ class KVHandler(netmux.Handler):
                            transport.get_extra_info("peername"), size)
             self._drop_work()
             transport.abort()
+
+
+def _address(name: Any) -> bytes:
+    """An address as CLIENT LIST writes it: ``host:port``, or a Unix socket's path."""
+    if isinstance(name, tuple):
+        return b"%s:%d" % (str(name[0]).encode(), name[1])
+    return (name or "").encode() if isinstance(name, str) else b"?:0"
 
 
 # ======================================================================

@@ -1,4 +1,4 @@
-"""The server commands of kv (PING, INFO, CONFIG, DEBUG, FUNCTION, TIME, SAVE, COMMAND), sans-IO.
+"""The server commands of kv (PING, INFO, CONFIG, DEBUG, FUNCTION, TIME, SAVE), sans-IO.
 
 Where it sits: a command family mixed into ``kvstore.Store``. These are what
 clients and test harnesses ask before their first real command: redis-cli and
@@ -18,7 +18,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from netmux import __version__
-from netmux.apps.kvcommand import OK, CommandError, arities, command, subcommand, to_int
+from netmux.apps.kvcommand import OK, CommandError, command, subcommand, to_int
 from netmux.apps.kvdb import Database
 from netmux.apps.kvglob import glob
 from netmux.apps.kvkeyspace import encoding
@@ -174,7 +174,8 @@ def _config_error(name: bytes, reason: str) -> CommandError:
 
 
 class ServerCommands:
-    """PING, ECHO, INFO, CONFIG, DEBUG, FUNCTION, TIME, SAVE, LASTSAVE, COMMAND."""
+    """PING, ECHO, INFO, CONFIG, DEBUG, FUNCTION, TIME, SAVE, LASTSAVE (COMMAND is the session's:
+    it lists every command a client has)."""
 
     databases: List[Database]
     db: Database
@@ -273,13 +274,6 @@ class ServerCommands:
         if name == b"HELP" and len(args) == 2:
             return array([b"+%s\r\n" % line.encode() for line in _DEBUG_HELP])
         raise CommandError(_DEBUG_UNKNOWN.format(args[1][:128].decode("utf-8", "replace").lower()))
-
-    @command(-1)
-    def do_command(self, args: List[bytes]) -> bytes:
-        # redis-cli asks for COMMAND DOCS to show hints; an empty answer is enough.
-        if len(args) > 1 and subcommand(args, {b"COUNT": 2, b"DOCS": -2, b"INFO": -2, b"LIST": -2}) == b"COUNT":
-            return integer(len(arities(type(self))))
-        return b"*0\r\n"
 
     @command(-1)
     def do_info(self, args: List[bytes]) -> bytes:

@@ -42,6 +42,7 @@ class PubSub:
     def __init__(self) -> None:
         self.channels: Dict[bytes, Dict[Any, None]] = {}
         self.patterns: Dict[bytes, Tuple[_Matcher, Dict[Any, None]]] = {}
+        self.shard_channels: Dict[bytes, Dict[Any, None]] = {}       # SSUBSCRIBE: no pattern reaches them
         self.schedule: Optional[Callable[[Callable[[], None]], Any]] = None
         # Deliveries queued: [encoded message, its subscribers, how many got it so far].
         self._queue: Deque[List[Any]] = collections.deque()
@@ -58,11 +59,13 @@ class PubSub:
         self.channels.setdefault(channel, {})[subscriber] = None
 
     def unsubscribe(self, subscriber: Any, channel: bytes) -> None:
-        listeners = self.channels.get(channel)
-        if listeners is not None:
-            listeners.pop(subscriber, None)
-            if not listeners:
-                del self.channels[channel]
+        _forget(self.channels, subscriber, channel)
+
+    def ssubscribe(self, subscriber: Any, channel: bytes) -> None:
+        self.shard_channels.setdefault(channel, {})[subscriber] = None
+
+    def sunsubscribe(self, subscriber: Any, channel: bytes) -> None:
+        _forget(self.shard_channels, subscriber, channel)
 
     def psubscribe(self, subscriber: Any, pattern: bytes) -> None:
         if pattern not in self.patterns:
@@ -76,26 +79,31 @@ class PubSub:
             if not entry[1]:
                 del self.patterns[pattern]
 
-    def numsub(self, channel: bytes) -> int:
-        return len(self.channels.get(channel, ()))
+    def numsub(self, channel: bytes, shard: bool = False) -> int:
+        return len((self.shard_channels if shard else self.channels).get(channel, ()))
 
-    def channel_names(self, pattern: Optional[bytes]) -> List[bytes]:
+    def channel_names(self, pattern: Optional[bytes], shard: bool = False) -> List[bytes]:
+        channels = self.shard_channels if shard else self.channels
         if pattern is None:
-            return list(self.channels)
-        match = glob(pattern, max(map(len, self.channels), default=-1))
-        return [channel for channel in self.channels if match(channel)]
+            return list(channels)
+        match = glob(pattern, max(map(len, channels), default=-1))
+        return [channel for channel in channels if match(channel)]
 
     # ------------------------------------------------------------------
     # Publishing
     # ------------------------------------------------------------------
-    def publish(self, channel: bytes, message: bytes) -> int:
+    def publish(self, channel: bytes, message: bytes, shard: bool = False) -> int:
         """Queue ``message`` for every subscriber of ``channel`` and of the patterns
-        matching it; returns how many receive it (PUBLISH's reply)."""
+        matching it (of the shard channel, for SPUBLISH); returns how many receive
+        it (PUBLISH's reply)."""
         receivers = 0
-        listeners = self.channels.get(channel)
+        listeners = (self.shard_channels if shard else self.channels).get(channel)
         if listeners:
-            self._deliver(array([bulk(b"message"), bulk(channel), bulk(message)]), list(listeners))
+            kind = b"smessage" if shard else b"message"
+            self._deliver(array([bulk(kind), bulk(channel), bulk(message)]), list(listeners))
             receivers += len(listeners)
+        if shard:
+            return receivers
         for pattern, (match, listeners) in self.patterns.items():
             if match(channel):
                 data = array([bulk(b"pmessage"), bulk(pattern), bulk(channel), bulk(message)])
@@ -139,3 +147,11 @@ class PubSub:
     def has_pending(self) -> bool:
         """Whether deliveries are queued (a subscriber's own reply must wait for them)."""
         return bool(self._queue)
+
+
+def _forget(channels: Dict[bytes, Dict[Any, None]], subscriber: Any, channel: bytes) -> None:
+    listeners = channels.get(channel)
+    if listeners is not None:
+        listeners.pop(subscriber, None)
+        if not listeners:
+            del channels[channel]

@@ -34,7 +34,8 @@ _NULL_ARRAY = b"*-1\r\n"
 # Commands a transaction runs at once instead of queueing (Redis's processCommand).
 _NOT_QUEUED = {b"exec", b"discard", b"multi", b"watch", b"quit", b"reset"}
 # What a subscribed RESP2 client may still send.
-_SUBSCRIBED_ALLOWED = {b"subscribe", b"psubscribe", b"unsubscribe", b"punsubscribe", b"ping", b"quit", b"reset"}
+_SUBSCRIBED_ALLOWED = {b"subscribe", b"psubscribe", b"ssubscribe", b"unsubscribe", b"punsubscribe", b"sunsubscribe",
+                       b"ping", b"quit", b"reset"}
 
 
 class Quit(Exception):
@@ -52,6 +53,7 @@ class Session:
         self.store = store
         self.subscriber = subscriber
         self.client_id = client_id
+        self.address = self.local_address = b"?:0"      # the connection's, for CLIENT LIST and INFO
         self.name = b""
         self.database = store.databases[0]
         self.plain = True                           # no transaction, no subscription
@@ -61,11 +63,16 @@ class Session:
         self.watching: Set[Tuple[Database, bytes]] = set()
         self.channels: Dict[bytes, None] = {}                    # subscribed channels, in order
         self.patterns: Dict[bytes, None] = {}
+        self.shard_channels: Dict[bytes, None] = {}              # SSUBSCRIBE's (one shard: ours)
         self.table: CommandTable = dict(store.commands)
         self.table.update(command_table(self))
 
     def _update_mode(self) -> None:
-        self.plain = self.queue is None and not self.channels and not self.patterns
+        self.plain = self.queue is None and not self.subscribed()
+
+    def subscribed(self) -> bool:
+        """Whether the client listens to anything (Redis's subscribed mode)."""
+        return bool(self.channels or self.patterns or self.shard_channels)
 
     def run(self, args: List[bytes]) -> bytes:
         """One command's reply, in this client's mode (see the module's note)."""
@@ -75,7 +82,7 @@ class Session:
         refused = check(self.table, args)
         if not refused and name == b"exec" and len(args) > 1:
             return execute(self.table, args)        # do_exec refuses it, as Redis's arity check
-        if not refused and (self.channels or self.patterns) and name not in _SUBSCRIBED_ALLOWED:
+        if not refused and self.subscribed() and name not in _SUBSCRIBED_ALLOWED:
             refused = error(f"ERR Can't execute '{name.decode('utf-8', 'replace')}': only (P|S)SUBSCRIBE / "
                             "(P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
         if refused:
@@ -103,7 +110,9 @@ class Session:
             self.store.pubsub.unsubscribe(self.subscriber, channel)
         for pattern in list(self.patterns):
             self.store.pubsub.punsubscribe(self.subscriber, pattern)
-        self.channels, self.patterns = {}, {}
+        for channel in list(self.shard_channels):
+            self.store.pubsub.sunsubscribe(self.subscriber, channel)
+        self.channels, self.patterns, self.shard_channels = {}, {}, {}
 
     # ------------------------------------------------------------------
     # The connection's own commands
@@ -121,7 +130,7 @@ class Session:
     def do_ping(self, args: List[bytes]) -> bytes:
         if len(args) > 2:
             raise CommandError("ERR wrong number of arguments for 'ping' command")
-        if self.channels or self.patterns:
+        if self.subscribed():
             return array([bulk(b"pong"), bulk(args[1] if len(args) > 1 else b"")])
         return b"+PONG\r\n" if len(args) == 1 else bulk(args[1])
 
@@ -137,7 +146,7 @@ class Session:
     @command(-2)
     def do_client(self, args: List[bytes]) -> bytes:
         name = subcommand(args, {b"SETNAME": 3, b"GETNAME": 2, b"SETINFO": 4, b"ID": 2, b"INFO": 2,
-                                 b"NO-EVICT": 3, b"NO-TOUCH": 3})
+                                 b"LIST": -2, b"NO-EVICT": 3, b"NO-TOUCH": 3})
         if name == b"SETNAME":
             self._set_name(args[2])
             return OK
@@ -146,7 +155,9 @@ class Session:
         if name == b"ID":
             return integer(self.client_id)
         if name == b"INFO":
-            return bulk(self.describe() + b"\n")
+            return bulk(self.describe(b"client|info") + b"\n")
+        if name == b"LIST":
+            return bulk(b"".join(session.describe(b"client|list") + b"\n" for session in self._listed(args[2:])))
         return OK                   # SETINFO, NO-EVICT, NO-TOUCH: nothing to keep
 
     def _set_name(self, name: bytes) -> None:
@@ -154,13 +165,44 @@ class Session:
             raise CommandError("ERR Client names cannot contain spaces, newlines or special characters.")
         self.name = name
 
-    def describe(self) -> bytes:
-        """CLIENT INFO's line, the fields kv knows."""
+    def _listed(self, options: List[bytes]) -> List["Session"]:
+        """CLIENT LIST's clients: all the connections, or those of a TYPE or of IDs."""
+        sessions = list(self.store.sessions.values())
+        if not options:
+            return sessions
+        kind = options[0].upper()
+        if kind == b"TYPE" and len(options) == 2:
+            wanted = options[1].lower()
+            if wanted not in (b"normal", b"master", b"replica", b"slave", b"pubsub"):
+                raise CommandError(f"ERR Unknown client type '{options[1].decode('utf-8', 'replace')}'")
+            return [session for session in sessions
+                    if (session.subscribed() and wanted == b"pubsub") or (not session.subscribed() and wanted == b"normal")]
+        if kind == b"ID" and len(options) >= 2:
+            ids = {to_int(option, "ERR Invalid client ID") for option in options[1:]}
+            return [session for session in sessions if session.client_id in ids]
+        raise CommandError("ERR syntax error")
+
+    def describe(self, command_name: bytes) -> bytes:
+        """CLIENT INFO's and CLIENT LIST's line, the fields kv knows."""
         index = self.store.databases.index(self.database)
-        flags = b"x" if self.queue is not None else (b"P" if self.channels or self.patterns else b"N")
-        return (b"id=%d name=%s db=%d sub=%d psub=%d multi=%d flags=%s cmd=client|info"
-                % (self.client_id, self.name, index, len(self.channels), len(self.patterns),
-                   -1 if self.queue is None else len(self.queue), flags))
+        flags = b"x" if self.queue is not None else (b"P" if self.subscribed() else b"N")
+        return (b"id=%d addr=%s laddr=%s fd=-1 name=%s age=0 idle=0 flags=%s db=%d sub=%d psub=%d ssub=%d "
+                b"multi=%d qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r "
+                b"cmd=%s user=default redir=-1 resp=2"
+                % (self.client_id, self.address, self.local_address, self.name, flags, index,
+                   len(self.channels), len(self.patterns), len(self.shard_channels),
+                   -1 if self.queue is None else len(self.queue), command_name))
+
+    @command(-1)
+    def do_command(self, args: List[bytes]) -> bytes:
+        # redis-cli asks for COMMAND DOCS to show hints; an empty answer is enough.
+        name = subcommand(args, {b"COUNT": 2, b"DOCS": -2, b"INFO": -2, b"LIST": -2}) if len(args) > 1 else b""
+        names = sorted(name for name in self.table if name.islower())
+        if name == b"COUNT":
+            return integer(len(names))
+        if name == b"LIST":
+            return array([bulk(name) for name in names])
+        return b"*0\r\n"
 
     @command(-1)
     def do_hello(self, args: List[bytes]) -> bytes:
@@ -269,6 +311,18 @@ class Session:
         return self._subscribe(args[1:], self.channels, self.store.pubsub.subscribe, b"subscribe")
 
     @command(-2)
+    def do_ssubscribe(self, args: List[bytes]) -> bytes:
+        return self._subscribe(args[1:], self.shard_channels, self.store.pubsub.ssubscribe, b"ssubscribe")
+
+    @command(-1)
+    def do_sunsubscribe(self, args: List[bytes]) -> bytes:
+        return self._unsubscribe(args[1:], self.shard_channels, self.store.pubsub.sunsubscribe, b"sunsubscribe")
+
+    @command(3)
+    def do_spublish(self, args: List[bytes]) -> bytes:
+        return integer(self.store.pubsub.publish(args[1], args[2], shard=True))
+
+    @command(-2)
     def do_psubscribe(self, args: List[bytes]) -> bytes:
         return self._subscribe(args[1:], self.patterns, self.store.pubsub.psubscribe, b"psubscribe")
 
@@ -304,7 +358,10 @@ class Session:
         return b"".join(replies)
 
     def _confirmation(self, kind: bytes, name: Optional[bytes]) -> bytes:
-        return array([bulk(kind), bulk(name), integer(len(self.channels) + len(self.patterns))])
+        # Redis counts shard channels apart from channels and patterns.
+        shard = kind in (b"ssubscribe", b"sunsubscribe")
+        count = len(self.shard_channels) if shard else len(self.channels) + len(self.patterns)
+        return array([bulk(kind), bulk(name), integer(count)])
 
     @command(3)
     def do_publish(self, args: List[bytes]) -> bytes:
@@ -312,15 +369,19 @@ class Session:
 
     @command(-2)
     def do_pubsub(self, args: List[bytes]) -> bytes:
-        name = subcommand(args, {b"CHANNELS": -2, b"NUMSUB": -2, b"NUMPAT": 2, b"HELP": 2})
+        name = subcommand(args, {b"CHANNELS": -2, b"NUMSUB": -2, b"NUMPAT": 2, b"HELP": 2, b"SHARDCHANNELS": -2,
+                                 b"SHARDNUMSUB": -2})
         pubsub = self.store.pubsub
-        if name == b"CHANNELS":
+        shard = name.startswith(b"SHARD")
+        if name in (b"CHANNELS", b"SHARDCHANNELS"):
             if len(args) > 3:
-                raise CommandError("ERR unknown subcommand or wrong number of arguments for 'channels'. "
-                                   "Try PUBSUB HELP.")
-            return array([bulk(channel) for channel in pubsub.channel_names(args[2] if len(args) == 3 else None)])
-        if name == b"NUMSUB":
-            return array([item for channel in args[2:] for item in (bulk(channel), integer(pubsub.numsub(channel)))])
+                raise CommandError("ERR unknown subcommand or wrong number of arguments for "
+                                   f"'{args[1].lower().decode('utf-8', 'replace')}'. Try PUBSUB HELP.")
+            names = pubsub.channel_names(args[2] if len(args) == 3 else None, shard)
+            return array([bulk(channel) for channel in names])
+        if name in (b"NUMSUB", b"SHARDNUMSUB"):
+            return array([item for channel in args[2:]
+                          for item in (bulk(channel), integer(pubsub.numsub(channel, shard)))])
         if name == b"NUMPAT":
             return integer(len(pubsub.patterns))
         return array([b"+PUBSUB <subcommand> [<arg> [value] [opt] ...]. Subcommands are:\r\n",

@@ -78,6 +78,7 @@ class Store(StringCommands, KeyspaceCommands, ServerCommands):
         self.last_save = int(self.started)
         self.run_id = os.urandom(20).hex()
         self.next_client_id = 1
+        self.sessions: Dict[int, Session] = {}           # the connections' clients, by id (CLIENT LIST)
         self.stats: Dict[str, int] = {"total_connections_received": 0, "total_commands_processed": 0,
                                       "expired_keys": 0}
         self.commands: CommandTable = command_table(self)

@@ -368,6 +368,12 @@ class StringCommands:
         return integer(size)
 
     @command(-2)
+    def do_bitfield_ro(self, args: List[bytes]) -> bytes:
+        if any(operation[0] != b"GET" for operation in _bitfield_operations(args, self._bit_offset)):
+            raise CommandError("ERR BITFIELD_RO only supports the GET subcommand")
+        return self.do_bitfield(args)
+
+    @command(-2)
     def do_bitfield(self, args: List[bytes]) -> bytes:
         operations = _bitfield_operations(args, self._bit_offset)
         value = self.db.lookup(args[1])
