@@ -87,6 +87,17 @@ client setname ok
 client getname
 client nosuch
 client
+client kill 1.2.3.4:5
+client kill id 99999
+client kill id x
+client kill id -1
+client kill addr 1.2.3.4:5 skipme no
+client kill bogus 1
+client kill type nope
+client kill user nobody
+client kill user default
+client kill maxage x
+client kill
 reset
 client getname
 ping
@@ -182,3 +193,18 @@ def test_config_set_client_output_buffer_limit_reaches_the_pubsub_limits():
     assert store.settings.pubsub_limits == (2 * 1024 * 1024, 1024 * 1024, 5)
     assert run(store, "CONFIG", "SET", "client-output-buffer-limit", "pubsub 1 2").startswith(
         b"-ERR CONFIG SET failed (possibly related to argument 'client-output-buffer-limit')")
+
+
+@pytest.mark.clients
+def test_client_kill_closes_the_other_connection_and_oneself_after_the_reply(servers):
+    killer, victim = servers.connect()[1], servers.connect()[1]
+    try:
+        victim_id = victim.call(b"CLIENT", b"ID")
+        assert killer.call(b"CLIENT", b"KILL", b"ID", b"%d" % victim_id) == 1
+        assert victim.sock.recv(100) == b""                     # closed by the server
+        own = killer.call(b"CLIENT", b"ID")
+        killer.send(b"CLIENT", b"KILL", b"ID", b"%d" % own, b"SKIPME", b"no")
+        killer.send(b"PING")
+        assert killer.read() == 1 and killer.sock.recv(100) == b""       # the PING never ran
+    finally:
+        servers.disconnect()

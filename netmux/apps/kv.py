@@ -46,7 +46,6 @@ UNIX_SOCKETS = True                 # redis-cli -s PATH
 
 logger = logging.getLogger("netmux")
 
-_OK = b"+OK\r\n"
 _SWEEP_INTERVAL = 0.1               # seconds before the first expiry sweep (then 1 / CONFIG's hz, 10)
 
 
@@ -140,9 +139,9 @@ class KVHandler(netmux.Handler):
             for index in range(start, stop):
                 try:
                     reply = execute(table, commands[index]) if session.plain else session.run(commands[index])
-                except Quit:
+                except Quit as quit:
                     self._drop_work()
-                    self.transport.write(b"".join(replies) + _OK)
+                    self.transport.write(b"".join(replies) + quit.reply)
                     self.transport.close()
                     return
                 replies.append(reply)
@@ -196,6 +195,12 @@ class KVHandler(netmux.Handler):
             self._work()
         if not self._paused and not self.transport.is_closing():
             self.transport.resume_reading()
+
+    def kill(self) -> None:
+        """CLIENT KILL from another client: close now, nothing more of ours runs."""
+        if self.transport is not None and not self.transport.is_closing():
+            self._drop_work()
+            self.transport.close()
 
     def push(self, data: bytes) -> None:
         """Write a published message (``kvpubsub`` calls it), then apply Redis's

@@ -39,7 +39,12 @@ _SUBSCRIBED_ALLOWED = {b"subscribe", b"psubscribe", b"ssubscribe", b"unsubscribe
 
 
 class Quit(Exception):
-    """QUIT: the connection replies +OK after the replies before it, then closes."""
+    """QUIT (or CLIENT KILL of oneself): the connection writes the replies before it,
+    then ``reply``, then closes."""
+
+    def __init__(self, reply: bytes = OK) -> None:
+        super().__init__()
+        self.reply = reply
 
 
 class Session:
@@ -146,7 +151,7 @@ class Session:
     @command(-2)
     def do_client(self, args: List[bytes]) -> bytes:
         name = subcommand(args, {b"SETNAME": 3, b"GETNAME": 2, b"SETINFO": 4, b"ID": 2, b"INFO": 2,
-                                 b"LIST": -2, b"NO-EVICT": 3, b"NO-TOUCH": 3})
+                                 b"LIST": -2, b"KILL": -3, b"NO-EVICT": 3, b"NO-TOUCH": 3})
         if name == b"SETNAME":
             self._set_name(args[2])
             return OK
@@ -158,12 +163,57 @@ class Session:
             return bulk(self.describe(b"client|info") + b"\n")
         if name == b"LIST":
             return bulk(b"".join(session.describe(b"client|list") + b"\n" for session in self._listed(args[2:])))
+        if name == b"KILL":
+            return self._kill(args[2:])
         return OK                   # SETINFO, NO-EVICT, NO-TOUCH: nothing to keep
 
     def _set_name(self, name: bytes) -> None:
         if any(byte <= 32 or byte > 126 for byte in name):
             raise CommandError("ERR Client names cannot contain spaces, newlines or special characters.")
         self.name = name
+
+    def _kill(self, options: List[bytes]) -> bytes:
+        """CLIENT KILL addr, or its filters (ID, ADDR, LADDR, TYPE, USER, SKIPME): the
+        matching connections close (``subscriber.kill()``); oneself, after the reply."""
+        old_form = len(options) == 1
+        targets = self._kill_targets(options)
+        if old_form and not targets:
+            raise CommandError("ERR No such client")
+        for target in targets:
+            if target is not self:
+                target.subscriber.kill()
+        reply = OK if old_form else integer(len(targets))
+        if self in targets:
+            raise Quit(reply)
+        return reply
+
+    def _kill_targets(self, options: List[bytes]) -> List["Session"]:
+        sessions = list(self.store.sessions.values())
+        if len(options) == 1:
+            return [session for session in sessions if session.address == options[0]]
+        if len(options) % 2:
+            raise CommandError("ERR syntax error")
+        skip_me = True
+        for index in range(0, len(options), 2):
+            field, value = options[index].upper(), options[index + 1]
+            if field == b"ID":
+                number = to_int(value, "ERR client-id should be greater than 0")
+                if number <= 0:
+                    raise CommandError("ERR client-id should be greater than 0")
+                sessions = [session for session in sessions if session.client_id == number]
+            elif field in (b"ADDR", b"LADDR"):
+                sessions = [session for session in sessions
+                            if (session.address if field == b"ADDR" else session.local_address) == value]
+            elif field == b"TYPE":
+                sessions = [session for session in sessions if session in self._listed([b"TYPE", value])]
+            elif field == b"USER":
+                if value != b"default":
+                    raise CommandError(f"ERR No such user '{value.decode('utf-8', 'replace')}'")
+            elif field == b"SKIPME" and value.lower() in (b"yes", b"no"):
+                skip_me = value.lower() == b"yes"
+            else:
+                raise CommandError("ERR syntax error")
+        return [session for session in sessions if not (skip_me and session is self)]
 
     def _listed(self, options: List[bytes]) -> List["Session"]:
         """CLIENT LIST's clients: all the connections, or those of a TYPE or of IDs."""
