@@ -183,6 +183,31 @@ def test_a_publish_to_10000_subscribers_leaves_another_clients_ping_fast():
     assert answered[0] <= 4 * PubSub.deliveries_per_turn, f"the PING waited for {answered[0]} deliveries"
 
 
+@pytest.mark.parametrize("way", WAYS)
+def test_a_costly_publish_ends_its_clients_share_of_the_turn(way):
+    """Ten pipelined PUBLISHes to 2,000 subscribers each: one a turn, not ten (a turn's
+    share counts commands; one such PUBLISH is worth a share), replies whole and in order."""
+    class Recording(KVHandler):
+        lost, lost_exc = False, None
+
+        def connection_lost(self, exc: Any) -> None:
+            super().connection_lost(exc)
+            self.lost, self.lost_exc = True, exc
+
+    store = Store()
+    listeners = [Listener() for _ in range(2000)]
+    for listener in listeners:
+        store.pubsub.subscribe(listener, b"news")
+    data = b"PUBLISH news x\r\n" * 10 + b"PING\r\nQUIT\r\n"
+    outcome = run_one_way(way, lambda: Recording(store, 1 << 20), data)
+    assert outcome.written == b":2000\r\n" * 10 + b"+PONG\r\n+OK\r\n"
+    assert all(len(listener.received) == 10 for listener in listeners)
+    if way == "drive":
+        conversation = drive(lambda: Recording(store, 1 << 20), [data])
+        assert len([event for event in conversation.events if event[1] == "yield_turn"]) == 10
+    assert store.execute([b"PUBLISH", b"news", b"y"]) == b":2000\r\n"       # the store's own client too
+
+
 # ----------------------------------------------------------------------
 # Redis's client-output-buffer-limit for pub/sub: a subscriber that does not read goes
 # ----------------------------------------------------------------------

@@ -36,7 +36,7 @@ from typing import Any, List, Optional
 import netmux
 from netmux.apps import byte_count, stream_server
 from netmux.apps.kvcommand import execute
-from netmux.apps.kvsession import Quit, Session
+from netmux.apps.kvsession import Quit, Session, YieldTurn
 from netmux.apps.kvstore import Store
 from netmux.apps.resp import ProtocolError, RespParser, error
 
@@ -65,7 +65,9 @@ class KVHandler(netmux.Handler):
     next turn through ``transport.yield_turn`` (which keeps reading off), so one
     pipelining client costs the others one share per turn. A peer that does not
     read its replies pauses the work instead (``pause_writing``); it goes on in
-    ``resume_writing``. QUIT ends it: nothing after it runs.
+    ``resume_writing``. QUIT ends it: nothing after it runs. A command whose
+    cost is not one command's (a PUBLISH to many subscribers or patterns) ends
+    the turn's share after it (``YieldTurn``).
 
     The client's own state (database, transaction, subscriptions) is its
     ``Session``; this handler is the session's subscriber: ``push`` writes a
@@ -144,6 +146,9 @@ class KVHandler(netmux.Handler):
                     self.transport.write(b"".join(replies) + quit.reply)
                     self.transport.close()
                     return
+                except YieldTurn:               # a costly command spent the share: this one waits
+                    stop, budget = index, 0
+                    break
                 replies.append(reply)
                 size += len(reply)
                 if size >= _BATCH:

@@ -27,15 +27,21 @@ from netmux.apps.kvdb import Database
 from netmux.apps.kvkeyspace import database_index
 from netmux.apps.resp import array, bulk, error, integer
 
-__all__ = ["Session", "Quit"]
+__all__ = ["Session", "Quit", "YieldTurn"]
 
 _QUEUED = b"+QUEUED\r\n"
+_COSTLY = 1000              # a PUBLISH that reached more subscribers and patterns ends the turn's share
 _NULL_ARRAY = b"*-1\r\n"
 # Commands a transaction runs at once instead of queueing (Redis's processCommand).
 _NOT_QUEUED = {b"exec", b"discard", b"multi", b"watch", b"quit", b"reset"}
 # What a subscribed RESP2 client may still send.
 _SUBSCRIBED_ALLOWED = {b"subscribe", b"psubscribe", b"ssubscribe", b"unsubscribe", b"punsubscribe", b"sunsubscribe",
                        b"ping", b"quit", b"reset"}
+
+
+class YieldTurn(Exception):
+    """Raised before a command, after one that cost a turn's share (a PUBLISH to many):
+    the connection runs it in its next turn, after the other connections had theirs."""
 
 
 class Quit(Exception):
@@ -61,7 +67,8 @@ class Session:
         self.address = self.local_address = b"?:0"      # the connection's, for CLIENT LIST and INFO
         self.name = b""
         self.database = store.databases[0]
-        self.plain = True                           # no transaction, no subscription
+        self.plain = True                           # no transaction, no subscription, nothing spent
+        self.spent = False                          # a costly command ran: the next one waits a turn
         self.queue: Optional[List[List[bytes]]] = None   # MULTI's queued commands
         self.aborted = False                        # a queued command was refused: EXECABORT
         self.dirty = False                          # a watched key changed (see Database.touched)
@@ -73,7 +80,13 @@ class Session:
         self.table.update(command_table(self))
 
     def _update_mode(self) -> None:
-        self.plain = self.queue is None and not self.subscribed()
+        self.plain = self.queue is None and not self.subscribed() and not self.spent
+
+    def _spend(self) -> None:
+        """The command that ran cost a turn's share: the next goes through ``run``, which
+        raises YieldTurn before it (no cost on the plain path: ``plain`` is all it reads)."""
+        self.spent = True
+        self.plain = False
 
     def subscribed(self) -> bool:
         """Whether the client listens to anything (Redis's subscribed mode)."""
@@ -83,6 +96,10 @@ class Session:
         """One command's reply, in this client's mode (see the module's note)."""
         if self.plain:
             return execute(self.table, args)
+        if self.spent:
+            self.spent = False
+            self._update_mode()
+            raise YieldTurn()
         name = args[0].lower()
         refused = check(self.table, args)
         if not refused and name == b"exec" and len(args) > 1:
@@ -320,7 +337,8 @@ class Session:
             raise CommandError("EXECABORT Transaction discarded because of previous errors.")
         if changed:
             return _NULL_ARRAY
-        return array([self.run(command) for command in queue])
+        # Queued commands run as Redis's EXEC runs them: no mode check, no turn's end between.
+        return array([execute(self.table, command) for command in queue])
 
     def _end_transaction(self) -> None:
         self.queue, self.aborted = None, False
@@ -370,7 +388,12 @@ class Session:
 
     @command(3)
     def do_spublish(self, args: List[bytes]) -> bytes:
-        return integer(self.store.pubsub.publish(args[1], args[2], shard=True))
+        return self._published(self.store.pubsub.publish(args[1], args[2], shard=True))
+
+    def _published(self, receivers: int) -> bytes:
+        if receivers + len(self.store.pubsub.patterns) > _COSTLY:
+            self._spend()
+        return integer(receivers)
 
     @command(-2)
     def do_psubscribe(self, args: List[bytes]) -> bytes:
@@ -415,7 +438,7 @@ class Session:
 
     @command(3)
     def do_publish(self, args: List[bytes]) -> bytes:
-        return integer(self.store.pubsub.publish(args[1], args[2]))
+        return self._published(self.store.pubsub.publish(args[1], args[2]))
 
     @command(-2)
     def do_pubsub(self, args: List[bytes]) -> bytes:

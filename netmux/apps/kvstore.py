@@ -41,7 +41,7 @@ from netmux.apps.kvcommand import CommandError, CommandTable, command_table, exe
 from netmux.apps.kvdb import SWEEP_BUDGET, Database, Value
 from netmux.apps.kvkeyspace import DATABASES, KeyspaceCommands
 from netmux.apps.kvpubsub import PubSub
-from netmux.apps.kvsession import Session
+from netmux.apps.kvsession import Session, YieldTurn
 from netmux.apps.kvstrings import MAX_VALUE, StringCommands
 
 __all__ = ["Store", "CommandError", "CommandTable", "execute", "subcommand", "write_dump", "read_dump"]
@@ -92,7 +92,10 @@ class Store(StringCommands, KeyspaceCommands, ServerCommands):
         if self._session is None:
             self._session = Session(self, self, 0)
         self.db = self._session.database
-        return self._session.run(args)
+        try:
+            return self._session.run(args)
+        except YieldTurn:                   # no other client to give the turn to: go on
+            return self._session.run(args)
 
     def push(self, data: bytes) -> None:
         """A message published to ``execute``'s client: kept in ``pushed``."""
