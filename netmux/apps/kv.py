@@ -6,7 +6,11 @@ in three modules, bottom to top:
 * ``resp.py`` -- the RESP2 parser, sans-IO: bytes in, commands out, with
   Redis's request limits;
 * ``kvstore.py`` -- the keyspace and its commands, sans-IO: a command in, an
-  encoded reply out; expiry; the dump file;
+  encoded reply out; expiry; the dump file (its design note lists the modules
+  it is assembled from);
+* ``kvsession.py`` -- one client's state (database, transaction, watches,
+  subscriptions, name) and its commands, sans-IO; ``kvpubsub.py`` -- the
+  publish/subscribe registry, whose subscribers are this module's connections;
 * this module -- the network side: ``KVHandler``, one per connection, runs the
   commands the parser hands up, ``commands_per_turn`` (128) a turn, and writes
   the replies of a turn in one ``write`` (pipelining costs one ``send`` per
@@ -22,7 +26,7 @@ What it never does: let one connection cost more than itself. A malformed
 request gets ``-ERR Protocol error: ...`` and closes that connection only; a
 peer that pipelines requests without reading their replies is paused (the
 commands wait, unread bytes stay in the kernel) instead of growing our buffers.
-Tests: ``tests/test_app_kv.py``.
+Tests: ``tests/test_app_kv.py`` (and ``test_app_kv_pubsub.py`` for ``push``).
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ redis-benchmark read CONFIG GET save/appendonly, redis-py's test session reads
 INFO's ``arch_bits`` and ``cluster_enabled``, Redis's own harness sends FUNCTION
 FLUSH, CONFIG SET and DEBUG. Each answers as redis-server 7.0 does for the
 settings kv has; the rest of Redis's settings are not pretended.
-Tests: ``tests/test_app_kv_server.py``.
+Tests: ``tests/test_app_kv_admin.py``.
 """
 from __future__ import annotations
 
