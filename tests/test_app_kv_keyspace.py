@@ -65,6 +65,16 @@ object idletime nokey
 object help
 object nosuch n
 object encoding
+incrbyfloat f 3
+object encoding f
+copy f g
+object encoding g
+setrange r 0 12
+object encoding r
+copy r r2
+object encoding r2
+bitop or o n n
+object encoding o
 """
 
 DATABASES = """

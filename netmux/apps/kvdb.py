@@ -21,9 +21,14 @@ from __future__ import annotations
 import heapq
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, Union
 
-__all__ = ["Database", "Value", "SWEEP_BUDGET"]
+__all__ = ["Database", "Value", "Text", "SWEEP_BUDGET"]
 
 Value = Union[bytes, bytearray]     # a stored value: bytes, or a bytearray grown in place
+
+
+class Text(bytes):
+    """A value Redis stores as a string even when it reads as an integer (INCRBYFLOAT's
+    result): only OBJECT ENCODING tells it from bytes."""
 SWEEP_BUDGET = 1000                 # deadline entries one sweep() looks at, at most
 _SCANS_KEPT = 16                    # SCAN snapshots a database keeps at most (see scan())
 

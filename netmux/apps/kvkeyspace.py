@@ -17,7 +17,7 @@ import re
 from typing import List, Optional
 
 from netmux.apps.kvcommand import LLONG_MAX, LLONG_MIN, NULL, OK, SYNTAX_ERROR, CommandError, command, subcommand, to_int
-from netmux.apps.kvdb import Database, Value
+from netmux.apps.kvdb import Database, Text, Value
 from netmux.apps.kvglob import glob
 from netmux.apps.resp import array, bulk, integer
 
@@ -58,7 +58,7 @@ def encoding(value: Value) -> bytes:
     """OBJECT ENCODING: what Redis would have chosen for this string."""
     if isinstance(value, bytearray):
         return b"raw"               # changed in place (APPEND, SETRANGE, SETBIT): Redis's too
-    if len(value) <= 20:
+    if len(value) <= 20 and not isinstance(value, Text):
         try:
             to_int(value)
             return b"int"
@@ -183,7 +183,7 @@ class KeyspaceCommands:
         value = source_db.lookup(source)
         if value is None or (not replace and target_db.lookup(target) is not None):
             return False
-        target_db.put(target, bytes(value))
+        target_db.put(target, value if isinstance(value, bytes) else bytearray(value))     # its own copy
         deadline = source_db.expires.get(source)
         if deadline is not None:
             target_db.set_deadline(target, deadline)

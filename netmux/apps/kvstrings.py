@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from netmux.apps.kvcommand import (LLONG_MAX, LLONG_MIN, NULL, OK, SYNTAX_ERROR, CommandError, command,
                                    to_int)
-from netmux.apps.kvdb import Database, Value
+from netmux.apps.kvdb import Database, Text, Value
 from netmux.apps.kvfloat import format_long_double, parse_long_double, round_long_double
 from netmux.apps.resp import array, bulk, integer
 
@@ -210,7 +210,7 @@ class StringCommands:
         if isinstance(total, float):
             raise CommandError("ERR increment would produce NaN or Infinity")
         text = format_long_double(total)
-        self.db.put(args[1], text, keep_ttl=True)
+        self.db.put(args[1], Text(text), keep_ttl=True)
         return bulk(text)
 
     # ------------------------------------------------------------------
@@ -364,7 +364,7 @@ class StringCommands:
                       result | number if operation == b"OR" else result ^ number)
         if operation == b"NOT":
             result ^= (1 << (8 * size)) - 1
-        self.db.put(args[2], result.to_bytes(size, "big"))
+        self.db.put(args[2], bytearray(result.to_bytes(size, "big")))     # Redis's is raw too
         return integer(size)
 
     @command(-2)
