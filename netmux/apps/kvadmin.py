@@ -312,7 +312,8 @@ class ServerCommands:
                             "rdb_last_bgsave_status:ok", "aof_enabled:0", "aof_rewrite_in_progress:0",
                             "aof_rewrite_scheduled:0", "aof_last_write_status:ok"],
             "stats": [f"{name}:{value}" for name, value in self.stats.items()]
-                     + [f"pubsub_channels:{pubsub_channels}", f"pubsub_patterns:{pubsub_patterns}",
+                     + [f"expired_keys:{sum(db.expired for db in self.databases)}",
+                        f"pubsub_channels:{pubsub_channels}", f"pubsub_patterns:{pubsub_patterns}",
                         "evicted_keys:0", "instantaneous_ops_per_sec:0"],
             "replication": ["role:master", "connected_slaves:0", "master_failover_state:no-failover",
                             f"master_replid:{self.run_id}", "master_repl_offset:0", "repl_backlog_active:0"],

@@ -61,6 +61,7 @@ class Database:
         # SCAN: cursor id -> the keys as the scan found them (see scan()).
         self._scans: Dict[int, List[bytes]] = {}
         self._next_scan = 1
+        self.expired = 0                # keys deleted for their deadline (INFO's expired_keys)
 
     def now_ms(self) -> int:
         """Wall-clock Unix milliseconds, as deadlines are."""
@@ -75,6 +76,7 @@ class Database:
         if value is not None and self.expires and key in self.expires:
             if self.expires[key] <= self.now_ms():
                 self.delete(key)
+                self.expired += 1
                 return None
         return value
 
@@ -191,6 +193,7 @@ class Database:
             budget -= 1
             if self.expires.get(key) == deadline:
                 self.delete(key)
+                self.expired += 1
         if not self._draining and len(heap) > 2 * len(self.expires) + SWEEP_BUDGET:
             self._draining, self._deadlines = heap, []   # stale entries are most of it
         return bool(self._draining), budget
