@@ -1,7 +1,6 @@
 """kv's transactions (netmux/apps/kvsession.py, kvdb.py's watches): MULTI/EXEC/DISCARD/WATCH/UNWATCH as redis-server 7.0."""
 from __future__ import annotations
 
-import time
 from typing import List, Tuple
 
 import pytest
@@ -14,7 +13,7 @@ from netmux.apps.kvstore import Store
 from netmux.testing import drive
 import kvdiff
 from kvdiff import servers  # noqa: F401 (a fixture)
-from conftest import WAYS, run_one_way
+from conftest import WAYS, run_one_way, wait_until
 
 
 ONE_CLIENT = """
@@ -125,7 +124,7 @@ def test_a_watch_and_expiry_as_redis_server(servers):
         for connection in first:
             connection.call(b"SET", b"k", b"1", b"PX", b"150")
             connection.call(b"WATCH", b"k")
-        time.sleep(0.3)          # past the deadline: what is compared is the outcome, not the timing
+        gone(second, b"k")                   # another client sees it expire: the outcome is compared
         for connection in first:
             connection.call(b"MULTI")
             connection.call(b"PING")
@@ -135,7 +134,7 @@ def test_a_watch_and_expiry_as_redis_server(servers):
         replies = []
         for connection in first:
             connection.call(b"SET", b"gone", b"1", b"PX", b"1")
-        time.sleep(0.05)
+        gone(second, b"gone")
         for connection in first:
             connection.call(b"WATCH", b"gone")
             connection.call(b"MULTI")
@@ -144,6 +143,11 @@ def test_a_watch_and_expiry_as_redis_server(servers):
         assert replies == [[b"+PONG\r\n"], [b"+PONG\r\n"]]
     finally:
         servers.disconnect()
+
+
+def gone(connections: Tuple[kvdiff.RespConnection, kvdiff.RespConnection], key: bytes) -> None:
+    """Poll both servers (another client's connections) until ``key`` has expired, 5 s at most."""
+    wait_until(lambda: all(connection.call(b"EXISTS", key) == 0 for connection in connections), timeout=5)
 
 
 @pytest.mark.clients
