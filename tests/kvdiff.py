@@ -22,6 +22,16 @@ from netmux.apps.kvstore import Store
 from conftest import ServingThread, wait_until
 
 
+class RecordingKV(KVHandler):
+    """KVHandler that notes its connection_lost, as conftest's run_one_way() waits for."""
+
+    lost, lost_exc = False, None
+
+    def connection_lost(self, exc: Any) -> None:
+        super().connection_lost(exc)
+        self.lost, self.lost_exc = True, exc
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -13,7 +13,7 @@ from netmux.apps.kvpubsub import PubSub
 from netmux.apps.kvstore import Store
 from netmux.testing import drive
 import kvdiff
-from kvdiff import servers  # noqa: F401 (a fixture)
+from kvdiff import RecordingKV, servers  # noqa: F401 (a fixture)
 from conftest import WAYS, recv_exactly, run_one_way, run_until
 
 
@@ -187,23 +187,16 @@ def test_a_publish_to_10000_subscribers_leaves_another_clients_ping_fast():
 def test_a_costly_publish_ends_its_clients_share_of_the_turn(way):
     """Ten pipelined PUBLISHes to 2,000 subscribers each: one a turn, not ten (a turn's
     share counts commands; one such PUBLISH is worth a share), replies whole and in order."""
-    class Recording(KVHandler):
-        lost, lost_exc = False, None
-
-        def connection_lost(self, exc: Any) -> None:
-            super().connection_lost(exc)
-            self.lost, self.lost_exc = True, exc
-
     store = Store()
     listeners = [Listener() for _ in range(2000)]
     for listener in listeners:
         store.pubsub.subscribe(listener, b"news")
     data = b"PUBLISH news x\r\n" * 10 + b"PING\r\nQUIT\r\n"
-    outcome = run_one_way(way, lambda: Recording(store, 1 << 20), data)
+    outcome = run_one_way(way, lambda: RecordingKV(store, 1 << 20), data)
     assert outcome.written == b":2000\r\n" * 10 + b"+PONG\r\n+OK\r\n"
     assert all(len(listener.received) == 10 for listener in listeners)
     if way == "drive":
-        conversation = drive(lambda: Recording(store, 1 << 20), [data])
+        conversation = drive(lambda: RecordingKV(store, 1 << 20), [data])
         assert len([event for event in conversation.events if event[1] == "yield_turn"]) == 10
     assert store.execute([b"PUBLISH", b"news", b"y"]) == b":2000\r\n"       # the store's own client too
 
@@ -249,16 +242,9 @@ def test_a_subscriber_over_the_soft_limit_for_its_period_is_dropped_then():
 
 @pytest.mark.parametrize("way", WAYS)
 def test_subscribe_and_publish_to_oneself_over_any_transport(way):
-    class Recording(KVHandler):
-        lost, lost_exc = False, None
-
-        def connection_lost(self, exc: Any) -> None:
-            super().connection_lost(exc)
-            self.lost, self.lost_exc = True, exc
-
     store = Store()
     store.execute([b"SUBSCRIBE", b"c"])               # the store's own client listens too
-    outcome = run_one_way(way, lambda: Recording(store, 1 << 20), b"PUBLISH c hi\r\nQUIT\r\n")
+    outcome = run_one_way(way, lambda: RecordingKV(store, 1 << 20), b"PUBLISH c hi\r\nQUIT\r\n")
     assert outcome.written == b":1\r\n+OK\r\n"
     assert store.pushed == [b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$2\r\nhi\r\n"]
 

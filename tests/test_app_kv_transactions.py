@@ -12,7 +12,7 @@ from netmux.apps.kvdb import Database
 from netmux.apps.kvstore import Store
 from netmux.testing import drive
 import kvdiff
-from kvdiff import servers  # noqa: F401 (a fixture)
+from kvdiff import RecordingKV, servers  # noqa: F401 (a fixture)
 from conftest import WAYS, run_one_way, wait_until
 
 
@@ -200,14 +200,6 @@ def test_a_transaction_runs_whole_however_the_handler_runs(way):
     data = b"MULTI\r\nSET a 1\r\nINCR a\r\nEXEC\r\nQUIT\r\n"
     outcome = run_one_way(way, lambda: RecordingKV(Store(), 1 << 20), data)
     assert outcome.written == b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n:2\r\n+OK\r\n"
-
-
-class RecordingKV(KVHandler):
-    lost, lost_exc = False, None
-
-    def connection_lost(self, exc: object) -> None:
-        super().connection_lost(exc)         # type: ignore[arg-type]
-        self.lost, self.lost_exc = True, exc
 
 
 @settings(max_examples=100, deadline=None)
