@@ -22,6 +22,7 @@ from netmux.apps.kvcommand import OK, CommandError, command, subcommand, to_int
 from netmux.apps.kvdb import Database
 from netmux.apps.kvglob import glob
 from netmux.apps.kvkeyspace import encoding
+from netmux.apps.kvstrings import MAX_VALUE
 from netmux.apps.resp import array, bulk, integer
 
 __all__ = ["ServerCommands", "REDIS_VERSION", "Settings"]
@@ -82,7 +83,7 @@ class Settings:
     def __init__(self, port: int) -> None:
         self.values: Dict[bytes, bytes] = {
             b"save": b"", b"appendonly": b"no", b"appendfsync": b"everysec", b"databases": b"16",
-            b"maxmemory": b"0", b"maxmemory-policy": b"noeviction", b"proto-max-bulk-len": b"536870912",
+            b"maxmemory": b"0", b"maxmemory-policy": b"noeviction", b"proto-max-bulk-len": b"%d" % MAX_VALUE,
             b"client-output-buffer-limit": b"normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60",
             b"hz": b"10", b"timeout": b"0", b"notify-keyspace-events": b"", b"port": b"%d" % port,
             b"lazyfree-lazy-user-flush": b"no", b"maxclients": b"10000", b"enable-debug-command": b"yes",

@@ -42,7 +42,7 @@ from netmux.apps.kvdb import SWEEP_BUDGET, Database, Value
 from netmux.apps.kvkeyspace import DATABASES, KeyspaceCommands
 from netmux.apps.kvpubsub import PubSub
 from netmux.apps.kvsession import Session, YieldTurn
-from netmux.apps.kvstrings import MAX_VALUE, StringCommands
+from netmux.apps.kvstrings import StringCommands
 
 __all__ = ["Store", "CommandError", "CommandTable", "execute", "subcommand", "write_dump", "read_dump"]
 
