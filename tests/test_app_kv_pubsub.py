@@ -80,6 +80,11 @@ def test_client_list_and_info_as_redis_py_reads_them(servers):
         assert [client["name"] for client in listed if client["name"]] == ["one"] and len(listed) >= 2
         assert first.client_info()["id"] == str(first.client_id()) or first.client_info()["id"] == first.client_id()
         assert first.client_list(_type="pubsub") == []
+        listener = second.pubsub()
+        listener.subscribe("news")
+        assert listener.get_message(timeout=5)["type"] == "subscribe"
+        assert [client["cmd"] for client in first.client_list(_type="pubsub")] == ["subscribe"]
+        listener.close()
         assert [int(client["id"]) for client in first.client_list(client_id=[second.client_id()])] == \
             [second.client_id()]
     finally:

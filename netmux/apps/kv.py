@@ -163,6 +163,8 @@ class KVHandler(netmux.Handler):
                         self._next = index + 1
                         return
             self._next = stop
+            if stop > start:
+                session.last_command = commands[stop - 1][0]      # CLIENT LIST's cmd: once a slice
         if replies:
             self.transport.write(b"".join(replies))
         if self._has_work():

@@ -65,6 +65,7 @@ class Session:
         self.subscriber = subscriber
         self.client_id = client_id
         self.address = self.local_address = b"?:0"      # the connection's, for CLIENT LIST and INFO
+        self.last_command = b"NULL"                     # the last a turn ran (kv.py sets it)
         self.name = b""
         self.database = store.databases[0]
         self.plain = True                           # no transaction, no subscription, nothing spent
@@ -179,7 +180,8 @@ class Session:
         if name == b"INFO":
             return bulk(self.describe(b"client|info") + b"\n")
         if name == b"LIST":
-            return bulk(b"".join(session.describe(b"client|list") + b"\n" for session in self._listed(args[2:])))
+            return bulk(b"".join(session.describe(b"client|list" if session is self else session.last_command.lower())
+                                 + b"\n" for session in self._listed(args[2:])))
         if name == b"KILL":
             return self._kill(args[2:])
         return OK                   # SETINFO, NO-EVICT, NO-TOUCH: nothing to keep
