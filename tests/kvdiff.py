@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import tempfile
 from typing import Any, Iterator, List, Sequence, Tuple
 
 import pytest
@@ -82,8 +83,11 @@ class Servers:
 
     def __init__(self) -> None:
         port = free_port()
+        # Its own directory: DEBUG RELOAD writes dump.rdb there, not in the checkout.
+        self.directory = tempfile.TemporaryDirectory(prefix="kvdiff-redis-")
         self.redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                       "--appendonly", "no", "--enable-debug-command", "yes"],
+                                       "--appendonly", "no", "--enable-debug-command", "yes",
+                                       "--dir", self.directory.name],
                                       stdout=subprocess.DEVNULL)
         self.redis_address = ("127.0.0.1", port)
         self.store = Store()
@@ -118,6 +122,7 @@ class Servers:
         self.kv.stop()
         self.redis.terminate()
         self.redis.wait(10)
+        self.directory.cleanup()
 
 
 @pytest.fixture(scope="module")
