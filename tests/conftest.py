@@ -522,6 +522,8 @@ _CLIENT_PROGRAMS = {
     "test_app_kv.py": [("redis-cli", "redis-tools"), ("redis-benchmark", "redis-tools"),
                        ("redis-server", "redis-server")],
     "test_app_kv_differential.py": [("redis-server", "redis-server")],
+    **{f"test_app_kv_{family}.py": [("redis-server", "redis-server")]
+       for family in ("strings", "keyspace", "transactions", "pubsub", "admin")},
     "test_app_http.py": [("curl", "curl"), ("wrk", "wrk")],
     "test_app_chat.py": [("nc", "netcat-openbsd")],
     "test_stats.py": [("promtool", "prometheus")],

@@ -21,6 +21,7 @@ from netmux.apps.kv import KVHandler, KVServer
 from netmux.apps.kvstore import Store
 from netmux.apps.resp import bulk
 from netmux.testing import Conversation, drive
+from kvdiff import RespConnection, free_port
 from conftest import (ROOT, WAYS, ServerProcess, ServingThread, recv_exactly, recv_until_eof, run_one_way,
                       run_until, wait_until)
 
@@ -649,48 +650,9 @@ def test_kv_serves_redis_cli_on_a_unix_socket_and_saves_its_dump_at_sigterm(tmp_
 # ----------------------------------------------------------------------
 # Differential: the same commands to kv and to a real redis-server
 # ----------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class RespConnection:
-    """A blocking RESP2 client that returns each reply as its raw bytes, parsed for comparison."""
-
-    def __init__(self, address: tuple) -> None:
-        self.sock = socket.create_connection(address, timeout=10)
-        self.file = self.sock.makefile("rb")
-
-    def call(self, *args: bytes) -> Any:
-        return self.pipeline([list(args)])[0]
-
-    def pipeline(self, commands: List[List[bytes]]) -> List[Any]:
-        """Send every command in one write, then read their replies."""
-        self.sock.sendall(b"".join(b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
-                                   for args in commands))
-        return [self.read() for _ in commands]
-
-    def read(self) -> Any:
-        line = self.file.readline()
-        kind, rest = line[:1], line[1:-2]
-        if kind in (b"+", b"-"):
-            return line
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            return None if int(rest) < 0 else self.file.read(int(rest) + 2)[:-2]
-        assert kind == b"*", line
-        return [self.read() for _ in range(int(rest))]
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
-
-
 @pytest.fixture(scope="module")
 def kv_and_redis() -> Iterator[Any]:
-    port = _free_port()
+    port = free_port()
     redis_server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
                                      "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
     store = Store()

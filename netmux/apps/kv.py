@@ -1,13 +1,17 @@
 """kv: an in-memory key-value store that ``redis-cli`` and ``redis-benchmark`` talk to.
 
 Where it sits: a ready-made server on the public API alone (``import netmux``),
-in four modules, bottom to top:
+in these modules, bottom to top:
 
 * ``resp.py`` -- the RESP2 parser, sans-IO: bytes in, commands out, read as
   redis-server reads them, with Redis's request limits;
 * ``kvdump.py`` -- the dump file: its format, atomic writes, stale temp files;
 * ``kvstore.py`` -- the keyspace and its commands, sans-IO: a command in, an
-  encoded reply out; expiry; saving and loading through ``kvdump``;
+  encoded reply out; expiry; saving and loading through ``kvdump`` (its
+  design note lists the modules it is assembled from);
+* ``kvsession.py`` -- one client's state (database, transaction, watches,
+  subscriptions, name) and its commands, sans-IO; ``kvpubsub.py`` -- the
+  publish/subscribe registry, whose subscribers are this module's connections;
 * this module -- the network side: ``KVHandler``, one per connection, runs the
   commands the parser hands up, ``commands_per_turn`` (128) a turn, and writes
   the replies of a turn in one ``write`` (pipelining costs one ``send`` per
@@ -23,7 +27,7 @@ What it never does: let one connection cost more than itself. A malformed
 request gets ``-ERR Protocol error: ...`` and closes that connection only; a
 peer that pipelines requests without reading their replies is paused (the
 commands wait, unread bytes stay in the kernel) instead of growing our buffers.
-Tests: ``tests/test_app_kv.py``.
+Tests: ``tests/test_app_kv.py`` (and ``test_app_kv_pubsub.py`` for ``push``).
 """
 from __future__ import annotations
 
@@ -39,9 +43,11 @@ from typing import Any, Iterator, List, Optional
 
 import netmux
 from netmux.apps import byte_count, stream_server
+from netmux.apps.kvcommand import execute
 from netmux.apps.kvdump import remove_stale_temps
-from netmux.apps.kvstore import CommandError, Store, execute, subcommand
-from netmux.apps.resp import MAX_BULK, ProtocolError, RespParser, bulk
+from netmux.apps.kvsession import Quit, Session, YieldTurn
+from netmux.apps.kvstore import Store
+from netmux.apps.resp import MAX_BULK, ProtocolError, RespParser
 
 DESCRIPTION = "key-value store speaking the Redis protocol (redis-cli, redis-benchmark)"
 DEFAULT_PORT = 6379                 # Redis's: redis-cli and redis-benchmark find it unasked
@@ -50,17 +56,12 @@ WORKERS = False                     # one keyspace in one process: --workers wou
 
 logger = logging.getLogger("netmux")
 
-_OK = b"+OK\r\n"
-_SWEEP_INTERVAL = 0.1               # seconds between expiry sweeps (Redis: hz 10)
+_SWEEP_INTERVAL = 0.1               # seconds before the first expiry sweep (then 1 / CONFIG's hz, 10)
 
 
 # ======================================================================
 # One connection
 # ======================================================================
-class _Quit(Exception):
-    """QUIT: reply +OK after the replies before it, then close."""
-
-
 _BATCH = 64 * 1024      # write at least this often, so a full buffer can stop us
 _PARSE_SLICE = 16 * 1024    # bytes parsed at a time, as Redis reads 16 KiB per client per event
 
@@ -74,7 +75,15 @@ class KVHandler(netmux.Handler):
     next turn through ``transport.yield_turn`` (which keeps reading off), so one
     pipelining client costs the others one share per turn. A peer that does not
     read its replies pauses the work instead (``pause_writing``); it goes on in
-    ``resume_writing``. QUIT ends it: nothing after it runs.
+    ``resume_writing``. QUIT ends it: nothing after it runs. A command whose
+    cost is not one command's (a PUBLISH to many subscribers or patterns) ends
+    the turn's share after it (``YieldTurn``).
+
+    The client's own state (database, transaction, subscriptions) is its
+    ``Session``; this handler is the session's subscriber: ``push`` writes a
+    published message and enforces Redis's client-output-buffer-limit for
+    pub/sub (32 MiB at once, or 8 MiB for 60 s, by default): a subscriber that
+    does not read is disconnected, the publisher never waits for it.
     """
 
     #: Commands run per turn of the loop at most (see README, kv: fairness).
@@ -89,17 +98,22 @@ class KVHandler(netmux.Handler):
         self._next = 0
         self._paused = False                    # the peer does not read: wait for resume_writing
         self._yielded = False                   # a continuation is queued: do not start another
-        self.name = b""
-        self._table = dict(store.commands)
-        for name, entry in ((b"quit", (self._do_quit, -1)), (b"client", (self._do_client, -2))):
-            self._table[name] = self._table[name.upper()] = entry
+        self._over_soft_limit_since: Optional[float] = None     # pub/sub output above the soft limit
+        self.session = Session(store, self, store.next_client_id)
+        store.next_client_id += 1
 
     def connection_made(self, transport: netmux.Transport) -> None:
         self.transport = transport
         self._store.clients += 1
+        self._store.stats["total_connections_received"] += 1
+        self._store.sessions[self.session.client_id] = self.session
+        self.session.address = _address(transport.get_extra_info("peername"))
+        self.session.local_address = _address(transport.get_extra_info("sockname"))
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self._store.clients -= 1
+        self._store.sessions.pop(self.session.client_id, None)
+        self.session.close()
         self._drop_work()
 
     def data_received(self, data: bytes) -> None:
@@ -122,21 +136,29 @@ class KVHandler(netmux.Handler):
     def _work(self) -> None:
         """Run a turn's share of the commands, write their replies, and go on next
         turn (or once the peer reads) with the rest."""
-        table, budget = self._table, max(1, self.commands_per_turn)
+        session, store, budget = self.session, self._store, max(1, self.commands_per_turn)
+        table = session.table
+        store.db = session.database
+        if store.pubsub.has_pending() and session.subscribed():
+            store.pubsub.deliver_pending()      # what was published before our replies goes first
         replies: List[bytes] = []
         size = 0
         while budget > 0 and (self._next < len(self._commands) or self._parse_slice()):
             commands, start = self._commands, self._next
             stop = min(len(commands), start + budget)
             budget -= stop - start
+            store.stats["total_commands_processed"] += stop - start
             for index in range(start, stop):
                 try:
-                    reply = execute(table, commands[index])
-                except _Quit:
+                    reply = execute(table, commands[index]) if session.plain else session.run(commands[index])
+                except Quit as quit:
                     self._drop_work()
-                    self.transport.write(b"".join(replies) + _OK)
+                    self.transport.write(b"".join(replies) + quit.reply)
                     self.transport.close()
                     return
+                except YieldTurn:               # a costly command spent the share: this one waits
+                    stop, budget = index, 0
+                    break
                 replies.append(reply)
                 size += len(reply)
                 if size >= _BATCH:
@@ -147,6 +169,8 @@ class KVHandler(netmux.Handler):
                         self._next = index + 1
                         return
             self._next = stop
+            if stop > start:
+                session.last_command = commands[stop - 1][0]      # CLIENT LIST's cmd: once a slice
         if replies:
             self.transport.write(b"".join(replies))
         if self._has_work():
@@ -199,19 +223,41 @@ class KVHandler(netmux.Handler):
         if not self._paused and not self.transport.is_closing():
             self.transport.resume_reading()
 
-    def _do_quit(self, args: List[bytes]) -> bytes:
-        raise _Quit()
+    def kill(self) -> None:
+        """CLIENT KILL from another client: close now, nothing more of ours runs."""
+        if self.transport is not None and not self.transport.is_closing():
+            self._drop_work()
+            self.transport.close()
 
-    def _do_client(self, args: List[bytes]) -> bytes:
-        name = subcommand(args, {b"SETNAME": 3, b"GETNAME": 2, b"SETINFO": 4})
-        if name == b"SETNAME":
-            if any(byte <= 32 or byte > 126 for byte in args[2]):
-                raise CommandError("ERR Client names cannot contain spaces, newlines or special characters.")
-            self.name = args[2]
-            return _OK
-        if name == b"GETNAME":
-            return bulk(self.name or None)
-        return _OK                      # SETINFO (Redis 7.2, sent by redis-py): nothing to keep
+    def push(self, data: bytes) -> None:
+        """Write a published message (``kvpubsub`` calls it), then apply Redis's
+        client-output-buffer-limit for pub/sub clients: over the hard limit, or
+        over the soft one for its whole period, the connection is dropped."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(data)
+        size = transport.get_write_buffer_size()
+        hard, soft, seconds = self._store.settings.pubsub_limits
+        if soft and size > soft:
+            now = transport.reactor.time()
+            if self._over_soft_limit_since is None:
+                self._over_soft_limit_since = now
+            over_soft = now - self._over_soft_limit_since >= seconds
+        else:
+            self._over_soft_limit_since, over_soft = None, False
+        if (hard and size > hard) or over_soft:
+            logger.warning("kv: client %s closed for overcoming of output buffer limits (%d bytes)",
+                           transport.get_extra_info("peername"), size)
+            self._drop_work()
+            transport.abort()
+
+
+def _address(name: Any) -> bytes:
+    """An address as CLIENT LIST writes it: ``host:port``, or a Unix socket's path."""
+    if isinstance(name, tuple):
+        return b"%s:%d" % (str(name[0]).encode(), name[1])
+    return (name or "").encode() if isinstance(name, str) else b"?:0"
 
 
 # ======================================================================
@@ -233,6 +279,9 @@ class KVServer:
         self.store = store
         self._saved = False
         self._sweep_timer = server.reactor.call_later(_SWEEP_INTERVAL, self._sweep)
+        store.pubsub.schedule = server.reactor.call_soon      # a large fan-out goes on in later turns
+        if isinstance(server.server_address, tuple):
+            store.port = server.server_address[1]
 
     def __getattr__(self, name: str) -> Any:
         # Only called for names not found on KVServer itself: the wrapped server's.
@@ -252,8 +301,9 @@ class KVServer:
         self.server.shutdown(*args, **kwargs)
 
     def _sweep(self) -> None:
-        more = self.store.sweep()
-        self._sweep_timer = self.server.reactor.call_later(0 if more else _SWEEP_INTERVAL, self._sweep)
+        more = self.store.active_expire and self.store.sweep()
+        interval = 1 / int(self.store.settings.values[b"hz"])      # CONFIG SET hz: Redis's sweeps a second
+        self._sweep_timer = self.server.reactor.call_later(0 if more else interval, self._sweep)
 
     def server_close(self) -> None:
         """Close the wrapped server, then save the dump (once): a graceful stop loses nothing."""
