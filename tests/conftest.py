@@ -518,6 +518,7 @@ _CLIENT_PROGRAMS = {
     "test_app_kv.py": [("redis-cli", "redis-tools"), ("redis-benchmark", "redis-tools"),
                        ("redis-server", "redis-server")],
     "test_app_http.py": [("curl", "curl"), ("wrk", "wrk")],
+    "test_app_http_nginx.py": [("nginx", "nginx-light")],
     "test_app_chat.py": [("nc", "netcat-openbsd")],
 }
 
