@@ -412,8 +412,10 @@ class HTTPHandler(netmux.Handler):
     def _protocol_error(self, exc: Any) -> None:
         """Bad HTTP: answer with h11's status hint when we still may, then close."""
         status = exc.error_status_hint
-        if status == 431 and b"\n" not in self._conn.trailing_data[0]:
-            status = 414                            # still no end to the request line
+        if status == 431:
+            line_end = self._conn.trailing_data[0].find(b"\n")
+            if line_end < 0 or line_end > self.site.max_header_size:
+                status = 414                        # the request line alone is over the limit
         logger.debug("%s: bad request (%d): %s", self._peer(), status, exc)
         # Not the last request's method: after a HEAD, this answer's body would be left out
         # while its Content-Length promised it, and h11 would refuse to end it.
