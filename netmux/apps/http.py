@@ -538,7 +538,8 @@ class HTTPHandler(netmux.Handler):
         fields[0] = (b"content-type", b"multipart/byteranges; boundary=" + boundary)
         self._send_pieces(206, fields, file, pieces, length)
 
-    def _ranges(self, headers: Any, size: int, tag: bytes, mtime: int, now: int) -> Any:
+    def _ranges(self, headers: Sequence[Tuple[bytes, bytes]], size: int, tag: bytes, mtime: int,
+                now: int) -> Optional[List[Tuple[int, int]]]:
         """The ranges to send (httpfiles.byte_ranges), or None for the whole file: no
         Range, or an If-Range that names another version of the file."""
         requested = httpfiles.header(headers, b"range")
