@@ -1124,11 +1124,10 @@ def test_a_slash_location_is_a_path_on_this_host(target):
 def test_an_empty_root_is_a_usage_error(capsys, tmp_path):
     # --root '' served the working directory.
     from netmux.cli import parse_args
-    for bad in ("", str(tmp_path / "absent")):
-        with pytest.raises(SystemExit) as exit_info:
-            parse_args(["http", "--root", bad])
-        assert exit_info.value.code == 2
-        assert "--root" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["http", "--root", ""])
+    assert exit_info.value.code == 2
+    assert "argument --root: an empty name is no directory" in capsys.readouterr().err
     with pytest.raises(ValueError, match="--root ''"):
         app.Site("")
     assert parse_args(["http", "--root", str(tmp_path)]).root == str(tmp_path)

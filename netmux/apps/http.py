@@ -697,11 +697,10 @@ def _origin_form(target: bytes) -> bytes:
 # The app interface the command line uses
 # ----------------------------------------------------------------------
 def _directory(text: str) -> str:
-    """--root's type: a directory, named (an empty name would serve the working directory)."""
+    """--root's type: a name (an empty one would serve the working directory). Whether it
+    is a directory Site checks, when the server starts."""
     if not text:
         raise argparse.ArgumentTypeError("an empty name is no directory (say --root . for this one)")
-    if not os.path.isdir(text):
-        raise argparse.ArgumentTypeError(f"not a directory: {text!r}")
     return text
 
 
