@@ -525,6 +525,7 @@ _CLIENT_PROGRAMS = {
     **{f"test_app_kv_{family}.py": [("redis-server", "redis-server")]
        for family in ("strings", "keyspace", "transactions", "pubsub", "admin")},
     "test_app_http.py": [("curl", "curl"), ("wrk", "wrk")],
+    "test_app_http_nginx.py": [("nginx", "nginx-light")],
     "test_app_chat.py": [("nc", "netcat-openbsd")],
     "test_stats.py": [("promtool", "prometheus")],
     "test_tls.py": [("openssl", "openssl"), ("curl", "curl"), ("redis-cli", "redis-tools"),

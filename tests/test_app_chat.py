@@ -180,6 +180,8 @@ def test_lines_end_with_crlf_or_lf_and_arrive_in_any_pieces(chat_server):
     (b"hi \x1b[2J there", "control characters are not allowed"),
     (b"/nick bell\x07", "control characters are not allowed"),
     (b"tab\there", "control characters are not allowed"),
+    ("look: \u202egnp.exe".encode(), "control characters are not allowed"),     # bidi override
+    ("/nick a\u2066b".encode(), "control characters are not allowed"),          # bidi isolate
     (b"x" * (chat.MAX_MESSAGE + 1), f"a message is at most {chat.MAX_MESSAGE} characters"),
     (b"caf\xe9", "a line must be UTF-8 text"),                   # latin-1, not UTF-8
     (b"\xed\xa0\x80 surrogate", "a line must be UTF-8 text"),
@@ -438,7 +440,8 @@ def test_a_member_over_its_backlog_is_dropped_and_its_room_told():
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.binary(max_size=60) | st.sampled_from(
-           [b"\r\n", b"\n", b"/nick ", b"/join ", b"/who", b"/help", b"\x1b[31m", b"\xc3", b"\xff", b"//"]),
+           [b"\r\n", b"\n", b"/nick ", b"/join ", b"/who", b"/help", b"\x1b[31m", b"\xc3", b"\xff", b"//",
+            "\u202e".encode(), "\u2067".encode(), "\u200f".encode()]),
            max_size=40),
        st.data())
 def test_any_bytes_in_any_chunks_reach_the_others_only_as_clean_utf8_lines(pieces, data):
@@ -458,9 +461,29 @@ def test_any_bytes_in_any_chunks_reach_the_others_only_as_clean_utf8_lines(piece
     for line in heard[:-2].split(b"\r\n"):
         text = line.decode("utf-8")               # valid UTF-8
         assert text.startswith(("* ", "<")), text  # notices and messages, never the speaker's errors
-        assert not any(unicodedata.category(char) == "Cc" for char in text), text
+        assert not any(unicodedata.category(char) == "Cc" or char in chat.BIDI_CONTROLS for char in text), text
     for line in bytes(speaker_transport.written)[:-2].split(b"\r\n"):
         assert line.startswith((b"* ", b"! error: ", b"<")), line
+
+
+def test_every_bidi_control_is_refused_and_right_to_left_text_is_said():
+    """Trojan Source: U+202E and its kin reorder what a reader's terminal shows after them.
+    Each of Unicode's twelve Bidi_Control characters costs the line; Hebrew and Arabic
+    letters (right-to-left text, no control) are said."""
+    room = chat.Chat(max_backlog=1 << 20)
+    speaker, listener = chat.ChatMember(room), chat.ChatMember(room)
+    speaker_transport, listener_transport = _FakeTransport(), _FakeTransport()
+    speaker.connection_made(speaker_transport)
+    listener.connection_made(listener_transport)
+    assert len(chat.BIDI_CONTROLS) == 12
+    for control in sorted(chat.BIDI_CONTROLS):
+        before = bytes(listener_transport.written)
+        speaker.data_received(f"tail{control}txt.exe\n".encode())
+        assert bytes(speaker_transport.written).endswith(b"! error: control characters are not allowed\r\n")
+        assert bytes(listener_transport.written) == before, hex(ord(control))
+    speaker.data_received("\u05e9\u05dc\u05d5\u05dd \u0645\u0631\u062d\u0628\u0627\n".encode())
+    assert bytes(listener_transport.written).endswith("> \u05e9\u05dc\u05d5\u05dd \u0645\u0631\u062d\u0628\u0627\r\n".encode())
+    assert not speaker_transport.closing
 
 
 # ---------------------------------------------------------------------------

@@ -10,7 +10,9 @@ case-insensitive (``/join Kitchen`` finds ``kitchen``; a room keeps the name it
 was opened with). An empty or blank message is not said.
 
 What it checks: every line is UTF-8 without control characters (an escape
-sequence from one member must not drive another's terminal), a message is at
+sequence from one member must not drive another's terminal; nor may a bidi
+control such as U+202E RIGHT-TO-LEFT OVERRIDE reorder the text after it on the
+readers' screens, the "Trojan Source" trick: ``BIDI_CONTROLS``), a message is at
 most ``MAX_MESSAGE`` characters, a name ``MAX_NAME`` printable characters
 without spaces. A line over ``MAX_LINE`` bytes (its ``\r\n`` or ``\n`` not
 counted) is a framing error: the framer refuses to buffer it, the member
@@ -81,6 +83,14 @@ WRITES_PER_TURN = 1000   # fan-out writes one member's lines may cost in one tur
 
 logger = logging.getLogger("netmux")
 
+#: Unicode's Bidi_Control characters: the embeddings and overrides U+202A-U+202E, the
+#: isolates U+2066-U+2069, and the marks U+200E, U+200F and U+061C. They are format
+#: characters (category Cf), not Cc, but they change how the rest of a line is shown:
+#: "<bob> \u202egnp.exe" reads as "<bob> exe.png", and an override left open reverses
+#: whatever a terminal prints after it. Refused like control characters; right-to-left
+#: letters themselves (Arabic, Hebrew) are text, and welcome.
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
 
 # The commands: each is one method marked with @_command, its name and usage
 # beside it; /help's line is made from them, so a new command cannot be missing.
@@ -101,7 +111,7 @@ class ChatError(ValueError):
 
 
 def _check_text(text: str) -> None:
-    if any(unicodedata.category(char) == "Cc" for char in text):
+    if any(unicodedata.category(char) == "Cc" or char in BIDI_CONTROLS for char in text):
         raise ChatError("control characters are not allowed")
 
 

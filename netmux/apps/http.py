@@ -11,14 +11,21 @@ never parses HTTP by hand: request smuggling is no place for home-made parsers.
 
 What it serves: without ``--root``, a hello page at ``/`` (404 elsewhere).
 With ``--root DIR``, the files below DIR: GET and HEAD; Content-Type by file
-extension; Last-Modified and If-Modified-Since (304); a single byte range (206,
-416 when unsatisfiable; a request for several ranges gets the whole file, 200,
-as RFC 9110 allows); a directory answers with its index.html (a redirect adds
-its missing ``/``; no listings). Keep-alive and pipelining: requests are
-answered in order, one at a time; while a response waits in the write buffer
-above the high-water mark no further request is read. Files over 64 KiB go
-out with ``transport.sendfile`` (zero-copy); smaller ones are read and written
-with their headers in one piece.
+extension; the validators ``Last-Modified`` and ``ETag`` (nginx's), the
+conditional requests (``If-Match``, ``If-None-Match``, ``If-Modified-Since``,
+``If-Unmodified-Since``: 304, 412) and byte ranges (``Range``, ``If-Range``:
+206, multipart for several, 416), as ``netmux.apps.httpfiles`` decides them
+(its docstring has the rules, and where nginx differs); a directory answers
+with its index.html (a redirect adds its missing ``/``; no listings), and a
+path with a trailing ``/`` must be a directory (``/file.txt/`` is a 404).
+Keep-alive and pipelining: requests are answered in order, one at a time;
+while a response waits in the write buffer above the high-water mark no
+further request is read. HTTP/1.0 closes after the answer unless it asks
+``Connection: keep-alive``, which is answered in kind (as nginx does; h11
+alone never keeps a 1.0 connection, see ``HTTPHandler._keep_alive_sender``).
+Any HTTP/1.x is served as 1.1 (RFC 9110 2.5), another major version is 505.
+Files over 64 KiB go out with ``transport.sendfile`` (zero-copy); smaller ones
+are read and written with their headers in one piece.
 
 A turn's share: one read brings at most 64 KiB, which can hold 2,000 pipelined
 GETs; answering them all at once made every other client wait seconds. So a
@@ -53,12 +60,17 @@ Never outside the root: the target is percent-decoded once, and a ``..``
 segment, a NUL byte or a backslash is a 400; a path is joined below the root
 from its segments (so ``//etc/passwd`` is ``ROOT/etc/passwd``), then resolved
 with ``realpath``: anything that lands outside (a symlink pointing out) is a
-404, as is a file that is not there or not readable.
+404, as is a file that is not there or not readable. Never off this server: the
+``Location`` of the redirect that adds a directory's ``/`` is rebuilt from
+those segments, so it starts with exactly one ``/`` (``GET //www.example.org``
+is sent to ``/www.example.org/``, never to ``//www.example.org/``, which a
+browser reads as another host: the shape of CPython http.server's
+CVE-2021-28861).
 
 Errors: 400 (malformed, as h11 or the path check finds it), 404, 405 with
 ``Allow`` (methods other than GET and HEAD), 413 (a declared body over
 ``--max-body``), 414 (a request line over ``--max-header-size``), 431 (the
-headers over it), 505 (HTTP other than 1.0 and 1.1). After a 400, 413, 414,
+headers over it), 505 (HTTP other than 1.x). After a 400, 413, 414,
 431 or 505 the connection closes; the server goes on. An access line per
 request is logged at DEBUG on the ``netmux.http`` logger.
 
@@ -67,7 +79,6 @@ test-case-name: tests/test_app_http.py
 from __future__ import annotations
 
 import argparse
-import email.utils
 import logging
 import math
 import mimetypes
@@ -76,11 +87,12 @@ import stat
 import sys
 import time
 from http import HTTPStatus
-from typing import Any, List, Optional, Sequence, Tuple
-from urllib.parse import unquote_to_bytes
+from typing import Any, List, Optional, Sequence, Set, Tuple
+from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 import netmux
 from netmux.apps import byte_count, positive_int, duration, stream_server
+from netmux.apps import httpfiles
 
 # The optional extra (pip install 'netmux[http]'). Without it this import fails,
 # and the command line's registry (apps.load) turns that into one line naming the
@@ -100,6 +112,11 @@ logger = logging.getLogger("netmux.http")
 #: It equals the transport's high-water mark, so a sendfile()d response always pauses
 #: reading and its resume_writing (at an empty buffer) tells us its file may close.
 SMALL_FILE = 64 * 1024
+
+#: Ranges one request may ask for (Site's and --max-ranges' default): more, and the whole
+#: file is sent (200), as nginx's max_ranges does. Apache's MaxRanges is 200; real clients
+#: (PDF viewers, download managers) ask for a few; each costs a part head and a system call.
+MAX_RANGES = 100
 
 #: Deadlines (the defaults of Site and the command line; the module docstring says why these).
 HEADER_TIMEOUT = 20.0         # seconds from a request's first byte to the end of its head: 408
@@ -132,9 +149,10 @@ class Site:
 
     def __init__(self, root: Optional[str] = None, max_header_size: int = 16384,
                  max_body: int = 1 << 20, *, header_timeout: float = HEADER_TIMEOUT,
-                 body_min_rate: float = BODY_MIN_RATE, keepalive_timeout: float = KEEPALIVE_TIMEOUT) -> None:
-        if max_header_size < 1 or max_body < 0:
-            raise ValueError("max_header_size must be >= 1 and max_body >= 0")
+                 body_min_rate: float = BODY_MIN_RATE, keepalive_timeout: float = KEEPALIVE_TIMEOUT,
+                 max_ranges: int = MAX_RANGES) -> None:
+        if max_header_size < 1 or max_body < 0 or max_ranges < 1:
+            raise ValueError("max_header_size and max_ranges must be >= 1 and max_body >= 0")
         for name, value in (("header_timeout", header_timeout), ("body_min_rate", body_min_rate),
                             ("keepalive_timeout", keepalive_timeout)):
             if not value > 0:                    # NaN too
@@ -142,11 +160,14 @@ class Site:
         self.header_timeout = float(header_timeout)
         self.body_min_rate = float(body_min_rate)
         self.keepalive_timeout = float(keepalive_timeout)
+        if root == "":                           # realpath("") is the working directory
+            raise ValueError("--root '' is not a directory (say --root . to serve this one)")
         self.root = None if root is None else os.path.realpath(root)
         if self.root is not None and not os.path.isdir(self.root):
             raise ValueError(f"--root {root!r} is not a directory")
         self.max_header_size = max_header_size
         self.max_body = max_body
+        self.max_ranges = max_ranges
         self._date_second = -1
         self._date = b""
         self._hello: Any = None       # the hello page's Response event, remade with the Date
@@ -156,7 +177,7 @@ class Site:
         now = int(time.time())
         if now != self._date_second:
             self._date_second = now
-            self._date = email.utils.formatdate(now, usegmt=True).encode()
+            self._date = httpfiles.http_date(now)
             self._hello = None
         return self._date
 
@@ -175,7 +196,8 @@ class Site:
         return self._hello
 
     def resolve(self, target: bytes) -> Tuple[int, str]:
-        """``(200, real path)`` for a target below the root, else ``(status, "")``."""
+        """``(200, real path)`` for a target below the root, else ``(status, "")``.
+        A path ending in ``/`` (or ``/.``) names a directory: a file there is a 404."""
         root = self.root
         if root is None:
             return 404, ""
@@ -192,6 +214,8 @@ class Site:
         if ".." in segments:
             return 400, ""
         joined = os.path.join(root, *[s for s in segments if s not in ("", ".")])
+        if segments[-1] in ("", "."):
+            joined += os.sep                     # stat() of "file.txt/" fails: ENOTDIR
         # realpath() lstat()s every prefix of the path, found or not: thousands of segments
         # would cost milliseconds. One stat() first answers a missing path (the usual 404,
         # a path over PATH_MAX or with a symlink loop) in one system call.
@@ -216,7 +240,8 @@ class HTTPHandler(netmux.Handler):
 
     def __init__(self, site: Site) -> None:
         self.site = site
-        self._conn: Any = None
+        self._conn: Any = None         # h11's connection: it reads the requests
+        self._sender: Any = None       # the one that writes this answer: _conn, or _keep_alive_sender's
         self._paused = False           # a big response waits: read no further request
         self._yielded = False          # a turn's share is done: the continuation goes on
         self._files: List[Any] = []    # open files whose regions may still be queued
@@ -233,7 +258,7 @@ class HTTPHandler(netmux.Handler):
 
     def connection_made(self, transport: netmux.Transport) -> None:
         super().connection_made(transport)
-        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.site.max_header_size)
+        self._conn = self._sender = self._next_connection(b"", False)
         # Resume only once the buffer is empty: then every queued file is sent and may close.
         transport.set_write_buffer_limits(high=SMALL_FILE, low=0)
         self._wait(_HEAD)              # the first request's clock starts at accept
@@ -292,14 +317,17 @@ class HTTPHandler(netmux.Handler):
             if kind is h11.Request:
                 self._waiting = _ANSWERING
                 self._request(event)
-                if conn.our_state is h11.MUST_CLOSE:   # an error, HTTP/1.0, "Connection: close"
+                if self._sender.our_state is h11.MUST_CLOSE:   # an error, HTTP/1.0, "Connection: close"
                     transport.close()
                     return
             elif kind is h11.EndOfMessage:
-                if conn.our_state is h11.MUST_CLOSE:
+                if self._sender.our_state is h11.MUST_CLOSE:
                     transport.close()
                     return
-                conn.start_next_cycle()            # we answered at the Request: both are DONE
+                if self._sender is conn:
+                    conn.start_next_cycle()        # we answered at the Request: both are DONE
+                else:                              # HTTP/1.0 kept alive: h11 wants to close this one
+                    conn = self._conn = self._sender = self._next_connection(*conn.trailing_data)
             elif kind is h11.Data:                  # a body we do not use: dropped, but bounded
                 self._body_seen += len(event.data)
                 if self._body_seen > self.site.max_body:
@@ -392,19 +420,50 @@ class HTTPHandler(netmux.Handler):
     def _protocol_error(self, exc: Any) -> None:
         """Bad HTTP: answer with h11's status hint when we still may, then close."""
         status = exc.error_status_hint
-        if status == 431 and b"\n" not in self._conn.trailing_data[0]:
-            status = 414                            # still no end to the request line
+        if status == 431:
+            line_end = self._conn.trailing_data[0].find(b"\n")
+            if line_end < 0 or line_end > self.site.max_header_size:
+                status = 414                        # the request line alone is over the limit
         logger.debug("%s: bad request (%d): %s", self._peer(), status, exc)
-        if self._conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+        # Not the last request's method: after a HEAD, this answer's body would be left out
+        # while its Content-Length promised it, and h11 would refuse to end it.
+        self._method = self._target = b"-"
+        if self._sender.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             self._error(status, close=True)
         self.transport.close()
+
+    def _next_connection(self, data: bytes, closed: bool) -> Any:
+        """A new h11 connection, fed what the last one read past its request (and its EOF)."""
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.site.max_header_size)
+        if data:
+            conn.receive_data(data)
+        if closed:
+            conn.receive_data(b"")
+        return conn
+
+    def _keep_alive_sender(self, method: bytes) -> Any:
+        """h11 closes every HTTP/1.0 connection, ``Connection: keep-alive`` or not, and says
+        ``Connection: close`` in the answer. nginx (and ``ab -k``) keep such a connection: so
+        its answer goes through a stand-in h11 connection that heard the same method in
+        HTTP/1.1 (h11 still frames the answer and checks it; a 1.0 client reads HTTP/1.1
+        answers, RFC 9110 2.5), and the next request is read by a new connection
+        (``_next_connection``) once h11 has read this one's end."""
+        sender = h11.Connection(h11.SERVER)
+        sender.receive_data(method + b" / HTTP/1.1\r\nhost: -\r\n\r\n")
+        sender.next_event()                     # the Request,
+        sender.next_event()                     # its EndOfMessage: ready to answer
+        return sender
 
     def _request(self, request: Any) -> None:
         method = self._method = request.method
         self._target = target = _origin_form(request.target)
         self._body_seen = 0
-        if request.http_version not in (b"1.1", b"1.0"):
+        self._sender = self._conn
+        version = request.http_version
+        if not version.startswith(b"1."):            # 1.2 is served as 1.1 (RFC 9110 2.5)
             return self._error(505, close=True)
+        if version == b"1.0" and _asks_keep_alive(request.headers):
+            self._sender = self._keep_alive_sender(method)
         # h11 limits only a request still incomplete: one that came whole is measured here.
         limit = self.site.max_header_size
         if len(request.target) > limit:
@@ -412,9 +471,9 @@ class HTTPHandler(netmux.Handler):
         headers = request.headers
         if len(headers) > 1 and sum(len(name) + len(value) + 4 for name, value in headers) > limit:
             return self._error(431, close=True)
-        length = _header(headers, b"content-length")
+        length = httpfiles.header(headers, b"content-length")
         if length is not None:
-            if _header(headers, b"transfer-encoding") is not None:
+            if httpfiles.header(headers, b"transfer-encoding") is not None:
                 return self._error(400, close=True)   # both framings: a smuggling attempt (RFC 9112 6.3)
             if int(length) > self.site.max_body:
                 return self._error(413, close=True)
@@ -452,51 +511,75 @@ class HTTPHandler(netmux.Handler):
             raise
 
     def _serve_directory(self, request: Any, target: bytes, path: str) -> None:
-        target, mark, query = target.partition(b"?")
-        if not target.endswith(b"/"):
-            return self._respond(301, [(b"location", target + b"/" + mark + query)], b"")
+        if not target.partition(b"?")[0].endswith(b"/"):
+            return self._respond(301, [(b"location", _slash_location(target))], b"")
         index = os.path.join(path, "index.html")
         if not os.path.isfile(index):
             return self._error(404)
-        self._serve_file(request, target + b"index.html")
+        self._serve_file(request, target.partition(b"?")[0] + b"index.html")
 
     def _send_file(self, request: Any, path: str, file: Any, info: os.stat_result) -> None:
-        """Headers for the file (304, 206, 416 or 200), then its bytes, in one way or the other."""
+        """The file's answer (httpfiles decides): 304 or 412 by its preconditions, 416, 206
+        (one range, or several as multipart/byteranges) or 200; then its bytes."""
         headers = request.headers
-        mtime = int(info.st_mtime)
-        since = _header(headers, b"if-modified-since")
-        since_time = None if since is None else _parse_date(since)
-        modified = [(b"last-modified", email.utils.formatdate(mtime, usegmt=True).encode())]
-        # A date in the future is invalid (RFC 9110 13.1.3): ignored, else it would pin a 304.
-        if since_time is not None and mtime <= since_time <= time.time():
+        size, mtime, now = info.st_size, int(info.st_mtime), int(time.time())
+        tag = httpfiles.entity_tag(size, mtime)
+        validators = [(b"last-modified", httpfiles.http_date(mtime)), (b"etag", tag)]
+        decided = httpfiles.preconditions(headers, self._method, tag, mtime, now)
+        if decided != 200:
             file.close()
-            return self._respond(304, modified, b"")
-        size = info.st_size
-        offset, count, status = 0, size, 200
-        requested = _header(headers, b"range")
-        if requested is not None:
-            span = _byte_range(requested, size)
-            if span == "unsatisfiable":
-                file.close()
-                return self._error(416, extra=[(b"content-range", b"bytes */%d" % size)])
-            if span is not None:
-                offset, count, status = span[0], span[1], 206
-                modified.append((b"content-range", b"bytes %d-%d/%d" % (offset, offset + count - 1, size)))
-        content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
-        head = self._method == b"HEAD"
-        fields = [(b"content-type", content_type.encode()), (b"accept-ranges", b"bytes")] + modified
-        if head or count <= SMALL_FILE:
-            body = b"" if head else os.pread(file.fileno(), count, offset)
+            return self._respond(304, validators, b"") if decided == 304 else self._error(decided)
+        ranges = self._ranges(headers, size, tag, mtime, now)
+        if ranges == []:
             file.close()
-            if len(body) != count and not head:
+            return self._error(416, extra=[(b"content-range", b"bytes */%d" % size)])
+        content_type = (mimetypes.guess_type(path)[0] or "application/octet-stream").encode()
+        fields = [(b"content-type", content_type), (b"accept-ranges", b"bytes")] + validators
+        if ranges is None:
+            return self._send_pieces(200, fields, file, [(0, size)], size)
+        if len(ranges) == 1:
+            offset, count = ranges[0]
+            fields.append((b"content-range", b"bytes %d-%d/%d" % (offset, offset + count - 1, size)))
+            return self._send_pieces(206, fields, file, ranges, count)
+        boundary = os.urandom(10).hex().encode()    # 20 characters, as nginx's; none to guess
+        pieces, length = httpfiles.multipart(ranges, size, content_type, boundary)
+        fields[0] = (b"content-type", b"multipart/byteranges; boundary=" + boundary)
+        self._send_pieces(206, fields, file, pieces, length)
+
+    def _ranges(self, headers: Sequence[Tuple[bytes, bytes]], size: int, tag: bytes, mtime: int,
+                now: int) -> Optional[List[Tuple[int, int]]]:
+        """The ranges to send (httpfiles.byte_ranges), or None for the whole file: no
+        Range, or an If-Range that names another version of the file."""
+        requested = httpfiles.header(headers, b"range")
+        if requested is None:
+            return None
+        validator = httpfiles.header(headers, b"if-range")
+        if validator is not None and not httpfiles.if_range_holds(validator, tag, mtime, now):
+            return None
+        return httpfiles.byte_ranges(requested, size, self.site.max_ranges)
+
+    def _send_pieces(self, status: int, fields: List[Tuple[bytes, bytes]], file: Any,
+                     pieces: Sequence[httpfiles.Piece], length: int) -> None:
+        """Send a file's answer of ``length`` bytes made of ``pieces`` (bytes, and file
+        regions): read and written with the head in one piece when small (or HEAD), else
+        the head, then each region sendfile()d, in order with the bytes between them."""
+        if self._method == b"HEAD" or length <= SMALL_FILE:
+            body = b"" if self._method == b"HEAD" else _read_pieces(file, pieces)
+            file.close()
+            if body is None:
                 return self._error(500, close=True)          # the file shrank under us
-            return self._respond(status, fields, body, length=count)
-        self._respond(status, fields, _Region(count))
-        if self.transport.is_closing():       # the peer reset while the headers went out
+            return self._respond(status, fields, body, length=length)
+        self._respond(status, fields, _Region(length))
+        transport = self.transport
+        if transport.is_closing():            # the peer reset while the headers went out
             file.close()
             return
         self._files.append(file)
-        self.transport.sendfile(file, offset, count)
+        for piece in pieces:
+            if isinstance(piece, bytes):
+                transport.write(piece)
+            else:
+                transport.sendfile(file, piece[0], piece[1])
 
     # ------------------------------------------------------------------
     # Responses: h11 writes the bytes and keeps its state machine right
@@ -505,7 +588,7 @@ class HTTPHandler(netmux.Handler):
                  length: Optional[int] = None, close: bool = False) -> None:
         """Send one response; ``body`` is bytes, or a ``_Region`` the caller sendfile()s.
         ``length`` is the Content-Length when the body is not sent (HEAD)."""
-        conn = self._conn
+        conn = self._sender
         if length is None:
             length = len(body)
         fields = fields + self.site.common_fields()
@@ -513,6 +596,8 @@ class HTTPHandler(netmux.Handler):
             fields.append((b"content-length", b"%d" % length))
         if close or self.draining:
             fields.append((b"connection", b"close"))
+        elif conn is not self._conn:              # an HTTP/1.0 connection kept alive
+            fields.append((b"connection", b"keep-alive"))
         out = conn.send(h11.Response(status_code=status, headers=fields, reason=_REASONS.get(status, b"")))
         if body and self._method != b"HEAD":
             if type(body) is _Region:
@@ -530,6 +615,8 @@ class HTTPHandler(netmux.Handler):
         if self.draining:               # the cached page says keep-alive: answer it the long way
             return self._respond(200, [(b"content-type", b"text/html; charset=utf-8")], HELLO_PAGE)
         conn = self._conn
+        if self._sender is not conn:              # HTTP/1.0 kept alive: it says so
+            return self._respond(200, [(b"content-type", b"text/html; charset=utf-8")], HELLO_PAGE)
         out = conn.send(self.site.hello())
         if self._method != b"HEAD":
             out += conn.send(_HELLO_DATA)
@@ -565,12 +652,41 @@ class _Region:
         return self.count
 
 
-def _header(headers: Sequence[Tuple[bytes, bytes]], name: bytes) -> Optional[bytes]:
-    """The first value of a header (h11 gives names lowercased), or None."""
-    for key, value in headers:
-        if key == name:
-            return value
-    return None
+def _asks_keep_alive(headers: Sequence[Tuple[bytes, bytes]]) -> bool:
+    """Whether the Connection fields ask for keep-alive (and not also to close)."""
+    tokens: Set[bytes] = set()
+    for name, value in headers:
+        if name == b"connection":
+            tokens.update(token.strip().lower() for token in value.split(b","))
+    return b"keep-alive" in tokens and b"close" not in tokens
+
+
+#: What a path segment keeps unquoted in a Location (RFC 3986's pchar, less "%").
+_SEGMENT_SAFE = "!$&'()*+,;=:@-._~"
+
+
+def _slash_location(target: bytes) -> bytes:
+    """The Location that adds a directory's missing ``/``: the path rebuilt from its
+    decoded segments, so it starts with exactly one ``/`` and names no other host."""
+    path, mark, query = target.partition(b"?")
+    segments = [segment for segment in unquote_to_bytes(path).split(b"/") if segment not in (b"", b".")]
+    rebuilt = "".join("/" + quote_from_bytes(segment, safe=_SEGMENT_SAFE) for segment in segments)
+    return rebuilt.encode("ascii") + b"/" + mark + query
+
+
+def _read_pieces(file: Any, pieces: Sequence[httpfiles.Piece]) -> Optional[bytes]:
+    """The bytes of ``pieces``, file regions read with pread; None if the file is shorter."""
+    out = []
+    for piece in pieces:
+        if isinstance(piece, bytes):
+            out.append(piece)
+            continue
+        offset, count = piece
+        data = os.pread(file.fileno(), count, offset)
+        if len(data) != count:
+            return None
+        out.append(data)
+    return b"".join(out)
 
 
 def _origin_form(target: bytes) -> bytes:
@@ -587,63 +703,28 @@ def _origin_form(target: bytes) -> bytes:
     return rest[slash:]
 
 
-def _parse_date(value: bytes) -> Optional[int]:
-    """An HTTP date as a Unix time, or None when it is not one (then it is ignored)."""
-    try:
-        parsed = email.utils.parsedate_to_datetime(value.decode("latin-1"))
-        return None if parsed is None else int(parsed.timestamp())
-    except (TypeError, ValueError, IndexError, OverflowError):     # year 99999999999: OverflowError
-        return None
-
-
-def _byte_range(value: bytes, size: int) -> Any:
-    """``(offset, count)`` for one satisfiable ``bytes=`` range; ``"unsatisfiable"``;
-    or None to ignore the header (malformed, not bytes, or several ranges)."""
-    unit, _, spec = value.partition(b"=")
-    if unit.strip().lower() != b"bytes" or b"," in spec:
-        return None
-    first, dash, last = spec.strip().partition(b"-")
-    if not dash or not (first.isdigit() or first == b"") or not (last.isdigit() or last == b""):
-        return None
-    if first == b"":
-        if last == b"":
-            return None
-        suffix = _position(last)                 # the last N bytes
-        if suffix == 0 or size == 0:
-            return "unsatisfiable"
-        return max(0, size - suffix), min(suffix, size)
-    start = _position(first)
-    end = size - 1 if last == b"" else min(_position(last), size - 1)
-    if last != b"" and _position(last) < start:
-        return None                              # invalid: ignored, as RFC 9110 says
-    if start >= size:
-        return "unsatisfiable"
-    return start, end - start + 1
-
-
-#: Beyond any file: a byte position with more digits than this is taken as this.
-_FAR = 10 ** 20
-
-
-def _position(digits: bytes) -> int:
-    """A byte position from its decimal digits, without converting thousands of them
-    (quadratic, and a ValueError past 4,300 digits since Python 3.11): more than 20
-    significant digits are past the end of any file."""
-    significant = digits.lstrip(b"0")
-    return _FAR if len(significant) > 20 else int(significant or b"0")
-
-
 # ----------------------------------------------------------------------
 # The app interface the command line uses
 # ----------------------------------------------------------------------
+def _directory(text: str) -> str:
+    """--root's type: a name (an empty one would serve the working directory). Whether it
+    is a directory Site checks, when the server starts."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty name is no directory (say --root . for this one)")
+    return text
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add http's own options."""
-    parser.add_argument("--root", default=None, metavar="DIR",
+    parser.add_argument("--root", type=_directory, default=None, metavar="DIR",
                         help="serve the files below DIR (default: a hello page at /)")
     parser.add_argument("--max-header-size", type=positive_int, default=16384, metavar="BYTES",
                         help="longest request line plus headers (default: 16384; over: 414 or 431)")
     parser.add_argument("--max-body", type=byte_count, default=1 << 20, metavar="BYTES",
                         help="largest request body declared (default: 1 MiB; over: 413)")
+    parser.add_argument("--max-ranges", type=positive_int, default=MAX_RANGES, metavar="COUNT",
+                        help="byte ranges one request may ask for; more get the whole file "
+                             f"(default: {MAX_RANGES})")
     parser.add_argument("--header-timeout", type=duration, default=HEADER_TIMEOUT, metavar="SECONDS",
                         help="from a request's first byte to the end of its head, else 408 and close "
                              f"(default: {HEADER_TIMEOUT:g})")
@@ -662,7 +743,8 @@ def make_server(args: argparse.Namespace, reactor: netmux.Reactor) -> Any:
                 getattr(args, "max_body", 1 << 20),
                 header_timeout=getattr(args, "header_timeout", HEADER_TIMEOUT),
                 body_min_rate=getattr(args, "body_min_rate", BODY_MIN_RATE),
-                keepalive_timeout=getattr(args, "keepalive_timeout", KEEPALIVE_TIMEOUT))
+                keepalive_timeout=getattr(args, "keepalive_timeout", KEEPALIVE_TIMEOUT),
+                max_ranges=getattr(args, "max_ranges", MAX_RANGES))
     return stream_server(args, lambda: HTTPHandler(site), reactor)
 
 
