@@ -238,16 +238,18 @@ def test_600k_deadlines_deleted_before_they_come_cost_no_freeze_and_are_freed(st
         store.db.delete(b"k%d" % index)
     slowest = 0.0
     while True:                                         # the timer's calls, before t
-        started = time.perf_counter()
+        started = time.process_time()
         more = store.sweep()
-        slowest = max(slowest, time.perf_counter() - started)
+        slowest = max(slowest, time.process_time() - started)
         if not more:
             break
     assert deadline_entries(store) == 0
     clock.now += 11
-    started = time.perf_counter()
+    started = time.process_time()
     assert store.sweep() is False
-    assert max(slowest, time.perf_counter() - started) < 0.05
+    # CPU time, not wall time: a loaded machine stretches the latter. One call
+    # costs about a millisecond; popping the whole heap in one call cost 1.4-2.5 s.
+    assert max(slowest, time.process_time() - started) < 0.25
 
 
 def test_flushdb_flushall(store):
@@ -457,10 +459,10 @@ def test_keys_star_lists_the_empty_key_as_redis_does_and_other_patterns_do_not(s
 def test_a_1_mib_pattern_costs_milliseconds_and_leaves_nothing_in_re_cache(store, pattern):
     run(store, "SET", "short", "v")
     cached = len(re._cache)                 # type: ignore[attr-defined]
-    started = time.perf_counter()
+    started = time.process_time()              # CPU time: the machine's load does not count
     assert run(store, "KEYS", pattern) == b"*0\r\n"
     assert run(store, "CONFIG", "GET", pattern, pattern, pattern, pattern) == b"*0\r\n"
-    assert time.perf_counter() - started < 0.5            # was 4 s for KEYS, 17 s for CONFIG GET
+    assert time.process_time() - started < 1.5            # was 4 s for KEYS, 17 s for CONFIG GET
     assert len(re._cache) <= cached                        # type: ignore[attr-defined]
 
 
@@ -469,14 +471,14 @@ def test_a_1_mib_pattern_costs_milliseconds_and_leaves_nothing_in_re_cache(store
 # ----------------------------------------------------------------------
 def test_300_one_byte_appends_to_a_64_mib_value_cost_milliseconds(store):
     chunk = b"x" * (1 << 20)
-    started = time.perf_counter()
+    started = time.process_time()              # CPU time: the machine's load does not count
     for _ in range(64):
         run(store, "APPEND", "big", chunk)
-    built = time.perf_counter() - started
-    started = time.perf_counter()
+    built = time.process_time() - started
+    started = time.process_time()
     for _ in range(300):
         run(store, "APPEND", "big", "y")
-    appended = time.perf_counter() - started
+    appended = time.process_time() - started
     assert run(store, "STRLEN", "big") == b":%d\r\n" % (64 * len(chunk) + 300)
     # Copying the value each time took 2 s to build and 12.8 s for the 300 (Redis: 0.35 s).
     assert built < 2.0 and appended < 0.5, (built, appended)
