@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 
 from netmux.apps import kvstore
 from netmux.apps.kvglob import glob as _glob
-
+from netmux.apps.kvstore import Store
 
 
 class Clock:
