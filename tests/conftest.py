@@ -528,6 +528,7 @@ _CLIENT_PROGRAMS = {
     "test_app_http_nginx.py": [("nginx", "nginx-light")],
     "test_app_chat.py": [("nc", "netcat-openbsd")],
     "test_stats.py": [("promtool", "prometheus")],
+    "test_docs.py": [("openssl", "openssl")],
     "test_tls.py": [("openssl", "openssl"), ("curl", "curl"), ("redis-cli", "redis-tools"),
                     ("redis-benchmark", "redis-tools")],
 }

@@ -446,6 +446,7 @@ def test_hostile_barrage_leaves_memory_bounded_and_the_server_answering(hello):
 # ----------------------------------------------------------------------
 # The module on its own, and without h11
 # ----------------------------------------------------------------------
+@pytest.mark.clients       # curl asks for a page
 def test_running_the_module_logs_start_and_stop_and_exits_0_on_sigterm():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -498,6 +498,7 @@ def test_active_expiry_frees_keys_nobody_reads(kv_process):
         client.close()
 
 
+@pytest.mark.clients       # redis-cli writes and reads the keys
 def test_dump_survives_a_sigterm_restart(kv_process, tmp_path):
     path = str(tmp_path / "store.dump")
     first = kv_process("--dump", path)
