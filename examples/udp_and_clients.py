@@ -123,4 +123,7 @@ PROGRAMS = {"udp-server": udp_server, "udp-client": udp_client, "readme": readme
 if __name__ == "__main__":
     if sys.argv[1:] not in ([name] for name in PROGRAMS):
         sys.exit(f"usage: python examples/udp_and_clients.py {{{'|'.join(PROGRAMS)}}}")
-    PROGRAMS[sys.argv[1]]()
+    try:
+        PROGRAMS[sys.argv[1]]()
+    except KeyboardInterrupt:      # Ctrl-C ends udp-server: no traceback
+        pass
