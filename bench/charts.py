@@ -188,19 +188,29 @@ def fairness_chart(plt, path, out):
     order = sorted(series, key=lambda x: (not x[0].startswith("netmux"), x[0]))
     colours = {"netmux (before)": "#9db8e6", "netmux (after)": "#1f4e99", "redis": "#c0392b",
                "nginx": "#2a9d48", "uvicorn": "#e6821e"}
-    fig, ax = plt.subplots(figsize=(9, 0.3 * len(scen) * len(order) + 1.5))
-    h = 0.8 / len(order)
-    for i, (name, d) in enumerate(order):
-        ys = [scen.index(s) + i * h for s in d]
-        ax.barh(ys, list(d.values()), height=h, label=name, color=colours.get(name, "#999"))
-    ax.set_yticks([k + 0.4 - h / 2 for k in range(len(scen))])
-    ax.set_yticklabels(scen)
-    ax.invert_yaxis()
+    # bars packed per scenario (a server without that scenario leaves no gap)
+    bars, ticks, y = [], [], 0.0
+    for sc in scen:
+        first = y
+        for name, d in order:
+            if sc in d:
+                bars.append((y, d[sc], name))
+                y += 1
+        ticks.append(((first + y - 1) / 2, sc))
+        y += 0.8
+    fig, ax = plt.subplots(figsize=(9, 0.22 * len(bars) + 0.4 * len(scen) * 0.8 + 1.4))
+    for name, _ in order:
+        mine = [(yy, v) for yy, v, n in bars if n == name]
+        ax.barh([yy for yy, _ in mine], [v for _, v in mine], height=0.85, label=name,
+                color=colours.get(name, "#999"))
+    ax.set_yticks([t for t, _ in ticks])
+    ax.set_yticklabels([sc for _, sc in ticks])
+    ax.set_ylim(y - 0.3, -0.9)
     ax.set_xscale("log")
     ax.axvline(10, color="#c00", linestyle="--", linewidth=1)
-    ax.text(10, len(scen) - 0.3, " 10 ms target", color="#c00", fontsize=8)
+    ax.text(10, -0.5, " 10 ms target", color="#c00", fontsize=8)
     ax.set_xlabel("well-behaved client's p99, ms (log scale; 5,000-10,000 = no answer within the cap)")
-    ax.grid(axis="x", alpha=0.3, which="both")
+    ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title("Fairness: a well-behaved client beside a hostile one, lower is better\n"
                  "bench/fairness.py, results/fairness.json", fontsize=9)
