@@ -88,8 +88,8 @@ def scenarios_chart(plt, data, cells, out):
         top = max(vals) if vals else 1
         ax.set_xlim(0, top * 1.3)
         ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: fmt_rate(v)))
-        for yy, v in zip(y, vals):
-            ax.text(v + top * 0.02, yy, fmt_rate(v), va="center", fontsize=8)
+        for yy, v, e in zip(y, vals, err):
+            ax.text(v + e + top * 0.03, yy, fmt_rate(v), va="center", fontsize=8)
         ax.grid(axis="x", alpha=0.3)
     for ax in list(axes.flat)[len(scen):]:
         ax.set_visible(False)
@@ -136,8 +136,8 @@ def storm_chart(plt, data, cells, out):
 
 def scaling_chart(plt, data, cells, out):
     scen = [sc for sc in ("1x1k", "10x1k", "100x1k", "1000x1k", "10000x1k") if sc in data["scenarios"]]
-    if len(scen) < 2:
-        return False
+    if len(scen) < 3 or not {"1x1k", "10000x1k"} & set(scen):
+        return False      # the headline's 1 KiB columns alone are not the curve
     conns = {"1x1k": 1, "10x1k": 10, "100x1k": 100, "1000x1k": 1000, "10000x1k": 10000}
     fig, ax = plt.subplots(figsize=(8, 5))
     for sv, label in data["servers"].items():
