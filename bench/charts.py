@@ -71,7 +71,7 @@ def scenarios_chart(plt, data, cells, out):
     cols = min(3, len(scen))
     rows = (len(scen) + cols - 1) // cols
     height = 0.32 * len(servers) + 1.2
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, height * rows + 0.8), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(8.0, 5.2 * cols), height * rows + 0.8), squeeze=False)
     for ax, sc in zip(axes.flat, scen):
         names = [sv for sv in servers if (sv, sc) in cells]
         vals = [cells[(sv, sc)]["rate"] for sv in names]
@@ -85,8 +85,8 @@ def scenarios_chart(plt, data, cells, out):
         ax.set_title(data["scenarios"][sc][0])
         unit = "connections/s" if data["scenarios"][sc][1] == "churn" else "messages/s"
         ax.set_xlabel(unit, fontsize=8)
-        top = max(vals) if vals else 1
-        ax.set_xlim(0, top * 1.3)
+        top = max((v + e for v, e in zip(vals, err)), default=1)
+        ax.set_xlim(0, top * 1.25)
         ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: fmt_rate(v)))
         for yy, v, e in zip(y, vals, err):
             ax.text(v + e + top * 0.03, yy, fmt_rate(v), va="center", fontsize=8)
