@@ -16,8 +16,20 @@
  * Build: cc -O2 -o echo_client echo_client.c
  * Usage: echo_client -p PORT [-h 127.0.0.1] [-c N] [-s SIZE] [-i IDLE]
  *                    [-w WARMUP] [-d DURATION] [-W WINDOW] [-T SETUP_TIMEOUT] [-V] [-t TICK]
+ *                    [-L] [-x] [-m echo|churn|storm]
  * -V checks the first 4 bytes of every echoed message; -t prints "TICK <s> <msgs>"
  * lines to stderr every TICK seconds (to see stalls).
+ * -L: line mode (the last byte of every message, and the setup ping, is '\n': for
+ * line-echo servers). -x: every connection first sends a PROXY v1 header (for
+ * servers with the PROXY protocol on).
+ * -m churn: a connection per request: each of the -c slots connects, sends one
+ * message, reads it back, shuts its side down, waits for the server's close (the
+ * server's lingering close is part of the cycle), closes, and starts over;
+ * msgs_per_s is then connections per second, the latencies those of whole cycles.
+ * -m storm: -c connections are started at once (no connect window), each sends one
+ * message as soon as it is connected and stays open; prints the time from the first
+ * connect() to each connection's first full echo: first, p50, p99, last, and
+ * last - first (storm_span_ms). Bounded by -T.
  * Only loopback (127.0.0.0/8) targets are accepted.
  */
 #define _GNU_SOURCE
@@ -59,6 +71,9 @@ static unsigned char rbuf[1 << 18];
 static int epfd;
 static int verify;
 static double tick_s;    /* -t: print messages per tick to stderr (debugging stalls) */
+static int line_mode;    /* -L: messages and the ping end with '\n' */
+static const char proxy_hdr[] = "PROXY TCP4 192.0.2.1 127.0.0.1 40000 80\r\n";
+static int use_proxy;    /* -x: send proxy_hdr first on every connection */
 
 static uint64_t *lat;    /* latencies (ns) of messages completed while measuring */
 static size_t nlat, caplat;
@@ -115,6 +130,14 @@ static void start_connect(conn_t *c) {
     ep_set(c, EPOLLOUT, EPOLL_CTL_ADD);
 }
 
+/* The PROXY v1 header, written first on a fresh connection (its send buffer is
+ * empty: 43 bytes always fit). 0 on success. */
+static int send_proxy(conn_t *c) {
+    if (!use_proxy) return 0;
+    ssize_t n = send(c->fd, proxy_hdr, sizeof proxy_hdr - 1, MSG_NOSIGNAL);
+    return n == (ssize_t)(sizeof proxy_hdr - 1) ? 0 : -1;
+}
+
 static void fill_msg(conn_t *c) {
     /* Cheap per-message pattern for -V: first 4 bytes carry the sequence. */
     if (verify && msg_size >= 4) memcpy(msgbuf, &c->seq, 4);
@@ -158,13 +181,213 @@ static double pct(double p) {
     return lat[i] / 1000.0;
 }
 
+static void record_lat(uint64_t ns) {
+    if (nlat == caplat) {
+        caplat *= 2;
+        uint64_t *nl = realloc(lat, caplat * sizeof *lat);
+        if (!nl) die_json("oom", 3);
+        lat = nl;
+    }
+    lat[nlat++] = ns;
+}
+
+/* Read what the socket has of the current echo; 1 when the whole message is back,
+ * 0 when more is to come, -1 on EOF/error/excess bytes. */
+static int pump_read(conn_t *c) {
+    for (;;) {
+        ssize_t r = recv(c->fd, rbuf, sizeof rbuf, 0);
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return -1;
+        c->rcvd += (size_t)r;
+        if (c->rcvd > msg_size) return -1;
+        if (c->rcvd == msg_size) return 1;
+    }
+}
+
+enum { ST_CLOSING = ST_DEAD + 1, ST_DONE };
+
+/* A connection for churn/storm: counted as a retry (not an error) when connect()
+ * itself fails, as a refused connection is retried by the caller. */
+static void churn_start(conn_t *c, uint64_t t) {
+    c->sent = c->rcvd = 0;
+    c->want_out = 0;
+    c->t0 = t;
+    start_connect(c);
+}
+
+/* The connect finished (EPOLLOUT): 0 and the message on its way, or -1. */
+static int on_connected(conn_t *c) {
+    int err = 0;
+    socklen_t l = sizeof err;
+    getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &l);
+    connecting--;
+    if (err || send_proxy(c)) return -1;
+    c->state = ST_RUN;
+    c->want_out = 2;        /* registered for EPOLLOUT alone: pump_write re-registers */
+    pump_write(c);
+    return c->state == ST_DEAD ? -1 : 0;
+}
+
+static void drop(conn_t *c) {
+    epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+}
+
+static void print_lat_json(const char *extra, uint64_t msgs, double meas_s, double cpu) {
+    qsort(lat, nlat, sizeof *lat, cmp_u64);
+    double mean = 0;
+    for (size_t i = 0; i < nlat; i++) mean += (double)lat[i];
+    mean = nlat ? mean / (double)nlat / 1000.0 : -1;
+    printf("{%s\"conns\": %d, \"size\": %zu, \"msgs\": %llu, \"msgs_per_s\": %.1f, "
+           "\"lat_mean_us\": %.1f, \"lat_p50_us\": %.1f, \"lat_p90_us\": %.1f, "
+           "\"lat_p99_us\": %.1f, \"lat_max_us\": %.1f, \"client_cpu\": %.3f, "
+           "\"errors\": %d, \"setup_retries\": %d}\n",
+           extra, nactive, msg_size, (unsigned long long)msgs, msgs / meas_s, mean, pct(50),
+           pct(90), pct(99), nlat ? lat[nlat - 1] / 1000.0 : -1, cpu, errors, setup_failures);
+    fflush(stdout);
+}
+
+/* -m churn: see the top of the file. */
+static int run_churn(double warm, double dur) {
+    struct epoll_event evs[1024];
+    uint64_t t_begin = now_ns();
+    uint64_t t_meas = t_begin + (uint64_t)(warm * 1e9);
+    uint64_t t_end = t_meas + (uint64_t)(dur * 1e9);
+    uint64_t done = 0, done_warm = 0;
+    double cpu0 = warm <= 0 ? cpu_s() : -1;
+    for (int i = 0; i < nconns; i++) churn_start(&conns[i], t_begin);
+    uint64_t t = now_ns();
+    while (t < t_end) {
+        if (cpu0 < 0 && t >= t_meas) cpu0 = cpu_s();
+        uint64_t deadline = t < t_meas ? t_meas : t_end;
+        int n = epoll_wait(epfd, evs, 1024, (int)((deadline - t + 999999) / 1000000));
+        if (n < 0 && errno != EINTR) die_json("epoll_wait", 3);
+        for (int k = 0; k < n; k++) {
+            conn_t *c = &conns[evs[k].data.u32];
+            int r = 0;
+            if (c->state == ST_CONNECTING) {
+                if (on_connected(c) < 0) {
+                    if (c->state != ST_DEAD) drop(c);
+                    setup_failures++;
+                    churn_start(c, now_ns());
+                }
+                continue;
+            }
+            if (c->state == ST_RUN) {
+                if (evs[k].events & EPOLLOUT) pump_write(c);
+                if (c->state == ST_DEAD) { errors--; r = -1; }
+                else if (evs[k].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) r = pump_read(c);
+                if (r == 1) {
+                    /* our side's close first; then wait for the server's */
+                    shutdown(c->fd, SHUT_WR);
+                    c->state = ST_CLOSING;
+                    ep_set(c, EPOLLIN, EPOLL_CTL_MOD);
+                }
+            } else if (c->state == ST_CLOSING) {
+                ssize_t got = recv(c->fd, rbuf, sizeof rbuf, 0);
+                if (got < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+                if (got != 0) r = -1;
+                else {
+                    uint64_t tn = now_ns();
+                    drop(c);
+                    if (tn >= t_meas && tn < t_end) { done++; record_lat(tn - c->t0); }
+                    else if (tn < t_meas) done_warm++;
+                    churn_start(c, tn);
+                    continue;
+                }
+            }
+            if (r < 0) {
+                if (c->state != ST_DEAD) drop(c);
+                errors++;
+                if (errors > 100 + nconns) die_json("too many failed connections", 4);
+                churn_start(c, now_ns());
+            }
+        }
+        t = now_ns();
+    }
+    if (cpu0 < 0) cpu0 = cpu_s();
+    char extra[96];
+    snprintf(extra, sizeof extra, "\"mode\": \"churn\", \"msgs_warmup\": %llu, ",
+             (unsigned long long)done_warm);
+    print_lat_json(extra, done, dur > 0 ? dur : 1e-9, (cpu_s() - cpu0) / (dur > 0 ? dur : 1e-9));
+    return 0;
+}
+
+/* -m storm: see the top of the file. */
+static int run_storm(double setup_timeout) {
+    struct epoll_event evs[1024];
+    double cpu0 = cpu_s();
+    uint64_t t_begin = now_ns();
+    uint64_t deadline = t_begin + (uint64_t)(setup_timeout * 1e9);
+    for (int i = 0; i < nconns; i++) churn_start(&conns[i], t_begin);
+    int served = 0;
+    uint64_t t = now_ns();
+    while (served < nconns && t < deadline) {
+        int n = epoll_wait(epfd, evs, 1024, (int)((deadline - t + 999999) / 1000000));
+        if (n < 0 && errno != EINTR) die_json("epoll_wait", 3);
+        for (int k = 0; k < n; k++) {
+            conn_t *c = &conns[evs[k].data.u32];
+            int r = 0;
+            if (c->state == ST_CONNECTING) {
+                if (on_connected(c) < 0) {
+                    if (c->state != ST_DEAD) drop(c);
+                    setup_failures++;
+                    churn_start(c, c->t0);   /* the clock keeps running from the storm's start */
+                }
+                continue;
+            }
+            if (c->state != ST_RUN) {
+                /* served: stays open and quiet (an EOF here is the server giving up) */
+                ssize_t got = recv(c->fd, rbuf, sizeof rbuf, 0);
+                if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR)) {
+                    drop(c);
+                    c->state = ST_DEAD;
+                    idle_events++;      /* closed by the server after its echo */
+                } else {
+                    ep_set(c, 0, EPOLL_CTL_MOD);
+                }
+                continue;
+            }
+            if (evs[k].events & EPOLLOUT) pump_write(c);
+            if (c->state == ST_DEAD) { r = -1; }
+            else if (evs[k].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) r = pump_read(c);
+            if (r == 1) {
+                record_lat(now_ns() - t_begin);
+                c->state = ST_DONE;
+                ep_set(c, 0, EPOLL_CTL_MOD);
+                served++;
+            } else if (r < 0) {
+                if (c->state != ST_DEAD) { drop(c); c->state = ST_DEAD; errors++; }
+                served++;   /* lost: counted in errors, not waited for */
+            }
+        }
+        t = now_ns();
+    }
+    double elapsed = (now_ns() - t_begin) / 1e9;
+    qsort(lat, nlat, sizeof *lat, cmp_u64);
+    double first = nlat ? lat[0] / 1e6 : -1, last = nlat ? lat[nlat - 1] / 1e6 : -1;
+    char extra[320];
+    snprintf(extra, sizeof extra,
+             "\"mode\": \"storm\", \"served\": %zu, \"unserved\": %d, \"storm_first_ms\": %.2f, "
+             "\"storm_p50_ms\": %.2f, \"storm_p99_ms\": %.2f, \"storm_last_ms\": %.2f, "
+             "\"storm_span_ms\": %.2f, \"elapsed_s\": %.3f, \"closed_after_echo\": %d, ",
+             nlat, nconns - (int)nlat - errors, first, pct(50) / 1000, pct(99) / 1000, last,
+             nlat ? last - first : -1, elapsed, idle_events);
+    print_lat_json(extra, nlat, elapsed, (cpu_s() - cpu0) / elapsed);
+    for (int i = 0; i < nconns; i++)
+        if (conns[i].state != ST_DEAD) close(conns[i].fd);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *host = "127.0.0.1";
     int port = 0, window = 64;
     double warm = 1.0, dur = 5.0, setup_timeout = 60.0;
     int opt;
+    const char *mode = "echo";
     nactive = 1;
-    while ((opt = getopt(argc, argv, "h:p:c:s:i:w:d:W:T:Vt:")) != -1) {
+    while ((opt = getopt(argc, argv, "h:p:c:s:i:w:d:W:T:Vt:Lxm:")) != -1) {
         switch (opt) {
         case 'h': host = optarg; break;
         case 'p': port = atoi(optarg); break;
@@ -177,14 +400,20 @@ int main(int argc, char **argv) {
         case 'T': setup_timeout = atof(optarg); break;
         case 'V': verify = 1; break;
         case 't': tick_s = atof(optarg); break;
+        case 'L': line_mode = 1; break;
+        case 'x': use_proxy = 1; break;
+        case 'm': mode = optarg; break;
         default:
             fprintf(stderr, "usage: %s -p PORT [-h HOST] [-c CONNS] [-s SIZE] [-i IDLE] "
-                            "[-w WARMUP] [-d DURATION] [-W WINDOW] [-T SETUP_TIMEOUT] [-V] [-t TICK]\n", argv[0]);
+                            "[-w WARMUP] [-d DURATION] [-W WINDOW] [-T SETUP_TIMEOUT] [-V] [-t TICK] [-L] [-x] "
+                            "[-m echo|churn|storm]\n", argv[0]);
             return 2;
         }
     }
     if (port <= 0 || nactive < 0 || nidle < 0 || msg_size < 1 || window < 1 ||
-        (nactive + nidle) < 1 || dur < 0 || warm < 0) {
+        (nactive + nidle) < 1 || dur < 0 || warm < 0 ||
+        (strcmp(mode, "echo") && strcmp(mode, "churn") && strcmp(mode, "storm")) ||
+        (line_mode && verify)) {
         fprintf(stderr, "bad arguments\n");
         return 2;
     }
@@ -207,6 +436,7 @@ int main(int argc, char **argv) {
     conns = calloc((size_t)nconns, sizeof *conns);
     msgbuf = malloc(msg_size);
     for (size_t i = 0; i < msg_size; i++) msgbuf[i] = (unsigned char)('a' + i % 26);
+    if (line_mode) msgbuf[msg_size - 1] = '\n';
     caplat = 1 << 20;
     lat = malloc(caplat * sizeof *lat);
     /* idle connections first, so the active ones run with them all open */
@@ -219,7 +449,9 @@ int main(int argc, char **argv) {
     uint64_t t_start = now_ns();
     uint64_t setup_deadline = t_start + (uint64_t)(setup_timeout * 1e9);
     int next = 0, ready = 0;
-    unsigned char ping = '!';
+    unsigned char ping = line_mode ? '\n' : '!';
+    if (strcmp(mode, "churn") == 0) return run_churn(warm, dur);
+    if (strcmp(mode, "storm") == 0) return run_storm(setup_timeout);
 
     /* ---- setup: windowed connects, each followed by a 1-byte ping ---- */
     while (ready < nconns) {
@@ -251,7 +483,7 @@ int main(int argc, char **argv) {
                     start_connect(c);
                     continue;
                 }
-                if (send(c->fd, &ping, 1, MSG_NOSIGNAL) != 1) die_json("ping send", 4);
+                if (send_proxy(c) || send(c->fd, &ping, 1, MSG_NOSIGNAL) != 1) die_json("ping send", 4);
                 c->state = ST_PING;
                 ep_set(c, EPOLLIN, EPOLL_CTL_MOD);
             } else if (c->state == ST_PING) {

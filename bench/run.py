@@ -37,14 +37,29 @@ RESULTS = os.path.join(HERE, "results")
 SERVER_CORE = 0
 CLIENT_CORE = 1
 
-# name -> (conns, message size, idle connections, label)
+# name -> (conns, message size, idle connections, label, kind). Kinds (echo_client.c -m):
+# "echo" the closed loop (msgs/s); "churn" a connection per request (connections/s, 64 B,
+# conns = connections at a time); "storm" conns clients connecting at once (the time from
+# the first one's echo to the last one's, ms: lower is better).
 SCENARIOS = {
-    "1x64": (1, 64, 0, "1 conn × 64 B"),
-    "10x1k": (10, 1024, 0, "10 × 1 KiB"),
-    "100x1k": (100, 1024, 0, "100 × 1 KiB"),
-    "1000x1k": (1000, 1024, 0, "1000 × 1 KiB"),
-    "10x64k": (10, 65536, 0, "10 × 64 KiB"),
-    "idle10k": (100, 1024, 10000, "10k idle + 100 × 1 KiB"),
+    "1x64": (1, 64, 0, "1 conn × 64 B", "echo"),
+    "1x1k": (1, 1024, 0, "1 × 1 KiB", "echo"),
+    "10x1k": (10, 1024, 0, "10 × 1 KiB", "echo"),
+    "100x1k": (100, 1024, 0, "100 × 1 KiB", "echo"),
+    "1000x1k": (1000, 1024, 0, "1000 × 1 KiB", "echo"),
+    "10000x1k": (10000, 1024, 0, "10,000 × 1 KiB", "echo"),
+    "10x64k": (10, 65536, 0, "10 × 64 KiB", "echo"),
+    "idle10k": (100, 1024, 10000, "10k idle + 100 × 1 KiB", "echo"),
+    "churn": (10, 64, 0, "churn: conn/s, 10 at a time × 64 B", "churn"),
+    "storm1k": (1000, 64, 0, "storm: 1,000 at once", "storm"),
+    "storm10k": (10000, 64, 0, "storm: 10,000 at once", "storm"),
+}
+# --scenarios also takes these names for groups
+GROUPS = {
+    "headline": ["1x64", "10x1k", "100x1k", "1000x1k", "10x64k"],   # the table of issue 22
+    "scaling": ["1x1k", "10x1k", "100x1k", "1000x1k", "10000x1k"],
+    "storm": ["storm1k", "storm10k"],
+    "classic": ["1x64", "10x1k", "100x1k", "1000x1k", "10x64k", "idle10k"],
 }
 
 # name -> (label, argv after the port is appended, module that must import, max conns or None)
@@ -67,7 +82,28 @@ SERVERS = {
                  [sys.executable, os.path.join(SERVERS_DIR, "blocking_server.py")], None, 1),
     "selectors": ("untuned 40-line selectors loop",
                   [sys.executable, os.path.join(SERVERS_DIR, "selectors_echo.py")], None, None),
+    "netmux-line": ("netmux, LineHandler", [sys.executable,
+                    os.path.join(SERVERS_DIR, "netmux_line_echo.py")], "netmux", None),
+    "asyncio-line": ("asyncio, streams readline()",
+                     [sys.executable, os.path.join(SERVERS_DIR, "asyncio_line_echo.py")], None, None),
+    "uvloop-line": ("uvloop, streams readline()",
+                    [sys.executable, os.path.join(SERVERS_DIR, "uvloop_line_echo.py")], "uvloop", None),
+    "netmux-proxy": ("netmux, PROXY protocol on", [sys.executable,
+                     os.path.join(SERVERS_DIR, "netmux_proxy_echo.py")], "netmux", None),
+    "netmux-tls": ("netmux, TLS", [sys.executable, os.path.join(SERVERS_DIR, "tls_echo.py"),
+                                   "netmux", "{port}", "{cert}", "{key}"], "netmux", None),
+    "asyncio-tls": ("asyncio, TLS (Protocol)", [sys.executable, os.path.join(
+        SERVERS_DIR, "tls_echo.py"), "asyncio", "{port}", "{cert}", "{key}"], None, None),
+    "uvloop-tls": ("uvloop, TLS (Protocol)", [sys.executable, os.path.join(
+        SERVERS_DIR, "tls_echo.py"), "uvloop", "{port}", "{cert}", "{key}"], "uvloop", None),
 }
+# How the load generator talks to a server: echo_client.c flags (-L: lines end in
+# "\n"; -x: a PROXY v1 header first), or "tls": bench/tls_echo_client.c (closed-loop
+# echo only: no churn, storm or idle connections; no latency figures).
+CLIENT_FLAGS = {"netmux-line": ["-L"], "asyncio-line": ["-L"], "uvloop-line": ["-L"],
+                "netmux-proxy": ["-x"]}
+TLS_SERVERS = {"netmux-tls", "asyncio-tls", "uvloop-tls"}
+CERT = {}      # "cert", "key": a throwaway certificate, made when a TLS server runs
 BASELINE = "asyncio-protocol"
 # Where a server imports netmux from: this checkout, unless --baseline-root
 # adds "netmux-base" and "netmux-stream-base" from another one (a before/after
@@ -79,6 +115,11 @@ RATIO_LINES = [
     ("netmux-stream", "netmux", "netmux StreamHandler / netmux Handler"),
     ("netmux-stream", "asyncio-streams", "netmux StreamHandler / asyncio streams"),
     ("netmux-stream", "uvloop-streams", "netmux StreamHandler / uvloop streams"),
+    ("netmux-line", "uvloop-line", "netmux LineHandler / uvloop streams readline()"),
+    ("netmux-line", "asyncio-line", "netmux LineHandler / asyncio streams readline()"),
+    ("netmux-tls", "uvloop-tls", "netmux TLS / uvloop TLS"),
+    ("netmux-tls", "asyncio-tls", "netmux TLS / asyncio TLS"),
+    ("netmux-proxy", "netmux", "netmux PROXY / netmux"),
 ]
 
 _children = []
@@ -88,13 +129,17 @@ def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
 
-def compile_c(cc):
+def compile_c(cc, tls=False):
     os.makedirs(BUILD, exist_ok=True)
-    for src, out in ((os.path.join(HERE, "echo_client.c"), os.path.join(BUILD, "echo_client")),
-                     (os.path.join(SERVERS_DIR, "echo_server.c"), os.path.join(BUILD, "echo_server"))):
+    progs = [(os.path.join(HERE, "echo_client.c"), os.path.join(BUILD, "echo_client"), []),
+             (os.path.join(SERVERS_DIR, "echo_server.c"), os.path.join(BUILD, "echo_server"), [])]
+    if tls:
+        progs.append((os.path.join(HERE, "tls_echo_client.c"),
+                      os.path.join(BUILD, "tls_echo_client"), ["-lssl", "-lcrypto"]))
+    for src, out, libs in progs:
         if os.path.exists(out) and os.path.getmtime(out) >= os.path.getmtime(src):
             continue
-        cmd = [cc, "-O2", "-Wall", "-o", out, src]
+        cmd = [cc, "-O2", "-Wall", "-o", out, src] + libs
         log("compiling:", " ".join(cmd))
         subprocess.run(cmd, check=True)
 
@@ -173,8 +218,38 @@ def stop(proc):
         proc.stdout.close()
 
 
+def raise_nofile():
+    """Soft RLIMIT_NOFILE up to the hard limit (the storms and 10,000 connections need
+    it; the C client and the servers raise their own too). Returns (old, new)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return soft, hard
+
+
+def supports(server, scenario):
+    """None when the server runs the scenario, else why not (an "n/a" cell)."""
+    conns, _, idle, _, kind = SCENARIOS[scenario]
+    limit = SERVERS[server][3]
+    if limit is not None and conns + idle > limit:
+        return f"serves {limit} connection(s) at a time"
+    if server in TLS_SERVERS and (kind != "echo" or idle or conns > 1000):
+        return "the TLS client runs the closed-loop echo only, up to 1,000 connections"
+    return None
+
+
+def server_argv(name):
+    """The server's command line: "{port}" and the certificate's places filled, or the
+    port (0: any) appended."""
+    argv = SERVERS[name][1]
+    if "{port}" not in argv:
+        return argv + ["0"]
+    fill = {"{port}": "0", "{cert}": CERT.get("cert", ""), "{key}": CERT.get("key", "")}
+    return [fill.get(a, a) for a in argv]
+
+
 def start_server(name, timeout=20.0):
-    argv = pin(SERVER_CORE) + SERVERS[name][1] + ["0"]
+    argv = pin(SERVER_CORE) + server_argv(name)
     env = dict(os.environ, PYTHONPATH=SERVER_ROOTS.get(name, ROOT), PYTHONUNBUFFERED="1")
     errf = tempfile.TemporaryFile(mode="w+")   # a file, not a pipe: a chatty server never blocks
     proc = subprocess.Popen(argv, cwd=SERVERS_DIR, env=env, stdout=subprocess.PIPE,
@@ -199,15 +274,31 @@ def start_server(name, timeout=20.0):
     raise RuntimeError(f"server {name} did not become ready: {stderr_tail(proc)}")
 
 
+def client_argv(server, scenario, port, warm, dur, setup_timeout):
+    conns, size, idle, _, kind = SCENARIOS[scenario]
+    if server in TLS_SERVERS:
+        return pin(CLIENT_CORE) + [os.path.join(BUILD, "tls_echo_client"), "-p", str(port),
+                                   "-c", str(conns), "-s", str(size), "-w", str(warm),
+                                   "-d", str(dur)]
+    return pin(CLIENT_CORE) + [os.path.join(BUILD, "echo_client"), "-h", "127.0.0.1",
+                               "-p", str(port), "-c", str(conns), "-s", str(size),
+                               "-i", str(idle), "-w", str(warm), "-d", str(dur),
+                               "-T", str(setup_timeout), "-m", kind] + CLIENT_FLAGS.get(server, [])
+
+
+def tls_result(res, dur):
+    """tls_echo_client's line in echo_client's terms (it measures no latency)."""
+    rate = res["messages_per_s"]
+    return {"msgs_per_s": rate, "msgs": int(rate * dur), "lat_p50_us": -1, "lat_p99_us": -1,
+            "errors": 0}
+
+
 def run_one(server, scenario, warm, dur, setup_timeout):
-    conns, size, idle, _ = SCENARIOS[scenario]
+    kind = SCENARIOS[scenario][4]
     proc, port = start_server(server)
     try:
         time.sleep(0.1)
-        client = pin(CLIENT_CORE) + [os.path.join(BUILD, "echo_client"), "-h", "127.0.0.1",
-                                     "-p", str(port), "-c", str(conns), "-s", str(size),
-                                     "-i", str(idle), "-w", str(warm), "-d", str(dur),
-                                     "-T", str(setup_timeout)]
+        client = client_argv(server, scenario, port, warm, dur, setup_timeout)
         hz = os.sysconf("SC_CLK_TCK")
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         j0 = stat_jiffies()
@@ -224,6 +315,11 @@ def run_one(server, scenario, warm, dur, setup_timeout):
         if not lines:
             return {"error": f"client exit {out.returncode}: {out.stderr.strip()[-300:]}"}
         res = json.loads(lines[-1])
+        if server in TLS_SERVERS and "messages_per_s" in res:
+            res = tls_result(res, dur)
+        if kind == "storm" and res.get("unserved"):
+            res["error"] = (f"{res['unserved']} of {res['conns']} clients not served "
+                            f"within {setup_timeout:g} s")
         if proc.poll() is not None:
             res.setdefault("error", f"server died (exit {proc.returncode}): "
                                     f"{stderr_tail(proc)}")
@@ -274,7 +370,8 @@ def summarize(results, servers, scenarios):
         if not ok:
             summ[key] = {"na": runs[0].get("na") if runs else None, "errors": errs}
             continue
-        rates = [r["msgs_per_s"] for r in ok]
+        storm = SCENARIOS[key[1]][4] == "storm"
+        rates = [r["storm_span_ms"] if storm else r["msgs_per_s"] for r in ok]
         med = statistics.median(rates)
         summ[key] = {
             "rate": med,
@@ -287,6 +384,8 @@ def summarize(results, servers, scenarios):
             "other_cpu": statistics.median(r.get("other_cpu", 0) for r in ok),
             "other_max": max(r.get("other_cpu", 0) for r in ok),
             "faults": statistics.median(r.get("server_faults_per_msg", 0) for r in ok),
+            "first_ms": statistics.median(r.get("storm_first_ms", -1) for r in ok),
+            "last_ms": statistics.median(r.get("storm_last_ms", -1) for r in ok),
             "errors": errs,
         }
     return summ
@@ -313,16 +412,50 @@ def table(L, summ, servers, scenarios, fmt):
         L.append(f"| {SERVERS[sv][0]} | " + " | ".join(row) + " |")
 
 
-def report(summ, servers, scenarios, meta):
+def fmt_ms(x):
+    return "n/a" if x is None or x < 0 else (f"{x:.0f} ms" if x >= 100 else f"{x:.1f} ms")
+
+
+def storm_report(L, summ, servers, storms):
+    """The storm table: a row per server, for each storm the time from the first
+    client's echo to the last one's (median [spread]) and, after it, the first and the
+    last echo counted from the first connect() (the client's own connect loop is in
+    those)."""
+    L.append("\nStorms: every client connects at once and sends 64 B; the time from the first "
+             "client's echo to the last one's (median of the rounds [spread]); in brackets "
+             "after it the first and the last echo counted from the first connect():\n")
+    L.append("| server | " + " | ".join(SCENARIOS[sc][3] for sc in storms) + " |")
+    L.append("|---|" + "---|" * len(storms))
+    for sv in servers:
+        row = []
+        for sc in storms:
+            s = summ.get((sv, sc))
+            if not s or "rate" not in s:
+                row.append(cell(s))
+                continue
+            spread = f" [{s['spread']:.0f}%]" if s["n"] > 1 else ""
+            row.append(f"**{fmt_ms(s['rate'])}**{spread} ({fmt_ms(s['first_ms'])} → "
+                       f"{fmt_ms(s['last_ms'])})")
+        L.append(f"| {SERVERS[sv][0]} | " + " | ".join(row) + " |")
+
+
+def report(summ, servers, all_scenarios, meta):
+    scenarios = [sc for sc in all_scenarios if SCENARIOS[sc][4] != "storm"]
+    storms = [sc for sc in all_scenarios if SCENARIOS[sc][4] == "storm"]
     L = []
     L.append("# netmux echo benchmark — results\n")
     L.append(f"Command: `{meta['command']}`  ")
     L.append(f"Date: {meta['date']}; {meta['rounds']} round(s), warm-up {meta['warm']} s, "
              f"measured {meta['dur']} s; server on core {SERVER_CORE}, client on core {CLIENT_CORE}.  ")
     L.append(f"Machine: {meta['cpu']} × {os.cpu_count()} cores, Linux {platform.release()}, "
-             f"Python {platform.python_version()}{meta['extra']}; netmux at {meta['netmux']}.\n")
-    L.append("Messages per second (closed-loop echo; median of the rounds; "
-             "[spread] = (max − min) / median):\n")
+             f"Python {platform.python_version()}{meta['extra']}; netmux at {meta['netmux']}; "
+             f"RLIMIT_NOFILE {meta['nofile']}.\n")
+    if storms:
+        storm_report(L, summ, servers, storms)
+    if not scenarios:
+        return "\n".join(L) + "\n"
+    L.append("\nMessages per second (closed-loop echo; churn: connections per second; "
+             "median of the rounds; [spread] = (max − min) / median):\n")
     table(L, summ, servers, scenarios,
           lambda s, sc: cell(s) + (f" [{s['spread']:.0f}%]" if s["n"] > 1 else ""))
     if BASELINE in servers:
@@ -357,6 +490,8 @@ def report(summ, servers, scenarios, meta):
                      "(other processes on the machine): "
                      + ", ".join(f"{sv}/{sc} ({s['other_max']:.2f})" for (sv, sc), s in noisy))
     for (sv, sc), s in sorted(summ.items()):
+        if sc not in all_scenarios:
+            continue
         if s.get("na"):
             notes.append(f"- {sv} / {sc}: n/a — {s['na']}")
         elif s.get("errors"):
@@ -365,6 +500,19 @@ def report(summ, servers, scenarios, meta):
         L.append("\nNotes:\n")
         L.extend(notes)
     return "\n".join(L) + "\n"
+
+
+def write_summary(path, summ, servers, scenarios, meta):
+    """The medians as JSON, for bench/charts.py: {"meta", "servers": {name: label},
+    "scenarios": {name: [label, kind]}, "cells": [{server, scenario, rate, spread, ...}]}."""
+    cells = [dict(s, server=sv, scenario=sc, errors=len(s.get("errors") or []))
+             for (sv, sc), s in summ.items() if sc in scenarios and "rate" in s]
+    data = {"meta": {**meta, "python": platform.python_version()},
+            "servers": {sv: SERVERS[sv][0] for sv in servers},
+            "scenarios": {sc: [SCENARIOS[sc][3], SCENARIOS[sc][4]] for sc in scenarios},
+            "cells": cells}
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1)
 
 
 def netmux_version():
@@ -398,8 +546,10 @@ def main():
     ap.add_argument("--quick", action="store_true", help="0.5 s warm-up + 1.5 s measured")
     ap.add_argument("--servers", default=",".join(SERVERS),
                     help="comma-separated subset of: " + ", ".join(SERVERS))
-    ap.add_argument("--scenarios", default=",".join(SCENARIOS),
-                    help="comma-separated subset of: " + ", ".join(SCENARIOS))
+    ap.add_argument("--scenarios", default="classic",
+                    help="comma-separated subset of: " + ", ".join(SCENARIOS) + "; or a group: "
+                         + "; ".join(f"{k} = {','.join(v)}" for k, v in GROUPS.items())
+                         + " (default classic)")
     ap.add_argument("--setup-timeout", type=float, default=60.0,
                     help="cap on connecting every connection, seconds (default 60)")
     ap.add_argument("--noise", type=float, default=0.15,
@@ -412,7 +562,8 @@ def main():
                     help="re-run a noisy run up to this many times, keeping the quietest (default 1)")
     ap.add_argument("--cc", default=os.environ.get("CC", "cc"), help="C compiler (default $CC or cc)")
     ap.add_argument("--output", default=os.path.join(RESULTS, "latest.md"),
-                    help="markdown report path (default bench/results/latest.md)")
+                    help="markdown report path (default bench/results/latest.md); its "
+                         "summary goes beside it as .json (bench/charts.py draws it)")
     ap.add_argument("--baseline-root", metavar="DIR",
                     help="also run netmux-base and netmux-stream-base, importing netmux from DIR "
                          "(another checkout: before/after in one run)")
@@ -433,7 +584,11 @@ def main():
             SERVER_ROOTS[name + "-base"] = root
     warm, dur = (0.5, 1.5) if args.quick else (args.warmup, args.duration)
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
-    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    scenarios = []
+    for s in (s.strip() for s in args.scenarios.split(",")):
+        for sc in GROUPS.get(s, [s] if s else []):
+            if sc not in scenarios:
+                scenarios.append(sc)
     for s in servers:
         if s not in SERVERS:
             ap.error(f"unknown server {s!r}")
@@ -445,7 +600,16 @@ def main():
         global CLIENT_CORE
         CLIENT_CORE = 0
 
-    compile_c(args.cc)
+    tls = any(s in TLS_SERVERS for s in servers)
+    compile_c(args.cc, tls)
+    old, new = raise_nofile()
+    nofile = f"{new}" + (f" (raised from {old}: soft to hard)" if old != new else "")
+    log("RLIMIT_NOFILE:", nofile)
+    if tls:
+        sys.path.insert(0, HERE)
+        from tls import make_certificate
+        cert_dir = tempfile.mkdtemp(prefix="netmux-bench-")
+        CERT["cert"], CERT["key"] = make_certificate(cert_dir)
     usable = []
     for s in servers:
         if available(s):
@@ -459,8 +623,7 @@ def main():
     os.makedirs(RESULTS, exist_ok=True)
     raw_path = os.path.join(RESULTS, f"{stamp}.raw")
     results = {(sv, sc): [] for sv in servers for sc in scenarios}
-    total = sum(1 for sv in servers for sc in scenarios
-                if SERVERS[sv][3] is None or SCENARIOS[sc][0] + SCENARIOS[sc][2] <= SERVERS[sv][3])
+    total = sum(1 for sv in servers for sc in scenarios if supports(sv, sc) is None)
     done = 0
     t_begin = time.monotonic()
     with open(raw_path, "w") as raw:
@@ -469,10 +632,9 @@ def main():
                 k = (rnd + scenarios.index(sc)) % max(1, len(servers))
                 order = servers[k:] + servers[:k]   # rotate: no server always runs first
                 for sv in order:
-                    limit = SERVERS[sv][3]
-                    conns, _, idle, _ = SCENARIOS[sc]
-                    if limit is not None and conns + idle > limit:
-                        results[(sv, sc)].append({"na": f"serves {limit} connection(s) at a time"})
+                    why = supports(sv, sc)
+                    if why:
+                        results[(sv, sc)].append({"na": why})
                         continue
                     res = None
                     for attempt in range(1 + args.retry_noisy):
@@ -497,9 +659,13 @@ def main():
                     results[(sv, sc)].append(res)
                     if "error" in res:
                         msg = "ERROR " + res["error"]
+                    elif SCENARIOS[sc][4] == "storm":
+                        msg = (f"first echo {res['storm_first_ms']:.1f} ms, last "
+                               f"{res['storm_last_ms']:.1f} ms: span {res['storm_span_ms']:.1f} ms"
+                               f"  retries {res.get('setup_retries', 0)}")
                     else:
                         msg = (f"{res['msgs_per_s']:>10.0f} msg/s  p50 {res['lat_p50_us']:.0f} µs  "
-                               f"cpu client {res['client_cpu']:.2f} server {res.get('server_cpu', 0):.2f} other {res.get('other_cpu', 0):.2f} "
+                               f"cpu client {res.get('client_cpu', 0):.2f} server {res.get('server_cpu', 0):.2f} other {res.get('other_cpu', 0):.2f} "
                                f"faults/msg {res.get('server_faults_per_msg', 0):.2f}"
                                + (f"  errors {res['errors']}" if res.get("errors") else ""))
                     log(f"[{done}/{total * args.rounds} {time.monotonic() - t_begin:5.0f}s] "
@@ -512,7 +678,7 @@ def main():
         "command": "python bench/run.py " + " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "rounds": args.rounds, "warm": warm, "dur": dur, "cpu": cpu_model(),
-        "extra": "", "noise": args.noise, "netmux": netmux_version(),
+        "extra": "", "noise": args.noise, "netmux": netmux_version(), "nofile": nofile,
     }
     if meta["netmux"] != netmux_at_start:
         meta["netmux"] = f"{netmux_at_start} at the start, {meta['netmux']} at the end (it changed during the run)"
@@ -526,6 +692,7 @@ def main():
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as f:
         f.write(text)
+    write_summary(os.path.splitext(args.output)[0] + ".json", summ, servers, scenarios, meta)
     log(f"report: {args.output}   raw runs: {raw_path}")
     return 0
 

@@ -1,0 +1,22 @@
+"""netmux echo behind the PROXY protocol: TCPServer(proxy_protocol=True), the README's Handler.
+
+Every connection must start with a PROXY header (bench/echo_client.c -x sends a v1 line).
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+from _util import port_arg, raise_nofile, ready  # noqa: E402
+
+import netmux  # noqa: E402
+
+
+class Echo(netmux.Handler):
+    def data_received(self, data):
+        self.transport.write(data)
+
+
+raise_nofile()
+server = netmux.TCPServer(("127.0.0.1", port_arg()), Echo, backlog=1024, proxy_protocol=True)
+ready(server.server_address[1])
+server.serve_forever()
