@@ -41,8 +41,8 @@ from typing import Any, Callable, Dict, List, Optional, Set, TypeVar, Union
 from .errors import PROPAGATE
 from .proxy import DEFAULT_HEADER_TIMEOUT, ProxyProtocolLayer, check_header_timeout
 from .reactor import Reactor, Timer, positive_seconds
-from .sockets import (IPAddress, UnixAddress, UnixPath, UnixSocketFile, adopt_listening_socket,
-                      bound_address, check_handler_factory, check_reactor_open, listen_tcp,
+from .sockets import (IPAddress, UnixAddress, UnixPath, UnixSocketFile, accepted_sockname,
+                      adopt_listening_socket, bound_address, check_handler_factory, check_reactor_open, listen_tcp,
                       listen_unix, set_nodelay, unix_path)
 from .tls import (DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, TLSSettings, check_context,
                   tls_settings)
@@ -222,6 +222,7 @@ class _StreamServer(ServerLifecycle):
         if proxy_protocol:
             self.layer_factories.append(self._proxy_layer)
         self.socket = self._listen() if sock is None else self._adopt(adopt_listening_socket(sock))
+        self._sockname = accepted_sockname(self.socket)   # every connection's, if it is one
         self._connections: Set[TCPTransport] = set()
         self._accepting = False
         self._listening = True                  # the listening socket is open
@@ -322,7 +323,7 @@ class _StreamServer(ServerLifecycle):
             return
         transport = TCPTransport(self.reactor, conn, handler, peername=address,
                                  idle_timeout=self.idle_timeout, on_lost=self._connection_lost,
-                                 server=self)
+                                 server=self, sockname=self._sockname)
         self._connections.add(transport)
         self._total += 1
         self._update_accepting()

@@ -36,7 +36,8 @@ from typing import Any, Callable, Iterator, Optional, Tuple, Union
 __all__ = [
     "check_handler_factory", "check_reactor_open", "is_unix_address", "unix_path",
     "split_host_port", "address_family", "bound_socket", "bound_address", "listen_tcp",
-    "listen_unix", "adopt_listening_socket", "UnixSocketFile", "set_nodelay", "IPAddress", "UnixAddress", "UnixPath",
+    "listen_unix", "adopt_listening_socket", "UnixSocketFile", "set_nodelay", "accepted_sockname",
+    "IPAddress", "UnixAddress", "UnixPath",
 ]
 
 #: An IP address as the front doors take it: ``(host, port)``, or IPv6's
@@ -278,6 +279,21 @@ def _replace_if_stale(path: UnixPath) -> bool:
 # ======================================================================
 # Per-connection options
 # ======================================================================
+def accepted_sockname(listener: socket.socket) -> Optional[IPAddress]:
+    """The local address of every connection a TCP listener accepts, when it is
+    one: the listener's own, unless it is bound to a wildcard (0.0.0.0, ::),
+    when each connection's depends on the interface it came in on (None).
+
+    Known once, it spares a ``getsockname()`` per connection.
+    """
+    if listener.family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    address: IPAddress = listener.getsockname()
+    if ipaddress.ip_address(address[0].split("%")[0]).is_unspecified:
+        return None
+    return address
+
+
 def set_nodelay(sock: socket.socket) -> None:
     """TCP_NODELAY on a TCP socket; nothing on others (a Unix socket has no Nagle).
 

@@ -261,3 +261,28 @@ def test_an_abstract_name_has_no_file():
 def test_a_path_too_long_is_the_kernel_error_and_leaks_nothing(short_dir):
     with pytest.raises(OSError):
         sockets.listen_unix(os.path.join(short_dir, "x" * 200), 5)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", pytest.param("::1", marks=needs_ipv6)])
+def test_accepted_sockname_is_what_each_accepted_socket_says(host):
+    with sockets.listen_tcp((host, 0), 8) as listener:
+        known = sockets.accepted_sockname(listener)
+        with socket.create_connection(listener.getsockname()[:2], timeout=5) as client:
+            listener.setblocking(True)
+            accepted, _ = listener.accept()
+            with accepted:
+                assert known == accepted.getsockname() == client.getpeername()
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", pytest.param("::", marks=needs_ipv6)])
+def test_a_wildcard_listener_knows_no_single_sockname(host):
+    with sockets.listen_tcp((host, 0), 8) as listener:
+        assert sockets.accepted_sockname(listener) is None
+
+
+def test_a_unix_listener_is_not_asked_for_a_sockname(short_dir):
+    sock, socket_file = sockets.listen_unix(os.path.join(short_dir, "s"), 8)
+    with sock:
+        assert sockets.accepted_sockname(sock) is None
+        assert socket_file is not None
+        socket_file.remove()

@@ -363,3 +363,51 @@ def test_a_metrics_address_in_use_is_a_one_line_error():
                                  "--metrics", f"127.0.0.1:{port}"], capture_output=True, env=child_env(),
                                 cwd=ROOT, timeout=30)
     assert result.returncode == 1 and b"cannot serve metrics" in result.stderr
+
+
+# ----------------------------------------------------------------------
+# The counts read at close: one getsockopt when the kernel's answer is enough
+# ----------------------------------------------------------------------
+class _SendAndClose(netmux.Handler):
+    """Writes a reply bigger than the peer's window will take at once, then closes:
+    the count at close must see the bytes still queued (SIOCOUTQ asked)."""
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(b"y" * 3_000_000)
+        self.transport.close()
+
+
+def test_bytes_queued_at_close_are_counted_as_sent(reactor):
+    server = netmux.TCPServer(("127.0.0.1", 0), _SendAndClose, reactor=reactor)
+    try:
+        with socket.create_connection(server.server_address, timeout=5) as client:
+            client.sendall(b"go")
+            run_until(reactor, lambda: server.stats()["bytes_in"] == 2)
+            got = 0
+            deadline = time.monotonic() + 10
+            client.settimeout(0.01)
+            while got < 3_000_000 and time.monotonic() < deadline:
+                reactor.run_once(0)
+                try:
+                    chunk = client.recv(65536)
+                except socket.timeout:
+                    continue
+                if not chunk:
+                    break
+                got += len(chunk)
+            assert got == 3_000_000
+            run_until(reactor, lambda: server.connections == 0)
+        stats = server.stats()
+        assert (stats["bytes_in"], stats["bytes_out"]) == (2, 3_000_000)
+    finally:
+        server.server_close()
+
+
+@pytest.mark.parametrize(("unacked", "notsent", "empty"), [(0, 0, True), (1, 0, False), (0, 5, False)])
+def test_the_send_queue_is_read_from_tcp_info(unacked, notsent, empty):
+    from netmux import transport
+    info = bytearray(232)
+    info[24:28] = unacked.to_bytes(4, sys.byteorder)
+    info[144:148] = notsent.to_bytes(4, sys.byteorder)
+    assert transport._send_queue_empty(bytes(info)) is empty
+    assert transport._send_queue_empty(bytes(info[:144])) is False     # a kernel too old to say
