@@ -36,7 +36,8 @@ import logging
 import socket
 import threading
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Set, TypeVar, Union
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple, TypeVar, Union
 
 from .errors import PROPAGATE
 from .proxy import DEFAULT_HEADER_TIMEOUT, ProxyProtocolLayer, check_header_timeout
@@ -56,6 +57,11 @@ logger = logging.getLogger("netmux")
 # connection stays in the backlog, so the listening socket stays readable and a
 # naive loop would spin at 100 % CPU. We stop watching it and retry later.
 _RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# Accepting (see _StreamServer._accept_queued): accepted sockets waiting to be
+# set up, at most this many backlogs; the queue is emptied again after this
+# many set-ups.
+_PENDING_BACKLOGS = 16
+_SET_UP_BETWEEN_ACCEPTS = 64
 _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 1.0
 
@@ -70,6 +76,22 @@ _THREAD_SETTINGS = {
 }
 
 _Server = TypeVar("_Server", bound="ServerLifecycle")
+
+
+def _accepter(listener: Any) -> Callable[[], Tuple[socket.socket, Any]]:
+    """``listener.accept``, for a plain socket as the standard library does it
+    minus what it asks again for every connection: the listener's family and
+    type, each an enum conversion (a microsecond of a connection's five)."""
+    accept_fd = getattr(listener, "_accept", None) if listener.__class__ is socket.socket else None
+    if accept_fd is None:
+        own: Callable[[], Tuple[socket.socket, Any]] = listener.accept
+        return own                  # a subclass, a stand-in: its own accept()
+    family, kind, proto = int(listener.family), int(listener.type), listener.proto
+
+    def accept() -> Tuple[socket.socket, Any]:
+        fd, address = accept_fd()
+        return socket.socket(family, kind, proto, fileno=fd), address
+    return accept
 
 #: What ``stats()`` returns: counts (ints), seconds (floats), and a callback's name.
 Stats = Dict[str, Union[int, float, str]]
@@ -223,7 +245,11 @@ class _StreamServer(ServerLifecycle):
             self.layer_factories.append(self._proxy_layer)
         self.socket = self._listen() if sock is None else self._adopt(adopt_listening_socket(sock))
         self._sockname = accepted_sockname(self.socket)   # every connection's, if it is one
+        self._tcp = self.socket.family in (socket.AF_INET, socket.AF_INET6)   # TCP_NODELAY applies
         self._connections: Set[TCPTransport] = set()
+        #: Accepted sockets not set up yet (see ``_accept_queued``), oldest first.
+        self._pending: Deque[Tuple[socket.socket, Any]] = deque()
+        self._set_up_scheduled = False
         self._accepting = False
         self._listening = True                  # the listening socket is open
         # Counters for stats(): what closed connections carried is added up
@@ -265,7 +291,8 @@ class _StreamServer(ServerLifecycle):
         """Watch the listening socket exactly when a new connection may be taken."""
         want = (not self._closed and not self._draining and self._backoff_timer is None
                 and not self.reactor.is_closed()
-                and (self.max_connections is None or len(self._connections) < self.max_connections))
+                and (self.max_connections is None
+                     or len(self._connections) + len(self._pending) < self.max_connections))
         if want != self._accepting:
             self._accepting = want
             if want:
@@ -274,12 +301,29 @@ class _StreamServer(ServerLifecycle):
                 self.reactor.remove_reader(self.socket)
 
     def _accept_ready(self) -> None:
-        # Accept in a batch: under a connection storm one readiness event
-        # drains up to a backlog's worth, instead of one per loop turn; and at
-        # least one, since listen(0) is valid (Linux still queues one).
-        for _ in range(max(self._backlog, 1)):
+        """The listening socket is readable: empty the kernel's queue, then set up
+        a turn's worth of what was accepted."""
+        self._accept_queued()
+        self._set_up_pending()
+
+    def _accept_queued(self) -> None:
+        """Accept what the kernel queued, cheaply, into ``_pending``.
+
+        Why accept before setting up: while a storm of connections arrives,
+        the kernel's accept queue (the backlog) fills in microseconds; a
+        handshake finished into a full queue is dropped and its client waits
+        for a retransmit, a whole second. An accept costs a few microseconds,
+        a handler and transport far more, so the queue is emptied first (and
+        again every ``_SET_UP_BETWEEN_ACCEPTS`` set-ups) and the set-up work
+        follows, bounded per turn. What is taken is bounded too: by
+        ``_PENDING_BACKLOGS`` backlogs, and by ``max_connections`` counting
+        the accepted ones not set up yet.
+        """
+        room = self._pending_room()
+        accept = _accepter(self.socket)
+        while room > 0 and self._accepting:
             try:
-                conn, address = self.socket.accept()
+                conn, address = accept()
             except (BlockingIOError, InterruptedError):
                 break
             except ConnectionAbortedError:
@@ -290,10 +334,37 @@ class _StreamServer(ServerLifecycle):
                     break
                 self._back_off(exc)
                 return
-            self._new_connection(conn, address)
-            if not self._accepting:
-                break               # max_connections reached
+            self._pending.append((conn, address))
+            room -= 1
+            if room == 0:
+                self._update_accepting()    # max_connections reached, counting these
         self._backoff = None        # accept works again: the next starvation starts small
+
+    def _pending_room(self) -> int:
+        # At least one, since listen(0) is valid (Linux still queues one).
+        room = max(self._backlog, 1) * _PENDING_BACKLOGS - len(self._pending)
+        if self.max_connections is not None:
+            room = min(room, self.max_connections - len(self._connections) - len(self._pending))
+        return room
+
+    def _set_up_pending(self) -> None:
+        """Set up accepted connections, a backlog's worth per turn (the turn stays
+        bounded); the rest on the next turns, ahead of newer ones."""
+        pending = self._pending
+        for count in range(1, min(len(pending), max(self._backlog, 1)) + 1):
+            if self._closed:
+                return              # a handler closed the server: server_close() took the rest
+            self._new_connection(*pending.popleft())
+            if count % _SET_UP_BETWEEN_ACCEPTS == 0 and self._accepting:
+                self._accept_queued()
+        if pending and not self._set_up_scheduled:
+            self._set_up_scheduled = True
+            self.reactor.call_soon(self._set_up_next_turn)
+
+    def _set_up_next_turn(self) -> None:
+        self._set_up_scheduled = False
+        if not self._closed:
+            self._set_up_pending()
 
     def _back_off(self, exc: OSError) -> None:
         """Out of descriptors: stop watching the socket, retry later (never spin)."""
@@ -311,7 +382,7 @@ class _StreamServer(ServerLifecycle):
     def _new_connection(self, conn: socket.socket, address: Any) -> None:
         try:
             conn.setblocking(False)
-            set_nodelay(conn)
+            set_nodelay(conn, self._tcp)
             handler = self._layered(self.handler_factory())
         except PROPAGATE:
             conn.close()
@@ -415,7 +486,9 @@ class _StreamServer(ServerLifecycle):
                 self._drain_timer = self.reactor.call_at(deadline, self._drain_deadline)
             return
         if self._accepting:
-            self._accept_ready()    # what the kernel queued already is served, not reset
+            self._accept_queued()   # what the kernel queued already is served, not reset
+        while self._pending:
+            self._new_connection(*self._pending.popleft())
         self._draining = True
         logger.info("server on %s: draining %d connections (grace %g s)",
                     self.server_address, len(self._connections), grace)
@@ -505,6 +578,8 @@ class _StreamServer(ServerLifecycle):
         if self._drain_timer is not None:
             self._drain_timer.cancel()
             self._drain_timer = None
+        while self._pending:        # accepted, never set up: no handler to tell
+            self._pending.popleft()[0].close()
         for transport in list(self._connections):
             transport.close_now()
         self._close_listening_socket()

@@ -294,15 +294,19 @@ def accepted_sockname(listener: socket.socket) -> Optional[IPAddress]:
     return address
 
 
-def set_nodelay(sock: socket.socket) -> None:
+def set_nodelay(sock: socket.socket, is_tcp: Optional[bool] = None) -> None:
     """TCP_NODELAY on a TCP socket; nothing on others (a Unix socket has no Nagle).
 
     Nagle's algorithm holds a small write back until the previous one is
     acknowledged; a request/response protocol then waits a delayed-ACK
     period (up to 40 ms on Linux) per exchange. Our transport already writes
     whole buffers at once, so there is nothing for Nagle to coalesce.
+    ``is_tcp``: what a caller knows already (a server, of its listener), so
+    the family is not asked again.
     """
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
+    if is_tcp is None:
+        is_tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
+    if is_tcp:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:

@@ -20,7 +20,7 @@ async def handle(reader, writer):
 
 async def main():
     # limit: a 64 KiB line (the bench's largest message) must fit, as for LineHandler
-    server = await asyncio.start_server(handle, "127.0.0.1", port_arg(), backlog=1024,
+    server = await asyncio.start_server(handle, "127.0.0.1", port_arg(), backlog=4096,
                                         limit=1 << 17)
     ready(server.sockets[0].getsockname()[1])
     await server.serve_forever()

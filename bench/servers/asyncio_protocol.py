@@ -14,7 +14,7 @@ class Echo(asyncio.Protocol):
 
 async def main():
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(Echo, "127.0.0.1", port_arg(), backlog=1024)
+    server = await loop.create_server(Echo, "127.0.0.1", port_arg(), backlog=4096)
     ready(server.sockets[0].getsockname()[1])
     await server.serve_forever()
 

@@ -19,7 +19,7 @@ async def handle(reader, writer):
 
 
 async def main():
-    server = await asyncio.start_server(handle, "127.0.0.1", port_arg(), backlog=1024)
+    server = await asyncio.start_server(handle, "127.0.0.1", port_arg(), backlog=4096)
     ready(server.sockets[0].getsockname()[1])
     await server.serve_forever()
 

@@ -14,6 +14,6 @@ class Echo(netmux.Handler):
 
 
 raise_nofile()
-server = netmux.TCPServer(("127.0.0.1", port_arg()), Echo, backlog=1024)
+server = netmux.TCPServer(("127.0.0.1", port_arg()), Echo, backlog=4096)
 ready(server.server_address[1])
 server.serve_forever()

@@ -17,6 +17,6 @@ class Echo(netmux.Handler):
 
 
 raise_nofile()
-server = netmux.TCPServer(("127.0.0.1", port_arg()), Echo, backlog=1024, proxy_protocol=True)
+server = netmux.TCPServer(("127.0.0.1", port_arg()), Echo, backlog=4096, proxy_protocol=True)
 ready(server.server_address[1])
 server.serve_forever()

@@ -44,7 +44,7 @@ def service(conn, buf, mask):
 
 
 raise_nofile()
-listener = socket.create_server(("127.0.0.1", port_arg()), backlog=1024)
+listener = socket.create_server(("127.0.0.1", port_arg()), backlog=4096)
 listener.setblocking(False)
 sel.register(listener, selectors.EVENT_READ, None)
 ready(listener.getsockname()[1])

@@ -29,7 +29,7 @@ class AsyncioEcho(asyncio.Protocol):
 
 async def serve_asyncio(context, port):
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(AsyncioEcho, "127.0.0.1", port, backlog=1024, ssl=context)
+    server = await loop.create_server(AsyncioEcho, "127.0.0.1", port, backlog=4096, ssl=context)
     ready(server.sockets[0].getsockname()[1])
     await server.serve_forever()
 
@@ -40,7 +40,7 @@ def main():
     context.load_cert_chain(certfile, keyfile)
     raise_nofile()
     if kind == "netmux":
-        server = netmux.TCPServer(("127.0.0.1", port), Echo, backlog=1024, ssl=context)
+        server = netmux.TCPServer(("127.0.0.1", port), Echo, backlog=4096, ssl=context)
         ready(server.server_address[1])
         server.serve_forever()
         return
