@@ -301,10 +301,10 @@ class _StreamServer(ServerLifecycle):
                 self.reactor.remove_reader(self.socket)
 
     def _accept_ready(self) -> None:
-        """The listening socket is readable: empty the kernel's queue, then set up
-        a turn's worth of what was accepted."""
+        """The listening socket is readable: empty the kernel's queue; what was
+        accepted is set up once this turn's I/O is done (``_set_up_pending``)."""
         self._accept_queued()
-        self._set_up_pending()
+        self._schedule_set_up()
 
     def _accept_queued(self) -> None:
         """Accept what the kernel queued, cheaply, into ``_pending``.
@@ -347,9 +347,17 @@ class _StreamServer(ServerLifecycle):
             room = min(room, self.max_connections - len(self._connections) - len(self._pending))
         return room
 
+    def _schedule_set_up(self) -> None:
+        # One queued callback a turn: it runs after the turn's I/O, and what it
+        # queues runs on the next turn (Reactor._run_ready).
+        if self._pending and not self._set_up_scheduled:
+            self._set_up_scheduled = True
+            self.reactor.call_soon(self._set_up_pending)
+
     def _set_up_pending(self) -> None:
-        """Set up accepted connections, a backlog's worth per turn (the turn stays
-        bounded); the rest on the next turns, ahead of newer ones."""
+        """Set up accepted connections, oldest first, a backlog's worth per turn
+        (the turn stays bounded); the rest on the next turns."""
+        self._set_up_scheduled = False
         pending = self._pending
         for count in range(1, min(len(pending), max(self._backlog, 1)) + 1):
             if self._closed:
@@ -357,14 +365,7 @@ class _StreamServer(ServerLifecycle):
             self._new_connection(*pending.popleft())
             if count % _SET_UP_BETWEEN_ACCEPTS == 0 and self._accepting:
                 self._accept_queued()
-        if pending and not self._set_up_scheduled:
-            self._set_up_scheduled = True
-            self.reactor.call_soon(self._set_up_next_turn)
-
-    def _set_up_next_turn(self) -> None:
-        self._set_up_scheduled = False
-        if not self._closed:
-            self._set_up_pending()
+        self._schedule_set_up()
 
     def _back_off(self, exc: OSError) -> None:
         """Out of descriptors: stop watching the socket, retry later (never spin)."""

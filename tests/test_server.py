@@ -13,11 +13,13 @@ import threading
 import warnings
 import time
 
+from typing import Any, List
+
 import pytest
 
 import netmux
 from conftest import (Echo, Recorder, ServingThread, check_idle_timeout, check_max_connections,
-                      keeping, recv_exactly, recv_until_eof, run_until, sleeping_in_poll, wait_until)
+                      keeping, readable, recv_exactly, recv_until_eof, run_until, sleeping_in_poll, wait_until)
 from netmux.testing import VirtualClock
 
 
@@ -652,3 +654,93 @@ def test_socketservers_thread_settings_on_a_subclass_warn_that_they_are_ignored(
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         type("Plain", (netmux.TCPServer,), {"allow_reuse_address": True})   # not a thread setting
+
+
+# ----------------------------------------------------------------------
+# Connection storms: the kernel's queue is emptied first, set-up is bounded per turn
+# ----------------------------------------------------------------------
+class _Arrivals(netmux.Handler):
+    """Notes who was set up, in order; the tenth set-up opens ``late`` more clients
+    (they land in the kernel's queue while the server is busy setting up)."""
+
+    def __init__(self, made: List[Any], late: List[socket.socket], address: Any) -> None:
+        self.made, self.late, self.address = made, late, address
+
+    def connection_made(self, transport: Any) -> None:
+        self.made.append(transport.get_extra_info("peername"))
+        if len(self.made) == 10:
+            self.late += [socket.create_connection(self.address, timeout=5) for _ in range(30)]
+
+
+def _storm_server(reactor: netmux.Reactor, made: List[Any], late: List[socket.socket],
+                  **kwargs: Any) -> netmux.TCPServer:
+    holder: List[Any] = []
+    server = netmux.TCPServer(("127.0.0.1", 0), lambda: _Arrivals(made, late, holder[0]),
+                              reactor=reactor, backlog=64, **kwargs)
+    holder.append(server.server_address)
+    return server
+
+
+def test_a_storm_is_accepted_first_and_set_up_a_backlog_per_turn_first_come_first_served(reactor):
+    made: List[Any] = []
+    late: List[socket.socket] = []
+    server = _storm_server(reactor, made, late)
+    clients = [socket.create_connection(server.server_address, timeout=5) for _ in range(64)]
+    try:
+        readable(server.socket)
+        reactor.run_once(0)
+        # 64 set up (the backlog); the 30 that came meanwhile were accepted
+        # (the 64th set-up emptied the queue again) and wait for the next turn.
+        assert len(made) == 64 and len(server._pending) == 30 and server.connections == 64
+        reactor.run_once(0)
+        assert len(made) == 94 and not server._pending
+        assert made == [client.getsockname() for client in clients + late]
+    finally:
+        for client in clients + late:
+            client.close()
+        server.server_close()
+
+
+def test_accepted_connections_not_set_up_yet_count_toward_max_connections(reactor):
+    made: List[Any] = []
+    late: List[socket.socket] = []
+    server = _storm_server(reactor, made, late, max_connections=70)
+    clients = [socket.create_connection(server.server_address, timeout=5) for _ in range(64)]
+    try:
+        readable(server.socket)
+        for _ in range(4):
+            reactor.run_once(0)
+        assert len(made) == 70 and server.connections == 70 and not server._pending
+        assert not server._accepting          # 24 wait in the kernel's queue, not with us
+    finally:
+        for client in clients + late:
+            client.close()
+        server.server_close()
+
+
+@pytest.mark.parametrize("how", ["drain", "close"])
+def test_accepted_connections_are_served_by_a_drain_and_closed_by_server_close(reactor, how):
+    made: List[Any] = []
+    late: List[socket.socket] = []
+    server = _storm_server(reactor, made, late)
+    clients = [socket.create_connection(server.server_address, timeout=5) for _ in range(64)]
+    try:
+        readable(server.socket)
+        reactor.run_once(0)
+        assert len(server._pending) == 30
+        if how == "drain":
+            server.shutdown(grace=5)        # not serving: the drain begins now
+            assert len(made) == 94 and server.is_draining()
+        else:
+            server.server_close()
+            assert len(made) == 64 and not server._pending
+            for client in late:             # closed, never set up: EOF or a reset
+                client.settimeout(5)
+                try:
+                    assert client.recv(1) == b""
+                except ConnectionResetError:
+                    pass
+    finally:
+        for client in clients + late:
+            client.close()
+        server.server_close()
