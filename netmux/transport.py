@@ -72,6 +72,7 @@ and off, water marks, closing exactly once); ``DatagramTransport`` in
 """
 from __future__ import annotations
 
+import _socket
 import fcntl
 import logging
 import socket
@@ -123,9 +124,21 @@ _PEER_FIN_STATES = frozenset({6, 8, 9, 11})      # TIME_WAIT, CLOSE_WAIT, LAST_A
 _OUR_FIN_STATES = frozenset({4, 5, 6, 9, 11})    # FIN_WAIT1, FIN_WAIT2, TIME_WAIT, LAST_ACK, CLOSING
 
 
+# The C socket type's own family attribute: a plain int, where socket.socket's
+# property converts it to an enum member each time it is read (a microsecond
+# of a churned connection's few dozen).
+_SOCKET_FAMILY: Any = _socket.socket.family
+
+
 def _kernel_counts_for(sock: socket.socket) -> bool:
     """True when the kernel counts this socket's bytes (TCP where TCP_INFO exists)."""
-    return _TCP_INFO is not None and sock.family in (socket.AF_INET, socket.AF_INET6)
+    if _TCP_INFO is None:
+        return False
+    try:
+        family = _SOCKET_FAMILY.__get__(sock)
+    except TypeError:
+        family = sock.family        # a stand-in for a socket (tests)
+    return family in (socket.AF_INET, socket.AF_INET6)
 
 
 def _kernel_counts(sock: socket.socket, fin_received: bool, fin_sent: bool) -> Optional[Tuple[int, int]]:
@@ -141,7 +154,7 @@ def _kernel_counts(sock: socket.socket, fin_received: bool, fin_sent: bool) -> O
     what the caller knows (EOF read, ``shutdown`` done) or the state says
     (the closed state alone cannot tell a finished exchange from a reset).
     """
-    if _TCP_INFO is None or not _kernel_counts_for(sock):
+    if _TCP_INFO is None:       # the caller asks only for a socket _kernel_counts_for() took
         return None
     try:
         info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 256)
