@@ -24,6 +24,12 @@ stops ``serve_forever()``. ``stats()`` counts what went through the server
 and adds the reactor's ``health()``: connections and errors are counted as
 they come and go, bytes by the transports (``count_bytes``), nothing per byte.
 
+Accepting is two steps so that a storm of connections is not dropped by the
+kernel: a readable listening socket is emptied at once into a bounded queue
+of accepted sockets (an accept is a few microseconds), and those are set up
+(handler, transport, registration: the expensive part) a backlog's worth at
+a time, at most two a turn, oldest first. See ``_accept_queued``.
+
 What it never does: read or write a connection's bytes (the transport does),
 or install signal handlers (the command line does that).
 Pinned by tests/test_server.py and tests/test_unix.py (the drain:
@@ -303,10 +309,10 @@ class _StreamServer(ServerLifecycle):
                 self.reactor.remove_reader(self.socket)
 
     def _accept_ready(self) -> None:
-        """The listening socket is readable: empty the kernel's queue; what was
-        accepted is set up once this turn's I/O is done (``_set_up_pending``)."""
+        """The listening socket is readable: empty the kernel's queue, then set up
+        a backlog's worth of what was accepted (``_set_up_pending``)."""
         self._accept_queued()
-        self._schedule_set_up()
+        self._set_up_pending()
 
     def _accept_queued(self) -> None:
         """Accept what the kernel queued, cheaply, into ``_pending``.
@@ -351,17 +357,15 @@ class _StreamServer(ServerLifecycle):
             room = min(room, self.max_connections - len(self._connections) - len(self._pending))
         return room
 
-    def _schedule_set_up(self) -> None:
-        # One queued callback a turn: it runs after the turn's I/O, and what it
-        # queues runs on the next turn (Reactor._run_ready).
-        if self._pending and not self._set_up_scheduled:
-            self._set_up_scheduled = True
-            self.reactor.call_soon(self._set_up_pending)
+    def _set_up_later(self) -> None:
+        self._set_up_scheduled = False
+        self._set_up_pending()
 
     def _set_up_pending(self) -> None:
-        """Set up accepted connections, oldest first, a backlog's worth per turn
-        (the turn stays bounded); the rest on the next turns."""
-        self._set_up_scheduled = False
+        """Set up accepted connections, oldest first, a backlog's worth at a time;
+        the rest from a queued callback. A turn sets up at most two backlogs'
+        worth: one from the listener's event, one from the callback (what a
+        queued callback queues runs on the next turn, Reactor._run_ready)."""
         pending = self._pending
         for count in range(1, min(len(pending), max(self._backlog, 1)) + 1):
             if self._closed:
@@ -369,7 +373,9 @@ class _StreamServer(ServerLifecycle):
             self._new_connection(*pending.popleft())
             if count % _SET_UP_BETWEEN_ACCEPTS == 0 and self._accepting:
                 self._accept_queued()
-        self._schedule_set_up()
+        if pending and not self._set_up_scheduled:
+            self._set_up_scheduled = True
+            self.reactor.call_soon(self._set_up_later)
 
     def _back_off(self, exc: OSError) -> None:
         """Out of descriptors: stop watching the socket, retry later (never spin)."""

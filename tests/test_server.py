@@ -681,7 +681,7 @@ def _storm_server(reactor: netmux.Reactor, made: List[Any], late: List[socket.so
     return server
 
 
-def test_a_storm_is_accepted_first_and_set_up_a_backlog_per_turn_first_come_first_served(reactor):
+def test_a_storm_is_accepted_first_and_served_first_come_first_served(reactor):
     made: List[Any] = []
     late: List[socket.socket] = []
     server = _storm_server(reactor, made, late)
@@ -689,14 +689,43 @@ def test_a_storm_is_accepted_first_and_set_up_a_backlog_per_turn_first_come_firs
     try:
         readable(server.socket)
         reactor.run_once(0)
-        # 64 set up (the backlog); the 30 that came meanwhile were accepted
-        # (the 64th set-up emptied the queue again) and wait for the next turn.
-        assert len(made) == 64 and len(server._pending) == 30 and server.connections == 64
-        reactor.run_once(0)
+        # The 30 that came while the first 64 were set up were accepted when
+        # the 64th set-up emptied the kernel's queue again, and set up after.
         assert len(made) == 94 and not server._pending
         assert made == [client.getsockname() for client in clients + late]
     finally:
         for client in clients + late:
+            client.close()
+        server.server_close()
+
+
+def _accepted_in_waves(server: Any, waves: int) -> List[socket.socket]:
+    """``waves`` backlogs' worth of clients, accepted (not set up) a wave at a time:
+    the kernel's queue holds one backlog."""
+    clients: List[socket.socket] = []
+    for _ in range(waves):
+        clients += [socket.create_connection(server.server_address, timeout=5) for _ in range(64)]
+        readable(server.socket)
+        server._accept_queued()
+    assert len(server._pending) == 64 * waves
+    return clients
+
+
+def test_set_up_is_bounded_per_turn_to_two_backlogs_oldest_first(reactor):
+    made: List[Any] = []
+    server = _storm_server(reactor, made, [])
+    clients = _accepted_in_waves(server, 5)
+    try:
+        server._set_up_pending()            # as the listener's event does: a backlog now
+        assert len(made) == 64
+        reactor.run_once(0)                 # the queued callback: one more this turn
+        assert len(made) == 128
+        for turn in (192, 256, 320):        # then one a turn, I/O between them
+            reactor.run_once(0)
+            assert len(made) == turn
+        assert made == [client.getsockname() for client in clients]
+    finally:
+        for client in clients:
             client.close()
         server.server_close()
 
@@ -721,26 +750,21 @@ def test_accepted_connections_not_set_up_yet_count_toward_max_connections(reacto
 @pytest.mark.parametrize("how", ["drain", "close"])
 def test_accepted_connections_are_served_by_a_drain_and_closed_by_server_close(reactor, how):
     made: List[Any] = []
-    late: List[socket.socket] = []
-    server = _storm_server(reactor, made, late)
-    clients = [socket.create_connection(server.server_address, timeout=5) for _ in range(64)]
+    server = _storm_server(reactor, made, [])
+    clients = _accepted_in_waves(server, 2)
     try:
-        readable(server.socket)
-        reactor.run_once(0)
-        assert len(server._pending) == 30
         if how == "drain":
             server.shutdown(grace=5)        # not serving: the drain begins now
-            assert len(made) == 94 and server.is_draining()
+            assert len(made) == 128 and server.is_draining() and not server._pending
         else:
             server.server_close()
-            assert len(made) == 64 and not server._pending
-            for client in late:             # closed, never set up: EOF or a reset
-                client.settimeout(5)
+            assert not made and not server._pending
+            for client in clients:          # closed, never set up: EOF or a reset
                 try:
                     assert client.recv(1) == b""
                 except ConnectionResetError:
                     pass
     finally:
-        for client in clients + late:
+        for client in clients:
             client.close()
         server.server_close()
