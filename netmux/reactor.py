@@ -297,7 +297,9 @@ class Reactor:
         self.turn_time: float = self._clock()
         # Sockets and callbacks in flight: key -> release (see track_in_flight).
         self._in_flight: Dict[Any, Callable[[], None]] = {}
-        #: The one receive buffer every transport of this reactor reads into:
+        #: A receive buffer the transports of this reactor may share (the UDP
+        #: transport reads datagrams into it; TCP reads with ``recv``, see
+        #: transport.py's "One read, no copy"):
         #: the loop runs one callback at a time, so they can share it. Valid
         #: only inside the reader callback that filled it; the next read
         #: overwrites it, so copy out what you keep (``buffer[:n].tobytes()``)

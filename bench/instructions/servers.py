@@ -1,6 +1,6 @@
 """Echo servers that exit after a given number of connections have closed.
 
-    python servers.py KIND PORT CONNECTIONS      KIND: netmux, netmux-stream, selectors,
+    python servers.py KIND PORT CONNECTIONS      KIND: netmux, netmux-stream, netmux-line, selectors,
                                                  asyncio, asyncio-streams, uvloop, uvloop-streams
 
 Used by instructions.py under callgrind: each serves one closed-loop run of
@@ -49,6 +49,27 @@ def serve_netmux_stream(port, expected):
 
         def connection_lost(self, exc):
             super().connection_lost(exc)
+            closed[0] += 1
+            if closed[0] == expected:
+                server.shutdown()
+
+    server = netmux.TCPServer(("127.0.0.1", port), Echo, backlog=1024)
+    print("READY", flush=True)
+    server.serve_forever()
+    server.server_close()
+
+
+def serve_netmux_line(port, expected):
+    """The same echo as a LineHandler: every line sent back (the client's messages end in \\n)."""
+    sys.path.insert(0, ROOT)
+    import netmux
+    closed = [0]
+
+    class Echo(netmux.LineHandler):
+        def line_received(self, line):
+            self.send_line(line)
+
+        def connection_lost(self, exc):
             closed[0] += 1
             if closed[0] == expected:
                 server.shutdown()
@@ -164,6 +185,8 @@ if __name__ == "__main__":
         serve_asyncio(port, expected)
     elif kind == "uvloop":
         serve_asyncio(port, expected, use_uvloop=True)
+    elif kind == "netmux-line":
+        serve_netmux_line(port, expected)
     elif kind == "netmux-stream":
         serve_netmux_stream(port, expected)
     elif kind == "asyncio-streams":
