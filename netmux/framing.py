@@ -273,7 +273,7 @@ class LineFramer(_Framer):
             found = data.find(delimiter, search_from, limit)
             if found < 0:
                 break
-            frames.append(data[position:found])
+            frames.append(data[position:found])     # type: ignore[arg-type]  # bytes below
             position = search_from = found + width
         if data.__class__ is not bytes and frames:      # slices of a held bytearray tail
             frames[:] = [bytes(frame) for frame in frames]

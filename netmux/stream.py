@@ -109,7 +109,7 @@ class StreamHandler(Handler):
                 return b""
             if self._reader is not None:
                 raise RuntimeError("another task is already waiting to read")
-            data = await park(self._arm_reader)
+            data: Optional[bytes] = await park(self._arm_reader)
             if data is not None:           # handed to us directly, unbuffered
                 if len(data) <= n:
                     return data
