@@ -176,7 +176,7 @@ class _Framer:
 
     def _payload(self, frame: BytesLike) -> bytes:
         """``frame`` as bytes, refused when it is over ``max_length``."""
-        payload = bytes(memoryview(frame))
+        payload = frame if frame.__class__ is bytes else bytes(memoryview(frame))
         if len(payload) > self._max_length:
             raise FramingError(
                 f"cannot encode a frame of {len(payload)} bytes: max_length is {self._max_length}"
@@ -229,13 +229,33 @@ class LineFramer(_Framer):
         bytes (the frame contains it, or ends with a part of it that makes an
         earlier match): that frame would not come back whole.
         """
-        payload = self._payload(frame)
-        encoded = payload + self._delimiter
-        if encoded.find(self._delimiter) != len(payload):
+        # bytes within the limit (a line per reply: the hot path) skip the helper
+        if frame.__class__ is bytes and len(frame) <= self._max_length:
+            payload = frame
+        else:
+            payload = self._payload(frame)
+        delimiter = self._delimiter
+        encoded = payload + delimiter
+        # One byte: ``in`` is the same test and takes no argument parsing, unlike find().
+        if (delimiter in payload if len(delimiter) == 1
+                else encoded.find(delimiter) != len(payload)):
             raise FramingError(
                 f"cannot encode a frame that contains the delimiter {self._delimiter!r}"
             )
         return encoded
+
+    def feed(self, data: BytesLike) -> List[bytes]:
+        """Take the next bytes of the stream; return the lines they completed
+        (``_Framer.feed``, with a shortcut for the common chunk: one whole line)."""
+        if not self._buffer and data.__class__ is bytes and self._error is None:
+            # Nothing held, so no search position either: a chunk that is one
+            # line within the limit (a request, a reply) is framed in one find.
+            delimiter = self._delimiter
+            end = len(data) - len(delimiter)
+            if end <= self._max_length and data.find(delimiter) == end and end >= 0:
+                self._offset += end + len(delimiter)
+                return [data[:end]]
+        return _Framer.feed(self, data)
 
     def _parse(self, data: Union[bytes, bytearray], frames: List[bytes]) -> int:
         delimiter = self._delimiter
@@ -243,17 +263,20 @@ class LineFramer(_Framer):
         max_length = self._max_length
         position = 0
         search_from = self._search_from
+        end = len(data)
         while True:
             # A delimiter starting past position + max_length would end a line
             # that is too long: never search (nor wait) beyond that.
             limit = position + max_length + width
+            if search_from >= end:          # all consumed: no find() call to say so
+                break
             found = data.find(delimiter, search_from, limit)
             if found < 0:
                 break
-            frames.append(bytes(data[position:found]))
+            frames.append(data[position:found])     # type: ignore[arg-type]  # bytes below
             position = search_from = found + width
-
-        end = len(data)
+        if data.__class__ is not bytes and frames:      # slices of a held bytearray tail
+            frames[:] = [bytes(frame) for frame in frames]
         if end >= limit:
             self._too_long(position)
         if end - position > max_length:
@@ -263,7 +286,8 @@ class LineFramer(_Framer):
                 self._too_long(position)
         # No delimiter starts before end - width + 1: the next search begins
         # there, so a line fed byte by byte is scanned once, not once per byte.
-        self._search_from = max(position, end - width + 1) - position
+        search_from = end - width + 1
+        self._search_from = search_from - position if search_from > position else 0
         return position
 
     def _partial_delimiter(self, data: Union[bytes, bytearray], position: int) -> int:

@@ -149,13 +149,21 @@ class FramedHandler(Handler):
         transport = self.transport
         if self._framing_failed or (transport is not None and transport.is_closing()):
             return
+        framer = self._framer
+        if framer is None:
+            framer = self.framer
         try:
-            frames = self.framer.feed(data)
+            frames = framer.feed(data)
         except FramingError as error:
             self._framing_failed = True
             self._deliver(error.frames, error)
             return
-        self._deliver(frames, None)
+        if len(frames) == 1 and not self._backlog:
+            # One frame per read, the common case (request, reply): _deliver's
+            # work with no call and no check, not closing was checked above.
+            self.frame_received(frames[0])
+        elif frames or self._backlog:
+            self._deliver(frames, None)
 
     def framing_error(self, error: FramingError) -> None:
         """The peer broke the framing (a frame over ``max_length``, a bad header):
@@ -255,5 +263,8 @@ class LineHandler(FramedHandler):
         """Called once per line, without its delimiter. Override it."""
 
     def send_line(self, line: BytesLike) -> None:
-        """Write ``line`` followed by the delimiter."""
-        self.send_frame(line)
+        """Write ``line`` followed by the delimiter (``send_frame``'s work, one call less)."""
+        framer = self._framer
+        if framer is None:
+            framer = self.framer
+        self.transport.write(framer.encode(line))

@@ -297,7 +297,9 @@ class Reactor:
         self.turn_time: float = self._clock()
         # Sockets and callbacks in flight: key -> release (see track_in_flight).
         self._in_flight: Dict[Any, Callable[[], None]] = {}
-        #: The one receive buffer every transport of this reactor reads into:
+        #: A receive buffer the transports of this reactor may share (the UDP
+        #: transport reads datagrams into it; TCP reads with ``recv``, see
+        #: transport.py's "One read, no copy"):
         #: the loop runs one callback at a time, so they can share it. Valid
         #: only inside the reader callback that filled it; the next read
         #: overwrites it, so copy out what you keep (``buffer[:n].tobytes()``)
@@ -806,17 +808,25 @@ class Reactor:
         # it, instead of one clock call per message (bench/README.md).
         self.turn_time = self._clock()
         table = self._callbacks
+        read_mask, write_mask = _EPOLL_READ_MASK, _EPOLL_WRITE_MASK
         for fd, mask in events:
-            callbacks = table.get(fd)
-            if callbacks is None:
+            # table[fd], not .get(): a subscript costs less than a method call
+            # (and try is free), and an fd unregistered earlier in the batch is rare.
+            try:
+                callbacks = table[fd]
+            except KeyError:
                 continue
             try:
                 # Error and hang-up wake both sides, as selectors reports them:
                 # the callback's own recv() or send() then tells what happened.
-                if mask & _EPOLL_READ_MASK and callbacks[0] is not None:
-                    callbacks[0]()
-                if mask & _EPOLL_WRITE_MASK and callbacks[1] is not None:
-                    callbacks[1]()
+                if mask & read_mask:
+                    reader = callbacks[0]
+                    if reader is not None:
+                        reader()
+                if mask & write_mask:
+                    writer = callbacks[1]
+                    if writer is not None:
+                        writer()
             except PROPAGATE:
                 raise
             except BaseException:

@@ -103,9 +103,13 @@ class StreamHandler(Handler):
             await self._next_turn()
         self._streak += 1
         while not self._buffer:
-            if n == 0 or self._at_end():
+            # _at_end() and _wait_for_data() inlined (a call each per message):
+            # _at_end can only say yes once one of these flags is set.
+            if n == 0 or (self._eof or self._close_requested or self._lost) and self._at_end():
                 return b""
-            data = await self._wait_for_data()
+            if self._reader is not None:
+                raise RuntimeError("another task is already waiting to read")
+            data: Optional[bytes] = await park(self._arm_reader)
             if data is not None:           # handed to us directly, unbuffered
                 if len(data) <= n:
                     return data

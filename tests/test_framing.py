@@ -222,13 +222,15 @@ def as_bytes_like(draw, chunk: bytes):
     return wrap(chunk)
 
 
-def check_feeds(draw, kind: Kind, stream: bytes) -> Tuple[List[bytes], Optional[FramingError]]:
-    """Feed ``stream`` cut at random and hold the framer to the model, chunk by chunk."""
+def check_feeds(draw, kind: Kind, stream: bytes,
+                chunks: Optional[List[bytes]] = None) -> Tuple[List[bytes], Optional[FramingError]]:
+    """Feed ``stream`` cut at random (or as ``chunks``) and hold the framer to the
+    model, chunk by chunk."""
     framer = kind.make()
     expected, error_at, held = model_run(kind.model(), stream)
     received: List[bytes] = []
     start = 0
-    for chunk in cut(draw, stream):
+    for chunk in cut(draw, stream) if chunks is None else chunks:
         end = start + len(chunk)
         completed = [frame for offset, frame in expected if start <= offset < end]
         if error_at is not None and start <= error_at < end:
@@ -286,6 +288,34 @@ def test_any_stream_frames_like_the_byte_at_a_time_model_and_fails_at_the_same_b
             size = max(0, encoder.max_length + data.draw(st.integers(-1, 2)))
             pieces.append(kind.sized(size))
     check_feeds(data.draw, kind, b"".join(pieces))
+
+
+@CORE
+@given(st.data())
+def test_a_stream_fed_a_frame_per_chunk_frames_like_the_model(data):
+    # The request-reply shape (one whole frame per read): LineFramer takes a
+    # shortcut for it (one find, no _parse), which must agree with the model,
+    # junk and over-long lines included, and leave the stream offsets right.
+    kind = data.draw(kinds())
+    encoder = kind.make()
+    chunks = []
+    for _ in range(data.draw(st.integers(0, 8))):
+        piece = data.draw(st.sampled_from(["frame", "junk", "near the limit"]))
+        if piece == "frame":
+            chunks += [encoder.encode(frame) for frame in encodable_frames(data.draw, kind, encoder, 1)]
+        elif piece == "junk":
+            chunks.append(bytes(data.draw(st.lists(st.sampled_from(kind.alphabet), max_size=20))))
+        else:
+            chunks.append(kind.sized(max(0, encoder.max_length + data.draw(st.integers(-1, 2)))))
+    check_feeds(data.draw, kind, b"".join(chunks), chunks)
+
+
+def test_a_line_per_feed_keeps_the_stream_offset_for_a_later_error():
+    framer = LineFramer(b"\r\n", max_length=4)
+    assert framer.feed(b"ab\r\n") == [b"ab"] and framer.feed(b"abcd\r\n") == [b"abcd"]
+    with pytest.raises(FramingError) as caught:
+        framer.feed(b"abcde\r\n")                  # one byte over: not the shortcut
+    assert caught.value.offset == 4 + 6
 
 
 @EDGE

@@ -1,7 +1,8 @@
-"""Closed-loop echo client for instructions.py: CONNS connections, PER 1 KiB messages each."""
+"""Closed-loop echo client for instructions.py: CONNS connections, PER 1 KiB messages each
+(with a 4th argument "line", each message ends in a newline: for a LineHandler echo)."""
 import socket, selectors, sys, time
 conns, per, port = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-msg = b"x" * 1024
+msg = b"x" * 1023 + (b"\n" if sys.argv[4:] == ["line"] else b"x")
 deadline = time.time() + 600
 while True:
     try:

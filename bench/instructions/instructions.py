@@ -2,7 +2,8 @@
 """User-space instructions per echoed message, counted by valgrind's callgrind.
 
     python bench/instructions/instructions.py [--conns 50] [--servers netmux,selectors,asyncio,uvloop]
-    (also: netmux-stream, asyncio-streams, uvloop-streams: the same echo as a coroutine)
+    (also: netmux-stream, asyncio-streams, uvloop-streams: the same echo as a coroutine;
+    netmux-line: as a LineHandler, the client's messages ending in a newline)
 
 Wall-clock throughput on a shared 2-core machine moves 10-50 % from run to
 run; callgrind's instruction count does not (the same figure to within 0.5 %
@@ -46,7 +47,7 @@ def count(kind, conns, per_connection, workdir):
     try:
         assert server.stdout.readline().strip() == b"READY", f"{kind} did not start"
         subprocess.run([sys.executable, os.path.join(HERE, "client.py"), str(conns), str(per_connection),
-                        str(port)], check=True, timeout=600)
+                        str(port)] + (["line"] if kind.endswith("-line") else []), check=True, timeout=600)
         server.wait(600)
     finally:
         if server.poll() is None:

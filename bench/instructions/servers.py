@@ -1,6 +1,6 @@
 """Echo servers that exit after a given number of connections have closed.
 
-    python servers.py KIND PORT CONNECTIONS      KIND: netmux, netmux-stream, selectors,
+    python servers.py KIND PORT CONNECTIONS      KIND: netmux, netmux-stream, netmux-line, selectors,
                                                  asyncio, asyncio-streams, uvloop, uvloop-streams
 
 Used by instructions.py under callgrind: each serves one closed-loop run of
@@ -13,7 +13,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def serve_netmux(port, expected):
+def serve_netmux(port, expected, lines=False):
+    """The callback echo; ``lines``: as a LineHandler (the client's messages end in \\n)."""
     sys.path.insert(0, ROOT)
     import netmux
     closed = [0]
@@ -27,7 +28,13 @@ def serve_netmux(port, expected):
             if closed[0] == expected:
                 server.shutdown()
 
-    server = netmux.TCPServer(("127.0.0.1", port), Echo, backlog=1024)
+    class LineEcho(netmux.LineHandler):
+        def line_received(self, line):
+            self.send_line(line)
+
+        connection_lost = Echo.connection_lost
+
+    server = netmux.TCPServer(("127.0.0.1", port), LineEcho if lines else Echo, backlog=1024)
     print("READY", flush=True)
     server.serve_forever()
     server.server_close()
@@ -164,6 +171,8 @@ if __name__ == "__main__":
         serve_asyncio(port, expected)
     elif kind == "uvloop":
         serve_asyncio(port, expected, use_uvloop=True)
+    elif kind == "netmux-line":
+        serve_netmux(port, expected, lines=True)
     elif kind == "netmux-stream":
         serve_netmux_stream(port, expected)
     elif kind == "asyncio-streams":
