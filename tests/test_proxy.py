@@ -124,6 +124,22 @@ def test_v1_of_exactly_107_bytes_is_the_longest_accepted():
     assert read(longest).source[1] == 65535
 
 
+def test_addresses_are_written_as_the_socket_module_writes_a_peers():
+    # inet_ntop's form, the one getpeername() gives a direct connection: an
+    # IPv4-mapped address keeps its dotted quad, IPv6 is compressed, lower case.
+    line = b"PROXY TCP6 ::FFFF:192.0.2.1 2001:DB8:0:0:0:0:0:1 1 2\r\n"
+    header = read(line)
+    assert header.source == ("::ffff:192.0.2.1", 1, 0, 0)
+    assert header.destination == ("2001:db8::1", 2, 0, 0)
+    mapped = v2(("::ffff:192.0.2.1", 1, 0, 0), ("::1", 2, 0, 0))
+    assert read(mapped).source == ("::ffff:192.0.2.1", 1, 0, 0)
+    for bad in (b"PROXY TCP6 fe80::1%eth0 ::1 1 2\r\n",      # a scope means nothing to us
+                b"PROXY TCP4 010.0.0.1 10.0.0.2 1 2\r\n",    # leading zeros: octal to some
+                b"PROXY TCP4 10.0.0.1\x00 10.0.0.2 1 2\r\n"):
+        with pytest.raises(ProxyProtocolError, match="bad TCP"):
+            ProxyHeaderReader().feed(bad)
+
+
 def test_v1_refused_at_107_bytes_without_crlf_before_more_arrives():
     reader = ProxyHeaderReader()
     assert reader.feed(b"PROXY UNKNOWN " + b"x" * 92) is None          # 106 bytes: may still end
