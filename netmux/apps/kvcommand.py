@@ -37,6 +37,8 @@ class CommandError(Exception):
 
 def to_int(value: Union[bytes, bytearray], message: str = "ERR value is not an integer or out of range") -> int:
     """Parse an integer argument or stored value as strictly as Redis does (a C long long)."""
+    if value.isdigit() and len(value) < 19 and (value[0] != 48 or len(value) == 1):   # no regex: INCR is hot
+        return int(value)
     if _INTEGER.fullmatch(value):
         number = int(value)
         if LLONG_MIN <= number <= LLONG_MAX:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import re
 from fractions import Fraction
+from functools import lru_cache
+from itertools import chain
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from netmux.apps.kvcommand import (LLONG_MAX, LLONG_MIN, NULL, OK, SYNTAX_ERROR, CommandError, command,
@@ -138,15 +140,24 @@ class StringCommands:
 
     @command(-2)
     def do_mget(self, args: List[bytes]) -> bytes:
-        lookup = self.db.lookup
-        return array([bulk(lookup(key)) for key in args[1:]])
+        db = self.db
+        # No deadline set: no key can have expired, and the dict's own get does (in C).
+        values = list(map(db.lookup if db.expires else db.data.get, args[1:]))
+        if len(values) <= _MGET_FORMATS and None not in values:     # one format for the whole reply
+            return _mget_format(len(values)) % tuple(chain.from_iterable(zip(map(len, values), values)))
+        return b"*%d\r\n%s" % (len(values), b"".join([
+            NULL if value is None else b"$%d\r\n%s\r\n" % (len(value), value) for value in values]))
 
     @command(-3)
     def do_mset(self, args: List[bytes]) -> bytes:
         if len(args) % 2 == 0:
             raise CommandError("ERR wrong number of arguments for 'mset' command")
-        for index in range(1, len(args), 2):
-            self.db.put(args[index], args[index + 1])
+        db = self.db
+        if db.expires or db.watched:
+            for index in range(1, len(args), 2):
+                db.put(args[index], args[index + 1])
+        else:                           # nothing to clear or to tell: one update, in C
+            db.data.update(zip(args[1::2], args[2::2]))
         return OK
 
     @command(-3)
@@ -167,7 +178,9 @@ class StringCommands:
     # ------------------------------------------------------------------
     def _add(self, key: bytes, increment: int) -> bytes:
         db = self.db
-        value = db.lookup(key)
+        value = db.data.get(key)
+        if value is not None and db.expires:
+            value = db.lookup(key)              # it may have expired
         number = 0 if value is None else to_int(value)
         number += increment
         if not -(1 << 63) <= number < (1 << 63):        # a C long long; constants folded: INCR is hot
@@ -391,6 +404,15 @@ class StringCommands:
 # ======================================================================
 def _invalid_expire(name: bytes) -> CommandError:
     return CommandError(f"ERR invalid expire time in '{name.lower().decode('utf-8', 'replace')}' command")
+
+
+_MGET_FORMATS = 64      # MGETs of up to this many keys, all found, are answered by one format
+
+
+@lru_cache(maxsize=_MGET_FORMATS)
+def _mget_format(count: int) -> bytes:
+    """MGET's reply for ``count`` values found: their lengths and values fill it in."""
+    return b"*%d\r\n" % count + b"$%d\r\n%s\r\n" * count
 
 
 def _string_options(args: List[bytes], set_command: bool) -> Tuple[Optional[Tuple[bytes, bytes]], bytes, bool, bool]:

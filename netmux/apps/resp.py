@@ -50,6 +50,7 @@ closes.
 from __future__ import annotations
 
 import re
+from itertools import chain
 from typing import List, Optional, Tuple, Union
 
 __all__ = ["ProtocolError", "RespParser", "MAX_ARGUMENTS", "MAX_INLINE", "MAX_BULK", "MAX_QUERY",
@@ -296,20 +297,25 @@ def _parse_whole(data: bytes, commands: List[Command]) -> int:
     """Append the whole multibulk requests at the start of ``data`` to ``commands``;
     return where the first one it cannot take begins (partial, inline or odd).
 
-    One ``split`` on ``\\r\\n`` cuts the lines; a request is taken when its count
-    line is one of ``_COUNTS`` (strict decimal, 1 to 1,024) and its ``$`` lines,
-    joined, equal the canonical ``$<length>`` of the parts after them: then every
-    argument is whole, ends at a ``\\r\\n`` and no line holds a NUL, so the general
-    parse would read exactly these arguments (each part ends before the next
-    ``\\r\\n``: one as long as its ``$`` line says is all of the bulk). Anything
-    else stops it and is left to the general parse, which knows every quirk and
-    error. The caller guarantees no argument can be over a limit (``data`` is
-    shorter than both). Per request: a dict lookup, two slices and a compare.
+    One ``split`` on ``\\r\\n`` cuts the lines, and a loop of a dict lookup and
+    two slices per request takes, as its arguments, the parts after a count line
+    of ``_COUNTS`` (strict decimal, 1 to 1,024). That is right when every ``$``
+    line between them is the canonical ``$<length>`` of the part after it: then
+    each argument is whole, ends at a ``\\r\\n`` and no line holds a NUL, so the
+    general parse reads exactly these arguments. All requests are checked at
+    once, in C: the list of their ``$`` lines must equal the list ``_LENGTHS``
+    makes of their arguments' lengths. When it does not (a value holds a
+    ``\\r\\n``, a length has a leading zero, a value is longer than
+    ``_LENGTHS`` knows...), ``_parse_checked`` checks the requests one by one and
+    stops at the first that fails. What it leaves, the general parse takes, with
+    every quirk and error. The caller guarantees no argument can be over a limit
+    (``data`` is shorter than both).
     """
     parts = data.split(b"\r\n")
     last = len(parts) - 1               # parts[last] ends no line: never an argument here
     index = 0
-    counts, headers, append, join = _COUNTS, _HEADERS, commands.append, b"\r\n".join
+    headers: List[bytes] = []
+    counts, append, extend, first = _COUNTS, commands.append, headers.extend, len(commands)
     while index < last:
         count = counts.get(parts[index])
         if count is None:
@@ -317,13 +323,39 @@ def _parse_whole(data: bytes, commands: List[Command]) -> int:
         end = index + 2 * count         # the last argument's part
         if end >= last:
             break
+        append(parts[index + 2:end + 1:2])
+        extend(parts[index + 1:end:2])
+        index = end + 1
+    if index == 0:
+        return 0
+    try:
+        if headers == list(map(_LENGTHS.__getitem__, map(len, chain.from_iterable(commands[first:])))):
+            return len(data) - len(parts[last]) if index == last else sum(map(len, parts[:index])) + 2 * index
+    except IndexError:                  # a value longer than _LENGTHS knows
+        pass
+    del commands[first:]
+    return _parse_checked(parts, last, commands)
+
+
+_LENGTHS = [b"$%d" % length for length in range(4096)]     # length -> its $ line, for the common sizes
+
+
+def _parse_checked(parts: List[bytes], last: int, commands: List[Command]) -> int:
+    """``_parse_whole``'s loop with each request's ``$`` lines checked before it is taken."""
+    index = 0
+    counts, headers, append, join = _COUNTS, _HEADERS, commands.append, b"\r\n".join
+    while index < last:
+        count = counts.get(parts[index])
+        if count is None:
+            break
+        end = index + 2 * count
+        if end >= last:
+            break
         arguments = parts[index + 2:end + 1:2]
         if headers[count] % tuple(map(len, arguments)) != join(parts[index + 1:end:2]):
             break
         append(arguments)
         index = end + 1
-    if index == last:
-        return len(data) - len(parts[last])
     return sum(map(len, parts[:index])) + 2 * index
 
 
