@@ -142,7 +142,7 @@ class KVHandler(netmux.Handler):
             store.pubsub.deliver_pending()      # what was published before our replies goes first
         get = session.table.get
         replies: List[bytes] = []
-        size = 0
+        append, size = replies.append, 0
         while budget > 0 and (self._next < len(self._commands) or self._parse_slice()):
             commands, start = self._commands, self._next
             stop = min(len(commands), start + budget)
@@ -169,7 +169,7 @@ class KVHandler(netmux.Handler):
                 except YieldTurn:               # a costly command spent the share: this one waits
                     stop, budget = index, 0
                     break
-                replies.append(reply)
+                append(reply)
                 size += len(reply)
                 if size >= _BATCH:
                     self.transport.write(b"".join(replies))

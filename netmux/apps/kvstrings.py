@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import re
 from fractions import Fraction
-from functools import lru_cache
-from itertools import chain
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from netmux.apps.kvcommand import (LLONG_MAX, LLONG_MIN, NULL, OK, SYNTAX_ERROR, CommandError, command,
@@ -52,7 +50,10 @@ class StringCommands:
     # ------------------------------------------------------------------
     @command(2)
     def do_get(self, args: List[bytes]) -> bytes:
-        value = self.db.lookup(args[1])
+        db = self.db
+        value = db.data.get(args[1])
+        if value is not None and db.expires:
+            value = db.lookup(args[1])          # it may have expired
         if value is None:
             return NULL
         return b"$%d\r\n%s\r\n" % (len(value), value)
@@ -143,8 +144,6 @@ class StringCommands:
         db = self.db
         # No deadline set: no key can have expired, and the dict's own get does (in C).
         values = list(map(db.lookup if db.expires else db.data.get, args[1:]))
-        if len(values) <= _MGET_FORMATS and None not in values:     # one format for the whole reply
-            return _mget_format(len(values)) % tuple(chain.from_iterable(zip(map(len, values), values)))
         return b"*%d\r\n%s" % (len(values), b"".join([
             NULL if value is None else b"$%d\r\n%s\r\n" % (len(value), value) for value in values]))
 
@@ -404,15 +403,6 @@ class StringCommands:
 # ======================================================================
 def _invalid_expire(name: bytes) -> CommandError:
     return CommandError(f"ERR invalid expire time in '{name.lower().decode('utf-8', 'replace')}' command")
-
-
-_MGET_FORMATS = 64      # MGETs of up to this many keys, all found, are answered by one format
-
-
-@lru_cache(maxsize=_MGET_FORMATS)
-def _mget_format(count: int) -> bytes:
-    """MGET's reply for ``count`` values found: their lengths and values fill it in."""
-    return b"*%d\r\n" % count + b"$%d\r\n%s\r\n" * count
 
 
 def _string_options(args: List[bytes], set_command: bool) -> Tuple[Optional[Tuple[bytes, bytes]], bytes, bool, bool]:
