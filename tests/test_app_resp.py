@@ -146,6 +146,7 @@ def test_malformed_requests_are_sticky_protocol_errors_worded_as_redis(stream, m
     (b"*1\r\n:3\r\n", b"-ERR Protocol error: expected '$', got ':'\r\n"),
     (b"*1\r\n\xe9\r\n", b"-ERR Protocol error: expected '$', got '\xe9'\r\n"),    # the byte, raw
     (b"*1\r\n\n\r\n", b"-ERR Protocol error: expected '$', got ' '\r\n"),         # no line break in it
+    (b"*1\r\n\r\n", b"-ERR Protocol error: expected '$', got ' '\r\n"),           # an empty line: its \r
 ])
 def test_the_protocol_error_reply_is_redis_byte_for_byte(stream, reply):
     with pytest.raises(ProtocolError) as raised:
@@ -376,7 +377,8 @@ def test_long_unfinished_lines_fed_byte_by_byte_are_parsed_once_not_once_per_byt
 near_miss = st.sampled_from([b"*0\r\n", b"*-1\r\n", b"*01\r\n$1\r\na\r\n", b"*+1\r\n$1\r\na\r\n",
                              b"*1\r\n$01\r\na\r\n", b"*1\r\n$+1\r\na\r\n", b"*1\r\n$2\r\na\r\n\r\n",
                              b"*1\r\n$1\r\nab\r\n", b"*1\r\n$1\ra\r\n", b"*1\r\n$1\r\na\rx", b"*1\rx$1\r\na\r\n",
-                             b"*1\r\n$-1\r\n", b"*1\r\n$1\x00\r\na\r\n", b"PING\r\n", b"\r\n", b"*2\r\n$1\r\na\r\n",
+                             b"*1\r\n$-1\r\n", b"*1\r\n\r\n", b"*1\r\n$1\x00\r\na\r\n", b"PING\r\n", b"\r\n",
+                             b"*2\r\n$1\r\na\r\n",
                              b"*1\r\n$4\r\na\r\nb\r\n", b"*2\r\n$3\r\n$1\r\n$1\r\na\r\n", b"x", b"\r", b"\n"])
 stream_piece = st.one_of(commands_strategy.map(lambda commands: b"".join(map(encode, commands))), near_miss,
                          st.binary(max_size=12))
@@ -405,3 +407,16 @@ def test_the_fast_path_takes_whole_requests_and_stops_at_the_first_it_cannot():
         commands: List[List[bytes]] = []
         assert resp._parse_whole(requests + tail, commands) == len(requests)
         assert commands == [[b"SET", b"k", b"v"], [b"GET", b"\x00\r"]]
+
+
+@pytest.mark.parametrize("odd", [encode([b"MSET"] + [b"k"] * 70),              # many arguments
+                                 encode([b"SET", b"k", b"v" * 5000]),           # over _LENGTHS's 4,095 bytes
+                                 encode([b"SET", b"k", b"a\r\nb"]),             # a line end inside a value
+                                 b"*1\r\n$01\r\nx\r\n", b"PING\r\n"])
+def test_requests_the_fast_path_checks_one_by_one_or_leaves_are_read_as_the_general_parse_reads(odd):
+    whole = encode([b"GET", b"k"]) * 3
+    for stream in (whole + odd + whole, odd + whole, whole + odd):
+        for chunks in ([stream], cut(stream, [len(stream) // 2])):
+            fast, general = RespParser(), general_only(RespParser())
+            assert outcome(fast, chunks) == outcome(general, chunks)
+            assert fast.error is None or odd == b"*1\r\n$01\r\nx\r\n"

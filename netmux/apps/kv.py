@@ -154,8 +154,7 @@ class KVHandler(netmux.Handler):
                     # kvcommand.execute inlined (the hot path): one lookup, the arity, the call;
                     # anything else (another case, a wrong arity, MULTI...) goes through the session.
                     entry = get(args[0])
-                    if entry is not None and session.plain and (
-                            len(args) == entry[1] or 0 > entry[1] >= -len(args)):
+                    if entry is not None and len(args) in entry[2] and session.plain:
                         reply = entry[0](args)
                     else:
                         reply = session.run(args)

@@ -50,6 +50,7 @@ closes.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from itertools import chain
 from typing import List, Optional, Tuple, Union
 
@@ -277,8 +278,8 @@ class RespParser:
         """A ``$`` line the fast path refused: its length, -1 (a NUL: stall) or the error."""
         if b"\x00" in line:
             return -1
-        if line[0] != 36:
-            raise ProtocolError(f"expected '$', got '{chr(line[0])}'")
+        if line[:1] != b"$":            # empty: the line is its "\\r" alone, which Redis names
+            raise ProtocolError(f"expected '$', got '{chr(line[0]) if line else chr(13)}'")
         length = _string2ll(line[1:])
         if length is None or length < 0:
             raise ProtocolError("invalid bulk length")
@@ -290,7 +291,6 @@ class RespParser:
 # ----------------------------------------------------------------------
 _WHOLE_ARGUMENTS = 1024         # more arguments than this: the general parse
 _COUNTS = {b"*%d" % count: count for count in range(1, _WHOLE_ARGUMENTS + 1)}
-_HEADERS = [b""] + [b"\r\n".join([b"$%d"] * count) for count in range(1, _WHOLE_ARGUMENTS + 1)]
 
 
 def _parse_whole(data: bytes, commands: List[Command]) -> int:
@@ -305,8 +305,8 @@ def _parse_whole(data: bytes, commands: List[Command]) -> int:
     general parse reads exactly these arguments. All requests are checked at
     once, in C: the list of their ``$`` lines must equal the list ``_LENGTHS``
     makes of their arguments' lengths. When it does not (a value holds a
-    ``\\r\\n``, a length has a leading zero, a value is longer than
-    ``_LENGTHS`` knows...), ``_parse_checked`` checks the requests one by one and
+    ``\\r\\n``, a length has a leading zero, a value is 4,096 bytes or more,
+    longer than ``_LENGTHS`` knows), ``_parse_checked`` checks the requests one by one and
     stops at the first that fails. What it leaves, the general parse takes, with
     every quirk and error. The caller guarantees no argument can be over a limit
     (``data`` is shorter than both).
@@ -343,7 +343,7 @@ _LENGTHS = [b"$%d" % length for length in range(4096)]     # length -> its $ lin
 def _parse_checked(parts: List[bytes], last: int, commands: List[Command]) -> int:
     """``_parse_whole``'s loop with each request's ``$`` lines checked before it is taken."""
     index = 0
-    counts, headers, append, join = _COUNTS, _HEADERS, commands.append, b"\r\n".join
+    counts, append, join = _COUNTS, commands.append, b"\r\n".join
     while index < last:
         count = counts.get(parts[index])
         if count is None:
@@ -352,11 +352,17 @@ def _parse_checked(parts: List[bytes], last: int, commands: List[Command]) -> in
         if end >= last:
             break
         arguments = parts[index + 2:end + 1:2]
-        if headers[count] % tuple(map(len, arguments)) != join(parts[index + 1:end:2]):
+        if _headers(count) % tuple(map(len, arguments)) != join(parts[index + 1:end:2]):
             break
         append(arguments)
         index = end + 1
     return sum(map(len, parts[:index])) + 2 * index
+
+
+@lru_cache(maxsize=64)
+def _headers(count: int) -> bytes:
+    """The format of the ``$`` lines of ``count`` arguments, ``\\r\\n`` between them."""
+    return b"\r\n".join([b"$%d"] * count)
 
 
 _LONG_LONG = re.compile(rb"0|-?[1-9][0-9]{0,18}")
