@@ -31,6 +31,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(HERE, "instructions"))
+from instructions import free_port  # noqa: E402
 CONNS, PIPELINE, LOW, HIGH = 10, 16, 20, 120
 KEY = b"key:__rand_int__"           # redis-benchmark's key without -r, taken literally
 
@@ -103,12 +105,6 @@ def client(port, command, lines, batches, deadline):
             left[1], left[2] = lines * PIPELINE, 0
             sock.sendall(batch)
     selector.close()
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def count(tree, test, batches, workdir):

@@ -13,7 +13,9 @@ in these modules, bottom to top:
   subscriptions, name) and its commands, sans-IO; ``kvpubsub.py`` -- the
   publish/subscribe registry, whose subscribers are this module's connections;
 * this module -- the network side: ``KVHandler``, one per connection, runs the
-  commands the parser hands up, ``commands_per_turn`` (128) a turn, and writes
+  commands the parser hands up (a plain one by one lookup in the session's
+  table, its arity checked by the same entry, without the session's dispatch),
+  ``commands_per_turn`` (128) a turn, and writes
   the replies of a turn in one ``write`` (pipelining costs one ``send`` per
   share, replies stay in order); the rest goes on next turn
   (``transport.yield_turn``), after the other connections had theirs;
