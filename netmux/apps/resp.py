@@ -141,7 +141,7 @@ class RespParser:
                 held.clear()
             position = 0
             # Whole requests first, in C (see _parse_whole); the general parse takes the rest.
-            if self._arguments is None and len(data) <= self._whole_limit:
+            if self._arguments is None and data[:1] == b"*" and len(data) <= self._whole_limit:
                 position = _parse_whole(data, commands)
             position = self._parse(data, commands, position)
             if position < len(data):
