@@ -184,7 +184,7 @@ class RespParser:
         return position
 
     # ------------------------------------------------------------------
-    # The parse proper: from position 0 of ``data``, return where it stopped
+    # The general parse: from ``position`` in ``data``, return where it stopped
     # ------------------------------------------------------------------
     def _parse(self, data: bytes, commands: List[Command], position: int) -> int:
         size = len(data)
@@ -284,7 +284,7 @@ class RespParser:
         """A ``$`` line the fast path refused: its length, -1 (a NUL: stall) or the error."""
         if b"\x00" in line:
             return -1
-        if line[:1] != b"$":            # empty: the line is its "\\r" alone, which Redis names
+        if line[:1] != b"$":            # empty: the line is its \r alone, which Redis names
             raise ProtocolError(f"expected '$', got '{chr(line[0]) if line else chr(13)}'")
         length = _string2ll(line[1:])
         if length is None or length < 0:
@@ -312,8 +312,8 @@ def _parse_whole(data: bytes, commands: List[Command]) -> int:
     once, in C: the list of their ``$`` lines must equal the list ``_LENGTHS``
     makes of their arguments' lengths. When it does not (a value holds a
     ``\\r\\n``, a length has a leading zero, a value is 4,096 bytes or more,
-    longer than ``_LENGTHS`` knows), ``_parse_checked`` checks the requests one by one and
-    stops at the first that fails. What it leaves, the general parse takes, with
+    longer than ``_LENGTHS`` knows), ``_parse_checked`` checks the requests one
+    by one and stops at the first that fails. What it leaves, the general parse takes, with
     every quirk and error. The caller guarantees no argument can be over a limit
     (``data`` is shorter than both).
     """
