@@ -3,6 +3,7 @@
 
     python bench/kv_server.py                       # against main, every test
     python bench/kv_server.py --rev HEAD~3 --tests SET,GET
+    python bench/kv_server.py --redis --tests SET,GET   # redis-server's count beside them
 
 What ``redis-benchmark -P 16`` costs the server per command, counted by
 callgrind rather than timed (wall clock moves 10-50 % on a shared machine):
@@ -74,9 +75,19 @@ server.server_close()
 """
 
 
+def connect(port, deadline):
+    while True:
+        try:
+            return socket.create_connection(("127.0.0.1", port))
+        except ConnectionRefusedError:      # redis-server under valgrind: still starting
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def client(port, command, lines, batches, deadline):
     """CONNS connections, each: a SET (so GET finds the key), then ``batches`` pipelines."""
-    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(CONNS)]
+    socks = [connect(port, deadline) for _ in range(CONNS)]
     setup, batch = encode(b"SET", KEY, b"xxx"), command * PIPELINE
     selector = selectors.DefaultSelector()
     state = {}
@@ -108,18 +119,23 @@ def client(port, command, lines, batches, deadline):
 
 
 def count(tree, test, batches, workdir):
+    """Instructions of one run of the server from ``tree`` (or redis-server, for ``tree=None``)."""
     out = os.path.join(workdir, "callgrind.out")
     port = free_port()
     python = os.path.realpath(sys.executable)        # not a pyenv shim: valgrind must run Python itself
+    program = ([python, "-c", SERVER, tree, str(port), str(CONNS)] if tree else
+               ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"])
     # A fixed hash seed: dict probes, and with them the count, the same run after run.
-    server = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", python, "-c",
-                               SERVER, tree, str(port), str(CONNS)],
+    server = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *program],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                               env=dict(os.environ, PYTHONHASHSEED="0"))
     try:
-        assert server.stdout.readline().strip() == b"READY", "the kv server did not start"
+        if tree:
+            assert server.stdout.readline().strip() == b"READY", "the kv server did not start"
         command, lines = TESTS[test]
         client(port, command, lines, batches, time.monotonic() + 600)
+        if not tree:
+            subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True, timeout=60)
         server.wait(600)
     finally:
         if server.poll() is None:
@@ -138,6 +154,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rev", default="main", help="the git revision to compare with (default: main)")
     parser.add_argument("--tests", default=",".join(TESTS), help="comma-separated, of: " + ", ".join(TESTS))
+    parser.add_argument("--redis", action="store_true", help="also count redis-server, served the same way")
     args = parser.parse_args()
     tests = args.tests.split(",")
     with tempfile.TemporaryDirectory() as workdir:
@@ -146,10 +163,13 @@ def main():
         archive = subprocess.run(["git", "archive", args.rev, "netmux"], cwd=ROOT, check=True,
                                  capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", old], input=archive, check=True)
-        print(f"| -P {PIPELINE}, {CONNS} connections | {args.rev} | this tree | change |\n|---|---:|---:|---:|")
+        column, rule = (" redis-server |", "---:|") if args.redis else ("", "")
+        print(f"| -P {PIPELINE}, {CONNS} connections | {args.rev} | this tree | change |{column}\n"
+              f"|---|---:|---:|---:|{rule}")
         for test in tests:
             before, after = (per_command(tree, test, workdir) for tree in (old, ROOT))
-            print(f"| {test} | {before:,.0f} | {after:,.0f} | {after / before - 1:+.1%} |", flush=True)
+            theirs = f" {per_command(None, test, workdir):,.0f} |" if args.redis else ""
+            print(f"| {test} | {before:,.0f} | {after:,.0f} | {after / before - 1:+.1%} |{theirs}", flush=True)
     return 0
 
 
