@@ -3,6 +3,7 @@
 
     python bench/kv.py                 # 3 rounds of -P 1 and -P 16, -n 100000 -c 50
     python bench/kv.py --rounds 1 --requests 20000      # a quick look
+    python bench/kv.py --rev main      # also kv as it is at a git revision, in the same rounds
 
 Each round starts a fresh server of each kind pinned to core 0 (``taskset -c 0``)
 and runs ``redis-benchmark -t set,get,incr,mget -n N -c 50 -P p --csv`` pinned
@@ -20,6 +21,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -39,11 +41,23 @@ def netmux_command():
     return [sys.executable, "-m", "netmux.apps.kv", "--log-level", "WARNING"]
 
 
-def server_commands():
-    return {
-        "netmux kv": netmux_command(),
-        "redis-server": ["redis-server", "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"],
+def server_commands(rev_tree=None, rev=None):
+    """name -> (command, directory to run it in); with ``rev_tree``, kv from that tree too."""
+    commands = {
+        "netmux kv": (netmux_command(), ROOT),
+        "redis-server": (["redis-server", "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"], ROOT),
     }
+    if rev_tree is not None:        # python -m finds netmux in its working directory first
+        commands[f"netmux kv ({rev})"] = ([sys.executable, "-m", "netmux.apps.kv", "--log-level", "WARNING"],
+                                          rev_tree)
+    return commands
+
+
+def export(rev, directory):
+    """``netmux/`` as it is at ``rev``, written under ``directory`` (git archive)."""
+    archive = subprocess.run(["git", "archive", rev, "netmux"], cwd=ROOT, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", directory], input=archive, check=True)
+    return directory
 
 
 def free_port():
@@ -52,9 +66,11 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def start(command, port, timeout=20.0):
-    proc = subprocess.Popen(["taskset", "-c", "0", *command, "--port", str(port)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def start(command, port, timeout=20.0, directory=ROOT):
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)     # each kv is the netmux of its own directory
+    proc = subprocess.Popen(["taskset", "-c", "0", *command, "--port", str(port)], cwd=directory,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -94,15 +110,22 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=100000)
+    parser.add_argument("--rev", default=None, help="also run kv as it is at this git revision (e.g. main)")
     args = parser.parse_args()
-    commands = server_commands()
+    with tempfile.TemporaryDirectory() as workdir:
+        commands = server_commands(export(args.rev, workdir) if args.rev else None, args.rev)
+        run(args, commands)
+
+
+def run(args, commands):
     results = {}            # (server, pipeline, test) -> [requests/s per round]
     for round_number in range(args.rounds):
         order = list(commands) if round_number % 2 == 0 else list(commands)[::-1]
         for pipeline in (1, 16):
             for name in order:
                 port = free_port()
-                proc = start(commands[name], port)
+                command, directory = commands[name]
+                proc = start(command, port, directory=directory)
                 try:
                     for test, rate in benchmark(port, pipeline, args.requests).items():
                         results.setdefault((name, pipeline, test), []).append(rate)
@@ -119,7 +142,7 @@ def main():
 def render(results, args, commands):
     redis_version = subprocess.run(["redis-server", "--version"], capture_output=True).stdout.decode()
     redis_version = redis_version.split("v=")[1].split()[0]
-    netmux = " ".join(["python"] + commands["netmux kv"][1:])
+    netmux = " ".join(["python"] + commands["netmux kv"][0][1:])
     lines = [f"`redis-benchmark -t set,get,incr,mget,mset -n {args.requests} -c 50 -P {{1,16}} --csv` and "
              f"`redis-benchmark -n {args.requests} -c 50 -P {{1,16}} --csv MGET key:__rand_int__ ...` (10 keys) "
              f"against `{netmux}` and `redis-server --save '' --appendonly no`; median of {args.rounds} "
@@ -128,6 +151,11 @@ def render(results, args, commands):
              "",
              "| test | -P | netmux kv req/s | redis-server req/s | netmux / redis |",
              "|---|---:|---:|---:|---:|"]
+    others = [name for name in commands if name.startswith("netmux kv (")]
+    if others:
+        lines[2] = lines[2].replace(" | redis-server req/s", "".join(f" | {name} req/s" for name in others)
+                                    + " | redis-server req/s")
+        lines[3] = "|---|---:|---:|" + "---:|" * len(others) + "---:|---:|"
     for pipeline in (1, 16):
         for test in TESTS:
             ours = results.get(("netmux kv", pipeline, test))
@@ -135,7 +163,9 @@ def render(results, args, commands):
             if not ours or not theirs:
                 continue
             a, b = statistics.median(ours), statistics.median(theirs)
-            lines.append(f"| {test} | {pipeline} | {a:,.0f} | {b:,.0f} | {a / b:.2f} |")
+            revs = "".join(f" {statistics.median(results.get((name, pipeline, test), [0])):,.0f} |"
+                           for name in others)
+            lines.append(f"| {test} | {pipeline} | {a:,.0f} |{revs} {b:,.0f} | {a / b:.2f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -47,7 +47,8 @@ for _ in range(feeds):
 def instructions(path, data, feeds, workdir):
     out = os.path.join(workdir, "callgrind.out")
     subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-c", RUNNER,
-                    path, data.hex(), str(feeds)], check=True, capture_output=True, timeout=600)
+                    path, data.hex(), str(feeds)], check=True, capture_output=True, timeout=600,
+                   env=dict(os.environ, PYTHONHASHSEED="0"))       # dict probes the same run after run
     with open(out) as file:
         return int(re.search(r"^summary: (\d+)", file.read(), re.M).group(1))
 

@@ -146,6 +146,7 @@ def test_malformed_requests_are_sticky_protocol_errors_worded_as_redis(stream, m
     (b"*1\r\n:3\r\n", b"-ERR Protocol error: expected '$', got ':'\r\n"),
     (b"*1\r\n\xe9\r\n", b"-ERR Protocol error: expected '$', got '\xe9'\r\n"),    # the byte, raw
     (b"*1\r\n\n\r\n", b"-ERR Protocol error: expected '$', got ' '\r\n"),         # no line break in it
+    (b"*1\r\n\r\n", b"-ERR Protocol error: expected '$', got ' '\r\n"),           # an empty line: its \r
 ])
 def test_the_protocol_error_reply_is_redis_byte_for_byte(stream, reply):
     with pytest.raises(ProtocolError) as raised:
@@ -361,7 +362,7 @@ def test_words_quoted_as_redis_cli_quotes_them_come_back_whole_under_any_chunkin
 def test_long_unfinished_lines_fed_byte_by_byte_are_parsed_once_not_once_per_byte(monkeypatch):
     parses = []
     parse = RespParser._parse
-    monkeypatch.setattr(RespParser, "_parse", lambda self, data, commands: parses.append(1) or parse(self, data, commands))
+    monkeypatch.setattr(RespParser, "_parse", lambda self, data, commands, position: parses.append(1) or parse(self, data, commands, position))
     for stream in (b"ECHO " + b"x" * 60000 + b"\r\n",                   # inline: waits for its LF
                    b"*1\x00" + b"1" * 60000,                             # a NUL: stalled, never re-read
                    b"*1\r\n$" + b"1" * 60000):                          # a length line: waits for its CR
@@ -369,3 +370,53 @@ def test_long_unfinished_lines_fed_byte_by_byte_are_parsed_once_not_once_per_byt
         for index in range(len(stream)):
             feed(parser, stream[index:index + 1])
         assert len(parses) <= 3, stream[:10]
+
+
+# The fast path (resp._parse_whole) against the general parse alone, on streams of
+# whole requests mixed with the near misses it must leave to the general parse.
+near_miss = st.sampled_from([b"*0\r\n", b"*-1\r\n", b"*01\r\n$1\r\na\r\n", b"*+1\r\n$1\r\na\r\n",
+                             b"*1\r\n$01\r\na\r\n", b"*1\r\n$+1\r\na\r\n", b"*1\r\n$2\r\na\r\n\r\n",
+                             b"*1\r\n$1\r\nab\r\n", b"*1\r\n$1\ra\r\n", b"*1\r\n$1\r\na\rx", b"*1\rx$1\r\na\r\n",
+                             b"*1\r\n$-1\r\n", b"*1\r\n\r\n", b"*1\r\n$1\x00\r\na\r\n", b"PING\r\n", b"\r\n",
+                             b"*2\r\n$1\r\na\r\n",
+                             b"*1\r\n$4\r\na\r\nb\r\n", b"*2\r\n$3\r\n$1\r\n$1\r\na\r\n", b"x", b"\r", b"\n"])
+stream_piece = st.one_of(commands_strategy.map(lambda commands: b"".join(map(encode, commands))), near_miss,
+                         st.binary(max_size=12))
+
+
+def general_only(parser: RespParser) -> RespParser:
+    parser._whole_limit = -1        # no feed is short enough for the fast path: the general parse alone
+    return parser
+
+
+def outcome(parser: RespParser, chunks: List[bytes]):
+    return feed_all(parser, chunks), parser.error and str(parser.error), parser.buffered
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(stream_piece, max_size=12), st.lists(st.integers(min_value=0), max_size=6),
+       st.sampled_from([MAX_BULK, 5]))
+def test_the_fast_path_reads_exactly_what_the_general_parse_reads(pieces, points, max_bulk):
+    chunks = cut(b"".join(pieces), points)
+    assert outcome(RespParser(max_bulk), chunks) == outcome(general_only(RespParser(max_bulk)), chunks)
+
+
+def test_the_fast_path_takes_whole_requests_and_stops_at_the_first_it_cannot():
+    requests = encode([b"SET", b"k", b"v"]) + encode([b"GET", b"\x00\r"])
+    for tail in (b"", b"*1\r\n$4\r\nPI", b"PING\r\n", b"*1\r\n$01\r\nx\r\n"):
+        commands: List[List[bytes]] = []
+        assert resp._parse_whole(requests + tail, commands) == len(requests)
+        assert commands == [[b"SET", b"k", b"v"], [b"GET", b"\x00\r"]]
+
+
+@pytest.mark.parametrize("odd", [encode([b"MSET"] + [b"k"] * 70),              # many arguments
+                                 encode([b"SET", b"k", b"v" * 5000]),           # over _LENGTHS's 4,095 bytes
+                                 encode([b"SET", b"k", b"a\r\nb"]),             # a line end inside a value
+                                 b"*1\r\n$01\r\nx\r\n", b"PING\r\n"])
+def test_requests_the_fast_path_checks_one_by_one_or_leaves_are_read_as_the_general_parse_reads(odd):
+    whole = encode([b"GET", b"k"]) * 3
+    for stream in (whole + odd + whole, odd + whole, whole + odd):
+        for chunks in ([stream], cut(stream, [len(stream) // 2])):
+            fast, general = RespParser(), general_only(RespParser())
+            assert outcome(fast, chunks) == outcome(general, chunks)
+            assert fast.error is None or odd == b"*1\r\n$01\r\nx\r\n"

@@ -11,6 +11,7 @@ text). It owns no data and does no I/O.
 from __future__ import annotations
 
 import re
+import sys
 from typing import Any, Callable, Dict, List, Tuple, Union
 
 from netmux.apps.resp import error
@@ -27,8 +28,9 @@ LLONG_MIN = -(1 << 63)
 _INTEGER = re.compile(rb"0|-?[1-9][0-9]{0,18}")   # Redis's string2ll: no "+", space, zeros, "-0"
 
 Method = Callable[..., bytes]
-# name (lower and upper case) -> (bound do_NAME method, Redis's arity)
-CommandTable = Dict[bytes, Tuple[Callable[[List[bytes]], bytes], int]]
+# name (lower and upper case) -> (bound do_NAME method, Redis's arity, the word counts it allows:
+# ``len(args) in lengths`` is the arity check in one step, for kv.py's hot path)
+CommandTable = Dict[bytes, Tuple[Callable[[List[bytes]], bytes], int, range]]
 
 
 class CommandError(Exception):
@@ -37,6 +39,8 @@ class CommandError(Exception):
 
 def to_int(value: Union[bytes, bytearray], message: str = "ERR value is not an integer or out of range") -> int:
     """Parse an integer argument or stored value as strictly as Redis does (a C long long)."""
+    if value.isdigit() and len(value) < 19 and (value[0] != 48 or len(value) == 1):   # no regex: INCR is hot
+        return int(value)
     if _INTEGER.fullmatch(value):
         number = int(value)
         if LLONG_MIN <= number <= LLONG_MAX:
@@ -64,7 +68,8 @@ def command_table(owner: Any) -> CommandTable:
     """The commands of ``owner`` (its marked ``do_NAME`` methods), bound, under both cases."""
     table: CommandTable = {}
     for name, arity in arities(type(owner)).items():
-        entry = (getattr(owner, "do_" + name), arity)
+        lengths = range(arity, arity + 1) if arity > 0 else range(-arity, sys.maxsize)
+        entry = (getattr(owner, "do_" + name), arity, lengths)
         table[name.encode()] = table[name.upper().encode()] = entry
     return table
 
@@ -80,7 +85,7 @@ def execute(table: CommandTable, args: List[bytes]) -> bytes:
     entry = table.get(args[0]) or table.get(args[0].lower())
     if entry is None:
         return unknown_command(args)
-    function, arity = entry
+    function, arity, _ = entry
     if not arity_holds(len(args), arity):
         return error(str(arity_error(args)))
     try:

@@ -50,7 +50,10 @@ class StringCommands:
     # ------------------------------------------------------------------
     @command(2)
     def do_get(self, args: List[bytes]) -> bytes:
-        value = self.db.lookup(args[1])
+        db = self.db
+        value = db.data.get(args[1])
+        if value is not None and db.expires:
+            value = db.lookup(args[1])          # it may have expired
         if value is None:
             return NULL
         return b"$%d\r\n%s\r\n" % (len(value), value)
@@ -138,15 +141,22 @@ class StringCommands:
 
     @command(-2)
     def do_mget(self, args: List[bytes]) -> bytes:
-        lookup = self.db.lookup
-        return array([bulk(lookup(key)) for key in args[1:]])
+        db = self.db
+        # No deadline set: no key can have expired, and the dict's own get does (in C).
+        values = list(map(db.lookup if db.expires else db.data.get, args[1:]))
+        return b"*%d\r\n%s" % (len(values), b"".join([
+            NULL if value is None else b"$%d\r\n%s\r\n" % (len(value), value) for value in values]))
 
     @command(-3)
     def do_mset(self, args: List[bytes]) -> bytes:
         if len(args) % 2 == 0:
             raise CommandError("ERR wrong number of arguments for 'mset' command")
-        for index in range(1, len(args), 2):
-            self.db.put(args[index], args[index + 1])
+        db = self.db
+        if db.expires or db.watched:
+            for index in range(1, len(args), 2):
+                db.put(args[index], args[index + 1])
+        else:                           # nothing to clear or to tell: one update, in C
+            db.data.update(zip(args[1::2], args[2::2]))
         return OK
 
     @command(-3)
@@ -167,7 +177,9 @@ class StringCommands:
     # ------------------------------------------------------------------
     def _add(self, key: bytes, increment: int) -> bytes:
         db = self.db
-        value = db.lookup(key)
+        value = db.data.get(key)
+        if value is not None and db.expires:
+            value = db.lookup(key)              # it may have expired
         number = 0 if value is None else to_int(value)
         number += increment
         if not -(1 << 63) <= number < (1 << 63):        # a C long long; constants folded: INCR is hot
