@@ -22,7 +22,6 @@ client loop is bounded in time.
 """
 import argparse
 import os
-import re
 import selectors
 import socket
 import subprocess
@@ -33,7 +32,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(HERE, "instructions"))
-from instructions import free_port  # noqa: E402
+from instructions import PYTHON, callgrind, free_port, total  # noqa: E402
 CONNS, PIPELINE, LOW, HIGH = 10, 16, 20, 120
 KEY = b"key:__rand_int__"           # redis-benchmark's key without -r, taken literally
 
@@ -122,28 +121,17 @@ def count(tree, test, batches, workdir):
     """Instructions of one run of the server from ``tree`` (or redis-server, for ``tree=None``)."""
     out = os.path.join(workdir, "callgrind.out")
     port = free_port()
-    python = os.path.realpath(sys.executable)        # not a pyenv shim: valgrind must run Python itself
-    program = ([python, "-c", SERVER, tree, str(port), str(CONNS)] if tree else
+    program = ([PYTHON, "-c", SERVER, tree, str(port), str(CONNS)] if tree else
                ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"])
     # A fixed hash seed: dict probes, and with them the count, the same run after run.
-    server = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *program],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                              env=dict(os.environ, PYTHONHASHSEED="0"))
-    try:
+    with callgrind(program, out, env=dict(os.environ, PYTHONHASHSEED="0")) as server:
         if tree:
             assert server.stdout.readline().strip() == b"READY", "the kv server did not start"
         command, lines = TESTS[test]
         client(port, command, lines, batches, time.monotonic() + 600)
         if not tree:
             subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True, timeout=60)
-        server.wait(600)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-        server.stdout.close()
-    with open(out) as file:
-        return int(re.search(r"^(?:summary|totals): (\d+)", file.read(), re.M).group(1))
+    return total(out)
 
 
 def per_command(tree, test, workdir):

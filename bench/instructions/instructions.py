@@ -16,6 +16,7 @@ kernel's send/recv work, which is the same for every server. Needs valgrind
 (Debian: apt-get install valgrind).
 """
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -36,30 +37,44 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def count(kind, conns, per_connection, workdir):
-    """User-space instructions the ``kind`` server executes for one closed-loop run."""
-    out = os.path.join(workdir, f"{kind}-{per_connection}.out")
-    port = free_port()
-    python = os.path.realpath(sys.executable)        # not a pyenv shim: valgrind must run Python itself
-    server = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", python,
-                               os.path.join(HERE, "servers.py"), kind, str(port), str(conns)],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+PYTHON = os.path.realpath(sys.executable)   # not a pyenv shim: valgrind must run Python itself
+
+
+@contextlib.contextmanager
+def callgrind(argv, out, wait=600, **popen):
+    """Run ``argv`` under valgrind's callgrind, counting into ``out``: yields the
+    process (its stdout piped). Leaving waits ``wait`` s for it to end (the body
+    made it end) and kills it if it did not, so no server outlives a failed run."""
+    server = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, **popen)
     try:
-        assert server.stdout.readline().strip() == b"READY", f"{kind} did not start"
-        subprocess.run([sys.executable, os.path.join(HERE, "client.py"), str(conns), str(per_connection),
-                        str(port)] + (["line"] if kind.endswith("-line") else []), check=True, timeout=600)
-        server.wait(600)
+        yield server
+        server.wait(wait)
     finally:
         if server.poll() is None:
             server.kill()
             server.wait()
         server.stdout.close()
+
+
+def total(out):
+    """The instruction total callgrind wrote to ``out``."""
     with open(out) as result:
-        for line in result:
-            match = re.match(r"(summary|totals): (\d+)", line)
-            if match:
-                return int(match.group(2)), glibc_malloc(out)
-    raise RuntimeError(f"no instruction total in {out}")
+        match = re.search(r"^(?:summary|totals): (\d+)", result.read(), re.M)
+    if match is None:
+        raise RuntimeError(f"no instruction total in {out}")
+    return int(match.group(1))
+
+
+def count(kind, conns, per_connection, workdir):
+    """User-space instructions the ``kind`` server executes for one closed-loop run."""
+    out = os.path.join(workdir, f"{kind}-{per_connection}.out")
+    port = free_port()
+    with callgrind([PYTHON, os.path.join(HERE, "servers.py"), kind, str(port), str(conns)], out) as server:
+        assert server.stdout.readline().strip() == b"READY", f"{kind} did not start"
+        subprocess.run([sys.executable, os.path.join(HERE, "client.py"), str(conns), str(per_connection),
+                        str(port)] + (["line"] if kind.endswith("-line") else []), check=True, timeout=600)
+    return total(out), glibc_malloc(out)
 
 
 def glibc_malloc(out):
