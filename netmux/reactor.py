@@ -8,11 +8,12 @@ to call them back when a file descriptor is readable or writable, or when a
 moment has come.
 
 What it lends the layers above, by name and with an invariant each (never a
-``_private`` attribute): ``read_buffer``, the one receive buffer its transports
-share; ``turn_time``, the clock read once per turn for activity stamps; and
-the registry of sockets in flight (``track_in_flight``/``forget_in_flight``),
-which ``close()`` finishes so nothing outlives the reactor (with the coroutines still
-pending, ``pending_tasks``). ``statistics()`` counts what it holds and
+``_private`` attribute): ``read_buffer``, a receive buffer its datagram
+transports share (stream transports ``recv`` into fresh bytes); ``turn_time``,
+the clock read once per turn for activity stamps; and the registry of sockets
+in flight (``track_in_flight``/``forget_in_flight``), which ``close()``
+finishes so nothing outlives the reactor (with the coroutines still pending,
+``pending_tasks``). ``statistics()`` counts what it holds and
 ``health()`` how the loop spends its time (turns, seconds in ``select`` and in
 callbacks, and with ``Reactor(time_callbacks=True)`` the slowest callback by
 name). Its clock is ``time.monotonic`` unless one is handed in

@@ -252,8 +252,9 @@ class _StreamServer(ServerLifecycle):
         self.socket = self._listen() if sock is None else self._adopt(adopt_listening_socket(sock))
         self._sockname = accepted_sockname(self.socket)   # every connection's, if it is one
         self._tcp = self.socket.family in (socket.AF_INET, socket.AF_INET6)   # TCP_NODELAY applies
-        self._accepter_of: Any = None
-        self._accept: Callable[[], Tuple[socket.socket, Any]] = self.socket.accept
+        # The listening socket's accept(), rebuilt if ``self.socket`` is replaced.
+        self._accepter_of: Any = self.socket
+        self._accept: Callable[[], Tuple[socket.socket, Any]] = _accepter(self.socket)
         self._connections: Set[TCPTransport] = set()
         #: Accepted sockets not set up yet (see ``_accept_queued``), oldest first.
         self._pending: Deque[Tuple[socket.socket, Any]] = deque()
@@ -328,7 +329,7 @@ class _StreamServer(ServerLifecycle):
         the accepted ones not set up yet.
         """
         room = self._pending_room()
-        if self._accepter_of is not self.socket:      # built once per listening socket
+        if self._accepter_of is not self.socket:      # replaced (a stand-in, in tests)
             self._accepter_of, self._accept = self.socket, _accepter(self.socket)
         accept = self._accept
         while room > 0 and self._accepting:

@@ -121,7 +121,7 @@ _TCP_INFO_COUNTS_AT = 120
 # need not be asked: u32 tcpi_unacked (segments in flight) at byte 24 and
 # u32 tcpi_notsent_bytes (queued, never sent) at byte 144. Both 0: every byte
 # handed over was acknowledged, the common case when a connection closes.
-_TCP_INFO_UNACKED = struct.Struct("=I")
+_TCP_INFO_U32 = struct.Struct("=I")
 _TCP_INFO_UNACKED_AT = 24
 _TCP_INFO_NOTSENT_AT = 144
 # States (include/net/tcp_states.h) once the peer's FIN came: it is counted as
@@ -182,15 +182,15 @@ def _kernel_counts(sock: socket.socket, fin_received: bool, fin_sent: bool) -> O
 def _send_queue_empty(info: bytes) -> bool:
     """True when a ``TCP_INFO`` answer shows nothing in flight and nothing queued
     (False when the kernel is too old to say)."""
-    if len(info) < _TCP_INFO_NOTSENT_AT + _TCP_INFO_UNACKED.size:
+    if len(info) < _TCP_INFO_NOTSENT_AT + _TCP_INFO_U32.size:
         return False
-    in_flight: int = _TCP_INFO_UNACKED.unpack_from(info, _TCP_INFO_UNACKED_AT)[0]
-    queued: int = _TCP_INFO_UNACKED.unpack_from(info, _TCP_INFO_NOTSENT_AT)[0]
+    in_flight: int = _TCP_INFO_U32.unpack_from(info, _TCP_INFO_UNACKED_AT)[0]
+    queued: int = _TCP_INFO_U32.unpack_from(info, _TCP_INFO_NOTSENT_AT)[0]
     return in_flight == 0 and queued == 0
 
 
 class _CountingSocket:
-    """A socket the kernel keeps no byte counts for (a Unix one): its ``recv_into``
+    """A socket the kernel keeps no byte counts for (a Unix one): its ``recv``
     and ``send`` count what they move; every other name is the socket's own."""
 
     __slots__ = ("socket", "received", "sent")

@@ -9,13 +9,14 @@ import os
 import socket
 import subprocess
 import time
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 from urllib.parse import urljoin, urlsplit
 
 import h11
 import pytest
 
 from conftest import recv_until_eof
+from nginxpeer import nginx_argv
 from netmux.apps import httpfiles
 from test_app_http import Running
 
@@ -33,35 +34,12 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _nginx_config(port: int, workdir: str, root: str) -> str:
-    """One process, the defaults but for the temp paths and the types netmux gives these files."""
-    temp = "\n".join(f"  {kind}_temp_path {workdir}/{kind};" for kind in ("client_body", "proxy", "fastcgi",
-                                                                           "uwsgi", "scgi"))
-    return f"""daemon off;
-master_process off;
-worker_processes 1;
-pid {workdir}/nginx.pid;
-error_log {workdir}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-  access_log off;
-{temp}
-  types {{ text/plain txt; text/html html; }}
-  default_type application/octet-stream;
-  server {{ listen 127.0.0.1:{port}; root {root}; server_tokens off; }}
-}}
-"""
-
-
 class Nginx:
     """nginx in the foreground on a free port, serving ``root``."""
 
     def __init__(self, workdir: str, root: str) -> None:
         self.port = _free_port()
-        config = os.path.join(workdir, "nginx.conf")
-        with open(config, "w") as file:
-            file.write(_nginx_config(self.port, workdir, root))
-        self.process = subprocess.Popen(["nginx", "-p", workdir, "-c", config, "-e", f"{workdir}/error.log"],
+        self.process = subprocess.Popen(nginx_argv(self.port, str(workdir), str(root)),
                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10

@@ -747,6 +747,72 @@ def test_accepted_connections_not_set_up_yet_count_toward_max_connections(reacto
         server.server_close()
 
 
+class _PeerEcho(netmux.Handler):
+    """Echoes, and keeps the peer's address as its transport gives it."""
+
+    peers: List[Any] = []
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self.peers.append(transport.get_extra_info("peername"))
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+def _try_recv(sock: socket.socket) -> bytes:
+    """One byte if the non-blocking ``sock`` has one now, else b""."""
+    try:
+        return sock.recv(1)
+    except BlockingIOError:
+        return b""
+
+
+def test_a_storm_under_a_layer_is_served_while_a_busy_client_keeps_its_turns(reactor):
+    # The accept queue below a layer (PROXY: each connection's handler is made
+    # only once its header is read), with one client already served echoing as
+    # fast as it can meanwhile: it must be answered in the turns the storm's
+    # set-up takes, not after them, and every storm connection is served with
+    # the address its header names.
+    _PeerEcho.peers = []
+    server = netmux.TCPServer(("127.0.0.1", 0), _PeerEcho, reactor=reactor, backlog=16, proxy_protocol=True)
+    header = b"PROXY TCP4 192.0.2.%d 198.51.100.1 %d 443\r\n"
+    busy = socket.create_connection(server.server_address, timeout=5)
+    storm: List[socket.socket] = []
+    try:
+        busy.sendall(header % (1, 1000) + b"b")
+        busy.setblocking(False)
+        run_until(reactor, lambda: _try_recv(busy) == b"b")
+        assert _PeerEcho.peers == [("192.0.2.1", 1000)]
+        for _ in range(6):          # the kernel's queue holds a backlog: take it in waves
+            storm += [socket.create_connection(server.server_address, timeout=5) for _ in range(16)]
+            readable(server.socket)
+            server._accept_queued()
+        assert len(server._pending) == 96
+        for index, client in enumerate(storm):
+            client.sendall(header % (2 + index, 2000 + index) + b"s")
+        busy.sendall(b"b")
+        server._set_up_pending()    # what the listener's event does next: a backlog now, the rest later
+        echoes_while_setting_up = 0
+        deadline = time.monotonic() + 10
+        while len(_PeerEcho.peers) < 97 and time.monotonic() < deadline:
+            reactor.run_once(0.05)
+            if _try_recv(busy) == b"b":
+                echoes_while_setting_up += len(_PeerEcho.peers) < 97
+                busy.sendall(b"b")
+        assert len(_PeerEcho.peers) == 97
+        assert echoes_while_setting_up >= 1
+        assert sorted(_PeerEcho.peers[1:], key=lambda peer: peer[1]) == [
+            (f"192.0.2.{2 + index}", 2000 + index) for index in range(96)]
+        for client in storm:
+            client.settimeout(5)
+            assert client.recv(1) == b"s"
+    finally:
+        for client in storm + [busy]:
+            client.close()
+        server.server_close()
+
+
 @pytest.mark.parametrize("how", ["drain", "close"])
 def test_accepted_connections_are_served_by_a_drain_and_closed_by_server_close(reactor, how):
     made: List[Any] = []

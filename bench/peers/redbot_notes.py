@@ -43,6 +43,8 @@ from redbot.resource import HttpResource
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(REPO, "tests"))
+from nginxpeer import nginx_argv  # noqa: E402  (nginx as tests/test_app_http_nginx.py runs it)
 RESULTS = os.path.join(REPO, "bench", "results", "http-redbot.md")
 
 #: (name, method, path, request headers)
@@ -77,28 +79,6 @@ def make_site(root: str) -> None:
         with open(path, "wb") as file:
             file.write(content)
         os.utime(path, (mtime, mtime))
-
-
-def nginx_argv(port: int, workdir: str, root: str) -> List[str]:
-    temp = "\n".join(f"  {kind}_temp_path {workdir}/{kind};"
-                     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    config = os.path.join(workdir, "nginx.conf")
-    with open(config, "w") as file:
-        file.write(f"""daemon off;
-master_process off;
-worker_processes 1;
-pid {workdir}/nginx.pid;
-error_log {workdir}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-  access_log off;
-{temp}
-  types {{ text/plain txt; text/html html; }}
-  default_type application/octet-stream;
-  server {{ listen 127.0.0.1:{port}; root {root}; server_tokens off; }}
-}}
-""")
-    return ["nginx", "-p", workdir, "-c", config, "-e", f"{workdir}/error.log"]
 
 
 def start(argv: List[str], port: int, env: Optional[Dict[str, str]] = None,
@@ -177,7 +157,7 @@ def worse(ours: List[Note], theirs: List[Note]) -> List[str]:
 def report(results: List[Tuple[str, str, str, List[Note], List[Note]]], netmux_tree: str) -> Tuple[str, int]:
     nginx_version = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
     import redbot
-    lines = [f"# REDbot on netmux http and nginx, the same directory",
+    lines = ["# REDbot on netmux http and nginx, the same directory",
              "", f"`{' '.join(sys.argv)}`: REDbot {getattr(redbot, '__version__', '?')}, {nginx_version}, "
              f"netmux from `{netmux_tree}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", ""]
     bad = 0
